@@ -1,0 +1,11 @@
+"""resnet_course: the small, tested package behind the ResNet course notebooks.
+
+Modules, each named for what it holds:
+``config`` (paths, fast mode), ``blocks`` (residual blocks), ``models`` (ResNet v1/v2 and the
+small CIFAR-style nets), ``inspect`` (stage shapes, parameters, FLOPs), ``gradients`` (gradient
+norms for the depth demos), ``widgets`` (the shape explorer), ``data`` (the bird dataset and its
+offline stand-in), ``training`` (fit, checkpoints), ``evaluation`` (metrics, predict),
+``plots`` (one figure per idea), ``checkers`` (exercise checkers).
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,49 @@
+"""Course-wide settings, defined once: paths, fast mode, and the defaults every notebook uses.
+
+``RESNET_COURSE_FAST=1`` shrinks image size and epochs so the whole course runs in minutes on a
+CPU. It never changes the dataset, the split or which code runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FAST_ENV = "RESNET_COURSE_FAST"
+DATA_ENV = "RESNET_COURSE_DATA"
+
+#: Where learners put the real photos: ``data/bird_photos/<class>/<file>.jpg``.
+DEFAULT_DATA_DIR = REPO_ROOT / "data" / "bird_photos"
+#: Where the offline stand-in is generated when the real photos are absent.
+STANDIN_DIR = REPO_ROOT / "data" / "standin_birds"
+#: Where notebooks and the command line write checkpoints and histories.
+RUNS_DIR = REPO_ROOT / "runs"
+
+
+def fast_mode() -> bool:
+    """True when ``RESNET_COURSE_FAST`` is set to 1/true/yes/on."""
+    return os.environ.get(FAST_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def data_dir() -> Path:
+    """The real-photo folder: ``$RESNET_COURSE_DATA`` if set, else ``data/bird_photos``."""
+    return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The knobs fast mode turns; everything else about a run stays the same."""
+
+    fast: bool
+    image_size: int  # 224 px as in the original course; 64 px in fast mode
+    epochs: int  # about 10 epochs as in the original course; 1 in fast mode
+    batch_size: int  # 8, as in the original course, in both modes
+
+
+def settings() -> Settings:
+    """The settings for this run, read from ``RESNET_COURSE_FAST`` each time it is called."""
+    if fast_mode():
+        return Settings(fast=True, image_size=64, epochs=1, batch_size=8)
+    return Settings(fast=False, image_size=224, epochs=10, batch_size=8)

@@ -1,0 +1,22 @@
+"""Shared test setup: fast mode by default, and the real-photo sample when it exists."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Notebooks run through nbval inherit this environment: fast mode unless the instructor asked
+# otherwise (RESNET_COURSE_FAST=0 pytest runs the course at default settings).
+os.environ.setdefault("RESNET_COURSE_FAST", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BIRDS_SAMPLE = Path(os.environ.get("RESNET_COURSE_SAMPLE", REPO_ROOT.parent / "shared" / "birds-sample"))
+
+
+@pytest.fixture(scope="session")
+def birds_sample() -> Path:
+    """The 20 real photos (5 per class) in ../shared/birds-sample, read in place, never copied."""
+    if not BIRDS_SAMPLE.is_dir():
+        pytest.skip(f"real-photo sample not found at {BIRDS_SAMPLE}")
+    return BIRDS_SAMPLE
