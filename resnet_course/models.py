@@ -1,0 +1,420 @@
+"""The networks of the course, assembled from ``blocks``.
+
+- ``ResNet`` (v1, He et al. 2015) with torchvision's module names: ``resnet18`` ... ``resnet152``
+  load torchvision's state_dicts (strict) and give the same logits.
+- ``ResNetV2`` (He et al. 2016) exactly as Keras Applications builds ResNet50V2/101V2/152V2.
+- ``CifarResNet``: small 6n+2-layer CIFAR nets for the depth and unit-ordering demos (He et al.
+  2015 Sec. 4.2, He et al. 2016 Fig. 4), and their plain (shortcut-free) twins.
+
+Every model has ``stages()``: ``(name, module)`` pairs, stem first and head last, whose chained
+application equals ``model(x)``; the inspection tools and plots walk a network through it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
+
+import torch
+from torch import Tensor, nn
+
+from .blocks import (UNIT_ORDERINGS, BasicBlock, Bottleneck, PlainUnit, PreActBottleneck,
+                     ResidualUnit, conv1x1, conv3x3, keras_batch_norm)
+
+Stages = List[Tuple[str, nn.Module]]
+POOLINGS = ("avg", "max", None)
+
+
+def _global_pool(pooling: Optional[str]) -> Optional[nn.Module]:
+    """Global average or max pooling over H and W (Keras ``pooling="avg"|"max"``), or None."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if pooling is None:
+        return None
+    return nn.AdaptiveAvgPool2d((1, 1)) if pooling == "avg" else nn.AdaptiveMaxPool2d((1, 1))
+
+
+def _check_top(include_top: bool, pooling: Optional[str]) -> None:
+    _global_pool(pooling)  # validates the name
+    if include_top and pooling is None:
+        raise ValueError("include_top=True needs a pooled vector: use pooling='avg' or 'max'")
+
+
+def _head(pool: Optional[nn.Module], fc: Optional[nn.Module], *before: nn.Module) -> nn.Sequential:
+    """The head as one module: [BN, ReLU,] global pool, flatten [, fc]; empty = identity."""
+    parts: List[nn.Module] = list(before)
+    if pool is not None:
+        parts += [pool, nn.Flatten(1)]
+    if fc is not None:
+        parts.append(fc)
+    return nn.Sequential(*parts)
+
+
+def _run_stages(stages: Stages, x: Tensor) -> Tensor:
+    for _, module in stages:
+        x = module(x)
+    return x
+
+
+def _kaiming_init(model: nn.Module) -> None:
+    """torchvision's initialisation: He-normal convs (fan_out), BN weight 1 / bias 0, zero biases."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+# --------------------------------------------------------------------------------------------
+# ResNet v1 (torchvision layout)
+# --------------------------------------------------------------------------------------------
+
+class ResNet(nn.Module):
+    """ResNet v1 for ImageNet-size inputs, module for module torchvision's ``ResNet``.
+
+    Stem: 7x7/2 conv, BN, ReLU, 3x3/2 max pool; four stages ``layer1``..``layer4`` of ``block``
+    (64, 128, 256, 512 planes; stride 2 from ``layer2`` on); global pool; ``fc``.
+    ``include_top=False`` drops ``fc`` and ``pooling`` ("avg", "max" or None for the feature map)
+    chooses what comes out, as in Keras Applications. ``zero_init_residual`` starts each block's
+    last BN at gamma 0, so every block starts as the identity (Goyal et al. 2017).
+    """
+
+    def __init__(self, block: Type[Union[BasicBlock, Bottleneck]], layers: Sequence[int],
+                 num_classes: int = 1000, zero_init_residual: bool = False,
+                 stride_in_1x1: bool = False, include_top: bool = True,
+                 pooling: Optional[str] = "avg") -> None:
+        super().__init__()
+        _check_top(include_top, pooling)
+        if stride_in_1x1 and block is not Bottleneck:
+            raise ValueError("stride_in_1x1 only applies to Bottleneck blocks (ResNet-50/101/152)")
+        self.block = block
+        self.stride_in_1x1 = stride_in_1x1
+        self.include_top = include_top
+        self.pooling = pooling
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)  # after a ReLU: -inf pad = 0 pad
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        pool = _global_pool(pooling)
+        if pooling == "max":
+            self.global_maxpool = pool
+        elif pooling == "avg":
+            self.avgpool = pool
+        self.fc = nn.Linear(512 * block.expansion, num_classes) if include_top else None
+
+        _kaiming_init(self)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.zeros_(m.bn3.weight)
+                elif isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    def _make_layer(self, block: Type[Union[BasicBlock, Bottleneck]], planes: int, blocks: int,
+                    stride: int = 1) -> nn.Sequential:
+        """One stage: the first block may change shape (projection shortcut), the rest keep it."""
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(conv1x1(self.inplanes, planes * block.expansion, stride),
+                                       nn.BatchNorm2d(planes * block.expansion))
+        extra = {"stride_in_1x1": True} if self.stride_in_1x1 else {}
+        layers = [block(self.inplanes, planes, stride, downsample, **extra)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes, **extra) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def stages(self) -> Stages:
+        """``stem``, ``layer1``..``layer4``, ``head``: chained, they compute ``forward``."""
+        pool = getattr(self, "avgpool", None) or getattr(self, "global_maxpool", None)
+        return [("stem", nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool)),
+                ("layer1", self.layer1), ("layer2", self.layer2),
+                ("layer3", self.layer3), ("layer4", self.layer4),
+                ("head", _head(pool, self.fc))]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _run_stages(self.stages(), x)
+
+
+def resnet18(num_classes: int = 1000, **kwargs) -> ResNet:
+    """ResNet-18: BasicBlocks [2, 2, 2, 2] (He et al. 2015, Table 1)."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, **kwargs)
+
+
+def resnet34(num_classes: int = 1000, **kwargs) -> ResNet:
+    """ResNet-34: BasicBlocks [3, 4, 6, 3] (He et al. 2015, Table 1)."""
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes=num_classes, **kwargs)
+
+
+def resnet50(num_classes: int = 1000, **kwargs) -> ResNet:
+    """ResNet-50: Bottlenecks [3, 4, 6, 3] = 1 + 3 x 16 = 49 convs + 1 fc (He et al. 2015, Table 1)."""
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, **kwargs)
+
+
+def resnet101(num_classes: int = 1000, **kwargs) -> ResNet:
+    """ResNet-101: Bottlenecks [3, 4, 23, 3] (He et al. 2015, Table 1)."""
+    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes=num_classes, **kwargs)
+
+
+def resnet152(num_classes: int = 1000, **kwargs) -> ResNet:
+    """ResNet-152: Bottlenecks [3, 8, 36, 3] (He et al. 2015, Table 1)."""
+    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes=num_classes, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# ResNet v2 (Keras Applications layout)
+# --------------------------------------------------------------------------------------------
+
+def stack_v2(inplanes: int, planes: int, blocks: int, stride: int = 2) -> nn.Sequential:
+    """One v2 stage, as Keras' ``stack_residual_blocks_v2``.
+
+    ``block1`` has the conv shortcut (channels change); the stride sits on the *last* block,
+    whose shortcut is then a strided 1x1 max pool. Blocks are named ``block1``..``blockN``.
+    """
+    if blocks < 2:
+        raise ValueError(f"a v2 stage needs at least 2 blocks (first and last differ), got {blocks}")
+    width = planes * PreActBottleneck.expansion
+    stack = OrderedDict(block1=PreActBottleneck(inplanes, planes, conv_shortcut=True))
+    for i in range(2, blocks):
+        stack[f"block{i}"] = PreActBottleneck(width, planes)
+    stack[f"block{blocks}"] = PreActBottleneck(width, planes, stride=stride)
+    return nn.Sequential(stack)
+
+
+class ResNetV2(nn.Module):
+    """ResNet v2 (pre-activation), exactly Keras Applications' ResNet50V2/101V2/152V2.
+
+    Stem: 7x7/2 conv *with bias* and no BN/ReLU (the first block's pre-activation follows), then
+    zero padding 1 and a 3x3/2 max pool. Stages ``conv2``..``conv5`` (Keras' names) of
+    ``PreActBottleneck``; stride 2 on the last block of conv2..conv4, conv5 keeps the size. After
+    the last stage: ``post_bn`` -> ReLU (a pre-activation net ends un-normalised), global pool, fc.
+
+    ``maxpool_padding="neg_inf"`` builds the naive port, PyTorch's ``MaxPool2d(3, 2, padding=1)``:
+    it pads with -inf, which differs from Keras' zeros because the stem output is not ReLU'd.
+    Initialisation is torchvision's (Kaiming), not Keras' (Glorot); architecture and names are Keras'.
+    """
+
+    def __init__(self, layers: Sequence[int], num_classes: int = 1000, include_top: bool = True,
+                 pooling: Optional[str] = "avg", maxpool_padding: str = "zeros") -> None:
+        super().__init__()
+        _check_top(include_top, pooling)
+        if maxpool_padding not in ("zeros", "neg_inf"):
+            raise ValueError(f"maxpool_padding must be 'zeros' (Keras) or 'neg_inf', got {maxpool_padding!r}")
+        self.include_top = include_top
+        self.pooling = pooling
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=True)
+        if maxpool_padding == "zeros":
+            self.pool1 = nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(kernel_size=3, stride=2))
+        else:
+            self.pool1 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.conv2 = stack_v2(64, 64, layers[0])
+        self.conv3 = stack_v2(256, 128, layers[1])
+        self.conv4 = stack_v2(512, 256, layers[2])
+        self.conv5 = stack_v2(1024, 512, layers[3], stride=1)
+        self.post_bn = keras_batch_norm(2048)
+        self.post_relu = nn.ReLU()
+        pool = _global_pool(pooling)
+        if pooling == "max":
+            self.global_maxpool = pool
+        elif pooling == "avg":
+            self.avgpool = pool
+        self.fc = nn.Linear(2048, num_classes) if include_top else None
+        _kaiming_init(self)
+
+    def stages(self) -> Stages:
+        """``stem``, ``conv2``..``conv5``, ``head`` (post BN-ReLU, pool, fc): chained = ``forward``."""
+        pool = getattr(self, "avgpool", None) or getattr(self, "global_maxpool", None)
+        return [("stem", nn.Sequential(self.conv1, self.pool1)),
+                ("conv2", self.conv2), ("conv3", self.conv3),
+                ("conv4", self.conv4), ("conv5", self.conv5),
+                ("head", _head(pool, self.fc, self.post_bn, self.post_relu))]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _run_stages(self.stages(), x)
+
+
+def resnet50v2(num_classes: int = 1000, **kwargs) -> ResNetV2:
+    """ResNet50V2 as Keras Applications: blocks [3, 4, 6, 3]."""
+    return ResNetV2([3, 4, 6, 3], num_classes=num_classes, **kwargs)
+
+
+def resnet101v2(num_classes: int = 1000, **kwargs) -> ResNetV2:
+    """ResNet101V2 as Keras Applications: blocks [3, 4, 23, 3]."""
+    return ResNetV2([3, 4, 23, 3], num_classes=num_classes, **kwargs)
+
+
+def resnet152v2(num_classes: int = 1000, **kwargs) -> ResNetV2:
+    """ResNet152V2 as Keras Applications: blocks [3, 8, 36, 3]."""
+    return ResNetV2([3, 8, 36, 3], num_classes=num_classes, **kwargs)
+
+
+def keras_v2_module_name(keras_layer_name: str) -> str:
+    """Where a Keras ResNet*V2 layer lives in ``ResNetV2``: ``conv3_block2_1_conv`` -> ``conv3.block2.conv1``.
+
+    ``conv1_conv`` -> ``conv1``, ``post_bn`` -> ``post_bn``, ``predictions`` -> ``fc``,
+    ``{stage}_{block}_0_conv`` -> ``{stage}.{block}.shortcut``, ``..._preact_bn`` -> ``...preact_bn``,
+    ``..._{i}_conv`` / ``..._{i}_bn`` -> ``...conv{i}`` / ``...bn{i}``.
+    """
+    fixed = {"conv1_conv": "conv1", "post_bn": "post_bn", "predictions": "fc"}
+    if keras_layer_name in fixed:
+        return fixed[keras_layer_name]
+    stage, block, *rest = keras_layer_name.split("_")
+    part = "_".join(rest)
+    if part == "preact_bn":
+        return f"{stage}.{block}.preact_bn"
+    if part == "0_conv":
+        return f"{stage}.{block}.shortcut"
+    index, kind = rest
+    return f"{stage}.{block}.{kind}{index}"
+
+
+def load_keras_weights(model: ResNetV2, keras_model) -> Dict[str, str]:
+    """Copy every weight of a Keras ResNet*V2 into ``model``; return {our key: Keras weight path}.
+
+    Conv kernels go from Keras' (kh, kw, in, out) to PyTorch's (out, in, kh, kw), dense kernels are
+    transposed, BN's gamma/beta/moving_mean/moving_variance become weight/bias/running_mean/var.
+    Needs no Keras import: it only reads ``keras_model.layers``.
+    """
+    state = model.state_dict()
+    copied: Dict[str, str] = {}
+    bn_names = ("weight", "bias", "running_mean", "running_var")
+    for layer in keras_model.layers:
+        if not layer.weights:
+            continue
+        prefix = keras_v2_module_name(layer.name)
+        arrays = layer.get_weights()
+        kind = type(layer).__name__
+        if kind == "BatchNormalization":
+            names = bn_names
+        else:
+            names = ("weight", "bias")[: len(arrays)]
+        for variable, name, array in zip(layer.weights, names, arrays):
+            value = torch.as_tensor(array)
+            if kind == "Conv2D" and name == "weight":
+                value = value.permute(3, 2, 0, 1)
+            elif kind == "Dense" and name == "weight":
+                value = value.t()
+            key = f"{prefix}.{name}"
+            if key not in state or state[key].shape != value.shape:
+                raise ValueError(f"Keras weight {variable.path} {tuple(array.shape)} has no match "
+                                 f"in the model (looked for {key})")
+            if key in copied:
+                raise ValueError(f"{key} would be written twice ({copied[key]}, {variable.path})")
+            state[key] = value.contiguous()
+            copied[key] = variable.path
+    model.load_state_dict(state)
+    return copied
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR-style nets (6n+2 layers) for the depth and ordering demos
+# --------------------------------------------------------------------------------------------
+
+PREACT_ORDERINGS = ("relu_only_preact", "full_preact")
+CIFAR_UNITS = UNIT_ORDERINGS + ("plain",)
+
+
+class CifarResNet(nn.Module):
+    """A 6n+2-layer CIFAR net (He et al. 2015, Sec. 4.2): 3x3 conv, 3 stages of n units, fc.
+
+    Stages have 16, 32, 64 channels on 32, 16, 8 px; each unit has two 3x3 convs, so the depth is
+    1 + 6n + 1 (1x1 projection shortcuts are not counted, as in the paper). ``unit`` is one of the
+    five orderings of He et al. 2016, Fig. 4 (``UNIT_ORDERINGS``) or ``"plain"`` (no shortcuts).
+    Post-activation nets put BN-ReLU in the stem; pre-activation nets put it before the pooling
+    instead, since their units end with an addition (He et al. 2016, Sec. 4.1).
+    """
+
+    def __init__(self, depth: int, unit: str = "original", num_classes: int = 10) -> None:
+        super().__init__()
+        if unit not in CIFAR_UNITS:
+            raise ValueError(f"unknown unit {unit!r}; choose one of {CIFAR_UNITS}")
+        if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {depth!r}")
+        self.depth = depth
+        self.unit = unit
+        n = (depth - 2) // 6
+        preact = unit in PREACT_ORDERINGS
+        self.conv1 = conv3x3(3, 16)
+        if not preact:
+            self.bn1 = nn.BatchNorm2d(16)
+            self.relu = nn.ReLU()
+        make_unit: Callable[..., nn.Module]
+        if unit == "plain":
+            make_unit = PlainUnit
+        else:
+            def make_unit(inplanes: int, planes: int, stride: int = 1) -> nn.Module:
+                return ResidualUnit(inplanes, planes, stride, ordering=unit)
+        inplanes = 16
+        for index, (planes, stride) in enumerate([(16, 1), (32, 2), (64, 2)], start=1):
+            units = [make_unit(inplanes, planes, stride)] + [make_unit(planes, planes) for _ in range(n - 1)]
+            setattr(self, f"stage{index}", nn.Sequential(*units))
+            inplanes = planes
+        if preact:
+            self.post_bn = nn.BatchNorm2d(64)
+            self.post_relu = nn.ReLU()
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(64, num_classes)
+        _kaiming_init(self)
+
+    def stages(self) -> Stages:
+        """``stem``, ``stage1``..``stage3``, ``head``: chained, they compute ``forward``."""
+        if self.unit in PREACT_ORDERINGS:
+            stem = nn.Sequential(self.conv1)
+            head = _head(self.avgpool, self.fc, self.post_bn, self.post_relu)
+        else:
+            stem = nn.Sequential(self.conv1, self.bn1, self.relu)
+            head = _head(self.avgpool, self.fc)
+        return [("stem", stem), ("stage1", self.stage1), ("stage2", self.stage2),
+                ("stage3", self.stage3), ("head", head)]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _run_stages(self.stages(), x)
+
+
+def cifar_resnet(depth: int, unit: str = "original", num_classes: int = 10) -> CifarResNet:
+    """A 6n+2-layer CIFAR ResNet with units in one of the five orderings (He et al. 2016, Fig. 4)."""
+    if unit == "plain":
+        raise ValueError("cifar_resnet builds residual nets; use plain_cifar_net for 'plain'")
+    return CifarResNet(depth, unit, num_classes)
+
+
+def plain_cifar_net(depth: int, num_classes: int = 10) -> CifarResNet:
+    """The same 6n+2 layers without shortcuts: the plain net of He et al. 2015, Fig. 6 (left)."""
+    return CifarResNet(depth, "plain", num_classes)
+
+
+# --------------------------------------------------------------------------------------------
+# By name
+# --------------------------------------------------------------------------------------------
+
+_FACTORIES: Dict[str, Callable[..., nn.Module]] = {
+    "resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50,
+    "resnet101": resnet101, "resnet152": resnet152,
+    "resnet50v2": resnet50v2, "resnet101v2": resnet101v2, "resnet152v2": resnet152v2,
+}
+#: Every ImageNet-style model the course builds, v1 then v2.
+MODEL_NAMES = tuple(_FACTORIES)
+
+
+def get_model(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
+    """Build a model by name (one of ``MODEL_NAMES``), e.g. ``get_model("resnet50", num_classes=4)``."""
+    key = str(name).strip().lower()
+    if key not in _FACTORIES:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
+    return _FACTORIES[key](num_classes=num_classes, **kwargs)
+
+
+__all__ = [
+    "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "stack_v2", "ResNetV2", "resnet50v2", "resnet101v2", "resnet152v2",
+    "keras_v2_module_name", "load_keras_weights",
+    "CifarResNet", "cifar_resnet", "plain_cifar_net", "CIFAR_UNITS",
+    "MODEL_NAMES", "get_model",
+]
