@@ -1,0 +1,584 @@
+"""The four-class bird dataset: finding it, checking it, splitting it, and loading it.
+
+Learners' layout is ``bird_photos/<class>/<file>.jpg`` with the four folders in ``CLASS_NAMES``.
+The folder is scanned once, up front: files that are not images are ignored, images that cannot
+be decoded are skipped *and named*, and a folder that cannot work raises ``BirdDataError`` with a
+message that says how to get the photos. So nothing crashes mid-epoch and nothing shrinks silently.
+
+Without the real photos the course uses an offline stand-in (``resnet_course.standin``) with the
+same class names, counts and image size; ``find_bird_data`` picks one and says which.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from . import config
+
+__all__ = [
+    "CLASS_NAMES", "CLASS_ALIASES", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD",
+    "BirdDataError", "BirdDataWarning", "ScanResult", "BirdDataset",
+    "scan_bird_folder", "split_samples", "load_birds", "load_rgb", "train_transform",
+    "eval_transform", "denormalize", "import_kaggle", "find_bird_data", "make_standin_birds",
+]
+
+#: The course's classes, in label order (index 0..3). Folder names exactly as learners have them,
+#: including the course's spelling "Bushtiti".
+CLASS_NAMES: Tuple[str, ...] = ("Bananaquit", "Black Skimmer", "Black Throated Bushtiti", "Cockatoo")
+#: Other folder names accepted for a course class (matched ignoring case and extra spaces).
+CLASS_ALIASES: Dict[str, str] = {"Black Throated Bushtit": "Black Throated Bushtiti"}
+#: Photo counts per class in the course's 565-photo set (the stand-in uses the same).
+CLASS_COUNTS: Dict[str, int] = dict(zip(CLASS_NAMES, (166, 122, 111, 166)))
+#: The file in the stand-in's root that says it is a procedurally drawn stand-in, not photos.
+STANDIN_MARKER = "STANDIN.txt"
+
+#: File extensions treated as images; every other file (.DS_Store, notes.txt, ...) is ignored.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+#: Channel statistics of ImageNet, used by every torchvision/Keras ResNet (and by ours).
+IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+#: RandomResizedCrop keeps 50-100 % of the area: the torchvision default of 8 % often crops the
+#: bird out of the picture, which a 452-image training set cannot afford.
+TRAIN_CROP_SCALE: Tuple[float, float] = (0.5, 1.0)
+
+HOW_TO_GET_PHOTOS = (
+    "How to get the bird photos:\n"
+    "  * put them in data/bird_photos/<class>/ with one folder per class: "
+    + ", ".join(CLASS_NAMES) + " (or set RESNET_COURSE_DATA to your folder);\n"
+    "  * or copy them from a Kaggle 'BIRDS 525 SPECIES' download: "
+    "python -m resnet_course import-kaggle SRC;\n"
+    "  * or work offline with the procedurally drawn stand-in: python -m resnet_course make-standin"
+)
+
+PathLike = Union[str, os.PathLike]
+
+
+class BirdDataError(ValueError):
+    """The bird folder cannot be used as it is; the message says why and how to fix it."""
+
+
+class BirdDataWarning(UserWarning):
+    """Something in the bird folder was skipped or ignored; the message names it."""
+
+
+# --------------------------------------------------------------------------------------------
+# Images of any mode -> RGB
+# --------------------------------------------------------------------------------------------
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    """Composite a transparent image on white, the way it looks in a viewer."""
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _high_bit_depth_to_rgb(image: Image.Image) -> Image.Image:
+    """16/32-bit integer or float greyscale to 8-bit RGB (PIL's own convert would clip at 255)."""
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16"):
+        values = values / 257.0  # 0..65535 -> 0..255
+    elif image.mode == "F":
+        values = values * 255.0 if values.size and values.max() <= 1.0 else values
+    elif values.size and values.max() > 255:  # "I": a 16-bit image opened as 32-bit
+        values = values / 257.0
+    gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, mode="L").convert("RGB")
+
+
+def load_rgb(path_or_pil: Union[PathLike, Image.Image]) -> Image.Image:
+    """Open an image of any mode (L, P, RGBA, CMYK, 16-bit, ...) as an 8-bit RGB PIL image.
+
+    EXIF rotation is applied (phone photos), transparency is flattened on white, and 16-bit
+    greyscale is rescaled instead of clipped. A file is fully decoded here, so a broken one raises.
+    """
+    if isinstance(path_or_pil, Image.Image):
+        image = path_or_pil
+    else:
+        with Image.open(path_or_pil) as opened:
+            opened.load()
+            image = opened.copy()
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # a malformed EXIF block is no reason to lose the photo
+        pass
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "P":
+        return _flatten_alpha(image) if "transparency" in image.info else image.convert("RGB")
+    if mode in {"RGBA", "LA", "PA", "La", "RGBa"}:
+        return _flatten_alpha(image)
+    if mode.startswith("I") or mode == "F":
+        return _high_bit_depth_to_rgb(image)
+    return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+class _ToRGB:
+    """Transform step: any PIL image -> RGB (a class, not a lambda, so DataLoader workers can pickle it)."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return load_rgb(image)
+
+    def __repr__(self) -> str:
+        return "ToRGB()"
+
+
+def train_transform(image_size: int = 224) -> transforms.Compose:
+    """Training augmentation: a random crop of 50-100 % of the area resized to ``image_size``,
+    a random horizontal flip, then ImageNet normalisation."""
+    return transforms.Compose([
+        _ToRGB(),
+        transforms.RandomResizedCrop(image_size, scale=TRAIN_CROP_SCALE),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def eval_transform(image_size: int = 224) -> transforms.Compose:
+    """Validation/prediction: shorter side resized to ``image_size``, centre crop to a square
+    (a no-op crop for square photos), ImageNet normalisation. No randomness."""
+    return transforms.Compose([
+        _ToRGB(),
+        transforms.Resize(image_size),
+        transforms.CenterCrop(image_size),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def denormalize(tensor: torch.Tensor) -> torch.Tensor:
+    """Undo the ImageNet normalisation for plotting: (3, H, W) or (N, 3, H, W) -> values in [0, 1]."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
+    return (tensor * std + mean).clamp(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Scanning a folder
+# --------------------------------------------------------------------------------------------
+
+def _normalise_name(name: str) -> str:
+    return " ".join(name.replace("_", " ").split()).casefold()
+
+
+_FOLDER_TO_CLASS: Dict[str, str] = {_normalise_name(c): c for c in CLASS_NAMES}
+_FOLDER_TO_CLASS.update({_normalise_name(alias): c for alias, c in CLASS_ALIASES.items()})
+
+
+def course_class_for(folder_name: str) -> Optional[str]:
+    """The course class a folder name means ("BLACK THROATED BUSHTIT" -> "Black Throated Bushtiti"),
+    or None. Exact names only: "GANG GANG COCKATOO" is not the course's Cockatoo."""
+    return _FOLDER_TO_CLASS.get(_normalise_name(folder_name))
+
+
+def _is_hidden(path: Path) -> bool:
+    return path.name.startswith(".") or path.name.startswith("~$")
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.is_file() and not _is_hidden(path) and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _check_image(path: Path) -> Optional[str]:
+    """None if ``path`` decodes as an image, else the reason it does not."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+        with Image.open(path) as image:
+            if image.format == "JPEG":
+                image.draft(image.mode, (64, 64))  # decode at 1/8 scale: fast, still reads every byte
+            image.load()
+            if image.width < 1 or image.height < 1:
+                return "image has no pixels"
+    except Image.DecompressionBombError as error:
+        return f"too large to open safely ({error})"
+    except Exception as error:  # PIL raises many types: UnidentifiedImageError, OSError, SyntaxError...
+        text = str(error) or type(error).__name__
+        if "cannot identify image file" in text:
+            text = "not an image (cannot identify image file)"
+        return text
+    return None
+
+
+@dataclass
+class ScanResult:
+    """What ``scan_bird_folder`` found: usable image files per class, and what it skipped and why."""
+
+    root: Path
+    files: Dict[str, List[Path]]  # class name -> sorted image paths, in CLASS_NAMES order
+    skipped: List[Tuple[Path, str]] = field(default_factory=list)  # unreadable images + reason
+    ignored_folders: List[str] = field(default_factory=list)  # subfolders that are not course classes
+
+    @property
+    def counts(self) -> Dict[str, int]:
+        return {name: len(paths) for name, paths in self.files.items()}
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def samples(self) -> List[Tuple[Path, int]]:
+        """(path, label) pairs, label = index in CLASS_NAMES, like torchvision's ImageFolder."""
+        return [(path, CLASS_NAMES.index(name)) for name, paths in self.files.items() for path in paths]
+
+    def report(self) -> str:
+        """A short plain-text report: counts per class, then every skipped file with its reason."""
+        lines = [f"{self.root}: {self.total} images (" + ", ".join(f"{n}: {c}" for n, c in self.counts.items()) + ")"]
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} unreadable file(s):")
+            lines += [f"  {path.relative_to(self.root)}: {reason}" for path, reason in self.skipped]
+        if self.ignored_folders:
+            lines.append("ignored folders that are not course classes: " + ", ".join(self.ignored_folders))
+        return "\n".join(lines)
+
+
+def _list_image_files(folder: Path) -> List[Path]:
+    """Image files under ``folder`` (subfolders included, hidden ones not), sorted by relative path."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            path = Path(dirpath) / name
+            if _is_image_file(path):
+                found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def scan_bird_folder(root: PathLike, check_images: bool = True) -> ScanResult:
+    """Scan ``root/<class>/`` once, up front, and return the usable images per class.
+
+    Non-image files and hidden files are ignored silently; images that fail to decode are skipped
+    and listed in ``skipped`` (with ``check_images=False`` nothing is decoded). Folders that are not
+    course classes are listed in ``ignored_folders`` and not used: the models have four outputs.
+    Raises ``BirdDataError`` for a missing folder, a missing or empty class folder.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise BirdDataError(f"The bird photo folder {root} does not exist.\n{HOW_TO_GET_PHOTOS}")
+    if not root.is_dir():
+        raise BirdDataError(f"{root} is a file, not a folder of class folders.\n{HOW_TO_GET_PHOTOS}")
+
+    class_dirs: Dict[str, List[Path]] = {name: [] for name in CLASS_NAMES}
+    ignored = []
+    subfolders = sorted((p for p in root.iterdir() if p.is_dir() and not _is_hidden(p)), key=lambda p: p.name)
+    for folder in subfolders:
+        name = course_class_for(folder.name)
+        if name is None:
+            ignored.append(folder.name)
+        else:
+            class_dirs[name].append(folder)
+
+    missing = [name for name, dirs in class_dirs.items() if not dirs]
+    if missing:
+        raise BirdDataError(_missing_classes_message(root, missing, subfolders))
+    doubled = {name: [d.name for d in dirs] for name, dirs in class_dirs.items() if len(dirs) > 1}
+    if doubled:
+        raise BirdDataError(f"{root} has more than one folder for the same class: {doubled}. "
+                            "Keep one folder per class (merge the photos into it).")
+
+    files: Dict[str, List[Path]] = {}
+    skipped: List[Tuple[Path, str]] = []
+    for name in CLASS_NAMES:
+        folder = class_dirs[name][0]
+        usable = []
+        for path in _list_image_files(folder):
+            reason = _check_image(path) if check_images else None
+            if reason is None:
+                usable.append(path)
+            else:
+                skipped.append((path, reason))
+        files[name] = usable
+
+    empty = [class_dirs[name][0].name for name, paths in files.items() if not paths]
+    if empty:
+        detail = "".join(f"\n  {p.relative_to(root)}: {r}" for p, r in skipped)
+        raise BirdDataError(f"No readable images in the class folder(s) {empty} under {root}."
+                            + (f"\nSkipped as unreadable:{detail}" if detail else "") + f"\n{HOW_TO_GET_PHOTOS}")
+    return ScanResult(root=root, files=files, skipped=skipped, ignored_folders=ignored)
+
+
+def _missing_classes_message(root: Path, missing: List[str], subfolders: List[Path]) -> str:
+    found = [p.name for p in subfolders]
+    if not found:
+        message = f"{root} has no class folders (expected {', '.join(CLASS_NAMES)})."
+    else:
+        message = (f"{root} is missing the class folder(s) {', '.join(missing)}. "
+                   f"Found: {', '.join(found[:12])}{' ...' if len(found) > 12 else ''}.")
+    splits = [p.name for p in subfolders if p.name.lower() in {"train", "valid", "test"}]
+    if splits:
+        message += (f"\nThis looks like the Kaggle 'BIRDS 525 SPECIES' layout ({', '.join(splits)}); "
+                    f"copy the course's four classes out of it with: python -m resnet_course import-kaggle {root}")
+    elif len(subfolders) == 1:
+        message += f"\nDid you mean the folder inside it, {subfolders[0]}?"
+    return f"{message}\n{HOW_TO_GET_PHOTOS}"
+
+
+# --------------------------------------------------------------------------------------------
+# The deterministic split, the Dataset and the loaders
+# --------------------------------------------------------------------------------------------
+
+def _split_key(seed: int, class_name: str, relative_path: str) -> str:
+    """A stable pseudo-random key per file: the same on every machine, OS and Python version,
+    and independent of the order in which the file system lists the files."""
+    return hashlib.sha256(f"{seed}/{class_name}/{relative_path}".encode("utf-8")).hexdigest()
+
+
+def split_samples(scan: ScanResult, val_split: float = 0.2, seed: int = 123
+                  ) -> Tuple[List[Tuple[Path, int]], List[Tuple[Path, int]]]:
+    """Split into (train, val) lists of (path, label): stratified by class, deterministic.
+
+    The validation set has ``round(total * val_split)`` images (113 of 565), shared out over the
+    classes in proportion to their size (largest remainders get the extra ones: 33/25/22/33).
+    Within a class, files are ordered by a SHA-256 hash of (seed, class, file name).
+    """
+    if not 0.0 <= val_split < 1.0:
+        raise ValueError(f"val_split must be in [0, 1), got {val_split}")
+    counts = scan.counts
+    n_val_total = int(round(scan.total * val_split))
+    exact = {name: count * val_split for name, count in counts.items()}
+    n_val = {name: int(exact[name]) for name in counts}
+    by_remainder = sorted(counts, key=lambda n: (-(exact[n] - n_val[n]), CLASS_NAMES.index(n)))
+    for name in by_remainder[: n_val_total - sum(n_val.values())]:
+        n_val[name] += 1
+
+    train, val = [], []
+    for label, name in enumerate(CLASS_NAMES):
+        folder_root = scan.root
+        ordered = sorted(scan.files[name],
+                         key=lambda p: _split_key(seed, name, p.relative_to(folder_root).as_posix().split("/", 1)[-1]))
+        val += [(p, label) for p in sorted(ordered[: n_val[name]])]
+        train += [(p, label) for p in sorted(ordered[n_val[name]:])]
+    return train, val
+
+
+class BirdDataset(Dataset):
+    """(image tensor, label) pairs from a list of (path, label); ``samples``, ``targets``,
+    ``classes`` and ``class_to_idx`` as in torchvision's ImageFolder."""
+
+    def __init__(self, samples: Sequence[Tuple[Path, int]], transform=None,
+                 class_names: Sequence[str] = CLASS_NAMES):
+        self.samples = list(samples)
+        self.targets = [label for _, label in self.samples]
+        self.classes = list(class_names)
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        try:
+            image = load_rgb(path)
+        except Exception as error:  # the file changed after the up-front scan
+            raise BirdDataError(f"Could not read {path} (it was readable when the folder was scanned): {error}") from error
+        return (self.transform(image) if self.transform else image), label
+
+
+def load_birds(root: Optional[PathLike] = None, image_size: int = 224, batch_size: int = 8,
+               val_split: float = 0.2, seed: int = 123, num_workers: int = 0
+               ) -> Tuple[DataLoader, DataLoader, List[str]]:
+    """The course's data loaders: ``(train_loader, val_loader, class_names)``.
+
+    ``root`` defaults to ``config.data_dir()``. The folder is scanned first (skipped files are
+    reported in a ``BirdDataWarning``), split deterministically (452/113 for 565 photos), the
+    training loader shuffles with a generator seeded by ``seed`` and augments; validation doesn't.
+    ``loader.dataset.samples`` holds the (path, label) pairs, e.g. for prediction grids.
+    """
+    scan = scan_bird_folder(config.data_dir() if root is None else root)
+    warn_about_skipped(scan)
+    train_samples, val_samples = split_samples(scan, val_split=val_split, seed=seed)
+    train_set = BirdDataset(train_samples, train_transform(image_size))
+    val_set = BirdDataset(val_samples, eval_transform(image_size))
+    generator = torch.Generator().manual_seed(seed)
+    pin = torch.cuda.is_available()
+    train_loader = DataLoader(
+        train_set, batch_size=batch_size, shuffle=True, generator=generator, num_workers=num_workers,
+        pin_memory=pin, persistent_workers=num_workers > 0,
+        # a last batch of one image would make BatchNorm fail in training mode
+        drop_last=len(train_set) % batch_size == 1,
+    )
+    val_loader = DataLoader(val_set, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                            pin_memory=pin, persistent_workers=num_workers > 0)
+    return train_loader, val_loader, list(CLASS_NAMES)
+
+
+def warn_about_skipped(scan: ScanResult) -> None:
+    """Issue a ``BirdDataWarning`` naming every skipped file and ignored folder, if any."""
+    if scan.skipped:
+        names = "\n".join(f"  {p.relative_to(scan.root)}: {reason}" for p, reason in scan.skipped)
+        warnings.warn(f"Skipped {len(scan.skipped)} unreadable image(s) in {scan.root} "
+                      f"(using the other {scan.total}):\n{names}", BirdDataWarning, stacklevel=3)
+    if scan.ignored_folders:
+        warnings.warn(f"Ignored folder(s) in {scan.root} that are not course classes: "
+                      f"{', '.join(scan.ignored_folders)}", BirdDataWarning, stacklevel=3)
+
+
+# --------------------------------------------------------------------------------------------
+# Getting the data: Kaggle import, real photos or stand-in
+# --------------------------------------------------------------------------------------------
+
+KAGGLE_SPLITS = ("train", "valid", "test")
+
+
+def _kaggle_class_folders(src: Path) -> List[Tuple[str, Path, str]]:
+    """(split prefix, folder, course class) for every course-class folder in a Kaggle-style tree."""
+    found = []
+    splits = [src / s for s in KAGGLE_SPLITS if (src / s).is_dir()]
+    sources = [(s.name + "_", s) for s in splits] if splits else [("", src)]
+    for prefix, split_dir in sources:
+        for folder in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+            name = course_class_for(folder.name)
+            if name is not None:
+                found.append((prefix, folder, name))
+    return found
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    return a.read_bytes() == b.read_bytes()
+
+
+def import_kaggle(src: PathLike, dst: Optional[PathLike] = None, verbose: bool = True) -> Dict[str, int]:
+    """Copy the course's four classes out of a Kaggle "BIRDS 525 SPECIES" download into
+    ``dst/<class>/`` (default ``config.data_dir()``); returns the photos per class now in place.
+
+    ``src`` is the download's root (``train/ valid/ test/<UPPER CASE NAME>/``) or a folder holding
+    the class folders directly. Every photo from every split is kept; files are prefixed with their
+    split (``train_1.jpg``) so names cannot collide. Nothing in ``dst`` is ever overwritten: an
+    identical file is left as it is, a different one with the same name gets a numbered name.
+    Only exact names count: GANG GANG COCKATOO and ROSE BREASTED COCKATOO are other species.
+    """
+    src = Path(src).expanduser()
+    dst = config.data_dir() if dst is None else Path(dst).expanduser()
+    if not src.is_dir():
+        raise BirdDataError(f"{src} is not a folder. Point import-kaggle at the unpacked Kaggle "
+                            "'BIRDS 525 SPECIES' download (the folder holding train/, valid/, test/).")
+    found = _kaggle_class_folders(src)
+    if not found:  # perhaps the zip unpacked into one more folder level
+        for child in sorted(p for p in src.iterdir() if p.is_dir()):
+            if any((child / s).is_dir() for s in KAGGLE_SPLITS):
+                found = _kaggle_class_folders(child)
+                break
+    present = {name for _, _, name in found}
+    missing = [name for name in CLASS_NAMES if name not in present]
+    if missing:
+        raise BirdDataError(
+            f"{src} does not look like the Kaggle 'BIRDS 525 SPECIES' download: no folder for "
+            f"{', '.join(missing)} (expected train/, valid/, test/ with folders such as BANANAQUIT, "
+            "BLACK SKIMMER, BLACK THROATED BUSHTIT, COCKATOO).")
+
+    counts = {name: 0 for name in CLASS_NAMES}
+    copied = 0
+    for prefix, folder, name in found:
+        target_dir = dst / name
+        target_dir.mkdir(parents=True, exist_ok=True)
+        for path in _list_image_files(folder):
+            relative = path.relative_to(folder).as_posix().replace("/", "_")
+            target = target_dir / f"{prefix}{relative}"
+            number = 1
+            while target.exists() and not _same_file(path, target):
+                target = target_dir / f"{prefix}{Path(relative).stem}_{number}{path.suffix}"
+                number += 1
+            if not target.exists():
+                shutil.copy2(path, target)
+                copied += 1
+            counts[name] += 1
+    if verbose:
+        print(f"Imported from {src} into {dst}: " + ", ".join(f"{n}: {c}" for n, c in counts.items())
+              + f" ({copied} copied, {sum(counts.values()) - copied} already there).")
+    return counts
+
+
+def find_bird_data(verbose: bool = True) -> Tuple[Path, bool]:
+    """``(root, is_standin)``: the real photos at ``config.data_dir()`` if they are there and
+    usable, else the offline stand-in at ``config.STANDIN_DIR`` (generated if missing or
+    incomplete). Prints one line saying which data the course is using.
+
+    If ``RESNET_COURSE_DATA`` names a folder that cannot be used, that is an error; if the default
+    ``data/bird_photos`` exists but cannot be used, a warning says why and the stand-in is used.
+    """
+    real = config.data_dir()
+    explicit = bool(os.environ.get(config.DATA_ENV))
+    if real.exists() or explicit:
+        try:
+            scan = scan_bird_folder(real)
+        except BirdDataError as error:
+            if explicit:
+                raise
+            warnings.warn(f"Not using {real}: {error}", BirdDataWarning, stacklevel=2)
+        else:
+            warn_about_skipped(scan)
+            if verbose:
+                print(f"Using real photos at {real}: {scan.total} images.")
+            return real, False
+
+    from .standin import standin_is_complete
+
+    standin = Path(config.STANDIN_DIR)
+    if not standin_is_complete(standin):
+        _generate_standin_atomically(standin)
+    if verbose:
+        print(f"Using the offline stand-in (procedurally drawn birds, not real photos) at "
+              f"{_display_path(standin)}: {sum(CLASS_COUNTS.values())} images.")
+    return standin, True
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(config.REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _generate_standin_atomically(root: Path) -> None:
+    """Draw the stand-in into a temporary sibling folder, then move it into place, so that an
+    interrupted run or two notebooks running at once never leave a half-written stand-in."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    temporary = root.parent / f".{root.name}.tmp-{os.getpid()}"
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    make_standin_birds(temporary)
+    if root.exists():
+        if not (root / STANDIN_MARKER).exists() and any(root.iterdir()):
+            shutil.rmtree(temporary)
+            raise BirdDataError(f"{root} exists, is not a generated stand-in and is not usable; "
+                                "move it away so the stand-in can be generated there.")
+        from .standin import standin_is_complete
+
+        if standin_is_complete(root):  # another process finished first
+            shutil.rmtree(temporary)
+            return
+        shutil.rmtree(root)
+    try:
+        os.replace(temporary, root)
+    except OSError:  # another process moved its copy into place in the meantime
+        shutil.rmtree(temporary, ignore_errors=True)
+        from .standin import standin_is_complete
+
+        if not standin_is_complete(root):
+            raise
+
+
+def make_standin_birds(root: PathLike, seed: int = 0) -> Path:
+    """Draw the offline stand-in into ``root/<class>/``: 565 procedurally drawn 224x224 JPEGs with
+    the course's class names and counts (see ``resnet_course.standin``). Returns ``root``."""
+    from .standin import make_standin_birds as draw
+
+    return draw(root, seed=seed)
