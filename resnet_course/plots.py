@@ -1,0 +1,500 @@
+"""One matplotlib figure per idea of the course.
+
+Every function returns a :class:`matplotlib.figure.Figure` and never calls ``plt.show()``: a
+notebook displays the returned figure (make it the cell's last expression), a script saves it
+with ``fig.savefig("x.png")``. The figures are built without pyplot, so a notebook shows each
+one exactly once and nothing accumulates in pyplot's figure list. Axes are labelled, titles are
+plain words, and sizes are chosen to read well at notebook width.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
+
+from resnet_course.blocks import UNIT_ORDERINGS
+from resnet_course.data import denormalize
+
+#: The five orderings of a residual unit (He et al. 2016, "Identity Mappings in Deep Residual
+#: Networks", Fig. 4 (a)-(e); names from ``blocks.UNIT_ORDERINGS``) in plain words.
+UNIT_LABELS = dict(
+    zip(
+        UNIT_ORDERINGS,
+        ("original", "BN after addition", "ReLU before addition", "ReLU-only pre-activation", "full pre-activation"),
+    )
+)
+
+#: He et al. 2016, Table 2: CIFAR-10 test error (%) of each unit ordering, for (ResNet-110,
+#: ResNet-164). The paper reports the median of 5 runs.
+PAPER_CIFAR10_ERRORS = {
+    "original": (6.61, 5.93),
+    "bn_after_add": (8.17, 6.50),
+    "relu_before_add": (7.84, 6.14),
+    "relu_only_preact": (6.71, 5.91),
+    "full_preact": (6.37, 5.46),
+}
+
+RIGHT_COLOR = "tab:green"
+WRONG_COLOR = "red"
+
+
+# --------------------------------------------------------------------------------------------
+# Images
+# --------------------------------------------------------------------------------------------
+
+
+def to_display_image(image, normalized: bool = True) -> np.ndarray:
+    """An image as an (H, W, 3) or (H, W) array matplotlib can show.
+
+    Accepts a (C, H, W) tensor, a PIL image, an (H, W[, C]) array or an image path. Tensors are
+    assumed to be normalized with the ImageNet mean/std (as the course's transforms do) and are
+    denormalized unless ``normalized=False``; values end up clipped to [0, 1].
+    """
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as im:
+            return np.asarray(im.convert("RGB"))
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    if isinstance(image, torch.Tensor):
+        x = image.detach().to("cpu", torch.float32)
+        if x.ndim == 4 and x.shape[0] == 1:
+            x = x[0]
+        if x.ndim != 3 or x.shape[0] not in (1, 3):
+            raise ValueError(f"expected an image tensor of shape (C, H, W) with C = 1 or 3, got {tuple(x.shape)}")
+        if normalized and x.shape[0] == 3:
+            x = denormalize(x)
+        x = x.clamp(0, 1).permute(1, 2, 0).numpy()
+        return x[..., 0] if x.shape[-1] == 1 else x
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = array.transpose(1, 2, 0)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3):
+        raise ValueError(f"expected an image array of shape (H, W) or (H, W, C), got {array.shape}")
+    if array.dtype != np.uint8:
+        array = np.clip(array.astype(np.float32), 0, 1)
+    return array
+
+
+def _figure(nrows: int = 1, ncols: int = 1, figsize=(8, 4), squeeze: bool = True):
+    """A pyplot-free figure with a grid of axes and constrained layout (titles never overlap)."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
+
+
+def _grid(n: int, ncols: int, cell: float = 2.6, extra_height: float = 0.0):
+    """A figure with ``n`` image axes in rows of ``ncols``; unused cells are removed."""
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig, axes = _figure(nrows, ncols, figsize=(cell * ncols, (cell + extra_height) * nrows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        fig.delaxes(ax)
+    for ax in flat[:n]:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig, flat[:n]
+
+
+def _mark(ax, color: str) -> None:
+    """Draw a coloured border around an image axis (used to flag mistakes)."""
+    for spine in ax.spines.values():
+        spine.set_edgecolor(color)
+        spine.set_linewidth(3)
+
+
+def plot_prediction_grid(images, true_labels, pred_labels, class_names, probs=None, ncols: int = 4) -> Figure:
+    """True vs predicted class for each image; mistakes get a red title and a red border.
+
+    ``images`` are normalized (C, H, W) tensors (a batch tensor works too) or PIL images.
+    ``probs`` is optional: either the confidence of each prediction (N,) or the softmax over all
+    classes (N, num_classes), from which the predicted class's probability is shown.
+    """
+    images = list(images)
+    true_labels = [int(t) for t in true_labels]
+    pred_labels = [int(p) for p in pred_labels]
+    if not (len(images) == len(true_labels) == len(pred_labels)):
+        raise ValueError(
+            f"need one true and one predicted label per image: got {len(images)} images, "
+            f"{len(true_labels)} true labels, {len(pred_labels)} predictions"
+        )
+    if not images:
+        raise ValueError("no images to plot")
+    confidence = None
+    if probs is not None:
+        p = torch.as_tensor(np.asarray(probs, dtype=np.float32))
+        confidence = p[torch.arange(len(pred_labels)), torch.tensor(pred_labels)] if p.ndim == 2 else p
+        confidence = confidence.tolist()
+    fig, axes = _grid(len(images), ncols, cell=3.1, extra_height=0.45)
+    n_wrong = 0
+    for i, ax in enumerate(axes):
+        ax.imshow(to_display_image(images[i]))
+        right = true_labels[i] == pred_labels[i]
+        n_wrong += not right
+        pred = class_names[pred_labels[i]]
+        if confidence is not None:
+            pred += f" ({confidence[i]:.0%})"
+        color = RIGHT_COLOR if right else WRONG_COLOR
+        ax.set_title(f"true: {class_names[true_labels[i]]}\npredicted: {pred}", fontsize=9, color=color)
+        if not right:
+            _mark(ax, WRONG_COLOR)
+    fig.suptitle(f"Predictions: {len(images) - n_wrong} of {len(images)} right (mistakes in red)")
+    return fig
+
+
+def _cheap_labels(dataset):
+    """The label of every item if the dataset exposes them without loading images, else None."""
+    if hasattr(dataset, "targets"):
+        return list(dataset.targets)
+    if hasattr(dataset, "indices") and hasattr(dataset, "dataset"):  # torch.utils.data.Subset
+        inner = _cheap_labels(dataset.dataset)
+        if inner is not None:
+            return [inner[i] for i in dataset.indices]
+    return None
+
+
+def plot_sample_grid(dataset_or_items, class_names, per_class: int = 4) -> Figure:
+    """A grid of example images, one row per class, ``per_class`` images per row.
+
+    Takes a dataset (an ``ImageFolder``, a ``Subset`` of one, anything yielding
+    ``(image, label)``) or a list of ``(image, label)`` pairs; images may be tensors, PIL images
+    or file paths. The first ``per_class`` images of each class are shown, so the grid is the
+    same on every run.
+    """
+    chosen: dict[int, list] = {c: [] for c in range(len(class_names))}
+    labels = _cheap_labels(dataset_or_items)
+    if labels is not None:
+        for index, label in enumerate(labels):
+            if len(chosen[int(label)]) < per_class:
+                chosen[int(label)].append(index)
+        chosen = {c: [dataset_or_items[i][0] for i in idx] for c, idx in chosen.items()}
+    else:
+        for image, label in dataset_or_items:
+            if len(chosen[int(label)]) < per_class:
+                chosen[int(label)].append(image)
+            if all(len(v) == per_class for v in chosen.values()):
+                break
+    fig, axes = _figure(len(class_names), per_class, figsize=(2.2 * per_class, 2.2 * len(class_names)), squeeze=False)
+    for c, row in enumerate(axes):
+        for j, ax in enumerate(row):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(chosen[c]):
+                ax.imshow(to_display_image(chosen[c][j]))
+            else:
+                ax.axis("off")
+        row[0].axis("on")
+        row[0].set_frame_on(bool(chosen[c]))
+        row[0].set_ylabel(class_names[c], fontsize=10)
+    fig.suptitle(f"Example images, {per_class} per class")
+    return fig
+
+
+def plot_augmentations(image, transform, n: int = 8, seed: int = 0, ncols: int = 5) -> Figure:
+    """The original image and ``n`` random augmentations of it by ``transform``.
+
+    The random draws are seeded (``seed``) without touching the global random state, so a
+    notebook shows the same preview every run. ``image`` is a PIL image or a path.
+    """
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as im:
+            image = im.convert("RGB")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        augmented = [transform(image) for _ in range(n)]
+    fig, axes = _grid(n + 1, ncols)
+    axes[0].imshow(to_display_image(image))
+    axes[0].set_title("original", fontsize=10)
+    for i, (ax, picture) in enumerate(zip(axes[1:], augmented), start=1):
+        ax.imshow(to_display_image(picture))
+        ax.set_title(f"augmented {i}", fontsize=10)
+    fig.suptitle("Training augmentations of one image")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Training curves
+# --------------------------------------------------------------------------------------------
+
+
+def _history_rows(history) -> list[dict]:
+    """A training history as a list of per-epoch dicts (also accepts a path to history.json or
+    a dict of lists, Keras style)."""
+    if isinstance(history, (str, Path)):
+        history = json.loads(Path(history).read_text())
+    if isinstance(history, Mapping):
+        keys = list(history)
+        history = [dict(zip(keys, values)) for values in zip(*history.values())]
+    rows = list(history)
+    if not rows:
+        raise ValueError("the history is empty: train for at least one epoch first")
+    return rows
+
+
+def _series(rows, key):
+    epochs = [row.get("epoch", i + 1) for i, row in enumerate(rows)]
+    pairs = [(e, row[key]) for e, row in zip(epochs, rows) if row.get(key) is not None]
+    return [e for e, _ in pairs], [v for _, v in pairs]
+
+
+def _as_percent(rows_list) -> bool:
+    """Accuracies stored as fractions (all <= 1) are shown in percent."""
+    values = [row[k] for rows in rows_list for row in rows for k in ("train_acc", "val_acc") if row.get(k) is not None]
+    return bool(values) and max(values) <= 1.0
+
+
+def _draw_history(axes, rows, label_prefix: str = "", color=None, percent: bool = True) -> None:
+    marker = "o" if len(rows) <= 30 else None
+    for ax, metric in zip(axes, ("acc", "loss")):
+        for split, style in (("train", "-"), ("val", "--")):
+            x, y = _series(rows, f"{split}_{metric}")
+            if not y:
+                continue
+            if metric == "acc" and percent:
+                y = [100 * v for v in y]
+            name = "training" if split == "train" else "validation"
+            ax.plot(x, y, style, marker=marker, color=color, label=f"{label_prefix}{name}")
+
+
+def _finish_history_axes(axes, percent: bool) -> None:
+    axes[0].set_title("Accuracy")
+    axes[0].set_ylabel("accuracy (%)" if percent else "accuracy")
+    axes[1].set_title("Loss")
+    axes[1].set_ylabel("cross-entropy loss")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9)
+
+
+def plot_history(history, title: str = "Training history") -> Figure:
+    """Accuracy and loss per epoch, training vs validation, side by side.
+
+    ``history`` is what ``training.fit`` returns (a list of dicts with ``epoch``, ``train_loss``,
+    ``train_acc``, ``val_loss``, ``val_acc``), or the path of a ``history.json``.
+    """
+    rows = _history_rows(history)
+    percent = _as_percent([rows])
+    fig, axes = _figure(1, 2, figsize=(11, 4))
+    _draw_history(axes, rows, percent=percent)
+    _finish_history_axes(axes, percent)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_histories(histories: Mapping, title: str = "Training histories compared") -> Figure:
+    """Several training histories on the same accuracy and loss axes, e.g. ResNet50 vs
+    ResNet50V2: one colour per model, solid for training, dashed for validation."""
+    if not histories:
+        raise ValueError("no histories to compare")
+    named = {name: _history_rows(h) for name, h in histories.items()}
+    percent = _as_percent(list(named.values()))
+    fig, axes = _figure(1, 2, figsize=(11, 4))
+    for i, (name, rows) in enumerate(named.items()):
+        _draw_history(axes, rows, label_prefix=f"{name} ", color=f"C{i}", percent=percent)
+    _finish_history_axes(axes, percent)
+    fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def plot_confusion_matrix(cm, class_names, normalize: bool = False, title: str = "Confusion matrix") -> Figure:
+    """The confusion matrix (rows: true class, columns: predicted class) with every cell's count
+    written in it. ``normalize=True`` colours each row by its fraction (the per-class recall on
+    the diagonal) and writes the percentage above the count."""
+    counts = np.asarray(torch.as_tensor(cm).cpu(), dtype=np.int64)
+    k = len(class_names)
+    if counts.shape != (k, k):
+        raise ValueError(f"confusion matrix has shape {counts.shape}, expected ({k}, {k}) for {k} class names")
+    row_totals = counts.sum(axis=1, keepdims=True)
+    fractions = counts / np.maximum(row_totals, 1)
+    shown = fractions if normalize else counts
+    size = 1.2 + 1.1 * k
+    fig, ax = _figure(figsize=(size + 1.5, size))
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else max(1, counts.max()))
+    cbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    cbar.set_label("fraction of the true class" if normalize else "number of images")
+    threshold = (1 if normalize else max(1, counts.max())) / 2
+    for i in range(k):
+        for j in range(k):
+            text = f"{fractions[i, j]:.0%}\n({counts[i, j]})" if normalize else f"{counts[i, j]}"
+            ax.text(j, i, text, ha="center", va="center", color="white" if shown[i, j] > threshold else "black")
+    ax.set_xticks(range(k), class_names, rotation=30, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    accuracy = np.trace(counts) / max(1, counts.sum())
+    ax.set_title(f"{title} (accuracy {accuracy:.1%}, {counts.sum()} images)")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Depth experiments (notebook 01) and the unit-ordering ablation (notebook 04)
+# --------------------------------------------------------------------------------------------
+
+
+def plot_gradient_norms(norms_by_label: Mapping, title: str = "Gradient norm of each layer") -> Figure:
+    """Per-layer gradient norms (log scale) of several networks, one line each, input layer on
+    the left. Each value is a list of norms or of ``(layer name, norm)`` pairs, as
+    ``gradients.gradient_norms`` returns. A flat line means every layer learns; a line that
+    falls to the left is a vanishing gradient (notebook 01)."""
+    if not norms_by_label:
+        raise ValueError("no gradient norms to plot")
+    fig, ax = _figure(figsize=(9, 4.5))
+    for label, norms in norms_by_label.items():
+        values = [n[1] if isinstance(n, (tuple, list)) else n for n in norms]
+        values = [float(v) for v in values]
+        ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=str(label))
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (1 = next to the input)")
+    ax.set_ylabel("gradient norm (log scale)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return fig
+
+
+def plot_training_losses(records, xlabel: str = "training step", title: str = "Training loss: plain vs residual") -> Figure:
+    """Training-loss curves of plain and residual networks of growing depth (He et al. 2015,
+    Fig. 1 and 6 in miniature): colour by depth, solid line for residual, dashed for plain.
+
+    ``records`` are dicts with ``depth``, ``residual`` (bool) and ``losses`` (a list).
+    """
+    records = list(records)
+    if not records:
+        raise ValueError("no training records to plot")
+    depths = sorted({r["depth"] for r in records})
+    colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(depths)))
+    color_of = dict(zip(depths, colors))
+    fig, ax = _figure(figsize=(9, 4.5))
+    for r in sorted(records, key=lambda r: (r["residual"], r["depth"])):
+        family = "residual" if r["residual"] else "plain"
+        ax.plot(
+            range(1, len(r["losses"]) + 1),
+            r["losses"],
+            linestyle="-" if r["residual"] else "--",
+            color=color_of[r["depth"]],
+            label=f"{family}, {r['depth']} layers",
+        )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    return fig
+
+
+def _mean_and_spread(value):
+    values = np.atleast_1d(np.asarray(value, dtype=float))
+    return float(values.mean()), (float(values.std()) if len(values) > 1 else 0.0)
+
+
+def plot_ablation(measured: Mapping, paper: Mapping = PAPER_CIFAR10_ERRORS, measured_label: str = "our small run") -> Figure:
+    """The five residual-unit orderings (He et al. 2016, Fig. 4): the paper's CIFAR-10 test
+    errors (ResNet-110 and ResNet-164) on the left, our small ablation on the right.
+
+    ``measured`` maps a variant name (keys of ``UNIT_LABELS``) to a test error in percent, or
+    to a list of errors from several seeds (shown as mean with a standard-deviation bar). The
+    panels have their own scales: a small, short run has a much higher error than the paper's;
+    compare the ordering of the bars, not their height.
+    """
+    unknown = (set(measured) | set(paper)) - set(UNIT_LABELS)
+    if unknown:
+        raise ValueError(f"unknown unit variant(s) {sorted(unknown)}; expected names from {list(UNIT_LABELS)}")
+    names = list(UNIT_LABELS)
+    labels = [UNIT_LABELS[n].replace(" ", "\n", 1) for n in names]
+    x = np.arange(len(names))
+    fig, (ax_paper, ax_ours) = _figure(1, 2, figsize=(12, 4.5))
+    width = 0.38
+    for k, (depth, offset) in enumerate((("ResNet-110", -width / 2), ("ResNet-164", width / 2))):
+        values = [paper[n][k] if n in paper else np.nan for n in names]
+        bars = ax_paper.bar(x + offset, values, width, label=depth, color=f"C{k}")
+        ax_paper.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax_paper.set_title("He et al. 2016, CIFAR-10")
+    ax_paper.legend(fontsize=9)
+    stats = [_mean_and_spread(measured[n]) if n in measured else (np.nan, 0.0) for n in names]
+    bars = ax_ours.bar(x, [m for m, _ in stats], 0.6, yerr=[s for _, s in stats], capsize=4, color="C2")
+    ax_ours.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax_ours.set_title(f"Residual-unit orderings, {measured_label}")
+    for ax in (ax_paper, ax_ours):
+        ax.set_xticks(x, labels, fontsize=8)
+        ax.set_xlabel("residual unit")
+        ax.set_ylabel("test error (%)")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Where BN, ReLU and the addition go (lower is better)")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Inside the network (notebook 08)
+# --------------------------------------------------------------------------------------------
+
+
+def plot_feature_maps(feature_maps_by_stage: Mapping, n_channels: int = 8, title: str = "Feature maps of each stage") -> Figure:
+    """One row per stage, ``n_channels`` channels per row, for a single image.
+
+    Values are ``(C, H, W)`` (or ``(1, C, H, W)``) activations, e.g. from
+    ``explain.stage_feature_maps``. Each row shows the channels with the largest mean
+    activation, so the picture is the same on every run and shows channels that respond.
+    """
+    if not feature_maps_by_stage:
+        raise ValueError("no feature maps to plot")
+    fig, axes = _figure(
+        len(feature_maps_by_stage), n_channels, figsize=(1.5 * n_channels, 1.6 * len(feature_maps_by_stage)), squeeze=False
+    )
+    for row, (stage, fmap) in zip(axes, feature_maps_by_stage.items()):
+        fmap = torch.as_tensor(fmap).detach().float().cpu()
+        if fmap.ndim == 4:
+            fmap = fmap[0]
+        strongest = fmap.mean(dim=(1, 2)).argsort(descending=True, stable=True)[:n_channels]
+        for j, ax in enumerate(row):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(strongest):
+                ax.imshow(fmap[strongest[j]].numpy(), cmap="viridis")
+                ax.set_title(f"channel {int(strongest[j])}", fontsize=7)
+            else:
+                ax.axis("off")
+        c, h, w = fmap.shape
+        row[0].set_ylabel(f"{stage}\n{c}×{h}×{w}", fontsize=9)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_gradcam(images, cams, titles=None, alpha: float = 0.45, ncols: int = 4) -> Figure:
+    """Grad-CAM heatmaps (Selvaraju et al. 2017) laid over their images: bright regions are
+    where the evidence for the class came from. ``cams`` are (H, W) maps in [0, 1] at the image
+    size, e.g. from ``explain.grad_cam``; ``titles`` one string per image (optional)."""
+    images = list(images)
+    cams = [torch.as_tensor(c).detach().float().cpu().numpy() for c in cams]
+    if len(images) != len(cams):
+        raise ValueError(f"need one heatmap per image: got {len(images)} images and {len(cams)} heatmaps")
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"need one title per image: got {len(titles)} titles for {len(images)} images")
+    if not images:
+        raise ValueError("no images to plot")
+    fig, axes = _grid(len(images), ncols, cell=2.8, extra_height=0.3)
+    for i, ax in enumerate(axes):
+        picture = to_display_image(images[i])
+        h, w = picture.shape[:2]
+        ax.imshow(picture)
+        ax.imshow(cams[i], cmap="jet", alpha=alpha, vmin=0, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=9)
+    fig.suptitle("Grad-CAM: where the evidence for the class comes from")
+    return fig
