@@ -1,0 +1,132 @@
+"""Evaluation: accuracy, loss, the confusion matrix, per-class precision and recall, top-k
+accuracy, and predictions for single image files.
+
+Everything is computed from fp32 logits collected once (``collect_predictions``), so the numbers
+are the same whichever precision the forward pass ran in.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from .training import Precision, _resolve_precision, _to_device, autocast
+
+__all__ = ["collect_predictions", "confusion_matrix", "per_class_metrics", "topk_accuracy",
+           "evaluate", "predict"]
+
+
+@torch.no_grad()
+def collect_predictions(model: nn.Module, loader, precision: Union[str, Precision] = "auto"
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` (in eval mode, moved to the chosen device) over ``loader``; returns
+    ``(logits, targets)`` on the CPU, logits as fp32 of shape (N, num_classes)."""
+    setup = _resolve_precision(precision)
+    model.to(setup.device).eval()
+    all_logits, all_targets = [], []
+    for images, targets in loader:
+        with autocast(setup):
+            logits = model(_to_device(images, setup))
+        all_logits.append(logits.float().cpu())
+        all_targets.append(torch.as_tensor(targets).cpu())
+    if not all_logits:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
+    return torch.cat(all_logits), torch.cat(all_targets).long()
+
+
+def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(num_classes, num_classes)`` counts; row = true class, column = predicted class."""
+    flat = targets.long() * num_classes + predictions.long()
+    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def per_class_metrics(confusion: torch.Tensor) -> Dict[str, List[float]]:
+    """Precision (of the images predicted as a class, the share that are it), recall (of the
+    images of a class, the share found) and support (images of the class) from a confusion
+    matrix. A class never predicted gets precision 0 (scikit-learn's convention)."""
+    confusion = confusion.double()
+    correct = confusion.diag()
+    predicted, support = confusion.sum(0), confusion.sum(1)
+    precision = torch.where(predicted > 0, correct / predicted.clamp(min=1), torch.zeros_like(correct))
+    recall = torch.where(support > 0, correct / support.clamp(min=1), torch.zeros_like(correct))
+    return {"precision": precision.tolist(), "recall": recall.tolist(),
+            "support": [int(s) for s in support.tolist()]}
+
+
+def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, topk: Sequence[int] = (1,)) -> Dict[int, float]:
+    """For each k, the share of images whose true class is among the k highest-scoring ones."""
+    num_classes = logits.shape[1]
+    for k in topk:
+        if not 1 <= k <= num_classes:
+            raise ValueError(f"top-k needs 1 <= k <= {num_classes} classes, got k={k}")
+    if len(targets) == 0:
+        return {k: float("nan") for k in topk}
+    ranked = logits.topk(max(topk), dim=1).indices
+    hits = ranked == targets[:, None]
+    return {k: hits[:, :k].any(1).double().mean().item() for k in topk}
+
+
+def evaluate(model: nn.Module, loader, class_names: Optional[Sequence[str]] = None,
+             topk: Sequence[int] = (1,), precision: Union[str, Precision] = "auto") -> Dict:
+    """Accuracy, mean cross-entropy loss, confusion matrix (rows true, columns predicted, as
+    lists), per-class precision/recall/support and top-k accuracy of ``model`` on ``loader``.
+
+    Returns a dict with keys ``accuracy``, ``loss``, ``num_images``, ``class_names``,
+    ``confusion``, ``per_class`` (a list of dicts: class, precision, recall, support) and
+    ``topk`` ({k: accuracy}).
+    """
+    logits, targets = collect_predictions(model, loader, precision)
+    num_classes = logits.shape[1] if len(targets) else len(class_names or [])
+    names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names for a model with {num_classes} outputs")
+    confusion = confusion_matrix(targets, logits.argmax(1), num_classes)
+    metrics = per_class_metrics(confusion)
+    return {
+        "accuracy": confusion.diag().sum().item() / max(len(targets), 1),
+        "loss": nn.functional.cross_entropy(logits, targets).item() if len(targets) else float("nan"),
+        "num_images": len(targets),
+        "class_names": names,
+        "confusion": confusion.tolist(),
+        "per_class": [{"class": name, "precision": p, "recall": r, "support": s} for name, p, r, s
+                      in zip(names, metrics["precision"], metrics["recall"], metrics["support"])],
+        "topk": topk_accuracy(logits, targets, topk) if num_classes else {},
+    }
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: Union[Iterable, str, os.PathLike, "Image.Image"],
+            class_names: Sequence[str], image_size: int = 224, topk: int = 1,
+            precision: Union[str, Precision] = "auto", batch_size: int = 16) -> List[Dict]:
+    """Classify image files or PIL images of any size and mode (resized and centre-cropped to
+    ``image_size`` like validation images). Returns one dict per image: ``image`` (the file name,
+    or "image 0", ... for PIL images), ``label`` (predicted class), ``probability`` and ``topk``
+    (a list of (class, probability) pairs, best first)."""
+    from PIL import Image
+
+    from .data import eval_transform, load_rgb
+
+    if isinstance(images, (str, os.PathLike, Image.Image)):
+        images = [images]
+    images = list(images)
+    topk = min(topk, len(class_names))
+    transform = eval_transform(image_size)
+    setup = _resolve_precision(precision)
+    model.to(setup.device).eval()
+    results = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        batch = torch.stack([transform(load_rgb(image)) for image in chunk])
+        with autocast(setup):
+            logits = model(_to_device(batch, setup))
+        probabilities = logits.float().softmax(1).cpu()
+        best = probabilities.topk(topk, dim=1)
+        for offset, (image, values, indices) in enumerate(zip(chunk, best.values, best.indices)):
+            name = str(image) if isinstance(image, (str, Path, os.PathLike)) else f"image {start + offset}"
+            ranked = [(class_names[i], p) for i, p in zip(indices.tolist(), values.tolist())]
+            results.append({"image": name, "label": ranked[0][0], "probability": ranked[0][1], "topk": ranked})
+    return results

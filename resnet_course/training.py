@@ -1,0 +1,514 @@
+"""Training: seeds, device and precision, the ``fit`` loop, checkpoints, and multi-process runs.
+
+``fit`` is an ordinary PyTorch loop (forward, loss, backward, step) with four additions a course
+needs: the fastest safe precision for the machine, progress bars, a checkpoint after every epoch
+that an interrupt cannot damage, and ``resume=True`` continuing exactly where the last finished
+epoch left off. Launched by ``torchrun`` it trains with DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm.auto import tqdm
+
+__all__ = [
+    "FP32_ENV", "Precision", "set_seed", "cpu_has_bf16_matrix_units", "choose_device_and_precision",
+    "autocast", "init_distributed", "TrainingInterrupted", "fit", "save_checkpoint",
+    "load_checkpoint", "load_model",
+]
+
+#: Set ``RESNET_COURSE_FP32=1`` to force plain fp32 everywhere (e.g. to compare numbers exactly).
+FP32_ENV = "RESNET_COURSE_FP32"
+CHECKPOINT_NAME = "checkpoint.pt"
+BEST_NAME = "best.pt"
+HISTORY_NAME = "history.json"
+CHECKPOINT_FORMAT = 1
+#: Learning rates that work for each optimiser on this task when none is given.
+DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3}
+OPTIMIZERS = tuple(DEFAULT_LR)
+SCHEDULES = ("cosine", "step", "none")
+
+
+# --------------------------------------------------------------------------------------------
+# Seeds, device and precision
+# --------------------------------------------------------------------------------------------
+
+def set_seed(seed: int, deterministic: bool = False) -> int:
+    """Seed Python's, NumPy's and PyTorch's random generators (CPU and GPU) so a run repeats.
+
+    ``deterministic=True`` also asks PyTorch for deterministic kernels (slower on GPU; warns
+    instead of failing where none exists). Returns ``seed`` so a notebook can print it.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    return seed
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Where and how to compute: the device, the autocast dtype (None = plain fp32), whether
+    images and weights use the channels-last layout, and whether fp16 needs a gradient scaler."""
+
+    device: torch.device
+    amp_dtype: Optional[torch.dtype]
+    channels_last: bool
+    grad_scaler: bool
+    description: str
+
+
+def cpu_has_bf16_matrix_units() -> bool:
+    """True if this CPU has AMX bf16 tiles (Intel Sapphire Rapids and later), where bf16 autocast
+    with channels-last is about 2.5x faster than fp32 for ResNet-50 training. Guarded: the probe
+    moved between PyTorch versions, so each way of asking is tried in turn."""
+    try:
+        return bool(torch.cpu.get_capabilities()["amx_bf16"])
+    except Exception:
+        pass
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except Exception:
+        pass
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return "amx_bf16" in cpuinfo.read().split()
+    except OSError:
+        return False
+
+
+def _fp32_forced_by_env() -> bool:
+    return os.environ.get(FP32_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def choose_device_and_precision(force_fp32: bool = False) -> Precision:
+    """The fastest safe setting for this machine.
+
+    CUDA: mixed precision (bf16 where supported, else fp16 with a gradient scaler) and
+    channels-last. CPU with AMX: bf16 autocast and channels-last. Apple MPS: fp32 on the GPU.
+    Anything else: fp32 on the CPU. ``force_fp32=True`` or ``RESNET_COURSE_FP32=1`` keeps the
+    device but computes in plain fp32 (contiguous layout).
+    """
+    fp32 = force_fp32 or _fp32_forced_by_env()
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+        name = torch.cuda.get_device_name(0)
+        if fp32:
+            return Precision(device, None, False, False, f"CUDA ({name}), fp32")
+        if torch.cuda.is_bf16_supported():
+            return Precision(device, torch.bfloat16, True, False, f"CUDA ({name}), bf16 mixed precision, channels-last")
+        return Precision(device, torch.float16, True, True, f"CUDA ({name}), fp16 mixed precision with gradient scaling, channels-last")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return Precision(torch.device("mps"), None, False, False, "Apple GPU (MPS), fp32")
+    cpu = torch.device("cpu")
+    if not fp32 and cpu_has_bf16_matrix_units():
+        return Precision(cpu, torch.bfloat16, True, False, "CPU with AMX, bf16 mixed precision, channels-last")
+    return Precision(cpu, None, False, False, "CPU, fp32" + (" (forced)" if fp32 else ""))
+
+
+def _resolve_precision(precision: Union[str, Precision]) -> Precision:
+    if isinstance(precision, Precision):
+        return precision
+    if precision not in ("auto", "fp32"):
+        raise ValueError(f"precision must be 'auto' or 'fp32', not {precision!r}")
+    return choose_device_and_precision(force_fp32=precision == "fp32")
+
+
+def autocast(setup: Precision):
+    """The autocast context for ``setup`` (a no-op in fp32). Losses and metrics are computed
+    outside it, on logits cast to fp32."""
+    if setup.amp_dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=setup.device.type, dtype=setup.amp_dtype)
+
+
+def _to_device(images: torch.Tensor, setup: Precision) -> torch.Tensor:
+    images = images.to(setup.device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if setup.channels_last else images
+
+
+# --------------------------------------------------------------------------------------------
+# Several processes (torchrun)
+# --------------------------------------------------------------------------------------------
+
+def init_distributed() -> Tuple[int, int]:
+    """Join the process group when launched by ``torchrun`` with ``WORLD_SIZE > 1`` (gloo on CPU,
+    NCCL on GPU); returns ``(rank, world_size)``, ``(0, 1)`` for an ordinary run. Idempotent."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+    import atexit
+
+    atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _sharded_loader(loader: DataLoader, rank: int, world_size: int, train: bool, seed: int) -> DataLoader:
+    """The same loader, but each process sees its share: for training a DistributedSampler (it
+    pads the last round by repeating a few images, as usual), for validation every
+    ``world_size``-th image, without padding, so the summed metrics count each image once."""
+    if train:
+        sampler = DistributedSampler(loader.dataset, world_size, rank,
+                                     shuffle=isinstance(loader.sampler, RandomSampler), seed=seed)
+    else:
+        sampler = list(range(rank, len(loader.dataset), world_size))
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
+                      num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                      pin_memory=loader.pin_memory, drop_last=loader.drop_last,
+                      worker_init_fn=loader.worker_init_fn,
+                      persistent_workers=loader.num_workers > 0 and loader.persistent_workers)
+
+
+def _all_reduce_sums(values: Sequence[float], device: torch.device, world_size: int) -> List[float]:
+    if world_size == 1:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+def _atomic_write(path: Path, write: Callable) -> None:
+    """Write to a temporary file in the same folder, flush it to disk, then rename it over
+    ``path``: an interrupt or a full disk leaves the old file whole, never a half-written one."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def save_checkpoint(state: Dict, path: Union[str, os.PathLike]) -> Path:
+    """Save a checkpoint dict atomically (see ``_atomic_write``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda file: torch.save(state, file))
+    return path
+
+
+def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> Dict:
+    """Load a checkpoint written by ``fit``. Uses ``weights_only=True``: checkpoints hold only
+    tensors, numbers, strings, lists and dicts, so loading one cannot run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu"
+               ) -> Tuple[nn.Module, Dict]:
+    """Rebuild the model a checkpoint was trained as (``models.get_model``), load its weights and
+    return ``(model in eval mode, meta)``; ``meta`` holds model_name, num_classes, class_names,
+    image_size."""
+    from .models import get_model
+
+    checkpoint = load_checkpoint(path)
+    meta = dict(checkpoint.get("meta", {}))
+    if not meta.get("model_name") or not meta.get("num_classes"):
+        raise ValueError(f"{path} does not record which model it holds (model_name/num_classes); "
+                         "build the model yourself and load load_checkpoint(path)['model'] into it.")
+    model = get_model(meta["model_name"], num_classes=meta["num_classes"])
+    model.load_state_dict(checkpoint["model"])
+    return model.to(device).eval(), meta
+
+
+def _rng_state(loader_generators: Sequence[torch.Generator]) -> Dict:
+    """Every random generator's state, as tensors and lists (no NumPy objects, so the checkpoint
+    loads with ``weights_only=True``)."""
+    version, mt_state, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(mt_state), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+        "loader": [g.get_state() for g in loader_generators],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng_state(state: Dict, loader_generators: Sequence[torch.Generator]) -> None:
+    version, mt_state, gauss = state["python"]
+    random.setstate((version, tuple(mt_state), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    for generator, saved in zip(loader_generators, state.get("loader", [])):
+        generator.set_state(saved)
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _loader_generators(loader) -> List[torch.Generator]:
+    """The generators that decide a loader's shuffling (the loader's own and its sampler's)."""
+    found: List[torch.Generator] = []
+    candidates = [getattr(loader, "generator", None), getattr(getattr(loader, "sampler", None), "generator", None)]
+    for generator in candidates:
+        if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
+            found.append(generator)
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# The training loop
+# --------------------------------------------------------------------------------------------
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised by ``fit`` when interrupted (Ctrl-C, a notebook's stop button) during an epoch.
+    The last finished epoch's checkpoint is untouched; ``history`` holds the finished epochs."""
+
+    def __init__(self, message: str, history: List[Dict], checkpoint: Optional[Path]):
+        super().__init__(message)
+        self.history = history
+        self.checkpoint = checkpoint
+
+
+def _make_optimizer(model: nn.Module, name: str, lr: Optional[float]) -> torch.optim.Optimizer:
+    """SGD with momentum 0.9 and weight decay 1e-4 (He et al. 2015, Sec. 3.4) or Adam."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {name!r}")
+    lr = DEFAULT_LR[name] if lr is None else lr
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    return torch.optim.Adam(model.parameters(), lr=lr)
+
+
+def _lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
+    """Learning-rate multiplier for epoch ``e`` (0-based): a cosine decay from 1 towards 0,
+    a step down by 10x after each third of training, or constant."""
+    if schedule == "cosine":
+        return lambda e: 0.5 * (1 + math.cos(math.pi * e / epochs))
+    if schedule == "step":
+        step = max(1, round(epochs / 3))
+        return lambda e: 0.1 ** (e // step)
+    if schedule == "none":
+        return lambda e: 1.0
+    raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}")
+
+
+def _num_outputs(model: nn.Module) -> Optional[int]:
+    last_linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return last_linear[-1].out_features if last_linear else None
+
+
+def _train_one_epoch(model, loader, optimizer, scaler, criterion, setup, bar) -> Tuple[List[float], int]:
+    """One pass over ``loader``; returns ([summed loss, correct predictions, images] of this
+    process, the image side seen)."""
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=setup.device)
+    correct = torch.zeros((), dtype=torch.float64, device=setup.device)
+    seen = 0
+    for step, (images, targets) in enumerate(loader, 1):
+        images, targets = _to_device(images, setup), targets.to(setup.device, non_blocking=True)
+        with autocast(setup):
+            logits = model(images)
+        loss = criterion(logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        loss_sum += loss.detach() * len(targets)
+        correct += (logits.argmax(1) == targets).sum()
+        seen += len(targets)
+        bar.update(1)
+        if step % 10 == 0 or step == len(loader):
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.1%}")
+    if seen == 0:
+        raise ValueError("the training loader yielded no batches (is the dataset empty?)")
+    return [loss_sum.item(), correct.item(), float(seen)], int(images.shape[-1])
+
+
+def _validate(model, loader, setup) -> Tuple[float, float, float]:
+    """Validation of this process's share; (summed loss, correct, images). Plain cross-entropy on
+    fp32 logits, the same numbers ``evaluation.evaluate`` reports."""
+    from .evaluation import collect_predictions
+
+    logits, targets = collect_predictions(model, loader, precision=setup)
+    loss = nn.functional.cross_entropy(logits, targets, reduction="sum").item() if len(targets) else 0.0
+    return loss, float((logits.argmax(1) == targets).sum()), float(len(targets))
+
+
+def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: str = "sgd",
+        lr: Optional[float] = None, schedule: str = "cosine", label_smoothing: float = 0.0,
+        out_dir: Union[str, os.PathLike, None] = None, resume: bool = False, progress: bool = True,
+        precision: Union[str, Precision] = "auto", seed: Optional[int] = None,
+        class_names: Optional[Sequence[str]] = None, model_name: Optional[str] = None,
+        image_size: Optional[int] = None,
+        on_epoch_end: Optional[Callable[[Dict], None]] = None) -> List[Dict]:
+    """Train ``model`` for ``epochs`` epochs in total and return the history: one dict per epoch
+    with epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds.
+
+    - ``optimizer``: "sgd" (lr 0.01, momentum 0.9, weight decay 1e-4) or "adam" (lr 1e-3);
+      ``schedule``: "cosine", "step" or "none", stepped once per epoch.
+    - ``precision``: "auto" (see ``choose_device_and_precision``) or "fp32". The model is moved to
+      the chosen device. Losses and accuracies are always computed from fp32 logits.
+    - ``out_dir``: after every epoch ``checkpoint.pt`` (everything needed to resume: weights,
+      optimiser, scheduler, random states, history, meta) and ``history.json`` are replaced
+      atomically; ``best.pt`` holds the weights with the best validation accuracy. An existing
+      checkpoint is never overwritten unless ``resume=True``, which continues from it (or starts
+      afresh if there is none) up to ``epochs`` in total. The schedule always spans ``epochs``: a
+      run resumed with a larger total continues on the longer schedule (with "none", training
+      2 epochs and resuming to 4 equals training 4 straight away).
+    - ``seed``: reseeds every random generator (and the loader's shuffling) with ``seed + epoch``
+      at the start of each epoch, so epoch k sees the same data order and augmentation however
+      the run was split up. Exact resumption also needs ``num_workers=0`` (workers keep their own
+      random state).
+    - Under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel, each
+      process gets a share of the data with the loader's batch size (so the global batch is
+      batch_size x processes), metrics are summed over processes, and only rank 0 shows progress
+      and writes files. BatchNorm statistics stay per process (no SyncBatchNorm), as in
+      torchvision's reference scripts by default.
+    - An interrupt during an epoch raises ``TrainingInterrupted`` (a ``KeyboardInterrupt``) saying
+      what was kept; the last finished epoch's checkpoint is intact.
+    ``on_epoch_end(record)`` is called on rank 0 after each epoch (the CLI prints a line there).
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, not {epochs}")
+    setup = _resolve_precision(precision)
+    rank, world_size = init_distributed()
+    if world_size > 1 and setup.device.type == "cuda":
+        setup = replace(setup, device=torch.device("cuda", torch.cuda.current_device()))
+    main_process = rank == 0
+    show = progress and main_process
+    out_dir = Path(out_dir) if out_dir is not None else None
+    checkpoint_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
+
+    model.to(setup.device)
+    if setup.channels_last:
+        model.to(memory_format=torch.channels_last)
+    base_model = model
+    optim = _make_optimizer(model, optimizer, lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optim, _lr_factor(schedule, epochs))
+    scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.grad_scaler)
+    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    generators = _loader_generators(train_loader)
+    meta = {"model_name": model_name, "num_classes": len(class_names) if class_names else _num_outputs(model),
+            "class_names": list(class_names) if class_names else None, "image_size": image_size,
+            "optimizer": optimizer, "lr": optim.param_groups[0]["lr"], "schedule": schedule,
+            "label_smoothing": label_smoothing, "epochs": epochs, "seed": seed,
+            "batch_size": getattr(train_loader, "batch_size", None), "world_size": world_size,
+            "precision": setup.description}
+
+    history: List[Dict] = []
+    best_val_acc = -1.0
+    if checkpoint_path is not None and checkpoint_path.exists():
+        if not resume:
+            raise FileExistsError(f"{checkpoint_path} already holds a training run; pass resume=True "
+                                  "(--resume) to continue it, or choose another output folder.")
+        state = load_checkpoint(checkpoint_path, map_location=setup.device)
+        saved_name = state["meta"].get("model_name")
+        if model_name and saved_name and saved_name != model_name:
+            raise ValueError(f"{checkpoint_path} holds a {saved_name}, not a {model_name}.")
+        base_model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        for group, base_lr in zip(optim.param_groups, scheduler.base_lrs):  # the schedule for `epochs`
+            group["lr"] = base_lr * _lr_factor(schedule, epochs)(len(state["history"]))
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        _restore_rng_state(state["rng"], generators)
+        history, best_val_acc = list(state["history"]), state["best_val_acc"]
+        meta = {**state["meta"], "epochs": epochs}
+        if show:
+            tqdm.write(f"Resuming {checkpoint_path}: {len(history)} of {epochs} epochs done.", file=sys.stderr)
+    if world_size > 1:
+        model = nn.parallel.DistributedDataParallel(
+            base_model, device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
+        train_loader = _sharded_loader(train_loader, rank, world_size, train=True, seed=seed or 0)
+        if val_loader is not None:
+            val_loader = _sharded_loader(val_loader, rank, world_size, train=False, seed=0)
+
+    epoch = len(history)
+    try:
+        for epoch in range(len(history), epochs):
+            if seed is not None:
+                set_seed(seed + epoch)
+                for generator in generators:
+                    generator.manual_seed(seed + epoch)
+            if isinstance(getattr(train_loader, "sampler", None), DistributedSampler):
+                train_loader.sampler.set_epoch(epoch)
+            start = time.perf_counter()
+            current_lr = optim.param_groups[0]["lr"]
+            with tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+                      disable=not show, file=sys.stderr, leave=True, dynamic_ncols=True) as bar:
+                sums, seen_size = _train_one_epoch(model, train_loader, optim, scaler, criterion, setup, bar)
+                loss, correct, seen = _all_reduce_sums(sums, setup.device, world_size)
+                val_loss = val_acc = None
+                if val_loader is not None:
+                    v_loss, v_correct, v_seen = _all_reduce_sums(_validate(base_model, val_loader, setup),
+                                                                 setup.device, world_size)
+                    val_loss, val_acc = v_loss / max(v_seen, 1), v_correct / max(v_seen, 1)
+                    bar.set_postfix(loss=f"{loss / seen:.3f}", acc=f"{correct / seen:.1%}",
+                                    val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.1%}")
+            scheduler.step()
+            record = {"epoch": epoch + 1, "train_loss": loss / seen, "train_acc": correct / seen,
+                      "val_loss": val_loss, "val_acc": val_acc, "lr": current_lr,
+                      "seconds": time.perf_counter() - start}
+            history.append(record)
+            meta["image_size"] = meta["image_size"] or seen_size
+            improved = val_acc is not None and val_acc > best_val_acc
+            best_val_acc = max(best_val_acc, val_acc) if val_acc is not None else best_val_acc
+            if main_process and out_dir is not None:
+                weights = base_model.state_dict()
+                save_checkpoint({
+                    "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": weights,
+                    "optimizer": optim.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if setup.grad_scaler else None,
+                    "rng": _rng_state(generators), "history": history,
+                    "best_val_acc": best_val_acc, "meta": meta}, checkpoint_path)
+                if improved:
+                    save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": weights,
+                                     "val_acc": val_acc, "meta": meta}, out_dir / BEST_NAME)
+                _atomic_write(out_dir / HISTORY_NAME,
+                              lambda file: file.write(json.dumps(history, indent=1).encode()))
+            if main_process and on_epoch_end is not None:
+                on_epoch_end(record)
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, TrainingInterrupted):
+            raise
+        if checkpoint_path is not None and history:
+            kept = f"kept {checkpoint_path} with {len(history)} finished epoch(s); resume=True (--resume) continues from there."
+        elif checkpoint_path is not None:
+            kept = "no epoch had finished, so nothing was saved."
+        else:
+            kept = "no out_dir was given, so nothing was saved; the model holds the half-trained weights."
+        message = f"Training interrupted during epoch {epoch + 1}/{epochs}: {kept}"
+        if show:
+            tqdm.write(message, file=sys.stderr)
+        raise TrainingInterrupted(message, history, checkpoint_path if history else None) from None
+    base_model.eval()
+    return history
