@@ -28,6 +28,15 @@ OUR_PARAMS = 25_568_360
 BN_MOVING_STATS = 45_440
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """On a busy shared CPU two OpenMP threads mostly wait for each other; one is much faster."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _randomise_like_a_trained_net(keras_model, seed=0):
     """Non-zero conv/dense biases and non-trivial BN gamma, beta, moving mean and variance."""
     rng = np.random.default_rng(seed)
