@@ -40,10 +40,20 @@ class Settings:
     image_size: int  # 224 px as in the original course; 64 px in fast mode
     epochs: int  # about 10 epochs as in the original course; 1 in fast mode
     batch_size: int  # 8, as in the original course, in both modes
+    demo_steps: int  # training steps of the small in-notebook experiments (notebooks 01 and 04)
 
 
 def settings() -> Settings:
     """The settings for this run, read from ``RESNET_COURSE_FAST`` each time it is called."""
     if fast_mode():
-        return Settings(fast=True, image_size=64, epochs=1, batch_size=8)
-    return Settings(fast=False, image_size=224, epochs=10, batch_size=8)
+        return Settings(fast=True, image_size=64, epochs=1, batch_size=8, demo_steps=60)
+    return Settings(fast=False, image_size=224, epochs=10, batch_size=8, demo_steps=300)
+
+
+def run_dir(name: str) -> Path:
+    """Where a training run named ``name`` keeps its checkpoint and history.
+
+    Fast-mode runs live apart from full runs (``runs/fast/<name>``), so a quick check never
+    resumes from, or overwrites, a full training run.
+    """
+    return RUNS_DIR / ("fast" if fast_mode() else "full") / name

@@ -1,4 +1,4 @@
-"""Shared test setup: fast mode by default, and the real-photo sample when it exists."""
+"""Shared test setup for tests/ and notebooks/: fast mode by default, and the real-photo sample when it exists."""
 
 import os
 from pathlib import Path
@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("RESNET_COURSE_FAST", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent
 BIRDS_SAMPLE = Path(os.environ.get("RESNET_COURSE_SAMPLE", REPO_ROOT.parent / "shared" / "birds-sample"))
 
 
