@@ -8,7 +8,10 @@ import pytest
 # Notebooks run through nbval inherit this environment: fast mode unless the instructor asked
 # otherwise (RESNET_COURSE_FAST=0 pytest runs the course at default settings).
 os.environ.setdefault("RESNET_COURSE_FAST", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
+
+import matplotlib  # noqa: E402  (after the environment is set)
+
+matplotlib.use("Agg")  # for tests/ only: notebook kernels keep their inline backend
 
 REPO_ROOT = Path(__file__).resolve().parent
 BIRDS_SAMPLE = Path(os.environ.get("RESNET_COURSE_SAMPLE", REPO_ROOT.parent / "shared" / "birds-sample"))
