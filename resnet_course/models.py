@@ -90,7 +90,6 @@ class ResNet(nn.Module):
         _check_top(include_top, pooling)
         if stride_in_1x1 and block is not Bottleneck:
             raise ValueError("stride_in_1x1 only applies to Bottleneck blocks (ResNet-50/101/152)")
-        self.block = block
         self.stride_in_1x1 = stride_in_1x1
         self.include_top = include_top
         self.pooling = pooling
