@@ -1,39 +1,61 @@
 """The offline stand-in for the bird photos: procedurally drawn birds, not real photos.
 
 Same class names, counts (166/122/111/166) and image size (224x224 RGB JPEG) as the course's
-photo set, so every notebook runs without the photos.
+photo set, so every notebook runs without the photos. Each species is drawn with its field marks:
+
+* Bananaquit: dark back and head, white eyebrow stripe, yellow breast and rump, short curved bill.
+* Black Skimmer: black above, white below, long red-orange bill with a black tip whose lower
+  mandible is longer than the upper; standing on sand or flying, often over water.
+* Black-throated Bushtit: tiny, round, grey, with a rufous crown, black mask and black throat
+  patch, and a long tail.
+* Cockatoo: big white parrot with a yellow crest and a dark grey hooked bill.
+
+Pose, size, position, background, clutter, lighting and JPEG noise vary, and backgrounds and clutter
+share the birds' colours, so that colour alone is a weak cue: a classifier on an image's mean
+colour stays near 40-50 %, while a small ResNet learns the shapes (see ``mean_colour_baseline``).
 """
 
 from __future__ import annotations
 
+import io
+import math
 import os
 import random
 from pathlib import Path
-from typing import Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from .data import CLASS_COUNTS, CLASS_NAMES, STANDIN_MARKER
 
-#: Bumped whenever the drawing changes, so an old stand-in on disk is redrawn.
-GENERATOR_VERSION = 0
+#: Bumped whenever the drawing changes, so that an older stand-in on disk is redrawn.
+GENERATOR_VERSION = 1
 IMAGE_SIZE = 224
 STANDIN_COUNTS = tuple(CLASS_COUNTS[name] for name in CLASS_NAMES)
+CANVAS = 512  # birds are drawn facing right on a 512x512 transparent canvas, then placed
 
+Colour = Tuple[int, int, int]
+Point = Tuple[float, float]
+
+
+# --------------------------------------------------------------------------------------------
+# Files on disk
+# --------------------------------------------------------------------------------------------
 
 def _marker_text(seed: int) -> str:
-    return ("This folder is a procedurally drawn STAND-IN for the course's bird photos, not real photos.\n"
+    return ("This folder is a procedurally drawn STAND-IN for the course's bird photos: drawings made by\n"
+            "resnet_course.standin, not real photos. Put real photos in data/bird_photos/<class>/ to use them.\n"
             f"generator version: {GENERATOR_VERSION}\nseed: {seed}\n")
 
 
-def standin_file_names(class_name: str):
-    """The file names the stand-in has for ``class_name``: ``<class>_000.jpg`` ..."""
+def standin_file_names(class_name: str) -> List[str]:
+    """The stand-in's file names for ``class_name``: ``<class>_000.jpg``, ``<class>_001.jpg``, ..."""
     return [f"{class_name}_{i:03d}.jpg" for i in range(CLASS_COUNTS[class_name])]
 
 
 def standin_is_complete(root: Union[str, os.PathLike], seed: int = 0) -> bool:
-    """True if ``root`` holds a stand-in of the current generator version with every file."""
+    """True if ``root`` holds a stand-in of the current generator version with exactly its files."""
     root = Path(root)
     marker = root / STANDIN_MARKER
     if not marker.is_file() or marker.read_text(encoding="utf-8") != _marker_text(seed):
@@ -42,30 +64,438 @@ def standin_is_complete(root: Union[str, os.PathLike], seed: int = 0) -> bool:
         folder = root / name
         if not folder.is_dir():
             return False
-        present = {p.name for p in folder.iterdir() if p.suffix == ".jpg"}
+        present = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
         if present != set(standin_file_names(name)):
+            return False
+        if any((folder / f).stat().st_size == 0 for f in present):
             return False
     return True
 
 
-def _draw_bird(class_index: int, rng: random.Random) -> Image.Image:
-    image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), tuple(rng.randrange(256) for _ in range(3)))
-    draw = ImageDraw.Draw(image)
-    colour = [(250, 215, 40), (20, 20, 20), (130, 135, 145), (245, 245, 245)][class_index]
-    x, y = rng.randrange(40, 180), rng.randrange(40, 180)
-    draw.ellipse([x - 35, y - 20, x + 35, y + 20], fill=colour)
-    return image
-
-
 def make_standin_birds(root: Union[str, os.PathLike], seed: int = 0) -> Path:
-    """Write ``root/<class>/<class>_NNN.jpg`` for the four classes; deterministic given ``seed``."""
+    """Write ``root/<class>/<class>_NNN.jpg`` (166/122/111/166 images) and ``root/STANDIN.txt``.
+
+    Deterministic: each image is drawn from its own generator seeded by (seed, class, number), so
+    the same seed gives the same pixels. Takes a few seconds on one core.
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / STANDIN_MARKER).write_text(_marker_text(seed), encoding="utf-8")
     for class_index, name in enumerate(CLASS_NAMES):
         folder = root / name
         folder.mkdir(exist_ok=True)
-        for i, file_name in enumerate(standin_file_names(name)):
-            rng = random.Random(f"{seed}/{name}/{i}")
-            _draw_bird(class_index, rng).save(folder / file_name, quality=90)
+        for number, file_name in enumerate(standin_file_names(name)):
+            data = draw_standin_jpeg(class_index, number, seed)
+            (folder / file_name).write_bytes(data)
     return root
+
+
+def draw_standin_jpeg(class_index: int, number: int, seed: int = 0) -> bytes:
+    """The JPEG bytes of stand-in image ``number`` of class ``class_index``."""
+    rng = random.Random(f"standin/{seed}/{CLASS_NAMES[class_index]}/{number}")
+    image = draw_standin_image(class_index, rng)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=rng.randint(55, 92))
+    return buffer.getvalue()
+
+
+def draw_standin_image(class_index: int, rng: random.Random) -> Image.Image:
+    """One stand-in picture: background, clutter behind, the bird, occluders, lighting, noise."""
+    nrng = np.random.default_rng(rng.getrandbits(64))
+    species = CLASS_NAMES[class_index]
+    flying = species == "Black Skimmer" and rng.random() < 0.5
+    scene = _choose_scene(species, rng)
+    image = Image.fromarray(_background(scene, rng, nrng))
+    _clutter(image, rng, count=rng.randint(2, 9))
+    bird = BIRD_DRAWERS[species](rng, flying)
+    _place_bird(image, bird, species, flying, rng)
+    _clutter(image, rng, count=rng.choice([0, 0, 1, 2]), occluders=True)
+    return _lighting(image, rng, nrng)
+
+
+# --------------------------------------------------------------------------------------------
+# Backgrounds, clutter, lighting
+# --------------------------------------------------------------------------------------------
+
+SCENES = ("sky", "foliage", "water", "sand", "gradient", "texture")
+#: Colours the clutter borrows from every species, so that no colour belongs to one class alone.
+BIRD_LIKE_COLOURS: Tuple[Colour, ...] = ((245, 210, 40), (25, 25, 30), (240, 240, 235), (215, 70, 35),
+                                         (125, 130, 140), (170, 95, 55), (90, 90, 95))
+
+
+def _choose_scene(species: str, rng: random.Random) -> str:
+    weights = [3, 3, 2, 1, 2, 2]  # skimmers are often over water or on sand, the others in trees
+    if species == "Black Skimmer":
+        weights = [3, 2, 3, 2, 2, 2]
+    return rng.choices(SCENES, weights=weights)[0]
+
+
+def _jitter(colour: Sequence[int], rng: random.Random, amount: int = 25) -> Colour:
+    return tuple(int(min(255, max(0, c + rng.randint(-amount, amount)))) for c in colour)
+
+
+def _random_colour(rng: random.Random) -> Colour:
+    return tuple(rng.randrange(256) for _ in range(3))
+
+
+def _smooth_noise(nrng: np.random.Generator, cells: int) -> np.ndarray:
+    """Low-frequency noise in [0, 1] at IMAGE_SIZE x IMAGE_SIZE (a small random grid, upsampled)."""
+    grid = (nrng.random((cells, cells)) * 255).astype(np.uint8)
+    big = Image.fromarray(grid).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC)
+    return np.asarray(big, dtype=np.float32) / 255.0
+
+
+def _mix(a: Sequence[int], b: Sequence[int], t: np.ndarray) -> np.ndarray:
+    """Per-pixel blend of two colours: t has shape (H, W) with values in [0, 1]."""
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    return a + (b - a) * t[..., None]
+
+
+def _background(scene: str, rng: random.Random, nrng: np.random.Generator) -> np.ndarray:
+    size = IMAGE_SIZE
+    rows = np.linspace(0.0, 1.0, size, dtype=np.float32)[:, None] * np.ones((1, size), np.float32)
+    if scene == "sky":
+        top = rng.choice([(70, 130, 210), (120, 170, 230), (160, 170, 185), (240, 150, 90), (200, 210, 225)])
+        pixels = _mix(_jitter(top, rng, 30), _jitter((225, 230, 240), rng, 25), rows)
+        clouds = np.clip(_smooth_noise(nrng, rng.randint(3, 6)) * 2 - rng.uniform(0.6, 1.4), 0, 1)
+        pixels = pixels + (250 - pixels) * clouds[..., None] * 0.8
+    elif scene == "foliage":
+        dark, light = _jitter((30, 70, 30), rng, 25), _jitter(rng.choice([(110, 160, 60), (160, 170, 70), (90, 130, 90)]), rng, 30)
+        pixels = _mix(dark, light, _smooth_noise(nrng, rng.randint(6, 16)))
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(image)
+        for _ in range(rng.randint(20, 60)):
+            x, y, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(5, 22)
+            draw.polygon(_ellipse(x, y, r, r * 0.45, rng.uniform(0, 180)), fill=_jitter(rng.choice([dark, light]), rng, 30))
+        pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 3.0))), np.float32)
+    elif scene == "water":
+        deep, shallow = _jitter((30, 80, 130), rng, 30), _jitter(rng.choice([(90, 150, 180), (120, 170, 160), (170, 190, 200)]), rng, 25)
+        pixels = _mix(shallow, deep, rows)
+        ys = np.arange(size, dtype=np.float32)[:, None]
+        xs = np.arange(size, dtype=np.float32)[None, :]
+        ripples = np.sin(ys * rng.uniform(0.25, 0.6) + 3 * np.sin(xs * rng.uniform(0.02, 0.06) + rng.uniform(0, 6)))
+        pixels = pixels + (ripples * rng.uniform(8, 25))[..., None]
+        if rng.random() < 0.5:  # a horizon with sky above
+            horizon = rng.randint(20, 90)
+            pixels[:horizon] = _mix(_jitter((150, 185, 225), rng), (230, 235, 240), rows[:horizon] * 3)
+    elif scene == "sand":
+        pixels = _mix(_jitter((215, 195, 150), rng, 30), _jitter((170, 150, 110), rng, 30), _smooth_noise(nrng, rng.randint(4, 10)))
+        pixels = pixels + nrng.standard_normal((size, size, 1), dtype=np.float32) * rng.uniform(4, 14)
+        if rng.random() < 0.5:  # the sea line behind the beach
+            horizon = rng.randint(30, 100)
+            pixels[:horizon] = _mix(_jitter((60, 110, 160), rng), _jitter((170, 200, 220), rng), rows[:horizon] * 2)
+    elif scene == "gradient":
+        angle = rng.uniform(0, 2 * math.pi)
+        xs = np.linspace(-1, 1, size, dtype=np.float32)
+        t = (np.cos(angle) * xs[None, :] + np.sin(angle) * xs[:, None]) * 0.5 + 0.5
+        pixels = _mix(_random_colour(rng), _random_colour(rng), np.clip(t, 0, 1))
+    else:  # texture: blotches of two random colours, a bark- or rock-like surface
+        pixels = _mix(_random_colour(rng), _random_colour(rng), _smooth_noise(nrng, rng.randint(8, 30)))
+        pixels = pixels + nrng.standard_normal((size, size, 1), dtype=np.float32) * 10
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def _clutter(image: Image.Image, rng: random.Random, count: int, occluders: bool = False) -> None:
+    """Branches, leaves and random shapes; with ``occluders`` only leaves and twigs, in front."""
+    draw = ImageDraw.Draw(image)
+    size = IMAGE_SIZE
+    for _ in range(count):
+        kind = rng.choice(["branch", "leaves"] if occluders else ["branch", "leaves", "leaves", "shape", "shape"])
+        if kind == "branch":
+            colour = _jitter(rng.choice([(95, 70, 45), (60, 45, 35), (130, 110, 90)]), rng, 20)
+            start = (rng.uniform(-20, size + 20), rng.uniform(-20, size + 20))
+            angle = rng.uniform(0, 2 * math.pi)
+            length = rng.uniform(60, 260)
+            end = (start[0] + length * math.cos(angle), start[1] + length * math.sin(angle))
+            draw.line([start, end], fill=colour, width=rng.randint(3, 4 if occluders else 10))
+            for _ in range(rng.randint(0, 3)):  # twigs
+                t = rng.uniform(0.2, 0.9)
+                base = (start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1]))
+                twig = angle + rng.choice([-1, 1]) * rng.uniform(0.4, 1.0)
+                tip = (base[0] + 40 * math.cos(twig), base[1] + 40 * math.sin(twig))
+                draw.line([base, tip], fill=colour, width=2)
+        elif kind == "leaves":
+            green = _jitter(rng.choice([(60, 120, 40), (100, 150, 50), (40, 90, 50), (150, 160, 60)]), rng, 25)
+            cx, cy = rng.uniform(0, size), rng.uniform(0, size)
+            for _ in range(rng.randint(1, 2 if occluders else 6)):
+                x, y = cx + rng.uniform(-30, 30), cy + rng.uniform(-30, 30)
+                r = rng.uniform(8, 18 if occluders else 26)
+                draw.polygon(_ellipse(x, y, r, r * 0.4, rng.uniform(0, 180)), fill=_jitter(green, rng, 15))
+        else:  # a shape in a colour borrowed from some bird, or any colour
+            colour = _jitter(rng.choice(BIRD_LIKE_COLOURS), rng, 20) if rng.random() < 0.7 else _random_colour(rng)
+            x, y, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(6, 30)
+            if rng.random() < 0.5:
+                draw.polygon(_ellipse(x, y, r, r * rng.uniform(0.3, 1.0), rng.uniform(0, 180)), fill=colour)
+            else:
+                points = [(x + r * math.cos(a), y + r * math.sin(a))
+                          for a in sorted(rng.uniform(0, 2 * math.pi) for _ in range(rng.randint(3, 6)))]
+                draw.polygon(points, fill=colour)
+
+
+def _lighting(image: Image.Image, rng: random.Random, nrng: np.random.Generator) -> Image.Image:
+    """Contrast, exposure, a colour cast and gamma (one lookup table per channel), then uneven
+    light (a bright or dark patch) and sensor noise."""
+    contrast, exposure, gamma = rng.uniform(0.65, 1.3), rng.uniform(0.6, 1.35), rng.uniform(0.75, 1.35)
+    levels = np.arange(256, dtype=np.float64) / 255
+    table = []
+    for _ in range(3):
+        channel = ((levels - 0.5) * contrast + 0.5) * exposure * rng.uniform(0.75, 1.25)
+        table += np.rint(np.clip(channel, 0, 1) ** gamma * 255).astype(int).tolist()
+    x = np.asarray(image.point(table), dtype=np.float32)
+    if rng.random() < 0.5:
+        x = x * (1 + rng.uniform(-0.7, 0.7) * (_smooth_noise(nrng, 3) - 0.5))[..., None]
+    x = x + nrng.standard_normal(x.shape, dtype=np.float32) * rng.uniform(1, 8)
+    return Image.fromarray(np.clip(x, 0, 255).astype(np.uint8))
+
+
+# --------------------------------------------------------------------------------------------
+# The birds (drawn facing right on a CANVAS x CANVAS transparent image)
+# --------------------------------------------------------------------------------------------
+
+def _ellipse(cx: float, cy: float, rx: float, ry: float, angle: float = 0.0, n: int = 36) -> List[Point]:
+    """Polygon points of an ellipse rotated by ``angle`` degrees (ImageDraw's ellipses cannot rotate)."""
+    a = math.radians(angle)
+    ca, sa = math.cos(a), math.sin(a)
+    points = []
+    for k in range(n):
+        t = 2 * math.pi * k / n
+        x, y = rx * math.cos(t), ry * math.sin(t)
+        points.append((cx + x * ca - y * sa, cy + x * sa + y * ca))
+    return points
+
+
+def _circle(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float, fill, outline=None, width: int = 0) -> None:
+    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=outline, width=width)
+
+
+def _new_canvas() -> Tuple[Image.Image, ImageDraw.ImageDraw]:
+    canvas = Image.new("RGBA", (CANVAS, CANVAS), (0, 0, 0, 0))
+    return canvas, ImageDraw.Draw(canvas)
+
+
+def _perch(draw: ImageDraw.ImageDraw, y: float, rng: random.Random) -> None:
+    colour = _jitter((95, 70, 45), rng, 25) + (255,)
+    tilt = rng.uniform(-30, 30)
+    draw.line([(0, y - tilt), (CANVAS, y + tilt)], fill=colour, width=rng.randint(10, 18))
+
+
+def _legs(draw: ImageDraw.ImageDraw, x: float, top: float, bottom: float, colour, width: int = 5) -> None:
+    for dx in (-12, 10):
+        draw.line([(x + dx, top), (x + dx + 4, bottom)], fill=colour, width=width)
+        draw.line([(x + dx + 4, bottom), (x + dx + 20, bottom + 2)], fill=colour, width=width - 1)
+
+
+def draw_bananaquit(rng: random.Random, flying: bool = False) -> Image.Image:
+    """Plump and small: sooty back, wings and head; white eyebrow; yellow breast and rump; grey
+    throat; short decurved black bill with a red spot at the gape."""
+    canvas, draw = _new_canvas()
+    dark = _jitter((38, 38, 45), rng, 12) + (255,)
+    yellow = _jitter((248, 212, 38), rng, 18) + (255,)
+    tilt = rng.uniform(-25, 10)
+    if rng.random() < 0.6:
+        _perch(draw, 352, rng)
+    _legs(draw, 250, 320, 352, (60, 60, 65, 255))
+    draw.polygon([(190, 280), (85, 335 + rng.uniform(-25, 25)), (100, 352), (200, 300)], fill=dark)  # tail
+    draw.polygon(_ellipse(250, 275, 98, 62, tilt), fill=dark)  # body
+    draw.polygon(_ellipse(185, 258, 22, 16, tilt), fill=yellow)  # rump
+    draw.polygon(_ellipse(282, 300, 72, 44, tilt - 15), fill=yellow)  # breast and belly
+    draw.polygon(_ellipse(232, 262, 72, 30, tilt + 5), fill=_jitter((28, 28, 34), rng, 8) + (255,))  # wing
+    draw.polygon(_ellipse(250, 258, 10, 6, tilt), fill=(235, 235, 230, 255))  # white wing spot
+    hx, hy = 330, 208
+    _circle(draw, hx, hy, 46, dark)
+    draw.polygon(_ellipse(hx + 18, hy + 36, 26, 16, -10), fill=_jitter((150, 150, 155), rng, 15) + (255,))  # throat
+    draw.line([(hx - 35, hy - 8), (hx - 5, hy - 18), (hx + 30, hy - 16)], fill=(245, 245, 240, 255), width=9, joint="curve")
+    _circle(draw, hx + 12, hy - 2, 6, (10, 10, 10, 255))  # eye
+    draw.polygon([(hx + 38, hy - 4), (hx + 62, hy + 2), (hx + 78, hy + 18), (hx + 64, hy + 12), (hx + 40, hy + 10)],
+                 fill=(15, 15, 18, 255))  # short curved bill
+    _circle(draw, hx + 40, hy + 6, 4, (220, 80, 90, 255))  # red gape
+    return canvas
+
+
+def draw_black_skimmer(rng: random.Random, flying: bool = False) -> Image.Image:
+    """Black cap, back and wings; white face and underparts; a long red-orange bill with a black
+    tip, the lower mandible longer than the upper. Standing (short red legs) or flying."""
+    canvas, draw = _new_canvas()
+    black = _jitter((22, 22, 26), rng, 10) + (255,)
+    white = _jitter((240, 240, 236), rng, 10) + (255,)
+    red = _jitter((226, 72, 36), rng, 18) + (255,)
+    if flying:
+        up = rng.uniform(-1, 1)  # wing beat: +1 up, -1 down
+
+        def wing(shoulder: Point, span: float) -> List[Point]:  # long, pointed, broad at the wrist
+            x, y = shoulder
+            return [(x + 20, y), (x - 30 * span, y - 120 * up * span), (x - 170 * span, y - 190 * up * span),
+                    (x - 70 * span, y - 95 * up * span), (x - 50, y + 14)]
+
+        draw.polygon(wing((215, 262), 0.8), fill=black)  # far wing
+        draw.polygon(_ellipse(250, 270, 120, 36, 0), fill=white)  # body
+        draw.polygon(_ellipse(240, 255, 110, 22, -2), fill=black)  # back
+        draw.polygon([(160, 268), (100, 250), (105, 270), (160, 280)], fill=black)  # tail
+        near = wing((245, 266), 1.0)
+        draw.polygon(near, fill=black)  # near wing
+        draw.line([near[4], near[3], near[2]], fill=(205, 205, 205, 255), width=6)  # pale trailing edge
+        hx, hy = 372, 262
+    else:
+        draw.polygon(_ellipse(245, 290, 125, 50, -5), fill=white)  # body
+        draw.polygon(_ellipse(235, 272, 120, 30, -5), fill=black)  # back
+        draw.polygon([(300, 265), (80, 252), (60, 262), (300, 295)], fill=black)  # long folded wings
+        _legs(draw, 250, 330, 372, red, width=7)
+        hx, hy = 352, 240
+    _circle(draw, hx, hy, 40, white)
+    draw.pieslice([hx - 40, hy - 40, hx + 40, hy + 40], 170, 360, fill=black)  # black cap
+    draw.polygon(_ellipse(hx - 18, hy + 10, 26, 14, 0), fill=black)  # nape joining the back
+    draw.polygon(_ellipse(hx + 22, hy + 6, 16, 10, 0), fill=white)  # white forehead and face
+    _circle(draw, hx + 8, hy - 6, 6, (5, 5, 5, 255))
+    length = rng.uniform(95, 125)
+    bx, by = hx + 30, hy + 4
+    upper_tip = (bx + length * 0.78, by + 6)
+    lower_tip = (bx + length, by + 16)
+    draw.polygon([(bx, by - 6), upper_tip, (bx, by + 8)], fill=red)  # upper mandible
+    draw.polygon([(bx, by + 8), lower_tip, (bx + length * 0.95, by + 20), (bx, by + 20)], fill=red)  # longer lower
+    cut = 0.55
+    draw.polygon([(bx + length * 0.78 * cut, by - 3), upper_tip, (bx + length * 0.78 * cut, by + 8)], fill=black)
+    draw.polygon([(bx + length * cut, by + 9), lower_tip, (bx + length * 0.95, by + 20), (bx + length * cut, by + 20)], fill=black)
+    return canvas
+
+
+def draw_bushtit(rng: random.Random, flying: bool = False) -> Image.Image:
+    """Tiny and round: grey back, wings and long tail; rufous crown and flanks; black mask through
+    the eye and a black throat patch framed in white; a stubby bill."""
+    canvas, draw = _new_canvas()
+    grey = _jitter((125, 130, 142), rng, 15) + (255,)
+    rufous = _jitter((172, 96, 48), rng, 18) + (255,)
+    black = (18, 18, 20, 255)
+    white = _jitter((238, 236, 228), rng, 10) + (255,)
+    if rng.random() < 0.7:
+        _perch(draw, 342, rng)
+    _legs(draw, 275, 320, 342, (70, 60, 55, 255), width=4)
+    droop = rng.uniform(-30, 40)
+    draw.polygon([(220, 262), (40, 275 + droop), (38, 295 + droop), (220, 292)], fill=_jitter((95, 98, 108), rng, 12) + (255,))  # long tail
+    draw.polygon(_ellipse(275, 275, 72, 56, 0), fill=grey)  # body
+    draw.polygon(_ellipse(292, 302, 52, 30, 0), fill=_jitter((228, 220, 205), rng, 12) + (255,))  # pale belly
+    draw.polygon(_ellipse(270, 308, 50, 16, -8), fill=rufous)  # rufous flanks
+    draw.polygon(_ellipse(258, 268, 50, 26, -8), fill=_jitter((100, 104, 115), rng, 10) + (255,))  # wing
+    hx, hy = 338, 222
+    _circle(draw, hx, hy, 40, white)
+    draw.pieslice([hx - 40, hy - 40, hx + 40, hy + 40], 180, 360, fill=rufous)  # rufous crown
+    draw.polygon([(hx - 38, hy + 2), (hx + 30, hy - 8), (hx + 34, hy + 8), (hx - 34, hy + 16)], fill=black)  # mask
+    draw.polygon(_ellipse(hx + 6, hy + 28, 18, 12, 0), fill=black)  # black throat patch
+    _circle(draw, hx + 14, hy, 5, (235, 215, 120, 255))  # pale eye
+    _circle(draw, hx + 14, hy, 2.5, (5, 5, 5, 255))
+    draw.polygon([(hx + 36, hy - 2), (hx + 52, hy + 4), (hx + 36, hy + 9)], fill=(20, 20, 20, 255))  # stubby bill
+    return canvas
+
+
+def draw_cockatoo(rng: random.Random, flying: bool = False) -> Image.Image:
+    """A big white parrot sitting upright: yellow crest (raised or folded), dark grey hooked bill,
+    dark eye in a pale ring, a yellow wash under the wings and tail."""
+    canvas, draw = _new_canvas()
+    white = _jitter((242, 242, 236), rng, 8) + (255,)
+    shade = (200, 200, 196, 255)
+    yellow = _jitter((250, 214, 45), rng, 15) + (255,)
+    bill = _jitter((52, 52, 58), rng, 10) + (255,)
+    if rng.random() < 0.8:
+        _perch(draw, 420, rng)
+    for x in (235, 265):
+        draw.line([(x, 400), (x + 6, 424)], fill=bill, width=9)
+    draw.polygon([(215, 380), (180, 490), (250, 490), (262, 380)], fill=white, outline=shade, width=3)  # tail
+    draw.polygon([(210, 430), (200, 488), (240, 488)], fill=_jitter((240, 230, 150), rng, 10) + (255,))  # yellow wash
+    lean = rng.uniform(10, 30)
+    draw.polygon(_ellipse(250, 300, 78, 112, lean), fill=white, outline=shade, width=3)  # body
+    draw.polygon(_ellipse(232, 305, 55, 95, lean + 8), fill=_jitter((232, 232, 226), rng, 6) + (255,), outline=shade, width=3)  # wing
+    hx, hy = 300, 185
+    raised = rng.uniform(0.2, 1.0)  # how far the crest is raised
+    for k in range(6):  # crest feathers fan up and back from the crown
+        a = math.radians(-150 + k * 18 * raised - 20 * (1 - raised))
+        length = 85 + 20 * math.sin(k)
+        base = (hx - 10 + 6 * k, hy - 40)
+        tip = (base[0] + length * math.cos(a), base[1] + length * math.sin(a) * (0.6 + 0.6 * raised))
+        draw.polygon([(base[0] - 12, base[1] + 6), tip, (base[0] + 12, base[1] + 4)], fill=yellow)
+    _circle(draw, hx, hy, 55, white, outline=shade, width=3)
+    _circle(draw, hx + 22, hy - 8, 12, _jitter((205, 225, 240), rng, 10) + (255,))  # pale eye ring
+    _circle(draw, hx + 22, hy - 8, 7, (10, 10, 10, 255))
+    draw.polygon([(hx + 40, hy - 5), (hx + 78, hy + 10), (hx + 80, hy + 42), (hx + 66, hy + 30), (hx + 44, hy + 28)], fill=bill)  # hooked upper
+    draw.polygon([(hx + 42, hy + 26), (hx + 64, hy + 32), (hx + 50, hy + 46)], fill=bill)  # lower mandible
+    return canvas
+
+
+BIRD_DRAWERS = {
+    "Bananaquit": draw_bananaquit,
+    "Black Skimmer": draw_black_skimmer,
+    "Black Throated Bushtiti": draw_bushtit,
+    "Cockatoo": draw_cockatoo,
+}
+#: Typical size of each species in the frame (fraction of the image width the canvas spans).
+BIRD_SCALE = {"Bananaquit": (0.55, 0.95), "Black Skimmer": (0.6, 1.0),
+              "Black Throated Bushtiti": (0.5, 0.9), "Cockatoo": (0.6, 1.0)}
+
+
+def _place_bird(image: Image.Image, bird: Image.Image, species: str, flying: bool, rng: random.Random) -> None:
+    """Shade the bird (lit from above), mirror it at random, scale, rotate and paste it."""
+    bird = bird.crop(bird.getbbox())
+    if rng.random() < 0.5:
+        bird = bird.transpose(Image.FLIP_LEFT_RIGHT)
+    low, high = BIRD_SCALE[species]
+    factor = IMAGE_SIZE * rng.uniform(low, high) / CANVAS
+    size = (max(1, round(bird.width * factor)), max(1, round(bird.height * factor)))
+    bird = bird.resize(size, Image.BICUBIC, reducing_gap=2.0)
+    rgba = np.asarray(bird, dtype=np.float32).copy()
+    rgba[..., :3] *= np.linspace(1.12, 0.8, bird.height, dtype=np.float32)[:, None, None]  # lit from above
+    bird = Image.fromarray(np.clip(rgba, 0, 255).astype(np.uint8), mode="RGBA")
+    bird = bird.rotate(rng.uniform(-35, 35) if flying else rng.uniform(-20, 20), resample=Image.BICUBIC, expand=True)
+    if rng.random() < 0.3:
+        bird = bird.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))  # out of focus
+    # mostly inside the frame: at most a fifth of the bird may be cut off on each side
+    x = rng.uniform(-0.2 * bird.width, IMAGE_SIZE - 0.8 * bird.width)
+    y = rng.uniform(-0.2 * bird.height, IMAGE_SIZE - 0.8 * bird.height)
+    image.paste(bird, (round(x), round(y)), bird)
+
+
+# --------------------------------------------------------------------------------------------
+# How hard is it? A mean-colour baseline
+# --------------------------------------------------------------------------------------------
+
+def mean_colours(paths: Sequence[Union[str, os.PathLike]]) -> np.ndarray:
+    """Each image's mean RGB in [0, 1], shape (N, 3)."""
+    from .data import load_rgb
+
+    return np.stack([np.asarray(load_rgb(p), np.float32).reshape(-1, 3).mean(0) / 255 for p in paths])
+
+
+def mean_colour_baseline(root: Union[str, os.PathLike], val_split: float = 0.2, seed: int = 123) -> Dict[str, float]:
+    """Validation accuracy of classifiers that see only each image's mean colour, on the course split.
+
+    Returns accuracies for a nearest-centroid classifier, softmax (logistic) regression and 5-nearest
+    neighbours, all trained on the training split. A stand-in that these classify well would let a
+    network score without learning what a bird looks like.
+    """
+    from .data import scan_bird_folder, split_samples
+
+    train, val = split_samples(scan_bird_folder(root), val_split=val_split, seed=seed)
+    x_train, x_val = mean_colours([p for p, _ in train]), mean_colours([p for p, _ in val])
+    y_train, y_val = np.array([y for _, y in train]), np.array([y for _, y in val])
+    mu, sigma = x_train.mean(0), x_train.std(0) + 1e-8
+    x_train, x_val = (x_train - mu) / sigma, (x_val - mu) / sigma
+    classes = np.arange(len(CLASS_NAMES))
+
+    centroids = np.stack([x_train[y_train == c].mean(0) for c in classes])
+    nearest = ((x_val[:, None, :] - centroids[None]) ** 2).sum(-1).argmin(1)
+
+    weights, bias = np.zeros((3, len(classes))), np.zeros(len(classes))
+    onehot = np.eye(len(classes))[y_train]
+    for _ in range(2000):  # plain gradient descent on the softmax cross-entropy
+        logits = x_train @ weights + bias
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        grad = (p - onehot) / len(x_train)
+        weights -= 0.5 * x_train.T @ grad
+        bias -= 0.5 * grad.sum(0)
+    logistic = (x_val @ weights + bias).argmax(1)
+
+    distances = ((x_val[:, None, :] - x_train[None]) ** 2).sum(-1)
+    neighbours = y_train[np.argsort(distances, axis=1, kind="stable")[:, :5]]
+    knn = np.array([np.bincount(row, minlength=len(classes)).argmax() for row in neighbours])
+
+    return {"nearest_centroid": float((nearest == y_val).mean()),
+            "logistic_regression": float((logistic == y_val).mean()),
+            "knn5": float((knn == y_val).mean())}
