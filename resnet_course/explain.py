@@ -23,7 +23,7 @@ _ELEMENTWISE = (nn.BatchNorm2d, nn.ReLU, nn.Identity)
 
 
 @contextmanager
-def _eval_mode(model: nn.Module):
+def evaluating(model: nn.Module):
     """Run in eval mode (BN uses its running statistics and is not updated), then restore the
     mode of every submodule exactly as it was."""
     modes = [(module, module.training) for module in model.modules()]
@@ -62,7 +62,7 @@ def stage_feature_maps(model: nn.Module, image_tensor: Tensor) -> "OrderedDict[s
         raise ValueError(f"stage_feature_maps takes one image, got a batch of {batch.shape[0]}")
     maps: "OrderedDict[str, Tensor]" = OrderedDict()
     x = batch.to(_device_of(model))
-    with torch.no_grad(), _eval_mode(model):
+    with torch.no_grad(), evaluating(model):
         for name, module in model_stages(model)[:-1]:
             x = module(x)
             maps[name] = x[0].detach().cpu()
@@ -158,7 +158,7 @@ def grad_cam(
 
     handle = layer.register_forward_hook(keep_activation)
     try:
-        with _eval_mode(model), torch.enable_grad():
+        with evaluating(model), torch.enable_grad():
             logits = model(batch.to(_device_of(model)))
             if len(captured) != 1:
                 raise ValueError(
@@ -179,4 +179,4 @@ def grad_cam(
     return cam.clamp(0, 1).cpu()
 
 
-__all__ = ["stage_feature_maps", "default_gradcam_layer", "grad_cam"]
+__all__ = ["evaluating", "stage_feature_maps", "default_gradcam_layer", "grad_cam"]

@@ -1,0 +1,455 @@
+"""The exercise checkers pass the reference implementations and name each classic bug."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from resnet_course import checkers
+from resnet_course.blocks import BasicBlock, Bottleneck, PreActBottleneck, conv1x1, conv3x3
+from resnet_course.models import ResNet
+
+
+def failed_with(result, fragment):
+    """The checker failed, and one of its ✗ lines contains ``fragment``."""
+    assert not result.ok, result
+    assert any(fragment in text for text in result.failures), result
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# BasicBlock
+# --------------------------------------------------------------------------------------------
+
+
+class LearnerBasicBlock(nn.Module):
+    """A correct block as a learner writes it: own names, functional ReLU."""
+
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.first = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.first_bn = nn.BatchNorm2d(planes)
+        self.second = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.second_bn = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        out = F.relu(self.first_bn(self.first(x)))
+        out = self.second_bn(self.second(out))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return F.relu(out + shortcut)
+
+
+class Conv2TakesInplanes(BasicBlock):
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__(inplanes, planes, stride, downsample)
+        self.conv2 = conv3x3(inplanes, planes)
+
+
+class NoShortcut(BasicBlock):
+    def forward(self, x):
+        return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
+
+
+class AddsXInsteadOfDownsample(BasicBlock):
+    def forward(self, x):
+        return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))) + x)
+
+
+class AlwaysCallsDownsample(BasicBlock):
+    def forward(self, x):
+        return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))) + self.downsample(x))
+
+
+class NoFinalRelu(BasicBlock):
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))) + identity
+
+
+class ReluBeforeAdd(BasicBlock):
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))) + identity
+
+
+class NoMiddleRelu(BasicBlock):
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(self.bn2(self.conv2(self.bn1(self.conv1(x)))) + identity)
+
+
+class StrideOnConv2(BasicBlock):
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__(inplanes, planes, stride, downsample)
+        self.conv1 = conv3x3(inplanes, planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+
+
+class ConvBiases(BasicBlock):
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__(inplanes, planes, stride, downsample)
+        self.conv1 = conv3x3(inplanes, planes, stride, bias=True)
+        self.conv2 = conv3x3(planes, planes, bias=True)
+
+
+class NoPadding(BasicBlock):
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__(inplanes, planes, stride, downsample)
+        self.conv2 = nn.Conv2d(planes, planes, 3, bias=False)
+
+
+class OwnShortcut(LearnerBasicBlock):
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__(inplanes, planes, stride, None)
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+
+@pytest.mark.parametrize("block", [BasicBlock, torchvision.models.resnet.BasicBlock, LearnerBasicBlock])
+def test_basic_block_checker_passes_correct_blocks(block):
+    result = checkers.check_basic_block(block)
+    assert result.ok, result
+    assert "✓ parameters: 73,984 and 230,144, as torchvision's BasicBlock" in result.messages
+
+
+def test_second_conv_taking_inplanes_is_named():
+    result = checkers.check_basic_block(Conv2TakesInplanes)
+    assert failed_with(result, "conv2 should take `planes` input channels, not `inplanes`")
+    assert failed_with(result, "forward fails at conv2: it receives 128 channels but expects 64")
+    assert failed_with(result, "difference -73,728 = one 3×3 conv 64→128?")
+
+
+def test_renamed_modules_are_named_in_the_message():
+    class Renamed(LearnerBasicBlock):
+        def __init__(self, inplanes, planes, stride=1, downsample=None):
+            super().__init__(inplanes, planes, stride, downsample)
+            self.second = nn.Conv2d(inplanes, planes, 3, 1, 1, bias=False)
+
+    assert failed_with(checkers.check_basic_block(Renamed), "conv2 (your `second`) should take `planes` input channels")
+
+
+def test_missing_shortcut_is_named():
+    assert failed_with(checkers.check_basic_block(NoShortcut), "the shortcut is missing")
+
+
+def test_adding_x_when_the_shape_changes_is_named():
+    result = checkers.check_basic_block(AddsXInsteadOfDownsample)
+    assert failed_with(result, "the addition fails: the branch gives (2, 128, 4, 4) but the input `x` is (2, 64, 8, 8)")
+    assert failed_with(result, "add `downsample(x)`")
+
+
+def test_calling_downsample_when_it_is_none_is_named():
+    assert failed_with(checkers.check_basic_block(AlwaysCallsDownsample), "when there is no `downsample` (it is None)")
+
+
+def test_missing_final_relu_is_named():
+    assert failed_with(checkers.check_basic_block(NoFinalRelu), "the final ReLU is missing: your block's output has negative values")
+
+
+def test_relu_before_the_addition_is_named():
+    assert failed_with(checkers.check_basic_block(ReluBeforeAdd), "the ReLU comes before the addition")
+
+
+def test_missing_relu_inside_the_branch_is_named():
+    assert failed_with(checkers.check_basic_block(NoMiddleRelu), "a ReLU inside the residual branch is missing")
+
+
+def test_stride_on_the_wrong_conv_is_named():
+    assert failed_with(checkers.check_basic_block(StrideOnConv2), "the stride belongs on conv1 (as in torchvision), yours is on conv2")
+
+
+def test_conv_biases_are_named_and_explain_the_count():
+    result = checkers.check_basic_block(ConvBiases)
+    assert failed_with(result, "conv1, conv2 have biases: a conv followed by BatchNorm needs none")
+    assert failed_with(result, "has 74,112 parameters, torchvision's has 73,984 (difference +128 = your conv biases)")
+
+
+def test_missing_padding_is_named():
+    assert failed_with(checkers.check_basic_block(NoPadding), "conv2 needs padding=1")
+
+
+def test_building_your_own_shortcut_is_named():
+    result = checkers.check_basic_block(OwnShortcut)
+    assert failed_with(result, "use the `downsample` passed in")
+    assert failed_with(result, "the `downsample` passed to the constructor is not kept")
+
+
+def test_wrong_constructor_signature_is_explained():
+    class TwoArguments(nn.Module):
+        expansion = 1
+
+        def __init__(self, inplanes, planes):
+            super().__init__()
+
+    result = checkers.check_basic_block(TwoArguments)
+    assert failed_with(result, "BasicBlock(64, 64) fails: TypeError")
+    assert failed_with(result, "(inplanes, planes, stride=1, downsample=None)")
+
+
+def test_missing_expansion_attribute_is_named():
+    class NoExpansion(LearnerBasicBlock):
+        expansion = None
+
+    assert failed_with(checkers.check_basic_block(NoExpansion), "needs the class attribute `expansion = 1`")
+
+
+# --------------------------------------------------------------------------------------------
+# Bottleneck
+# --------------------------------------------------------------------------------------------
+
+
+class NoExpansionConv3(Bottleneck):
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__(inplanes, planes, stride, downsample)
+        self.conv3 = conv1x1(planes, planes)
+        self.bn3 = nn.BatchNorm2d(planes)
+
+
+class StrideInFirst1x1(Bottleneck):
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__(inplanes, planes, stride, downsample, stride_in_1x1=True)
+
+
+class BottleneckReluBeforeAdd(Bottleneck):
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out))) + identity
+
+
+@pytest.mark.parametrize("block", [Bottleneck, torchvision.models.resnet.Bottleneck])
+def test_bottleneck_checker_passes_correct_blocks(block):
+    result = checkers.check_bottleneck(block)
+    assert result.ok, result
+    assert "✓ parameters: 70,400 and 379,392, as torchvision's Bottleneck" in result.messages
+
+
+def test_bottleneck_without_expansion_is_named():
+    result = checkers.check_bottleneck(NoExpansionConv3)
+    assert failed_with(result, "conv3 should expand to `planes * expansion` = 256 channels, not `planes` = 64")
+    assert failed_with(result, "the addition fails: the branch gives (2, 64, 8, 8) but the shortcut gives (2, 256, 8, 8)")
+
+
+def test_stride_in_the_first_1x1_is_v1_not_torchvision_v1_5():
+    result = checkers.check_bottleneck(StrideInFirst1x1)
+    assert failed_with(result, "the stride sits on the first 1×1 conv (the original paper's v1)")
+    assert "✓ parameters: 70,400 and 379,392, as torchvision's Bottleneck" in result.messages  # same count
+
+
+def test_bottleneck_relu_before_add_is_named():
+    assert failed_with(checkers.check_bottleneck(BottleneckReluBeforeAdd), "the ReLU comes before the addition")
+
+
+def test_a_basic_block_is_not_a_bottleneck():
+    result = checkers.check_bottleneck(BasicBlock)
+    assert failed_with(result, "needs the class attribute `expansion = 4`")
+    assert failed_with(result, "the residual branch should have 3 convolutions")
+
+
+# --------------------------------------------------------------------------------------------
+# Shortcuts
+# --------------------------------------------------------------------------------------------
+
+
+def test_identity_shortcut_passes_when_shapes_match():
+    assert checkers.check_shortcut(nn.Identity(), 64, 64, 1).ok
+    assert checkers.check_shortcut(lambda x: x, 256, 256, 1).ok
+
+
+def test_projection_shortcut_factory_passes():
+    def make(in_channels, out_channels, stride):
+        return nn.Sequential(conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
+
+    result = checkers.check_shortcut(make, 64, 128, 2)
+    assert result.ok, result
+    assert "✓ projection: 8,448 parameters, as torchvision's 1×1 conv + BN (He et al. 2015, Eq. 2)" in result.messages
+
+
+def test_identity_where_the_shape_changes_is_named():
+    result = checkers.check_shortcut(lambda x: x, 64, 128, 2)
+    assert failed_with(result, "the shortcut gives 64 channels, the branch 128")
+    assert failed_with(result, "the shortcut gives 8×8 maps, the branch 4×4: the shortcut must use the block's stride (2)")
+
+
+def test_shortcut_without_stride_is_named():
+    shortcut = nn.Sequential(conv1x1(64, 128), nn.BatchNorm2d(128))
+    assert failed_with(checkers.check_shortcut(shortcut, 64, 128, 2), "must use the block's stride (2)")
+
+
+def test_3x3_projection_is_named():
+    shortcut = nn.Sequential(conv3x3(64, 128, 2), nn.BatchNorm2d(128))
+    assert failed_with(checkers.check_shortcut(shortcut, 64, 128, 2), "a 3×3 kernel where a 1×1 does")
+
+
+def test_projection_where_identity_would_do_is_named():
+    shortcut = nn.Sequential(conv1x1(64, 64), nn.BatchNorm2d(64))
+    assert failed_with(checkers.check_shortcut(shortcut, 64, 64, 1), "the shortcut should be the identity")
+
+
+def test_shortcut_checker_leaves_the_module_mode_alone():
+    shortcut = nn.Sequential(conv1x1(64, 128, 2), nn.BatchNorm2d(128)).train()
+    running_mean = shortcut[1].running_mean.clone()
+    checkers.check_shortcut(shortcut, 64, 128, 2)
+    assert shortcut.training and torch.equal(shortcut[1].running_mean, running_mean)
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-activation block (v2)
+# --------------------------------------------------------------------------------------------
+
+
+class ReluAfterAdd(PreActBottleneck):
+    def forward(self, x):
+        return torch.relu(super().forward(x))
+
+
+class ShortcutOnRawInput(PreActBottleneck):
+    def forward(self, x):
+        preact = self.preact_relu(self.preact_bn(x))
+        out = self.relu(self.bn1(self.conv1(preact)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.shortcut(x) + self.conv3(out)
+
+
+class NoPreactRelu(PreActBottleneck):
+    def forward(self, x):
+        preact = self.preact_bn(x)
+        shortcut = self.shortcut(preact if self.conv_shortcut else x)
+        out = self.relu(self.bn1(self.conv1(preact)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return shortcut + self.conv3(out)
+
+
+class PostActivationOrder(PreActBottleneck):
+    """The v1 ("original") ordering with v2's modules: conv first, BN after, ReLU after the add."""
+
+    def __init__(self, inplanes, planes, stride=1, conv_shortcut=False):
+        super().__init__(inplanes, planes, stride, conv_shortcut)
+        self.preact_bn = nn.BatchNorm2d(planes * 4)  # now after conv3
+
+    def forward(self, x):
+        shortcut = self.shortcut(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return torch.relu(self.preact_bn(self.conv3(out)) + shortcut)
+
+
+class IdentityWhenStriding(PreActBottleneck):
+    def forward(self, x):
+        preact = self.preact_relu(self.preact_bn(x))
+        shortcut = self.shortcut(preact) if self.conv_shortcut else x
+        out = self.relu(self.bn1(self.conv1(preact)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.conv3(out)
+        return shortcut[:, :, : out.shape[2], : out.shape[3]] + out  # top-left crop instead of stride
+
+
+def test_preact_checker_passes_the_course_block():
+    result = checkers.check_preact_block(PreActBottleneck)
+    assert result.ok, result
+    assert "✓ parameters: 74,624, 70,656, 70,656, as the reference" in result.messages
+
+
+def test_relu_after_the_addition_is_named():
+    assert failed_with(checkers.check_preact_block(ReluAfterAdd), "a ReLU follows the addition")
+
+
+def test_projection_shortcut_on_the_raw_input_is_named():
+    assert failed_with(checkers.check_preact_block(ShortcutOnRawInput), "the projection shortcut reads the raw input")
+
+
+def test_missing_preact_relu_is_named():
+    assert failed_with(checkers.check_preact_block(NoPreactRelu), "reads values that went through no ReLU")
+
+
+def test_post_activation_order_is_named():
+    result = checkers.check_preact_block(PostActivationOrder)
+    assert failed_with(result, "the block starts with a convolution")
+    assert failed_with(result, "difference")  # its BN sits on 256 channels, not on the input's 64
+
+
+def test_strided_shortcut_must_subsample():
+    assert failed_with(checkers.check_preact_block(IdentityWhenStriding), "the shortcut should be a 1×1 max pool with stride 2")
+
+
+# --------------------------------------------------------------------------------------------
+# Whole models and parameter counts (reference numbers: COURSE.md)
+# --------------------------------------------------------------------------------------------
+
+
+def test_param_count_matches_course_table():
+    assert checkers.check_param_count(torchvision.models.resnet18(weights=None), 11_689_512).ok
+
+
+def test_param_count_difference_is_explained_as_one_conv():
+    model = torchvision.models.resnet18(weights=None)
+    model.extra = nn.Conv2d(64, 64, 3, bias=False)
+    result = checkers.check_param_count(model, 11_689_512)
+    assert result.failures == ["you have 11,726,376 parameters, expected 11,689,512 (difference +36,864 = one 3×3 conv 64→64?)"]
+
+
+def test_learner_resnet34_matches_torchvision():
+    result = checkers.check_model(ResNet(BasicBlock, [3, 4, 6, 3], num_classes=4), "resnet34")
+    assert result.ok, result
+    assert "✓ 21,286,724 parameters, as torchvision's resnet34" in result.messages
+    assert "✓ with the weights of torchvision's resnet34, your model gives the same logits" in result.messages
+
+
+def test_resnet34_with_a_block_missing_is_explained():
+    result = checkers.check_model(ResNet(BasicBlock, [3, 4, 5, 3], num_classes=4), "resnet34")
+    assert failed_with(result, "difference -1,180,672 = one BasicBlock of 256 channels?")
+    assert failed_with(result, "`layer3` has 5,641,728 parameters in 5 blocks; in torchvision's resnet34: 6,822,400 in 6 blocks")
+    assert failed_with(result, "state_dict entries missing (12): layer3.5.conv1.weight")
+
+
+def test_same_weights_different_computation_is_located():
+    result = checkers.check_model(ResNet(ReluBeforeAdd, [2, 2, 2, 2], num_classes=4), "resnet18")
+    assert "✓ 11,178,564 parameters, as torchvision's resnet18" in result.messages
+    assert failed_with(result, "your logits differ from `layer1` on")
+
+
+def test_check_model_leaves_the_learner_model_untouched():
+    model = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=4).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    checkers.check_model(model, "resnet18")
+    assert model.training
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_unknown_reference_is_a_clear_error():
+    with pytest.raises(ValueError, match="resnet50v2"):
+        checkers.check_model(nn.Linear(2, 2), "resnet35")
+
+
+# --------------------------------------------------------------------------------------------
+# The result object
+# --------------------------------------------------------------------------------------------
+
+
+def test_checker_output_is_the_same_whatever_the_random_state():
+    torch.manual_seed(1)
+    first = repr(checkers.check_basic_block(NoFinalRelu))
+    torch.manual_seed(2)
+    second = repr(checkers.check_basic_block(NoFinalRelu))
+    assert first == second
+    torch.manual_seed(3)
+    before = torch.random.get_rng_state()
+    checkers.check_basic_block(BasicBlock)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the learner's random state is untouched
+
+
+def test_result_prints_tick_and_cross_lines():
+    result = checkers.check_basic_block(NoShortcut)
+    text = repr(result)
+    lines = text.splitlines()
+    assert lines[0] == "Checking your BasicBlock against torchvision's"
+    assert all(line[:2] in ("✓ ", "✗ ") for line in lines[1:-1])
+    assert lines[-1] == "1 of 5 checks failed."
+    assert not result and bool(checkers.check_basic_block(BasicBlock))
+    html = result._repr_html_()
+    assert "✗ the shortcut is missing" in html and "#cf222e" in html
