@@ -1,0 +1,230 @@
+"""The command line: ``python -m resnet_course train | predict | make-standin | import-kaggle``.
+
+Each command is a thin layer over the package (``training.fit``, ``evaluation.predict``,
+``data``). Mistakes a user can make (a missing folder, an unknown model, an unreadable image)
+end with a one-paragraph message and exit code 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from . import config
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+EXAMPLES = """\
+examples:
+  python -m resnet_course train --model resnet50 --epochs 10 --out runs/resnet50
+  python -m resnet_course train --model resnet50 --epochs 20 --out runs/resnet50 --resume
+  python -m resnet_course predict --checkpoint runs/resnet50/checkpoint.pt photo1.jpg photo2.png
+  python -m resnet_course make-standin
+  python -m resnet_course import-kaggle ~/Downloads/birds-525-species
+  torchrun --nproc_per_node=2 -m resnet_course train --model resnet50 --out runs/ddp
+"""
+
+
+class UsageError(Exception):
+    """A mistake in how the command was called; its message is shown without a traceback."""
+
+
+def _say(message: str, rank: int = 0) -> None:
+    if rank == 0:
+        print(message, flush=True)
+
+
+def _default_num_workers() -> int:
+    """Loader processes: none on a CPU (they would compete with training for the cores), a few on
+    a GPU machine so that JPEG decoding keeps up."""
+    import torch
+
+    return min(4, max((os.cpu_count() or 1) - 1, 0)) if torch.cuda.is_available() else 0
+
+
+def _epoch_line(record: dict, epochs: int) -> str:
+    line = (f"epoch {record['epoch']}/{epochs}  train loss {record['train_loss']:.4f} "
+            f"acc {record['train_acc']:6.1%}")
+    if record["val_loss"] is not None:
+        line += f"  |  val loss {record['val_loss']:.4f} acc {record['val_acc']:6.1%}"
+    return line + f"  |  lr {record['lr']:.2e}  |  {record['seconds']:.1f} s"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    from .data import find_bird_data, load_birds
+    from .models import get_model
+    from .training import choose_device_and_precision, fit, init_distributed, set_seed
+
+    for name, value, low in (("--epochs", args.epochs, 1), ("--image-size", args.image_size, 16),
+                             ("--batch-size", args.batch_size, 1)):
+        if value < low:
+            raise UsageError(f"{name} must be at least {low}, not {value}")
+    if args.lr is not None and args.lr <= 0:
+        raise UsageError(f"--lr must be positive, not {args.lr}")
+    if not 0 <= args.label_smoothing < 1:
+        raise UsageError(f"--label-smoothing must be in [0, 1), not {args.label_smoothing}")
+    rank, world_size = init_distributed()
+    if args.data is not None:
+        root, standin = Path(args.data), False
+    else:  # rank 0 generates the stand-in if needed; the others wait, then find it in place
+        if rank == 0:
+            root, standin = find_bird_data()
+        if world_size > 1:
+            dist.barrier()
+        if rank != 0:
+            root, standin = find_bird_data(verbose=False)
+    num_workers = _default_num_workers() if args.num_workers is None else args.num_workers
+    train_loader, val_loader, class_names = load_birds(
+        root, image_size=args.image_size, batch_size=args.batch_size, num_workers=num_workers)
+    out_dir = Path(args.out) if args.out else config.RUNS_DIR / args.model
+    setup = choose_device_and_precision(force_fp32=args.fp32)
+    batch = f"{args.batch_size}" if world_size == 1 else f"{args.batch_size} per process x {world_size}"
+    _say(f"Training {args.model} on {root}{' (the offline stand-in)' if standin else ''}: "
+         f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, {args.image_size} px, "
+         f"batch {batch}, {args.epochs} epochs, {args.optimizer}; {setup.description}. Output: {out_dir}", rank)
+
+    set_seed(args.seed)
+    model = get_model(args.model, num_classes=len(class_names))
+    history = fit(model, train_loader, val_loader, args.epochs, optimizer=args.optimizer, lr=args.lr,
+                  schedule=args.schedule, label_smoothing=args.label_smoothing, out_dir=out_dir,
+                  resume=args.resume, progress=not args.no_progress, precision=setup, seed=args.seed,
+                  class_names=class_names, model_name=args.model, image_size=args.image_size,
+                  on_epoch_end=lambda record: _say(_epoch_line(record, args.epochs)))
+    if history and history[-1]["val_acc"] is not None:
+        best = max(history, key=lambda r: r["val_acc"])
+        _say(f"Done: {len(history)} epochs in {out_dir / 'checkpoint.pt'} and history.json; "
+             f"best val accuracy {best['val_acc']:.1%} (epoch {best['epoch']}) in {out_dir / 'best.pt'}", rank)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .data import load_rgb
+    from .evaluation import predict
+    from .training import load_model
+
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_file():
+        raise UsageError(f"no checkpoint at {checkpoint} (train one with: python -m resnet_course train --out DIR)")
+    model, meta = load_model(checkpoint)
+    class_names = meta.get("class_names") or [str(i) for i in range(meta["num_classes"])]
+    readable, problems = [], []
+    for image in args.images:
+        try:
+            load_rgb(image)
+            readable.append(image)
+        except (OSError, ValueError) as error:
+            problems.append(f"cannot read {image}: {error}")
+    results = predict(model, readable, class_names, image_size=meta.get("image_size") or 224,
+                      topk=args.topk, precision="fp32" if args.fp32 else "auto") if readable else []
+    for result in results:
+        line = f"{result['image']}: {result['label']} ({result['probability']:.1%})"
+        if args.topk > 1:
+            line += "  [" + ", ".join(f"{name} {p:.1%}" for name, p in result["topk"]) + "]"
+        print(line)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return EXIT_USAGE if problems else 0
+
+
+def cmd_make_standin(args: argparse.Namespace) -> int:
+    from .data import make_standin_birds
+
+    out = Path(args.out) if args.out else config.STANDIN_DIR
+    print(f"Drawing the offline stand-in (565 procedurally drawn 224 px images, not photos) into {out} ...")
+    make_standin_birds(out, seed=args.seed)
+    print(f"Done: {out}")
+    return 0
+
+
+def cmd_import_kaggle(args: argparse.Namespace) -> int:
+    from .data import import_kaggle
+
+    import_kaggle(args.src, Path(args.out) if args.out else None)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .models import MODEL_NAMES
+    from .training import DEFAULT_LR, FP32_ENV, OPTIMIZERS, SCHEDULES
+
+    defaults = config.settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m resnet_course", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train ResNets on the four-class bird dataset, predict with a checkpoint, get the data.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train", help="train a model; writes OUT/checkpoint.pt, OUT/best.pt and OUT/history.json",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a ResNet on the bird photos (or the stand-in). A checkpoint is written after "
+                    "every epoch; --resume continues an interrupted or finished run up to --epochs. "
+                    "Under torchrun, --batch-size is per process (global batch = batch size x processes).")
+    train.add_argument("--model", default="resnet50", choices=MODEL_NAMES, help="architecture (default: %(default)s)")
+    train.add_argument("--data", default=None, metavar="DIR",
+                       help="folder with one sub-folder per class (default: the real photos in "
+                            "data/bird_photos or $RESNET_COURSE_DATA, else the offline stand-in)")
+    train.add_argument("--epochs", type=int, default=defaults.epochs, help="total epochs, counting resumed ones (default: %(default)s)")
+    train.add_argument("--image-size", type=int, default=defaults.image_size, help="image side in pixels (default: %(default)s)")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step, per process (default: %(default)s)")
+    train.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/MODEL)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
+    train.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS,
+                       help=f"sgd (momentum 0.9, weight decay 1e-4, lr {DEFAULT_LR['sgd']}; the default) or adam (lr {DEFAULT_LR['adam']})")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default: per optimiser)")
+    train.add_argument("--schedule", default="cosine", choices=SCHEDULES, help="learning-rate schedule, stepped per epoch (default: %(default)s)")
+    train.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing for the training loss (default: %(default)s)")
+    train.add_argument("--fp32", action="store_true",
+                       help=f"plain fp32 instead of automatic mixed precision (or set {FP32_ENV}=1)")
+    train.add_argument("--seed", type=int, default=0, help="seed for weights, data order and augmentation (default: %(default)s)")
+    train.add_argument("--num-workers", type=int, default=None,
+                       help="data loading processes (default: 0 on a CPU, up to 4 with a GPU)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars (per-epoch lines still print)")
+    train.set_defaults(run=cmd_train)
+
+    predict = commands.add_parser("predict", help="classify image files with a trained checkpoint",
+                                  description="Print the predicted class and its probability for each image.")
+    predict.add_argument("--checkpoint", required=True, metavar="FILE", help="checkpoint.pt or best.pt from train")
+    predict.add_argument("--topk", type=int, default=1, help="also list the K most likely classes")
+    predict.add_argument("--fp32", action="store_true", help="plain fp32 instead of automatic mixed precision")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size, any mode)")
+    predict.set_defaults(run=cmd_predict)
+
+    standin = commands.add_parser("make-standin", help="draw the offline stand-in dataset",
+                                  description="Draw 565 procedural bird images (not photos) with the course's classes and counts.")
+    standin.add_argument("--out", default=None, metavar="DIR", help="target folder (default: data/standin_birds)")
+    standin.add_argument("--seed", type=int, default=0, help="drawing seed")
+    standin.set_defaults(run=cmd_make_standin)
+
+    kaggle = commands.add_parser("import-kaggle", help="copy the four classes out of a Kaggle BIRDS 525 download",
+                                 description="Copy BANANAQUIT, BLACK SKIMMER, BLACK THROATED BUSHTIT and COCKATOO "
+                                             "from an unpacked Kaggle 'BIRDS 525 SPECIES' download.")
+    kaggle.add_argument("src", metavar="SRC", help="the unpacked download (holding train/, valid/, test/)")
+    kaggle.add_argument("--out", default=None, metavar="DIR", help="target folder (default: data/bird_photos)")
+    kaggle.set_defaults(run=cmd_import_kaggle)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one command; returns the exit code (0 ok, 2 for a usage or data error, 130 if interrupted)."""
+    from .data import BirdDataError
+    from .training import TrainingInterrupted
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except TrainingInterrupted as interrupted:
+        print(str(interrupted), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (UsageError, BirdDataError, FileExistsError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
