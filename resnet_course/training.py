@@ -172,14 +172,17 @@ def _sharded_loader(loader: DataLoader, rank: int, world_size: int, train: bool,
     """The same loader, but each process sees its share: for training a DistributedSampler (it
     pads the last round by repeating a few images, as usual), for validation every
     ``world_size``-th image, without padding, so the summed metrics count each image once."""
+    drop_last = loader.drop_last
     if train:
         sampler = DistributedSampler(loader.dataset, world_size, rank,
                                      shuffle=isinstance(loader.sampler, RandomSampler), seed=seed)
+        # a last batch of one image would make BatchNorm fail in training mode
+        drop_last = drop_last or len(sampler) % loader.batch_size == 1
     else:
         sampler = list(range(rank, len(loader.dataset), world_size))
     return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
                       num_workers=loader.num_workers, collate_fn=loader.collate_fn,
-                      pin_memory=loader.pin_memory, drop_last=loader.drop_last,
+                      pin_memory=loader.pin_memory, drop_last=drop_last,
                       worker_init_fn=loader.worker_init_fn,
                       persistent_workers=loader.num_workers > 0 and loader.persistent_workers)
 
