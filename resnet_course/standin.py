@@ -21,6 +21,7 @@ import io
 import math
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
 
@@ -76,9 +77,20 @@ def make_standin_birds(root: Union[str, os.PathLike], seed: int = 0) -> Path:
     """Write ``root/<class>/<class>_NNN.jpg`` (166/122/111/166 images) and ``root/STANDIN.txt``.
 
     Deterministic: each image is drawn from its own generator seeded by (seed, class, number), so
-    the same seed gives the same pixels. Takes a few seconds on one core.
+    the same seed gives the same pixels. Takes a few seconds on one core. An older stand-in in
+    ``root`` is replaced; a folder that holds anything else is left alone (``BirdDataError``), so
+    that drawings can never end up among real photos.
     """
+    from .data import BirdDataError
+
     root = Path(root)
+    if root.exists() and any(root.iterdir()):
+        if not (root / STANDIN_MARKER).is_file():
+            raise BirdDataError(f"{root} is not empty and is not a generated stand-in (no {STANDIN_MARKER}); "
+                                "choose an empty or new folder for the stand-in.")
+        for name in CLASS_NAMES:
+            if (root / name).is_dir():
+                shutil.rmtree(root / name)
     root.mkdir(parents=True, exist_ok=True)
     (root / STANDIN_MARKER).write_text(_marker_text(seed), encoding="utf-8")
     for class_index, name in enumerate(CLASS_NAMES):
@@ -239,7 +251,7 @@ def _lighting(image: Image.Image, rng: random.Random, nrng: np.random.Generator)
     levels = np.arange(256, dtype=np.float64) / 255
     table = []
     for _ in range(3):
-        channel = ((levels - 0.5) * contrast + 0.5) * exposure * rng.uniform(0.75, 1.25)
+        channel = ((levels - 0.5) * contrast + 0.5) * exposure * rng.uniform(0.8, 1.2)
         table += np.rint(np.clip(channel, 0, 1) ** gamma * 255).astype(int).tolist()
     x = np.asarray(image.point(table), dtype=np.float32)
     if rng.random() < 0.5:

@@ -120,6 +120,13 @@ def test_load_birds_gives_seeded_loaders_and_file_paths(course_sized_folder):
     assert [y for _, ys in val_loader for y in ys.tolist()] == val_loader.dataset.targets
 
 
+def test_loaders_work_with_worker_processes(tmp_path):
+    root = _small_folder(tmp_path, per_class=4)
+    train_loader, val_loader, _ = load_birds(root, image_size=16, batch_size=4, val_split=0.25, num_workers=2)
+    assert sum(len(labels) for _, labels in train_loader) == 12
+    assert [y for _, ys in val_loader for y in ys.tolist()] == [0, 1, 2, 3]
+
+
 def test_a_last_training_batch_of_one_is_dropped_so_batchnorm_cannot_fail(course_sized_folder):
     train_loader, _, _ = load_birds(course_sized_folder, image_size=16, batch_size=11)  # 452 = 41 * 11 + 1
     assert all(len(labels) == 11 for _, labels in train_loader)
