@@ -4,6 +4,8 @@ Learners' layout is ``bird_photos/<class>/<file>.jpg`` with the four folders in 
 The folder is scanned once, up front: files that are not images are ignored, images that cannot
 be decoded are skipped *and named*, and a folder that cannot work raises ``BirdDataError`` with a
 message that says how to get the photos. So nothing crashes mid-epoch and nothing shrinks silently.
+Folders that are not one of the four classes (say ``GANG GANG COCKATOO``) are not used, since the
+models have four outputs, and a warning names them.
 
 Without the real photos the course uses an offline stand-in (``resnet_course.standin``) with the
 same class names, counts and image size; ``find_bird_data`` picks one and says which.
@@ -37,7 +39,8 @@ __all__ = [
 #: The course's classes, in label order (index 0..3). Folder names exactly as learners have them,
 #: including the course's spelling "Bushtiti".
 CLASS_NAMES: Tuple[str, ...] = ("Bananaquit", "Black Skimmer", "Black Throated Bushtiti", "Cockatoo")
-#: Other folder names accepted for a course class (matched ignoring case and extra spaces).
+#: Other folder names accepted for a course class. All folder names are matched ignoring case,
+#: underscores and extra spaces, so Kaggle's "BLACK THROATED BUSHTIT" works too.
 CLASS_ALIASES: Dict[str, str] = {"Black Throated Bushtit": "Black Throated Bushtiti"}
 #: Photo counts per class in the course's 565-photo set (the stand-in uses the same).
 CLASS_COUNTS: Dict[str, int] = dict(zip(CLASS_NAMES, (166, 122, 111, 166)))
@@ -47,7 +50,8 @@ STANDIN_MARKER = "STANDIN.txt"
 #: File extensions treated as images; every other file (.DS_Store, notes.txt, ...) is ignored.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
-#: Channel statistics of ImageNet, used by every torchvision/Keras ResNet (and by ours).
+#: ImageNet channel statistics, what torchvision's pretrained ResNets expect; the course uses them
+#: for every model so that a checkpoint never depends on which notebook trained it.
 IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
 #: RandomResizedCrop keeps 50-100 % of the area: the torchvision default of 8 % often crops the

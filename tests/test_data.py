@@ -386,6 +386,11 @@ def test_import_kaggle_accepts_a_folder_of_class_folders(tmp_path):
     assert counts == {name: 1 for name in COURSE_CLASSES}
 
 
+def test_import_kaggle_finds_the_download_one_folder_down(tmp_path):
+    expected = _fake_kaggle(tmp_path / "archive" / "birds 525 species")
+    assert import_kaggle(tmp_path / "archive", tmp_path / "out", verbose=False) == expected
+
+
 def test_import_kaggle_rejects_a_folder_that_is_not_the_kaggle_set(tmp_path):
     _write_tiny_jpeg(tmp_path / "holiday" / "beach.jpg", random.Random(0))
     with pytest.raises(BirdDataError, match="BIRDS 525 SPECIES"):
