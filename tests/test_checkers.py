@@ -393,6 +393,7 @@ def test_param_count_difference_is_explained_as_one_conv():
     assert result.failures == ["you have 11,726,376 parameters, expected 11,689,512 (difference +36,864 = one 3×3 conv 64→64?)"]
 
 
+@pytest.mark.slow
 def test_learner_resnet34_matches_torchvision():
     result = checkers.check_model(ResNet(BasicBlock, [3, 4, 6, 3], num_classes=4), "resnet34")
     assert result.ok, result
@@ -400,6 +401,7 @@ def test_learner_resnet34_matches_torchvision():
     assert "✓ with the weights of torchvision's resnet34, your model gives the same logits" in result.messages
 
 
+@pytest.mark.slow
 def test_resnet34_with_a_block_missing_is_explained():
     result = checkers.check_model(ResNet(BasicBlock, [3, 4, 5, 3], num_classes=4), "resnet34")
     assert failed_with(result, "difference -1,180,672 = one BasicBlock of 256 channels?")
@@ -407,12 +409,14 @@ def test_resnet34_with_a_block_missing_is_explained():
     assert failed_with(result, "state_dict entries missing (12): layer3.5.conv1.weight")
 
 
+@pytest.mark.slow
 def test_same_weights_different_computation_is_located():
     result = checkers.check_model(ResNet(ReluBeforeAdd, [2, 2, 2, 2], num_classes=4), "resnet18")
     assert "✓ 11,178,564 parameters, as torchvision's resnet18" in result.messages
     assert failed_with(result, "your logits differ from `layer1` on")
 
 
+@pytest.mark.slow
 def test_check_model_leaves_the_learner_model_untouched():
     model = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=4).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
