@@ -8,6 +8,7 @@ epoch left off. Launched by ``torchrun`` it trains with DistributedDataParallel.
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -162,8 +163,6 @@ def init_distributed() -> Tuple[int, int]:
         dist.init_process_group("nccl")
     else:
         dist.init_process_group("gloo")
-    import atexit
-
     atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
     return dist.get_rank(), dist.get_world_size()
 
@@ -284,6 +283,27 @@ def _loader_generators(loader) -> List[torch.Generator]:
         if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
             found.append(generator)
     return found
+
+
+def _save_epoch_files(out_dir: Path, state: Dict, improved: bool) -> None:
+    """After an epoch: checkpoint.pt (to resume), best.pt (weights and meta only, when the
+    validation accuracy improved) and history.json, each replaced atomically."""
+    save_checkpoint(state, out_dir / CHECKPOINT_NAME)
+    if improved:
+        best = {key: state[key] for key in ("format", "epoch", "model", "meta")}
+        save_checkpoint({**best, "val_acc": state["history"][-1]["val_acc"]}, out_dir / BEST_NAME)
+    history_json = json.dumps(state["history"], indent=1).encode()
+    _atomic_write(out_dir / HISTORY_NAME, lambda file: file.write(history_json))
+
+
+def _restore_training_state(state: Dict, model, optimizer, scheduler, scaler, generators) -> None:
+    """Put weights, optimiser, scheduler, gradient scaler and random states back as saved."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    _restore_rng_state(state["rng"], generators)
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,20 +452,15 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
         if not resume:
             raise FileExistsError(f"{checkpoint_path} already holds a training run; pass resume=True "
                                   "(--resume) to continue it, or choose another output folder.")
-        state = load_checkpoint(checkpoint_path, map_location=setup.device)
+        state = load_checkpoint(checkpoint_path)  # on the CPU: random states must stay there
         saved_name = state["meta"].get("model_name")
         if model_name and saved_name and saved_name != model_name:
             raise ValueError(f"{checkpoint_path} holds a {saved_name}, not a {model_name}.")
-        base_model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        _restore_training_state(state, base_model, optim, scheduler, scaler, generators)
         for group, base_lr in zip(optim.param_groups, scheduler.base_lrs):  # the schedule for `epochs`
             group["lr"] = base_lr * _lr_factor(schedule, epochs)(len(state["history"]))
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        _restore_rng_state(state["rng"], generators)
         history, best_val_acc = list(state["history"]), state["best_val_acc"]
-        meta = {**state["meta"], "epochs": epochs}
+        meta = {**state["meta"], "epochs": epochs, "world_size": world_size, "precision": setup.description}
         if show:
             tqdm.write(f"Resuming {checkpoint_path}: {len(history)} of {epochs} epochs done.", file=sys.stderr)
     if world_size > 1:
@@ -455,7 +470,7 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
         if val_loader is not None:
             val_loader = _sharded_loader(val_loader, rank, world_size, train=False, seed=0)
 
-    epoch = len(history)
+    epoch = saved_epochs = len(history)
     try:
         for epoch in range(len(history), epochs):
             if seed is not None:
@@ -486,25 +501,21 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
             improved = val_acc is not None and val_acc > best_val_acc
             best_val_acc = max(best_val_acc, val_acc) if val_acc is not None else best_val_acc
             if main_process and out_dir is not None:
-                weights = base_model.state_dict()
-                save_checkpoint({
-                    "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": weights,
-                    "optimizer": optim.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if setup.grad_scaler else None,
-                    "rng": _rng_state(generators), "history": history,
-                    "best_val_acc": best_val_acc, "meta": meta}, checkpoint_path)
-                if improved:
-                    save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": weights,
-                                     "val_acc": val_acc, "meta": meta}, out_dir / BEST_NAME)
-                _atomic_write(out_dir / HISTORY_NAME,
-                              lambda file: file.write(json.dumps(history, indent=1).encode()))
+                state = {"format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": base_model.state_dict(),
+                         "optimizer": optim.state_dict(), "scheduler": scheduler.state_dict(),
+                         "scaler": scaler.state_dict() if setup.grad_scaler else None,
+                         "rng": _rng_state(generators), "history": history,
+                         "best_val_acc": best_val_acc, "meta": meta}
+                _save_epoch_files(out_dir, state, improved)
+                saved_epochs = len(history)
             if main_process and on_epoch_end is not None:
                 on_epoch_end(record)
     except KeyboardInterrupt as interrupt:
         if isinstance(interrupt, TrainingInterrupted):
             raise
-        if checkpoint_path is not None and history:
-            kept = f"kept {checkpoint_path} with {len(history)} finished epoch(s); resume=True (--resume) continues from there."
+        if checkpoint_path is not None and saved_epochs:
+            kept = (f"kept {checkpoint_path} with {saved_epochs} finished epoch(s); "
+                    "resume=True (--resume) continues from there.")
         elif checkpoint_path is not None:
             kept = "no epoch had finished, so nothing was saved."
         else:
@@ -512,6 +523,7 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
         message = f"Training interrupted during epoch {epoch + 1}/{epochs}: {kept}"
         if show:
             tqdm.write(message, file=sys.stderr)
-        raise TrainingInterrupted(message, history, checkpoint_path if history else None) from None
+        raise TrainingInterrupted(message, history[:saved_epochs] if checkpoint_path else history,
+                                  checkpoint_path if saved_epochs else None) from None
     base_model.eval()
     return history
