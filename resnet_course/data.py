@@ -33,7 +33,8 @@ __all__ = [
     "CLASS_NAMES", "CLASS_ALIASES", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD",
     "BirdDataError", "BirdDataWarning", "ScanResult", "BirdDataset",
     "scan_bird_folder", "split_samples", "load_birds", "load_rgb", "train_transform",
-    "eval_transform", "denormalize", "import_kaggle", "find_bird_data", "make_standin_birds",
+    "eval_transform", "denormalize", "import_kaggle", "find_bird_data", "is_standin_folder",
+    "make_standin_birds",
 ]
 
 #: The course's classes, in label order (index 0..3). Folder names exactly as learners have them,
@@ -542,6 +543,11 @@ def find_bird_data(verbose: bool = True) -> Tuple[Path, bool]:
         print(f"Using the offline stand-in (procedurally drawn birds, not real photos) at "
               f"{_display_path(standin)}: {sum(CLASS_COUNTS.values())} images.")
     return standin, True
+
+
+def is_standin_folder(root: PathLike) -> bool:
+    """True if ``root`` is a generated stand-in (it holds the ``STANDIN.txt`` marker), not photos."""
+    return (Path(root) / STANDIN_MARKER).is_file()
 
 
 def _display_path(path: Path) -> str:

@@ -52,6 +52,11 @@ def test_standin_images_are_224_rgb_jpegs(standin_root):
 def test_standin_says_it_is_not_real_photos(standin_root):
     marker = (standin_root / "STANDIN.txt").read_text()
     assert "stand-in" in marker.lower() and "not real photos" in marker
+    assert data.is_standin_folder(standin_root)
+
+
+def test_real_photos_are_not_taken_for_the_standin(birds_sample):
+    assert not data.is_standin_folder(birds_sample)
 
 
 def test_standin_is_deterministic(standin_root, tmp_path):
