@@ -1,0 +1,232 @@
+"""Training runs a notebook can reopen: "load the checkpoint if it exists, else train".
+
+``train_or_load("resnet50")`` trains ResNet-50 on the bird data at the course settings
+(``config.settings()``) and keeps the run in ``config.run_dir("resnet50")``. Called again (later
+in the same notebook, in notebook 07 or 08, after a restart or an interrupt) it loads that run
+instead of training again, or finishes it if it was interrupted (``training.fit`` with
+``resume=True``). A small ``run.json`` records what the run was trained with, so a folder trained
+on other data or other settings is never silently reused.
+
+The helpers below turn a finished run into what notebooks 06 and 07 show: a table per epoch, a
+comparison of runs, a per-class table, and a sample of validation predictions for a grid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from . import config
+
+__all__ = ["RUN_FILE", "TrainedRun", "data_fingerprint", "train_or_load", "epoch_table",
+           "compare_runs", "per_class_table", "validation_predictions"]
+
+#: What a run was trained with (model, image size, batch, optimiser, data ...), next to its checkpoint.
+RUN_FILE = "run.json"
+
+
+@dataclass
+class TrainedRun:
+    """A training run, trained or loaded: the model (eval mode, last epoch's weights), its history
+    (one dict per epoch, as ``fit`` returns), where its files are, and the loaders it used."""
+
+    name: str
+    model_name: str
+    model: nn.Module
+    history: List[Dict]
+    out_dir: Path
+    class_names: List[str]
+    image_size: int
+    train_loader: object
+    val_loader: object
+    epochs_trained_now: int  # 0 when the finished run was only loaded
+
+    @property
+    def checkpoint(self) -> Path:
+        """``checkpoint.pt``: the last epoch, with everything needed to resume."""
+        return self.out_dir / "checkpoint.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        """``best.pt``: the weights of the epoch with the best validation accuracy."""
+        return self.out_dir / "best.pt"
+
+
+def data_fingerprint(train_loader, val_loader) -> Optional[str]:
+    """A short hash of which files (by class and file name) are in each split, so a run trained
+    on the stand-in is not mistaken for one trained on real photos, or on another split. None if
+    the loaders' datasets don't list their ``samples``."""
+    digest = hashlib.sha256()
+    for split, loader in (("train", train_loader), ("val", val_loader)):
+        samples = getattr(loader.dataset, "samples", None)
+        if samples is None:
+            return None
+        for path, label in samples:
+            digest.update(f"{split}\t{label}\t{Path(path).name}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _display(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(config.REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' if n != 1 else ''}"
+
+
+def _finished_epochs(out_dir: Path) -> int:
+    history = out_dir / "history.json"
+    return len(json.loads(history.read_text())) if history.is_file() else 0
+
+
+def _check_recipe(out_dir: Path, recipe: Dict) -> None:
+    """Refuse to continue or reuse a run that was trained with something else."""
+    saved_file = out_dir / RUN_FILE
+    if not (out_dir / "checkpoint.pt").exists() or not saved_file.is_file():
+        return
+    saved = json.loads(saved_file.read_text())
+    differences = [f"{key}: {saved.get(key)!r} there, {value!r} now" for key, value in recipe.items()
+                   if key in saved and saved[key] != value]
+    if differences:
+        raise ValueError(f"{_display(out_dir)} holds a run trained differently ("
+                         + "; ".join(differences) + "). Give this run another name, or delete that "
+                         "folder to train afresh.")
+
+
+def train_or_load(name: str, model_name: Optional[str] = None, *, epochs: Optional[int] = None,
+                  optimizer: str = "sgd", lr: Optional[float] = None, label_smoothing: float = 0.0,
+                  seed: int = 0, train_loader=None, val_loader=None,
+                  class_names: Optional[Sequence[str]] = None, image_size: Optional[int] = None,
+                  progress: bool = True, precision="auto") -> TrainedRun:
+    """Train ``model_name`` (default: ``name``) into ``config.run_dir(name)``, or load it if that
+    run is finished, or finish it if it was interrupted. Returns a :class:`TrainedRun`.
+
+    Defaults come from ``config.settings()`` (epochs, image size, batch size); without loaders the
+    bird data is found (``find_bird_data``, which says which data it is) and split with
+    ``load_birds``. The weights are initialised with ``set_seed(seed)`` and ``fit`` reseeds every
+    epoch, so a run repeats on the same machine. A run is never shortened: asking for fewer epochs
+    than are saved returns the saved run. A folder whose ``run.json`` records another model, image
+    size, batch size, optimiser, learning rate, label smoothing, seed or data is an error.
+    """
+    from .data import CLASS_NAMES, find_bird_data, load_birds
+    from .models import get_model
+    from .training import fit, set_seed
+
+    defaults = config.settings()
+    model_name = model_name or name
+    epochs = defaults.epochs if epochs is None else epochs
+    image_size = image_size or defaults.image_size
+    if train_loader is None or val_loader is None:
+        root, _ = find_bird_data()
+        train_loader, val_loader, class_names = load_birds(root, image_size=image_size,
+                                                           batch_size=defaults.batch_size)
+    class_names = list(class_names or CLASS_NAMES)
+    out_dir = config.run_dir(name)
+    recipe = {"model_name": model_name, "image_size": image_size,
+              "batch_size": getattr(train_loader, "batch_size", None), "optimizer": optimizer,
+              "lr": lr, "label_smoothing": label_smoothing, "seed": seed,
+              "data": data_fingerprint(train_loader, val_loader)}
+    _check_recipe(out_dir, recipe)
+
+    done = _finished_epochs(out_dir) if (out_dir / "checkpoint.pt").exists() else 0
+    where = _display(out_dir)
+    if done >= epochs:
+        print(f"Loading the finished run in {where} ({_epochs(done)}); delete that folder to train afresh.")
+    elif done:
+        print(f"Continuing the run in {where}: {done} of {epochs} epochs were done.")
+    else:
+        print(f"Training {model_name} for {_epochs(epochs)} into {where}.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / RUN_FILE).write_text(json.dumps(recipe, indent=1))
+
+    set_seed(seed)
+    model = get_model(model_name, num_classes=len(class_names))
+    history = fit(model, train_loader, val_loader, max(epochs, done), optimizer=optimizer, lr=lr,
+                  label_smoothing=label_smoothing, out_dir=out_dir, resume=True, progress=progress,
+                  precision=precision, seed=seed, class_names=class_names, model_name=model_name,
+                  image_size=image_size)
+    return TrainedRun(name, model_name, model, history, out_dir, class_names, image_size,
+                      train_loader, val_loader, len(history) - done)
+
+
+# --------------------------------------------------------------------------------------------
+# Tables and samples for the notebooks
+# --------------------------------------------------------------------------------------------
+
+def _render(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Text columns: the first left-aligned, the others right-aligned, a rule under the header."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+
+    def line(cells):
+        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(header), "-" * len(line(header)), *map(line, rows)])
+
+
+def _percent(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def epoch_table(history: Sequence[Dict]) -> str:
+    """One line per epoch: training and validation loss and accuracy, learning rate, seconds."""
+    rows = [[r["epoch"], f"{r['train_loss']:.3f}", _percent(r["train_acc"]),
+             "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}", _percent(r["val_acc"]),
+             f"{r['lr']:.2g}", f"{r['seconds']:.0f}"] for r in history]
+    return _render(["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"], rows)
+
+
+def _run_summary(history: Sequence[Dict]) -> Dict:
+    scored = [r for r in history if r.get("val_acc") is not None]
+    best = max(scored, key=lambda r: r["val_acc"]) if scored else None
+    return {"epochs": len(history),
+            "final_val_acc": scored[-1]["val_acc"] if scored else None,
+            "best_val_acc": best["val_acc"] if best else None,
+            "best_epoch": best["epoch"] if best else None,
+            "seconds_per_epoch": sum(r["seconds"] for r in history) / max(len(history), 1)}
+
+
+def compare_runs(histories: Mapping[str, Sequence[Dict]]) -> str:
+    """A table of runs side by side: epochs, final and best validation accuracy (with its epoch)
+    and mean seconds per epoch. Accepts the histories ``fit`` returns, keyed by a label."""
+    rows = []
+    for label, history in histories.items():
+        s = _run_summary(history)
+        best = "-" if s["best_val_acc"] is None else f"{s['best_val_acc']:.1%} (epoch {s['best_epoch']})"
+        rows.append([label, s["epochs"], _percent(s["final_val_acc"]), best, f"{s['seconds_per_epoch']:.0f}"])
+    return _render(["run", "epochs", "final val acc", "best val acc", "seconds/epoch"], rows)
+
+
+def per_class_table(report: Dict) -> str:
+    """Precision, recall and number of images per class, from ``evaluation.evaluate``'s report."""
+    rows = [[c["class"], f"{c['precision']:.2f}", f"{c['recall']:.2f}", c["support"]]
+            for c in report["per_class"]]
+    return _render(["class", "precision", "recall", "images"], rows)
+
+
+@torch.no_grad()
+def validation_predictions(model: nn.Module, loader, n: int = 12, precision="auto"
+                           ) -> Tuple[torch.Tensor, List[int], List[int], torch.Tensor]:
+    """``n`` validation images spread evenly over ``loader``'s dataset (so every class shows up;
+    the same images every time), with true labels, predicted labels and softmax probabilities:
+    the arguments ``plots.plot_prediction_grid(images, true, predicted, class_names, probs)`` takes."""
+    from .evaluation import collect_predictions
+
+    dataset = loader.dataset
+    if len(dataset) == 0:
+        raise ValueError("the validation set is empty")
+    n = min(n, len(dataset))
+    indices = [round(i * (len(dataset) - 1) / max(n - 1, 1)) for i in range(n)]
+    images, labels = zip(*(dataset[i] for i in indices))
+    batch = [(torch.stack(images), torch.tensor(labels))]
+    logits, targets = collect_predictions(model, batch, precision=precision)
+    return torch.stack(images), targets.tolist(), logits.argmax(1).tolist(), logits.softmax(1)
