@@ -41,13 +41,14 @@ class Settings:
     epochs: int  # about 10 epochs as in the original course; 1 in fast mode
     batch_size: int  # 8, as in the original course, in both modes
     demo_steps: int  # training steps of the small in-notebook experiments (notebooks 01 and 04)
+    demo_seeds: int = 2  # repeats (seeds) per variant in the unit-ordering ablation (notebook 04)
 
 
 def settings() -> Settings:
     """The settings for this run, read from ``RESNET_COURSE_FAST`` each time it is called."""
     if fast_mode():
-        return Settings(fast=True, image_size=64, epochs=1, batch_size=8, demo_steps=60)
-    return Settings(fast=False, image_size=224, epochs=10, batch_size=8, demo_steps=300)
+        return Settings(fast=True, image_size=64, epochs=1, batch_size=8, demo_steps=60, demo_seeds=1)
+    return Settings(fast=False, image_size=224, epochs=10, batch_size=8, demo_steps=300, demo_seeds=2)
 
 
 def run_dir(name: str) -> Path:
