@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from . import config
+from .training import DEFAULT_LR
 
 __all__ = ["RUN_FILE", "TrainedRun", "data_fingerprint", "train_or_load", "epoch_table",
            "compare_runs", "per_class_table", "validation_predictions"]
@@ -112,8 +113,9 @@ def train_or_load(name: str, model_name: Optional[str] = None, *, epochs: Option
 
     Defaults come from ``config.settings()`` (epochs, image size, batch size); without loaders the
     bird data is found (``find_bird_data``, which says which data it is) and split with
-    ``load_birds``. The weights are initialised with ``set_seed(seed)`` and ``fit`` reseeds every
-    epoch, so a run repeats on the same machine. A run is never shortened: asking for fewer epochs
+    ``load_birds``. ``lr=None`` means the optimiser's default (``training.DEFAULT_LR``). The
+    weights are initialised with ``set_seed(seed)`` and ``fit`` reseeds every epoch, so a run
+    repeats on the same machine. A run is never shortened: asking for fewer epochs
     than are saved returns the saved run. A folder whose ``run.json`` records another model, image
     size, batch size, optimiser, learning rate, label smoothing, seed or data is an error.
     """
@@ -123,6 +125,7 @@ def train_or_load(name: str, model_name: Optional[str] = None, *, epochs: Option
 
     defaults = config.settings()
     model_name = model_name or name
+    lr = DEFAULT_LR.get(optimizer) if lr is None else lr
     epochs = defaults.epochs if epochs is None else epochs
     image_size = image_size or defaults.image_size
     if train_loader is None or val_loader is None:
