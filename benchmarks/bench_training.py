@@ -38,25 +38,22 @@ def synthetic_loader(size: int, steps: int, batch_size: int) -> DataLoader:
     return DataLoader(TensorDataset(images, labels), batch_size=batch_size)
 
 
-REPEATS = 2
-
-
-def fit_images_per_second(make_model, size, steps, batch_size, precision) -> float:
+def fit_images_per_second(make_model, size, steps, batch_size, precision, repeats) -> float:
     """Images/second of ``fit`` in its fastest timed epoch (no validation, no checkpoint)."""
     torch.manual_seed(0)
-    history = fit(make_model(), synthetic_loader(size, steps, batch_size), None, 1 + REPEATS,
+    history = fit(make_model(), synthetic_loader(size, steps, batch_size), None, 1 + repeats,
                   precision=precision, schedule="none", progress=False)
     return steps * batch_size / min(record["seconds"] for record in history[1:])
 
 
-def hand_loop_images_per_second(size, steps, batch_size, device) -> float:
+def hand_loop_images_per_second(size, steps, batch_size, device, repeats) -> float:
     """The reference: the shortest correct fp32 training loop over torchvision's ResNet-50."""
     torch.manual_seed(0)
     model = torchvision.models.resnet50(num_classes=NUM_CLASSES).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     loader = synthetic_loader(size, steps, batch_size)
     seconds = []
-    for _ in range(1 + REPEATS):
+    for _ in range(1 + repeats):
         _sync(device)
         start = time.perf_counter()
         for images, labels in loader:
@@ -78,24 +75,22 @@ def _sync(device: torch.device) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=5, help="training steps per epoch")
-    parser.add_argument("--repeats", type=int, default=REPEATS, help="timed epochs (the fastest counts)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed epochs (the fastest counts)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 112, 224])
     parser.add_argument("--extra", action="store_true",
                         help="also time bf16 + channels-last and fp32 + channels-last forced on")
     args = parser.parse_args()
-    global REPEATS
-    REPEATS = args.repeats
     auto = choose_device_and_precision()
     fp32 = choose_device_and_precision(force_fp32=True)
-    steps, batch, top = args.steps, args.batch_size, max(args.sizes)
+    steps, batch, top, repeats = args.steps, args.batch_size, max(args.sizes), args.repeats
     print(f"device: {auto.description}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"batch {batch}, best of {REPEATS} epochs of {steps} steps\n")
+          f"batch {batch}, best of {repeats} epochs of {steps} steps\n")
 
-    ours = fit_images_per_second(lambda: resnet50(NUM_CLASSES), top, steps, batch, auto)
-    theirs = fit_images_per_second(lambda: torchvision.models.resnet50(num_classes=NUM_CLASSES), top, steps, batch, auto)
-    loop = hand_loop_images_per_second(top, steps, batch, auto.device)
-    ours_fp32 = fit_images_per_second(lambda: resnet50(NUM_CLASSES), top, steps, batch, fp32)
+    ours = fit_images_per_second(lambda: resnet50(NUM_CLASSES), top, steps, batch, auto, repeats)
+    theirs = fit_images_per_second(lambda: torchvision.models.resnet50(num_classes=NUM_CLASSES), top, steps, batch, auto, repeats)
+    loop = hand_loop_images_per_second(top, steps, batch, auto.device, repeats)
+    ours_fp32 = fit_images_per_second(lambda: resnet50(NUM_CLASSES), top, steps, batch, fp32, repeats)
 
     print("| comparison (ResNet-50, %d px) | img/s | reference img/s | ratio | target |" % top)
     print("|---|---|---|---|---|")
@@ -105,13 +100,13 @@ def main() -> None:
     if args.extra and auto.device.type == "cpu":
         for name, setup in (("bf16 + channels-last", Precision(auto.device, torch.bfloat16, True, False, "bf16 cl")),
                             ("fp32 + channels-last", Precision(auto.device, None, True, False, "fp32 cl"))):
-            speed = fit_images_per_second(lambda: resnet50(NUM_CLASSES), top, steps, batch, setup)
+            speed = fit_images_per_second(lambda: resnet50(NUM_CLASSES), top, steps, batch, setup, repeats)
             print(f"| fit {name} (forced) vs hand-written fp32 loop | {speed:.1f} | {loop:.1f} | {speed / loop:.2f} | (info) |")
 
     print("\n| image size | fit auto img/s | ms per step |")
     print("|---|---|---|")
     for size in args.sizes:
-        speed = ours if size == top else fit_images_per_second(lambda: resnet50(NUM_CLASSES), size, steps, batch, auto)
+        speed = ours if size == top else fit_images_per_second(lambda: resnet50(NUM_CLASSES), size, steps, batch, auto, repeats)
         print(f"| {size} | {speed:.1f} | {1000 * batch / speed:.0f} |")
 
 
