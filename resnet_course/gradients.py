@@ -195,3 +195,17 @@ def _train_each(depths, residual, images, labels, steps, batch_size, lr, seed, v
                 print(f"{record['name']:>10}: final train loss {record['final_loss']:.3f}, "
                       f"accuracy {record['final_acc']:.2f} ({record['seconds']:.0f} s)")
     return records
+
+
+def degradation_table(records: Sequence[dict]) -> str:
+    """Final training loss (and accuracy) per depth, plain beside residual: the numbers behind Fig. 1."""
+    by_run = {(r["depth"], r["residual"]): r for r in records}
+    depths = sorted({r["depth"] for r in records})
+
+    def cell(record: dict | None) -> str:
+        return "-" if record is None else f"{record['final_loss']:.3f} ({record['final_acc']:.0%})"
+
+    lines = [f"{'depth':>5}  {'plain: loss (acc)':>18}  {'residual: loss (acc)':>20}"]
+    lines += [f"{d:>5}  {cell(by_run.get((d, False))):>18}  {cell(by_run.get((d, True))):>20}"
+              for d in depths]
+    return "\n".join(lines)

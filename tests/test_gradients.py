@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_course.gradients import (deep_mlp, degradation_experiment, gradient_norms,
-                                     synthetic_textures)
+from resnet_course.gradients import (deep_mlp, degradation_experiment, degradation_table,
+                                     gradient_norms, synthetic_textures)
 from resnet_course.models import cifar_resnet, plain_cifar_net
 
 
@@ -126,3 +126,14 @@ def test_deeper_plain_nets_train_worse_but_residual_nets_do_not():
     assert loss[False, 20] > loss[False, 8] + 0.2  # plain: deeper is worse on the training set
     assert loss[True, 20] < loss[False, 20] - 0.2  # the same depth with shortcuts is not
     assert loss[True, 20] < loss[True, 8] + 0.2
+
+
+def test_degradation_table_shows_each_depth_plain_beside_residual():
+    records = [{"depth": d, "residual": r, "final_loss": loss, "final_acc": acc}
+               for d, r, loss, acc in [(8, False, 0.25, 0.9), (20, False, 1.5, 0.45),
+                                       (8, True, 0.2, 0.93), (20, True, 0.3124, 0.87)]]
+    lines = degradation_table(records).splitlines()
+    assert lines[1].split() == ["8", "0.250", "(90%)", "0.200", "(93%)"]
+    assert lines[2].split() == ["20", "1.500", "(45%)", "0.312", "(87%)"]
+    only_plain = degradation_table(records[:1]).splitlines()
+    assert only_plain[1].split() == ["8", "0.250", "(90%)", "-"]
