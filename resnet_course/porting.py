@@ -1,0 +1,142 @@
+"""Porting Keras' ResNet50V2 to PyTorch: the three slips of a naive port, and what each one changes.
+
+A port that has the right layers and the right parameter count can still compute another
+function. ``models.ResNetV2`` is the faithful port (tested against Keras Applications in
+``tests/test_keras_resnet50v2.py``); ``naive_port`` rebuilds it with one slip at a time:
+
+- ``"neg_inf_maxpool"``: the stem's ``MaxPool2d(3, 2, padding=1)`` pads with -inf, Keras pads with
+  zeros (``ZeroPadding2D`` then the pool). v2's stem output is not ReLU'd, so a border window whose
+  values are all negative returns a negative number instead of 0.
+- ``"no_conv_biases"``: ``bias=False`` everywhere, as in v1. Keras' v2 stem conv, shortcut convs
+  and the last 1x1 conv of every block carry biases.
+- ``"pytorch_bn_eps"``: PyTorch's default BatchNorm epsilon 1e-5 instead of Keras' 1.001e-5.
+
+At initialisation conv biases are 0 and BatchNorm is the identity, which would hide the last two
+slips; ``like_a_trained_net`` gives the weights values a trained network has first.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from resnet_course.blocks import KERAS_BN_EPS
+
+#: The slips of a naive port, in the order notebook 04 shows them.
+NAIVE_PORT_PITFALLS = ("neg_inf_maxpool", "no_conv_biases", "pytorch_bn_eps")
+#: Each slip in plain words.
+PITFALL_LABELS = {
+    "neg_inf_maxpool": "stem max pool pads with -inf",
+    "no_conv_biases": "conv biases dropped",
+    "pytorch_bn_eps": "BN eps 1e-5 instead of 1.001e-5",
+}
+#: PyTorch's default BatchNorm epsilon, the value a naive port keeps.
+PYTORCH_BN_EPS = 1e-5
+
+
+def like_a_trained_net(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give ``model`` (in place) non-zero biases and non-trivial BatchNorm statistics, as training would.
+
+    Conv/linear biases ~ N(0, 0.1); BN gamma and running variance ~ U(0.5, 1.5), beta and running
+    mean ~ N(0, 0.1). Deterministic for a given ``seed``; the global random state is left alone.
+    Returns ``model``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                for tensor, uniform in ((m.weight, True), (m.bias, False),
+                                        (m.running_mean, False), (m.running_var, True)):
+                    if tensor is None:
+                        continue
+                    if uniform:
+                        value = 0.5 + torch.rand(tensor.shape, generator=g, dtype=torch.float64)
+                    else:
+                        value = 0.1 * torch.randn(tensor.shape, generator=g, dtype=torch.float64)
+                    tensor.copy_(value)
+            elif isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g, dtype=torch.float64))
+    return model
+
+
+def _apply_slip(model: nn.Module, pitfall: str) -> Callable[[], None]:
+    """Give ``model`` one slip, in place; return a function that undoes it."""
+    if pitfall not in NAIVE_PORT_PITFALLS:
+        raise ValueError(f"unknown pitfall {pitfall!r}; choose one of {NAIVE_PORT_PITFALLS}")
+    if pitfall == "neg_inf_maxpool":
+        if not isinstance(getattr(model, "pool1", None), nn.Module):
+            raise ValueError(f"{type(model).__name__} has no stem max pool `pool1`: expected a ResNetV2")
+        keras_pool = model.pool1
+        model.pool1 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        return lambda: setattr(model, "pool1", keras_pool)
+    if pitfall == "no_conv_biases":
+        biases = {m: m.bias for m in model.modules() if isinstance(m, nn.Conv2d) and m.bias is not None}
+        for m in biases:
+            m.bias = None  # what bias=False builds
+
+        def restore_biases() -> None:
+            for m, bias in biases.items():
+                m.bias = bias
+        return restore_biases
+    epsilons = {m: m.eps for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    for m in epsilons:
+        m.eps = PYTORCH_BN_EPS
+
+    def restore_epsilons() -> None:
+        for m, eps in epsilons.items():
+            m.eps = eps
+    return restore_epsilons
+
+
+def naive_port(model: nn.Module, pitfall: str) -> nn.Module:
+    """A copy of a ``ResNetV2`` with one slip of a naive port (see ``NAIVE_PORT_PITFALLS``), same weights."""
+    if pitfall not in NAIVE_PORT_PITFALLS:
+        raise ValueError(f"unknown pitfall {pitfall!r}; choose one of {NAIVE_PORT_PITFALLS}")
+    naive = copy.deepcopy(model)
+    _apply_slip(naive, pitfall)
+    return naive
+
+
+@contextmanager
+def slipped(model: nn.Module, pitfall: str) -> Iterator[nn.Module]:
+    """``with slipped(model, "no_conv_biases"):`` the model has that slip inside, and is restored after."""
+    undo = _apply_slip(model, pitfall)
+    try:
+        yield model
+    finally:
+        undo()
+
+
+def pitfall_effects(model: nn.Module, images: torch.Tensor) -> dict[str, float]:
+    """``{pitfall: max |logit change|}``: each naive port against ``model`` on ``images``, in float64.
+
+    Float64 so that the tiny epsilon slip is not lost in float32 rounding: both models do the same
+    operations in the same order except the slip, so any non-zero change is the slip's own effect.
+    ``model`` itself is left as it was (dtype and train/eval mode); one float64 copy does all the work.
+    """
+    faithful = copy.deepcopy(model).double().eval()
+    x = images.double()
+    effects = {}
+    with torch.no_grad():
+        reference = faithful(x)
+        for pitfall in NAIVE_PORT_PITFALLS:
+            with slipped(faithful, pitfall):
+                effects[pitfall] = (faithful(x) - reference).abs().max().item()
+    return effects
+
+
+def dead_channel_bn_eps_change(keras_eps: float = KERAS_BN_EPS, naive_eps: float = PYTORCH_BN_EPS) -> float:
+    """Relative change of a BN output whose running variance is 0 (a dead channel) when eps changes.
+
+    BN divides by sqrt(var + eps): with var = 0 the output scales by sqrt(keras_eps / naive_eps),
+    i.e. by 5e-4 for 1.001e-5 vs 1e-5, the largest effect the epsilon slip can have.
+    """
+    return (keras_eps / naive_eps) ** 0.5 - 1
+
+
+__all__ = ["NAIVE_PORT_PITFALLS", "PITFALL_LABELS", "PYTORCH_BN_EPS", "like_a_trained_net", "naive_port",
+           "slipped", "pitfall_effects", "dead_channel_bn_eps_change"]
