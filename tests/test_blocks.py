@@ -9,13 +9,7 @@ from resnet_course.blocks import (KERAS_BN_EPS, UNIT_ORDERINGS, BasicBlock, Bott
                                   PreActBottleneck, ResidualUnit, conv1x1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """On a busy shared CPU two OpenMP threads mostly wait for each other; one is much faster."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ os.environ["KERAS_BACKEND"] = "torch"
 keras = pytest.importorskip("keras")
 
 # Keras 3 on torch warns about numpy's __array__ copy keyword thousands of times.
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.usefixtures("one_torch_thread")]
 
 from resnet_course.blocks import KERAS_BN_EPS  # noqa: E402
 from resnet_course.models import load_keras_weights, resnet50v2  # noqa: E402
@@ -26,15 +26,6 @@ from resnet_course.models import load_keras_weights, resnet50v2  # noqa: E402
 KERAS_PARAMS = 25_613_800  # Keras' count_params(): trainable + BN moving statistics
 OUR_PARAMS = 25_568_360
 BN_MOVING_STATS = 45_440
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """On a busy shared CPU two OpenMP threads mostly wait for each other; one is much faster."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _randomise_like_a_trained_net(keras_model, seed=0):

@@ -25,13 +25,7 @@ PARAMS_4_CLASSES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """On a busy shared CPU two OpenMP threads mostly wait for each other; one is much faster."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def count_params(model: nn.Module) -> int:
