@@ -42,13 +42,17 @@ class Settings:
     batch_size: int  # 8, as in the original course, in both modes
     demo_steps: int  # training steps of the small in-notebook experiments (notebooks 01 and 04)
     demo_seeds: int = 2  # repeats (seeds) per variant in the unit-ordering ablation (notebook 04)
+    # depths of the plain vs residual nets in notebook 01 (He et al. 2015 Fig. 1 compares 20 and 56)
+    degradation_depths: tuple = (8, 20, 56)
 
 
 def settings() -> Settings:
     """The settings for this run, read from ``RESNET_COURSE_FAST`` each time it is called."""
     if fast_mode():
-        return Settings(fast=True, image_size=64, epochs=1, batch_size=8, demo_steps=60, demo_seeds=1)
-    return Settings(fast=False, image_size=224, epochs=10, batch_size=8, demo_steps=300, demo_seeds=2)
+        return Settings(fast=True, image_size=64, epochs=1, batch_size=8, demo_steps=60, demo_seeds=1,
+                        degradation_depths=(8, 20))
+    return Settings(fast=False, image_size=224, epochs=10, batch_size=8, demo_steps=300, demo_seeds=2,
+                    degradation_depths=(8, 20, 56))
 
 
 def run_dir(name: str) -> Path:

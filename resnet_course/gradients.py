@@ -22,10 +22,6 @@ from torch import nn
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-#: Depths and training steps per run of the degradation experiment: the default (He et al. 2015
-#: Fig. 1 compares 20 and 56 layers) and fast mode (two depths, half the steps: under a minute).
-DEFAULT_DEPTHS, DEFAULT_STEPS = (8, 20, 56), 200
-FAST_DEPTHS, FAST_STEPS = (8, 20), 100
 
 
 def gradient_norms(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
@@ -145,7 +141,7 @@ def degradation_experiment(depths: Sequence[int] | None = None, residual: Iterab
 
     Every run gets the same data (``synthetic_textures``), the same minibatches, optimiser (SGD,
     momentum 0.9, constant ``lr``) and number of ``steps``. ``depths`` and ``steps`` default to
-    DEFAULT_DEPTHS and DEFAULT_STEPS, or FAST_DEPTHS and FAST_STEPS in fast mode. One record per
+    the course settings (``config.settings()``: degradation_depths and demo_steps). One record per
     run: ``depth``, ``residual``, ``name``, ``params``, ``train_loss``/``train_acc`` (one value per
     step), ``final_loss``/``final_acc`` (mean over the last tenth of the steps) and ``seconds``.
     The nets are tiny, so they train on one CPU thread by default (``threads``; None keeps
@@ -153,12 +149,12 @@ def degradation_experiment(depths: Sequence[int] | None = None, residual: Iterab
     on the machine. Expect what He et al. 2015 show in Fig. 1 and 6: the deeper plain nets end
     with a higher training loss; the residual nets of the same depths do not.
     """
-    from resnet_course.config import fast_mode
+    from resnet_course.config import settings
 
     if depths is None:
-        depths = FAST_DEPTHS if fast_mode() else DEFAULT_DEPTHS
+        depths = settings().degradation_depths
     if steps is None:
-        steps = FAST_STEPS if fast_mode() else DEFAULT_STEPS
+        steps = settings().demo_steps
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     images, labels = synthetic_textures(num_images, image_size=image_size, seed=seed)
