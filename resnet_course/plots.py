@@ -373,7 +373,8 @@ def plot_training_losses(records, xlabel: str = "training step", title: str = "T
     """Training-loss curves of plain and residual networks of growing depth (He et al. 2015,
     Fig. 1 and 6 in miniature): colour by depth, solid line for residual, dashed for plain.
 
-    ``records`` are dicts with ``depth``, ``residual`` (bool) and ``losses`` (a list).
+    ``records`` are what ``gradients.degradation_experiment`` returns: dicts with ``depth``,
+    ``residual`` (bool) and ``train_loss`` (one value per step).
     """
     records = list(records)
     if not records:
@@ -385,8 +386,8 @@ def plot_training_losses(records, xlabel: str = "training step", title: str = "T
     for r in sorted(records, key=lambda r: (r["residual"], r["depth"])):
         family = "residual" if r["residual"] else "plain"
         ax.plot(
-            range(1, len(r["losses"]) + 1),
-            r["losses"],
+            range(1, len(r["train_loss"]) + 1),
+            r["train_loss"],
             linestyle="-" if r["residual"] else "--",
             color=color_of[r["depth"]],
             label=f"{family}, {r['depth']} layers",

@@ -233,7 +233,7 @@ def test_gradient_norms_one_line_per_network_on_a_log_axis(tmp_path, close_figur
 
 
 def test_training_losses_style_by_family_colour_by_depth(tmp_path, close_figures):
-    records = [dict(depth=d, residual=r, losses=[2.0, 1.5, 1.0], seconds=1) for d in (8, 20, 56) for r in (False, True)]
+    records = [dict(depth=d, residual=r, train_loss=[2.0, 1.5, 1.0], seconds=1) for d in (8, 20, 56) for r in (False, True)]
     fig = plots.plot_training_losses(records)
     close_figures(fig)
     (ax,) = fig.axes
