@@ -13,8 +13,10 @@ comparison of runs, a per-class table, and a sample of validation predictions fo
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -26,7 +28,7 @@ from . import config
 from .training import DEFAULT_LR
 
 __all__ = ["RUN_FILE", "TrainedRun", "data_fingerprint", "train_or_load", "epoch_table",
-           "compare_runs", "per_class_table", "validation_predictions"]
+           "compare_runs", "per_class_table", "validation_predictions", "seconds_per_step"]
 
 #: What a run was trained with (model, image size, batch, optimiser, data ...), next to its checkpoint.
 RUN_FILE = "run.json"
@@ -154,7 +156,8 @@ def train_or_load(name: str, model_name: Optional[str] = None, *, epochs: Option
     set_seed(seed)
     model = get_model(model_name, num_classes=len(class_names))
     history = fit(model, train_loader, val_loader, max(epochs, done), optimizer=optimizer, lr=lr,
-                  label_smoothing=label_smoothing, out_dir=out_dir, resume=True, progress=progress,
+                  label_smoothing=label_smoothing, out_dir=out_dir, resume=True,
+                  progress=progress and done < epochs,
                   precision=precision, seed=seed, class_names=class_names, model_name=model_name,
                   image_size=image_size)
     return TrainedRun(name, model_name, model, history, out_dir, class_names, image_size,
@@ -233,3 +236,38 @@ def validation_predictions(model: nn.Module, loader, n: int = 12, precision="aut
     batch = [(torch.stack(images), torch.tensor(labels))]
     logits, targets = collect_predictions(model, batch, precision=precision)
     return torch.stack(images), targets.tolist(), logits.argmax(1).tolist(), logits.softmax(1)
+
+
+def seconds_per_step(model: nn.Module, loader, steps: int = 3, warmup: int = 1, precision="auto") -> float:
+    """Mean wall-clock seconds of one training step (forward, backward, SGD update) on batches
+    from ``loader``, measured on a copy of ``model`` so its weights stay as they are. Timing two
+    models back to back compares their cost under the same machine load, which the seconds in
+    a history recorded at different times cannot."""
+    from .training import _resolve_precision, _to_device, autocast
+
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, not {steps}")
+    setup = _resolve_precision(precision)
+    twin = copy.deepcopy(model).to(setup.device).train()
+    if setup.channels_last:
+        twin.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(twin.parameters(), lr=1e-3, momentum=0.9)
+    batches = iter(loader)
+    timings = []
+    for step in range(warmup + steps):
+        try:
+            images, targets = next(batches)
+        except StopIteration:
+            raise ValueError(f"the loader has fewer than {warmup + steps} batches") from None
+        start = time.perf_counter()
+        with autocast(setup):
+            logits = twin(_to_device(images, setup))
+        loss = nn.functional.cross_entropy(logits.float(), targets.to(setup.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if setup.device.type == "cuda":
+            torch.cuda.synchronize()
+        if step >= warmup:
+            timings.append(time.perf_counter() - start)
+    return sum(timings) / len(timings)

@@ -11,7 +11,7 @@ from torch import nn
 from resnet_course import config
 from resnet_course.data import CLASS_NAMES, load_birds
 from resnet_course.runs import (RUN_FILE, compare_runs, data_fingerprint, epoch_table, per_class_table,
-                                train_or_load, validation_predictions)
+                                seconds_per_step, train_or_load, validation_predictions)
 
 
 def _bird_folder(root, per_class=5, prefix="img"):
@@ -154,3 +154,28 @@ def test_validation_predictions_spread_over_the_set_with_the_models_answers():
     assert images.shape == (4, 3, 8, 8) and probs.shape == (4, 3)
     assert torch.allclose(probs.sum(1), torch.ones(4))
     assert validation_predictions(_ReadsTheLabel(), loader, n=50, precision="fp32")[1] == labels
+
+
+class _CountingLoader:
+    """Yields the same small batch ``n`` times and counts how many were taken."""
+
+    def __init__(self, n):
+        self.n, self.taken = n, 0
+
+    def __iter__(self):
+        for _ in range(self.n):
+            self.taken += 1
+            yield torch.randn(2, 3, 8, 8), torch.tensor([0, 1])
+
+
+def test_seconds_per_step_times_warmup_plus_steps_batches_and_leaves_the_model_untouched():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 2)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loader = _CountingLoader(10)
+    seconds = seconds_per_step(model, loader, steps=3, warmup=1, precision="fp32")
+    assert seconds > 0 and loader.taken == 4
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # weights and BN statistics
+    assert not model.training
+    with pytest.raises(ValueError, match="fewer than 12 batches"):
+        seconds_per_step(model, _CountingLoader(10), steps=11, precision="fp32")
