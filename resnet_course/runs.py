@@ -238,36 +238,46 @@ def validation_predictions(model: nn.Module, loader, n: int = 12, precision="aut
     return torch.stack(images), targets.tolist(), logits.argmax(1).tolist(), logits.softmax(1)
 
 
-def seconds_per_step(model: nn.Module, loader, steps: int = 3, warmup: int = 1, precision="auto") -> float:
-    """Mean wall-clock seconds of one training step (forward, backward, SGD update) on batches
-    from ``loader``, measured on a copy of ``model`` so its weights stay as they are. Timing two
-    models back to back compares their cost under the same machine load, which the seconds in
-    a history recorded at different times cannot."""
+def seconds_per_step(models: Mapping[str, nn.Module], loader, steps: int = 5, warmup: int = 1,
+                     precision="auto") -> Dict[str, float]:
+    """Median wall-clock seconds of one training step (forward, backward, SGD update) for each
+    model, on the same batches from ``loader``, measured on copies so the models stay as they are.
+
+    The models take turns step by step, so a change in the machine's load hits them alike: a fair
+    comparison of their cost, which the seconds in histories recorded at different times are not.
+    The median ignores a step slowed down by something else running.
+    """
+    import statistics
+
     from .training import _resolve_precision, _to_device, autocast
 
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
     setup = _resolve_precision(precision)
-    twin = copy.deepcopy(model).to(setup.device).train()
-    if setup.channels_last:
-        twin.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(twin.parameters(), lr=1e-3, momentum=0.9)
+    twins, optimizers = {}, {}
+    for label, model in models.items():
+        twins[label] = copy.deepcopy(model).to(setup.device).train()
+        if setup.channels_last:
+            twins[label].to(memory_format=torch.channels_last)
+        optimizers[label] = torch.optim.SGD(twins[label].parameters(), lr=1e-3, momentum=0.9)
     batches = iter(loader)
-    timings = []
+    timings: Dict[str, List[float]] = {label: [] for label in models}
     for step in range(warmup + steps):
         try:
             images, targets = next(batches)
         except StopIteration:
             raise ValueError(f"the loader has fewer than {warmup + steps} batches") from None
-        start = time.perf_counter()
-        with autocast(setup):
-            logits = twin(_to_device(images, setup))
-        loss = nn.functional.cross_entropy(logits.float(), targets.to(setup.device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if setup.device.type == "cuda":
-            torch.cuda.synchronize()
-        if step >= warmup:
-            timings.append(time.perf_counter() - start)
-    return sum(timings) / len(timings)
+        images, targets = _to_device(images, setup), targets.to(setup.device)
+        for label, twin in twins.items():
+            start = time.perf_counter()
+            with autocast(setup):
+                logits = twin(images)
+            loss = nn.functional.cross_entropy(logits.float(), targets)
+            optimizers[label].zero_grad(set_to_none=True)
+            loss.backward()
+            optimizers[label].step()
+            if setup.device.type == "cuda":
+                torch.cuda.synchronize()
+            if step >= warmup:
+                timings[label].append(time.perf_counter() - start)
+    return {label: statistics.median(times) for label, times in timings.items()}

@@ -168,14 +168,16 @@ class _CountingLoader:
             yield torch.randn(2, 3, 8, 8), torch.tensor([0, 1])
 
 
-def test_seconds_per_step_times_warmup_plus_steps_batches_and_leaves_the_model_untouched():
+def test_seconds_per_step_times_each_model_on_the_same_batches_and_leaves_them_untouched():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 2)).eval()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    small = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 2)).eval()
+    other = nn.Sequential(nn.Flatten(), nn.Linear(192, 2))
+    before = {k: v.clone() for k, v in small.state_dict().items()}
     loader = _CountingLoader(10)
-    seconds = seconds_per_step(model, loader, steps=3, warmup=1, precision="fp32")
-    assert seconds > 0 and loader.taken == 4
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # weights and BN statistics
-    assert not model.training
+    seconds = seconds_per_step({"small": small, "other": other}, loader, steps=3, warmup=1, precision="fp32")
+    assert list(seconds) == ["small", "other"] and all(s > 0 for s in seconds.values())
+    assert loader.taken == 4  # one batch per step, shared by both models
+    assert all(torch.equal(before[k], v) for k, v in small.state_dict().items())  # weights and BN statistics
+    assert not small.training
     with pytest.raises(ValueError, match="fewer than 12 batches"):
-        seconds_per_step(model, _CountingLoader(10), steps=11, precision="fp32")
+        seconds_per_step({"small": small}, _CountingLoader(10), steps=11, precision="fp32")
