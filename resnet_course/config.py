@@ -62,3 +62,12 @@ def run_dir(name: str) -> Path:
     resumes from, or overwrites, a full training run.
     """
     return RUNS_DIR / ("fast" if fast_mode() else "full") / name
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (short, machine-independent
+    messages), else as given."""
+    try:
+        return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)

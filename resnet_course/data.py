@@ -541,20 +541,13 @@ def find_bird_data(verbose: bool = True) -> Tuple[Path, bool]:
         _generate_standin_atomically(standin)
     if verbose:
         print(f"Using the offline stand-in (procedurally drawn birds, not real photos) at "
-              f"{_display_path(standin)}: {sum(CLASS_COUNTS.values())} images.")
+              f"{config.display_path(standin)}: {sum(CLASS_COUNTS.values())} images.")
     return standin, True
 
 
 def is_standin_folder(root: PathLike) -> bool:
     """True if ``root`` is a generated stand-in (it holds the ``STANDIN.txt`` marker), not photos."""
     return (Path(root) / STANDIN_MARKER).is_file()
-
-
-def _display_path(path: Path) -> str:
-    try:
-        return path.resolve().relative_to(config.REPO_ROOT).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def _generate_standin_atomically(root: Path) -> None:

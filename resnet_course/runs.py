@@ -75,13 +75,6 @@ def data_fingerprint(train_loader, val_loader) -> Optional[str]:
     return digest.hexdigest()[:16]
 
 
-def _display(path: Path) -> str:
-    try:
-        return path.resolve().relative_to(config.REPO_ROOT).as_posix()
-    except ValueError:
-        return str(path)
-
-
 def _epochs(n: int) -> str:
     return f"{n} epoch{'s' if n != 1 else ''}"
 
@@ -100,7 +93,7 @@ def _check_recipe(out_dir: Path, recipe: Dict) -> None:
     differences = [f"{key}: {saved.get(key)!r} there, {value!r} now" for key, value in recipe.items()
                    if key in saved and saved[key] != value]
     if differences:
-        raise ValueError(f"{_display(out_dir)} holds a run trained differently ("
+        raise ValueError(f"{config.display_path(out_dir)} holds a run trained differently ("
                          + "; ".join(differences) + "). Give this run another name, or delete that "
                          "folder to train afresh.")
 
@@ -143,7 +136,7 @@ def train_or_load(name: str, model_name: Optional[str] = None, *, epochs: Option
     _check_recipe(out_dir, recipe)
 
     done = _finished_epochs(out_dir) if (out_dir / "checkpoint.pt").exists() else 0
-    where = _display(out_dir)
+    where = config.display_path(out_dir)
     if done >= epochs:
         print(f"Loading the finished run in {where} ({_epochs(done)}); delete that folder to train afresh.")
     elif done:
