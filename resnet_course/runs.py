@@ -110,9 +110,11 @@ def train_or_load(name: str, model_name: Optional[str] = None, *, epochs: Option
     bird data is found (``find_bird_data``, which says which data it is) and split with
     ``load_birds``. ``lr=None`` means the optimiser's default (``training.DEFAULT_LR``). The
     weights are initialised with ``set_seed(seed)`` and ``fit`` reseeds every epoch, so a run
-    repeats on the same machine. A run is never shortened: asking for fewer epochs
-    than are saved returns the saved run. A folder whose ``run.json`` records another model, image
-    size, batch size, optimiser, learning rate, label smoothing, seed or data is an error.
+    repeats on the same machine with the same number of CPU threads (with another thread count the
+    floating-point sums are split, and so rounded, differently, and training amplifies that).
+    A run is never shortened: asking for fewer epochs than are saved returns the saved run. A
+    folder whose ``run.json`` records another model, image size, batch size, optimiser, learning
+    rate, label smoothing, seed or data is an error.
     """
     from .data import CLASS_NAMES, find_bird_data, load_birds
     from .models import get_model
