@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,26 +236,23 @@ def validation_predictions(model: nn.Module, loader, n: int = 12, precision="aut
 
 def seconds_per_step(models: Mapping[str, nn.Module], loader, steps: int = 5, warmup: int = 1,
                      precision="auto") -> Dict[str, float]:
-    """Median wall-clock seconds of one training step (forward, backward, SGD update) for each
-    model, on the same batches from ``loader``, measured on copies so the models stay as they are.
+    """Median wall-clock seconds of one training step (``fit``'s step: forward, backward, SGD
+    update) for each model, on the same batches from ``loader``, measured on copies so the models stay as they are.
 
     The models take turns step by step, so a change in the machine's load hits them alike: a fair
     comparison of their cost, which the seconds in histories recorded at different times are not.
     The median ignores a step slowed down by something else running.
     """
-    import statistics
-
-    from .training import _resolve_precision, _to_device, autocast
+    from .training import _place, _resolve_precision, _to_device, _train_step
 
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
     setup = _resolve_precision(precision)
     twins, optimizers = {}, {}
     for label, model in models.items():
-        twins[label] = copy.deepcopy(model).to(setup.device).train()
-        if setup.channels_last:
-            twins[label].to(memory_format=torch.channels_last)
+        twins[label] = _place(copy.deepcopy(model), setup).train()
         optimizers[label] = torch.optim.SGD(twins[label].parameters(), lr=1e-3, momentum=0.9)
+    scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.grad_scaler)
     batches = iter(loader)
     timings: Dict[str, List[float]] = {label: [] for label in models}
     for step in range(warmup + steps):
@@ -265,12 +263,7 @@ def seconds_per_step(models: Mapping[str, nn.Module], loader, steps: int = 5, wa
         images, targets = _to_device(images, setup), targets.to(setup.device)
         for label, twin in twins.items():
             start = time.perf_counter()
-            with autocast(setup):
-                logits = twin(images)
-            loss = nn.functional.cross_entropy(logits.float(), targets)
-            optimizers[label].zero_grad(set_to_none=True)
-            loss.backward()
-            optimizers[label].step()
+            _train_step(twin, images, targets, optimizers[label], scaler, nn.functional.cross_entropy, setup)
             if setup.device.type == "cuda":
                 torch.cuda.synchronize()
             if step >= warmup:

@@ -348,6 +348,25 @@ def _num_outputs(model: nn.Module) -> Optional[int]:
     return last_linear[-1].out_features if last_linear else None
 
 
+def _place(model: nn.Module, setup: Precision) -> nn.Module:
+    """Move ``model`` to the setup's device, in channels-last layout where the setup uses it."""
+    model.to(setup.device)
+    return model.to(memory_format=torch.channels_last) if setup.channels_last else model
+
+
+def _train_step(model, images, targets, optimizer, scaler, criterion, setup):
+    """One optimisation step on a batch already on the device (autocast forward, fp32 loss,
+    scaled backward, update); returns the logits and the loss."""
+    with autocast(setup):
+        logits = model(images)
+    loss = criterion(logits.float(), targets)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return logits, loss
+
+
 def _train_one_epoch(model, loader, optimizer, scaler, criterion, setup, bar) -> Tuple[List[float], int]:
     """One pass over ``loader``; returns ([summed loss, correct predictions, images] of this
     process, the image side seen)."""
@@ -357,13 +376,7 @@ def _train_one_epoch(model, loader, optimizer, scaler, criterion, setup, bar) ->
     seen = 0
     for step, (images, targets) in enumerate(loader, 1):
         images, targets = _to_device(images, setup), targets.to(setup.device, non_blocking=True)
-        with autocast(setup):
-            logits = model(images)
-        loss = criterion(logits.float(), targets)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        logits, loss = _train_step(model, images, targets, optimizer, scaler, criterion, setup)
         loss_sum += loss.detach() * len(targets)
         correct += (logits.argmax(1) == targets).sum()
         seen += len(targets)
@@ -430,9 +443,7 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     out_dir = Path(out_dir) if out_dir is not None else None
     checkpoint_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
 
-    model.to(setup.device)
-    if setup.channels_last:
-        model.to(memory_format=torch.channels_last)
+    _place(model, setup)
     base_model = model
     optim = _make_optimizer(model, optimizer, lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optim, _lr_factor(schedule, epochs))
