@@ -93,7 +93,7 @@ def main() -> None:
     loop = hand_loop_images_per_second(top, steps, batch, auto.device, repeats)
     ours_fp32 = fit_images_per_second(lambda: resnet50(NUM_CLASSES), top, steps, batch, fp32, repeats)
 
-    print("| comparison (ResNet-50, %d px) | img/s | reference img/s | ratio | target |" % top)
+    print(f"| comparison (ResNet-50, {top} px) | img/s | reference img/s | ratio | target |")
     print("|---|---|---|---|---|")
     print(f"| our resnet50 vs torchvision, both fit auto | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f} | >= 0.95 |")
     print(f"| fit auto vs hand-written fp32 loop (torchvision) | {ours:.1f} | {loop:.1f} | {ours / loop:.2f} | >= 2 with AMX/GPU |")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional, Sequence
 
 from . import config
 
@@ -58,8 +58,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from .data import find_bird_data, load_birds
-    from .models import get_model
     from .device import choose_device_and_precision
+    from .models import get_model
     from .training import fit, init_distributed, set_seed
 
     for name, value, low in (("--epochs", args.epochs, 1), ("--image-size", args.image_size, 16),
@@ -151,8 +151,8 @@ def cmd_import_kaggle(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models import MODEL_NAMES
     from .device import FP32_ENV
+    from .models import MODEL_NAMES
     from .training import DEFAULT_LR, OPTIMIZERS, SCHEDULES
 
     defaults = config.settings()
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 2 for a usage or data error, 130 if interrupted)."""
     from .data import BirdDataError
     from .training import TrainingInterrupted

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -30,7 +29,7 @@ class ComputeSetup:
     images and weights use the channels-last layout, and whether fp16 needs a gradient scaler."""
 
     device: torch.device
-    amp_dtype: Optional[torch.dtype]
+    amp_dtype: torch.dtype | None
     channels_last: bool
     grad_scaler: bool
     description: str
@@ -87,7 +86,7 @@ def choose_device_and_precision(force_fp32: bool = False) -> ComputeSetup:
     return ComputeSetup(cpu, None, False, False, "CPU, fp32" + (" (forced)" if fp32 else ""))
 
 
-def resolve_setup(precision: Union[str, ComputeSetup]) -> ComputeSetup:
+def resolve_setup(precision: str | ComputeSetup) -> ComputeSetup:
     """``precision`` as the functions taking it accept it: a ``ComputeSetup`` as given, "auto"
     (``choose_device_and_precision``) or "fp32" (the same device in plain fp32)."""
     if isinstance(precision, ComputeSetup):

@@ -23,8 +23,8 @@ import math
 import os
 import random
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -39,8 +39,8 @@ STANDIN_COUNTS = tuple(CLASS_COUNTS[name] for name in CLASS_NAMES)
 STANDIN_MARKER = "STANDIN.txt"
 CANVAS = 512  # birds are drawn facing right on a 512x512 transparent canvas, then placed
 
-Colour = Tuple[int, int, int]
-Point = Tuple[float, float]
+Colour = tuple[int, int, int]
+Point = tuple[float, float]
 
 
 # --------------------------------------------------------------------------------------------
@@ -53,12 +53,12 @@ def _marker_text(seed: int) -> str:
             f"generator version: {GENERATOR_VERSION}\nseed: {seed}\n")
 
 
-def standin_file_names(class_name: str) -> List[str]:
+def standin_file_names(class_name: str) -> list[str]:
     """The stand-in's file names for ``class_name``: ``<class>_000.jpg``, ``<class>_001.jpg``, ..."""
     return [f"{class_name}_{i:03d}.jpg" for i in range(CLASS_COUNTS[class_name])]
 
 
-def standin_is_complete(root: Union[str, os.PathLike], seed: int = 0) -> bool:
+def standin_is_complete(root: str | os.PathLike, seed: int = 0) -> bool:
     """True if ``root`` holds a stand-in of the current generator version with exactly its files."""
     root = Path(root)
     marker = root / STANDIN_MARKER
@@ -76,7 +76,7 @@ def standin_is_complete(root: Union[str, os.PathLike], seed: int = 0) -> bool:
     return True
 
 
-def make_standin_birds(root: Union[str, os.PathLike], seed: int = 0) -> Path:
+def make_standin_birds(root: str | os.PathLike, seed: int = 0) -> Path:
     """Write ``root/<class>/<class>_NNN.jpg`` (166/122/111/166 images) and ``root/STANDIN.txt``.
 
     Deterministic: each image is drawn from its own generator seeded by (seed, class, number), so
@@ -132,7 +132,7 @@ def draw_standin_image(class_index: int, rng: random.Random) -> Image.Image:
 
 SCENES = ("sky", "foliage", "water", "sand", "gradient", "texture")
 #: Colours the clutter borrows from every species, so that no colour belongs to one class alone.
-BIRD_LIKE_COLOURS: Tuple[Colour, ...] = ((245, 210, 40), (25, 25, 30), (240, 240, 235), (215, 70, 35),
+BIRD_LIKE_COLOURS: tuple[Colour, ...] = ((245, 210, 40), (25, 25, 30), (240, 240, 235), (215, 70, 35),
                                          (125, 130, 140), (170, 95, 55), (90, 90, 95))
 
 
@@ -265,7 +265,7 @@ def _lighting(image: Image.Image, rng: random.Random, nrng: np.random.Generator)
 # The birds (drawn facing right on a CANVAS x CANVAS transparent image)
 # --------------------------------------------------------------------------------------------
 
-def _ellipse(cx: float, cy: float, rx: float, ry: float, angle: float = 0.0, n: int = 36) -> List[Point]:
+def _ellipse(cx: float, cy: float, rx: float, ry: float, angle: float = 0.0, n: int = 36) -> list[Point]:
     """Polygon points of an ellipse rotated by ``angle`` degrees (ImageDraw's ellipses cannot rotate)."""
     a = math.radians(angle)
     ca, sa = math.cos(a), math.sin(a)
@@ -281,7 +281,7 @@ def _circle(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float, fill, out
     draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=outline, width=width)
 
 
-def _new_canvas() -> Tuple[Image.Image, ImageDraw.ImageDraw]:
+def _new_canvas() -> tuple[Image.Image, ImageDraw.ImageDraw]:
     canvas = Image.new("RGBA", (CANVAS, CANVAS), (0, 0, 0, 0))
     return canvas, ImageDraw.Draw(canvas)
 
@@ -335,7 +335,7 @@ def draw_black_skimmer(rng: random.Random, flying: bool = False) -> Image.Image:
     if flying:
         up = rng.uniform(-1, 1)  # wing beat: +1 up, -1 down
 
-        def wing(shoulder: Point, span: float) -> List[Point]:  # long, pointed, broad at the wrist
+        def wing(shoulder: Point, span: float) -> list[Point]:  # long, pointed, broad at the wrist
             x, y = shoulder
             return [(x + 20, y), (x - 30 * span, y - 120 * up * span), (x - 170 * span, y - 190 * up * span),
                     (x - 70 * span, y - 95 * up * span), (x - 50, y + 14)]

@@ -10,8 +10,16 @@ from torch import nn
 
 from resnet_course import config
 from resnet_course.data import CLASS_NAMES, load_birds
-from resnet_course.runs import (RUN_FILE, compare_runs, data_fingerprint, epoch_table, per_class_table,
-                                seconds_per_step, train_or_load, validation_predictions)
+from resnet_course.runs import (
+    RUN_FILE,
+    compare_runs,
+    data_fingerprint,
+    epoch_table,
+    per_class_table,
+    seconds_per_step,
+    train_or_load,
+    validation_predictions,
+)
 
 
 def _bird_folder(root, per_class=5, prefix="img"):

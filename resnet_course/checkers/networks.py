@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from typing import List, Optional, Tuple
 
 import torch
 import torchvision
@@ -27,7 +26,7 @@ from .core import (
 # --------------------------------------------------------------------------------------------
 
 
-def check_param_count(model: nn.Module, expected: int, num_classes: Optional[int] = None) -> CheckResult:
+def check_param_count(model: nn.Module, expected: int, num_classes: int | None = None) -> CheckResult:
     """Compare a model's parameter count with ``expected`` and, when they differ, guess which
     layer the difference could be ("one 3×3 conv 64→64?")."""
     result = CheckResult("Checking the parameter count")
@@ -40,7 +39,7 @@ def check_param_count(model: nn.Module, expected: int, num_classes: Optional[int
     return result
 
 
-def _reference_model(name: str, num_classes: int) -> Tuple[nn.Module, str]:
+def _reference_model(name: str, num_classes: int) -> tuple[nn.Module, str]:
     from resnet_course.models import MODEL_NAMES, get_model
 
     if name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
@@ -50,7 +49,7 @@ def _reference_model(name: str, num_classes: int) -> Tuple[nn.Module, str]:
     raise ValueError(f"unknown reference model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
 
 
-def _children_report(model: nn.Module, reference: nn.Module, ref_text: str) -> List[str]:
+def _children_report(model: nn.Module, reference: nn.Module, ref_text: str) -> list[str]:
     lines = []
     mine = dict(model.named_children())
     for name, ref_child in reference.named_children():
@@ -69,7 +68,7 @@ def _children_report(model: nn.Module, reference: nn.Module, ref_text: str) -> L
     return lines
 
 
-def _first_difference(model: nn.Module, reference: nn.Module, x: Tensor) -> Optional[str]:
+def _first_difference(model: nn.Module, reference: nn.Module, x: Tensor) -> str | None:
     """The first top-level part (in the reference's order) whose output differs."""
     outputs = {}
 
@@ -94,7 +93,7 @@ def _first_difference(model: nn.Module, reference: nn.Module, x: Tensor) -> Opti
     return None
 
 
-def check_model(model: nn.Module, reference_name: str, num_classes: Optional[int] = None) -> CheckResult:
+def check_model(model: nn.Module, reference_name: str, num_classes: int | None = None) -> CheckResult:
     """Compare a learner's whole network with a reference (``"resnet34"`` → torchvision's,
     ``"resnet50v2"`` → the course's): parameter count (with the parts that differ), output shape,
     state_dict keys and shapes, and, when the reference's weights load, the same logits.

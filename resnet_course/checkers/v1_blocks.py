@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -51,12 +51,12 @@ class _BlockSpec:
     name: str
     reference: type
     expansion: int
-    kernels: Tuple[int, ...]  # kernel size of each conv of the residual branch, in order
+    kernels: tuple[int, ...]  # kernel size of each conv of the residual branch, in order
     stride_index: int  # which conv carries the stride (torchvision)
-    cases: Tuple[_Case, ...]
+    cases: tuple[_Case, ...]
     branch_text: str
 
-    def expected_convs(self, case: _Case) -> List[_Expected]:
+    def expected_convs(self, case: _Case) -> list[_Expected]:
         n = len(self.kernels)
         chans = [case.inplanes] + [case.planes] * (n - 1) + [case.planes * self.expansion]
         return [
@@ -108,7 +108,7 @@ def _module_order(block: nn.Module, x: Tensor, skip: Sequence[nn.Module]):
     the order they were registered."""
     skip_ids = {id(m) for s in skip for m in s.modules()}
     watched = [m for m in block.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) and id(m) not in skip_ids]
-    called: List[nn.Module] = []
+    called: list[nn.Module] = []
 
     def record(module, inputs):
         if not any(module is c for c in called):
@@ -240,7 +240,7 @@ def _forward_error_message(error, case: _Case, convs, bns, x: Tensor, downsample
     return f"forward fails: {_first_line(error)}"
 
 
-def _formula_verdict(spec: _BlockSpec, case: _Case, out: Tensor, convs, bns, x: Tensor, downsample) -> Tuple[bool, str]:
+def _formula_verdict(spec: _BlockSpec, case: _Case, out: Tensor, convs, bns, x: Tensor, downsample) -> tuple[bool, str]:
     branch = _branch(convs, bns, x)
     shortcut = downsample(x) if case.projection else x
     if _close(out, torch.relu(branch + shortcut)):
