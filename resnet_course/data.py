@@ -376,7 +376,8 @@ class BirdDataset(Dataset):
         try:
             image = load_rgb(path)
         except Exception as error:  # the file changed after the up-front scan
-            raise BirdDataError(f"Could not read {path} (it was readable when the folder was scanned): {error}") from error
+            raise BirdDataError(f"Could not read {path} (it was readable when the folder was scanned): "
+                                f"{error}") from error
         return (self.transform(image) if self.transform else image), label
 
 

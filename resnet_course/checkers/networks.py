@@ -62,7 +62,8 @@ def _children_report(model: nn.Module, reference: nn.Module, ref_text: str) -> l
         n = count_parameters(child)
         if n != n_ref:
             mine_blocks = ref_blocks = ""
-            if isinstance(child, nn.Sequential) and isinstance(ref_child, nn.Sequential) and len(child) != len(ref_child):
+            both_sequential = isinstance(child, nn.Sequential) and isinstance(ref_child, nn.Sequential)
+            if both_sequential and len(child) != len(ref_child):
                 mine_blocks, ref_blocks = f" in {len(child)} blocks", f" in {len(ref_child)} blocks"
             lines.append(f"`{name}` has {n:,} parameters{mine_blocks}; in {ref_text}: {n_ref:,}{ref_blocks}")
     return lines

@@ -155,7 +155,8 @@ def _structure_problems(spec: _BlockSpec, case: _Case, convs, bns, names) -> dic
                     f"output, which has `planes` channels ({case.planes} here; yours expects {case.inplanes})"
                 )
             else:
-                problems.setdefault(("in", i), f"{role} should take {want.in_channels} input channels, yours takes {conv.in_channels}")
+                problems.setdefault(("in", i), f"{role} should take {want.in_channels} input channels, yours takes "
+                                               f"{conv.in_channels}")
         if conv.out_channels != want.out_channels:
             if want.out_channels == case.planes * spec.expansion != case.planes and conv.out_channels == case.planes:
                 problems.setdefault(("out", i),
@@ -163,11 +164,14 @@ def _structure_problems(spec: _BlockSpec, case: _Case, convs, bns, names) -> dic
                     f"`planes` = {case.planes}: a Bottleneck's output is {spec.expansion}× wider than its 3×3 conv"
                 )
             else:
-                problems.setdefault(("out", i), f"{role} should have {want.out_channels} output channels, yours has {conv.out_channels}")
+                problems.setdefault(("out", i), f"{role} should have {want.out_channels} output channels, yours has "
+                                                f"{conv.out_channels}")
         if tuple(conv.kernel_size) != (want.kernel, want.kernel):
-            problems.setdefault(("kernel", i), f"{role} should be a {want.kernel}×{want.kernel} conv, yours is {conv.kernel_size[0]}×{conv.kernel_size[1]}")
+            problems.setdefault(("kernel", i), f"{role} should be a {want.kernel}×{want.kernel} conv, yours is "
+                                               f"{conv.kernel_size[0]}×{conv.kernel_size[1]}")
         elif tuple(conv.padding) != (want.kernel // 2,) * 2:
-            problems.setdefault(("padding", i), f"{role} needs padding={want.kernel // 2} so that the {want.kernel}×{want.kernel} conv keeps the feature-map size")
+            problems.setdefault(("padding", i), f"{role} needs padding={want.kernel // 2} so that the "
+                                                f"{want.kernel}×{want.kernel} conv keeps the feature-map size")
     strides = [conv.stride[0] for conv in convs]
     if case.stride > 1 and strides[spec.stride_index] != case.stride:
         where = [i for i, s in enumerate(strides) if s == case.stride]
@@ -182,7 +186,8 @@ def _structure_problems(spec: _BlockSpec, case: _Case, convs, bns, names) -> dic
                 f"(\"v1.5\") puts it on the 3×3 conv, {roles[1]}, which sees every pixel instead of 1 in 4"
             )
         else:
-            problems.setdefault("stride", f"the stride belongs on {roles[spec.stride_index]} (as in torchvision), yours is on {roles[where[0]]}")
+            problems.setdefault("stride", f"the stride belongs on {roles[spec.stride_index]} (as in torchvision), "
+                                          f"yours is on {roles[where[0]]}")
     elif case.stride == 1 and any(s != 1 for s in strides):
         problems.setdefault("stride", "with stride=1 every convolution should have stride 1")
     with_bias = [roles[i] for i, conv in enumerate(convs) if conv.bias is not None]
@@ -192,11 +197,13 @@ def _structure_problems(spec: _BlockSpec, case: _Case, convs, bns, names) -> dic
             "BatchNorm needs none (bias=False); the BN's shift does that job"
         )
     if len(bns) != len(expected):
-        problems.setdefault("bn count", f"the residual branch should have {len(expected)} BatchNorm layers, one after each conv; yours has {len(bns)}")
+        problems.setdefault("bn count", f"the residual branch should have {len(expected)} BatchNorm layers, one after "
+                                        f"each conv; yours has {len(bns)}")
     else:
         for i, (bn, want) in enumerate(zip(bns, expected)):
             if bn.num_features != want.out_channels:
-                problems.setdefault(("bn", i), f"bn{i + 1} should normalize {want.out_channels} channels (conv{i + 1}'s output), yours {bn.num_features}")
+                problems.setdefault(("bn", i), f"bn{i + 1} should normalize {want.out_channels} channels "
+                                               f"(conv{i + 1}'s output), yours {bn.num_features}")
     return problems
 
 
@@ -244,7 +251,8 @@ def _formula_verdict(spec: _BlockSpec, case: _Case, out: Tensor, convs, bns, x: 
     branch = _branch(convs, bns, x)
     shortcut = downsample(x) if case.projection else x
     if _close(out, torch.relu(branch + shortcut)):
-        return True, "forward computes relu(F(x) + shortcut(x)): the ReLU comes after the addition (He et al. 2015, Fig. 2)"
+        return True, ("forward computes relu(F(x) + shortcut(x)): the ReLU comes after the addition "
+                      "(He et al. 2015, Fig. 2)")
     if _close(out, torch.relu(branch) + shortcut):
         return False, (
             "the ReLU comes before the addition (relu(F(x)) + x): ResNet v1 adds the shortcut first and "
@@ -261,8 +269,10 @@ def _formula_verdict(spec: _BlockSpec, case: _Case, out: Tensor, convs, bns, x: 
             "the shape changes) before the last ReLU, relu(F(x) + x)"
         )
     if _close(out, torch.relu(_branch(convs, bns, x, inner_relu=False) + shortcut)):
-        return False, "a ReLU inside the residual branch is missing: every conv → BN except the last is followed by a ReLU"
-    return False, f"the output differs from relu(F(x) + shortcut(x)) with F = {spec.branch_text}: check the order of the operations in forward"
+        return False, ("a ReLU inside the residual branch is missing: every conv → BN except the last is followed "
+                       "by a ReLU")
+    return False, (f"the output differs from relu(F(x) + shortcut(x)) with F = {spec.branch_text}: check the order "
+                   "of the operations in forward")
 
 
 def _check_v1_case(block, spec: _BlockSpec, case: _Case, downsample) -> dict:
@@ -276,7 +286,8 @@ def _check_v1_case(block, spec: _BlockSpec, case: _Case, downsample) -> dict:
         convs, bns, out, error = _module_order(block, x, [downsample] if downsample is not None else [])
         problems = _structure_problems(spec, case, convs, bns, names)
         if case.projection and not any(m is downsample for m in block.modules()):
-            problems["downsample"] = "the `downsample` passed to the constructor is not kept: store it (`self.downsample = downsample`)"
+            problems["downsample"] = ("the `downsample` passed to the constructor is not kept: store it "
+                                      "(`self.downsample = downsample`)")
         n, ref = count_parameters(block), count_parameters(reference)
         biases = sum(conv.bias.numel() for conv in convs if conv.bias is not None)
         if biases and n - ref == biases:
@@ -284,7 +295,8 @@ def _check_v1_case(block, spec: _BlockSpec, case: _Case, downsample) -> dict:
         else:
             hint = difference_hint(n - ref, {case.inplanes, case.planes, case.planes * spec.expansion})
         call = _call_text(spec, case)
-        params = None if n == ref else f"{call} has {_count_text(n)}, torchvision's has {ref:,} (difference {n - ref:+,}{hint})"
+        params = None if n == ref else (f"{call} has {_count_text(n)}, torchvision's has {ref:,} "
+                                        f"(difference {n - ref:+,}{hint})")
         side = _out_size(8, case.stride)
         shape = (2, case.planes * spec.expansion, side, side)
         if error is not None:
@@ -320,7 +332,8 @@ def _check_v1_block(block_cls, spec: _BlockSpec) -> CheckResult:
                                   "(inplanes, planes, stride=1, downsample=None), as torchvision's)")
                 continue
             if not isinstance(block, nn.Module):
-                result.add(False, f"{_call_text(spec, case)} is not an nn.Module (subclass nn.Module and call super().__init__())")
+                result.add(False, f"{_call_text(spec, case)} is not an nn.Module (subclass nn.Module and call "
+                                  "super().__init__())")
                 continue
             findings.append(_check_v1_case(block, spec, case, downsample))
     if not findings:
