@@ -14,8 +14,8 @@ from functools import cache
 
 from torch import nn
 
-from resnet_course.models import MODEL_NAMES, get_model
-from resnet_course.stages import stage_shapes
+from .models import MODEL_NAMES, get_model
+from .stages import stage_shapes
 
 #: The dropdown's choices: (label, (v1 name, v2 name or None)).
 EXPLORER_CHOICES = (
