@@ -198,10 +198,13 @@ class ResNetV2(nn.Module):
     ``maxpool_padding="neg_inf"`` builds the naive port, PyTorch's ``MaxPool2d(3, 2, padding=1)``:
     it pads with -inf, which differs from Keras' zeros because the stem output is not ReLU'd.
     Initialisation is torchvision's (Kaiming), not Keras' (Glorot); architecture and names are Keras'.
+    ``zero_init_residual`` zeroes the last conv (weight and bias) of each residual branch, so
+    every block starts as its shortcut, as ``ResNet``'s option does with the last BN.
     """
 
     def __init__(self, layers: Sequence[int], num_classes: int = 1000, include_top: bool = True,
-                 pooling: Optional[str] = "avg", maxpool_padding: str = "zeros") -> None:
+                 pooling: Optional[str] = "avg", maxpool_padding: str = "zeros",
+                 zero_init_residual: bool = False) -> None:
         super().__init__()
         _check_top(include_top, pooling)
         if maxpool_padding not in ("zeros", "neg_inf"):
@@ -226,6 +229,11 @@ class ResNetV2(nn.Module):
             self.avgpool = pool
         self.fc = nn.Linear(2048, num_classes) if include_top else None
         _kaiming_init(self)
+        if zero_init_residual:  # the branch ends in a conv with bias, not a BN: zero both
+            for m in self.modules():
+                if isinstance(m, PreActBottleneck):
+                    nn.init.zeros_(m.conv3.weight)
+                    nn.init.zeros_(m.conv3.bias)
 
     def stages(self) -> Stages:
         """``stem``, ``conv2``..``conv5``, ``head`` (post BN-ReLU, pool, fc): chained = ``forward``."""

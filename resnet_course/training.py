@@ -40,8 +40,14 @@ BEST_NAME = "best.pt"
 HISTORY_NAME = "history.json"
 CHECKPOINT_FORMAT = 1
 #: Learning rates that work for each optimiser on this task when none is given.
-DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3}
+DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3}
+#: Weight decay per optimiser, applied to conv and linear weights only (never to BN or biases).
+DEFAULT_WEIGHT_DECAY = {"sgd": 1e-4, "adam": 0.0, "adamw": 0.05}
 OPTIMIZERS = tuple(DEFAULT_LR)
+#: The course's default recipe (see ``fit``): AdamW with a one-epoch linear warm-up and a cosine
+#: decay stepped every batch; models are built with ``zero_init_residual=True``.
+DEFAULT_OPTIMIZER = "adamw"
+DEFAULT_WARMUP_EPOCHS = 1.0
 SCHEDULES = ("cosine", "step", "none")
 
 
@@ -320,27 +326,73 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.checkpoint = checkpoint
 
 
-def _make_optimizer(model: nn.Module, name: str, lr: Optional[float]) -> torch.optim.Optimizer:
-    """SGD with momentum 0.9 and weight decay 1e-4 (He et al. 2015, Sec. 3.4) or Adam."""
+def _check_number(name: str, value: float, low: float = 0.0, allow_low: bool = True) -> None:
+    """Refuse NaN, infinity and values below ``low`` (or equal to it unless ``allow_low``)."""
+    if not math.isfinite(value) or value < low or (value == low and not allow_low):
+        bound = f">= {low}" if allow_low else f"> {low}"
+        raise ValueError(f"{name} must be a finite number {bound}, not {value!r}")
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
+    """Two groups: conv and linear weights (decayed) and BN parameters and biases (not decayed).
+
+    Decaying BN's gamma and beta or a bias only pulls them towards zero without regularising
+    anything useful; it is usual to exempt them (Goyal et al. 2017, Sec. 5.1 apply decay to
+    weights only). Parameters with ``requires_grad=False`` (a frozen backbone) are left out.
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
+
+
+def _make_optimizer(model: nn.Module, name: str, lr: Optional[float],
+                    weight_decay: Optional[float] = None) -> torch.optim.Optimizer:
+    """SGD with momentum 0.9 (He et al. 2015, Sec. 3.4), Adam, or AdamW (Loshchilov & Hutter
+    2019: decoupled weight decay). ``lr`` and ``weight_decay`` default per optimiser
+    (``DEFAULT_LR``, ``DEFAULT_WEIGHT_DECAY``); decay applies to weights, not BN or biases."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {name!r}")
     lr = DEFAULT_LR[name] if lr is None else lr
+    weight_decay = DEFAULT_WEIGHT_DECAY[name] if weight_decay is None else weight_decay
+    _check_number("lr", lr, allow_low=False)
+    _check_number("weight_decay", weight_decay)
+    groups = parameter_groups(model, weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
-    return torch.optim.Adam(model.parameters(), lr=lr)
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.Adam(groups, lr=lr)
 
 
-def _lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
-    """Learning-rate multiplier for epoch ``e`` (0-based): a cosine decay from 1 towards 0,
-    a step down by 10x after each third of training, or constant."""
-    if schedule == "cosine":
-        return lambda e: 0.5 * (1 + math.cos(math.pi * e / epochs))
-    if schedule == "step":
-        step = max(1, round(epochs / 3))
-        return lambda e: 0.1 ** (e // step)
-    if schedule == "none":
-        return lambda e: 1.0
-    raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}")
+def lr_factor(schedule: str, epochs: int, steps_per_epoch: int = 1,
+              warmup_epochs: float = 0.0) -> Callable[[int], float]:
+    """Learning-rate multiplier for optimisation step ``s`` (0-based), stepped every batch.
+
+    A linear warm-up over the first ``warmup_epochs`` (the rate grows as (s + 1) / warm-up steps,
+    so the first step already moves; Goyal et al. 2017, Sec. 2.2), then over the remaining steps
+    a cosine decay from 1 towards 0, a step down by 10x after each third of the epochs, or a
+    constant. Without warm-up, the value at the start of epoch ``e`` is the per-epoch schedule's:
+    cosine 0.5 (1 + cos(pi e / epochs)), step 0.1 ** (e // round(epochs / 3)).
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}")
+    _check_number("warmup_epochs", warmup_epochs)
+    if warmup_epochs > epochs:
+        raise ValueError(f"warmup_epochs ({warmup_epochs}) cannot exceed the number of epochs ({epochs})")
+    total = epochs * steps_per_epoch
+    warmup = round(warmup_epochs * steps_per_epoch)
+    step_epochs = max(1, round(epochs / 3))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / max(total - warmup, 1)))
+        if schedule == "step":
+            return 0.1 ** ((step // steps_per_epoch) // step_epochs)
+        return 1.0
+
+    return factor
 
 
 def _num_outputs(model: nn.Module) -> Optional[int]:
@@ -367,9 +419,9 @@ def _train_step(model, images, targets, optimizer, scaler, criterion, setup):
     return logits, loss
 
 
-def _train_one_epoch(model, loader, optimizer, scaler, criterion, setup, bar) -> Tuple[List[float], int]:
-    """One pass over ``loader``; returns ([summed loss, correct predictions, images] of this
-    process, the image side seen)."""
+def _train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, setup, bar) -> Tuple[List[float], int]:
+    """One pass over ``loader``, stepping the learning-rate schedule after every batch; returns
+    ([summed loss, correct predictions, images] of this process, the image side seen)."""
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=setup.device)
     correct = torch.zeros((), dtype=torch.float64, device=setup.device)
@@ -377,6 +429,7 @@ def _train_one_epoch(model, loader, optimizer, scaler, criterion, setup, bar) ->
     for step, (images, targets) in enumerate(loader, 1):
         images, targets = _to_device(images, setup), targets.to(setup.device, non_blocking=True)
         logits, loss = _train_step(model, images, targets, optimizer, scaler, criterion, setup)
+        scheduler.step()
         loss_sum += loss.detach() * len(targets)
         correct += (logits.argmax(1) == targets).sum()
         seen += len(targets)
@@ -398,8 +451,9 @@ def _validate(model, loader, setup) -> Tuple[float, float, float]:
     return loss, float((logits.argmax(1) == targets).sum()), float(len(targets))
 
 
-def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: str = "sgd",
-        lr: Optional[float] = None, schedule: str = "cosine", label_smoothing: float = 0.0,
+def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: str = DEFAULT_OPTIMIZER,
+        lr: Optional[float] = None, weight_decay: Optional[float] = None,
+        warmup_epochs: float = DEFAULT_WARMUP_EPOCHS, schedule: str = "cosine", label_smoothing: float = 0.0,
         out_dir: Union[str, os.PathLike, None] = None, resume: bool = False, progress: bool = True,
         precision: Union[str, Precision] = "auto", seed: Optional[int] = None,
         class_names: Optional[Sequence[str]] = None, model_name: Optional[str] = None,
@@ -408,8 +462,11 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     """Train ``model`` for ``epochs`` epochs in total and return the history: one dict per epoch
     with epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds.
 
-    - ``optimizer``: "sgd" (lr 0.01, momentum 0.9, weight decay 1e-4) or "adam" (lr 1e-3);
-      ``schedule``: "cosine", "step" or "none", stepped once per epoch.
+    - The recipe: ``optimizer`` "adamw" (lr 1e-3, weight decay 0.05; the default), "sgd" (lr 0.01,
+      momentum 0.9, weight decay 1e-4) or "adam" (lr 1e-3, no decay); ``weight_decay`` overrides
+      the optimiser's and applies to conv and linear weights only (``parameter_groups``);
+      ``warmup_epochs`` of linear warm-up, then ``schedule`` "cosine", "step" or "none", stepped
+      after every batch (``lr_factor``); ``label_smoothing`` for the training loss.
     - ``precision``: "auto" (see ``choose_device_and_precision``) or "fp32". The model is moved to
       the chosen device. Losses and accuracies are always computed from fp32 logits.
     - ``out_dir``: after every epoch ``checkpoint.pt`` (everything needed to resume: weights,
@@ -434,6 +491,9 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, not {epochs}")
+    _check_number("label_smoothing", label_smoothing)
+    if label_smoothing >= 1:
+        raise ValueError(f"label_smoothing must be below 1, not {label_smoothing}")
     setup = _resolve_precision(precision)
     rank, world_size = init_distributed()
     if world_size > 1 and setup.device.type == "cuda":
@@ -443,16 +503,23 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     out_dir = Path(out_dir) if out_dir is not None else None
     checkpoint_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
 
+    if world_size > 1:  # each process's share decides the number of steps per epoch
+        train_loader = _sharded_loader(train_loader, rank, world_size, train=True, seed=seed or 0)
+        if val_loader is not None:
+            val_loader = _sharded_loader(val_loader, rank, world_size, train=False, seed=0)
     _place(model, setup)
     base_model = model
-    optim = _make_optimizer(model, optimizer, lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optim, _lr_factor(schedule, epochs))
+    optim = _make_optimizer(model, optimizer, lr, weight_decay)
+    steps_per_epoch = len(train_loader)
+    schedule_factor = lr_factor(schedule, epochs, steps_per_epoch, warmup_epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optim, schedule_factor)
     scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.grad_scaler)
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     generators = _loader_generators(train_loader)
     meta = {"model_name": model_name, "num_classes": len(class_names) if class_names else _num_outputs(model),
             "class_names": list(class_names) if class_names else None, "image_size": image_size,
-            "optimizer": optimizer, "lr": optim.param_groups[0]["lr"], "schedule": schedule,
+            "optimizer": optimizer, "lr": scheduler.base_lrs[0], "weight_decay": optim.param_groups[0]["weight_decay"],
+            "warmup_epochs": warmup_epochs, "schedule": schedule,
             "label_smoothing": label_smoothing, "epochs": epochs, "seed": seed,
             "batch_size": getattr(train_loader, "batch_size", None), "world_size": world_size,
             "precision": setup.description}
@@ -469,7 +536,7 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
             raise ValueError(f"{checkpoint_path} holds a {saved_name}, not a {model_name}.")
         _restore_training_state(state, base_model, optim, scheduler, scaler, generators)
         for group, base_lr in zip(optim.param_groups, scheduler.base_lrs):  # the schedule for `epochs`
-            group["lr"] = base_lr * _lr_factor(schedule, epochs)(len(state["history"]))
+            group["lr"] = base_lr * schedule_factor(scheduler.last_epoch)
         history, best_val_acc = list(state["history"]), state["best_val_acc"]
         meta = {**state["meta"], "epochs": epochs, "world_size": world_size, "precision": setup.description}
         if show:
@@ -477,9 +544,6 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     if world_size > 1:
         model = nn.parallel.DistributedDataParallel(
             base_model, device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
-        train_loader = _sharded_loader(train_loader, rank, world_size, train=True, seed=seed or 0)
-        if val_loader is not None:
-            val_loader = _sharded_loader(val_loader, rank, world_size, train=False, seed=0)
 
     epoch = saved_epochs = len(history)
     try:
@@ -494,7 +558,8 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
             current_lr = optim.param_groups[0]["lr"]
             with tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
                       disable=not show, file=sys.stderr, leave=True, dynamic_ncols=True) as bar:
-                sums, seen_size = _train_one_epoch(model, train_loader, optim, scaler, criterion, setup, bar)
+                sums, seen_size = _train_one_epoch(model, train_loader, optim, scheduler, scaler, criterion,
+                                                   setup, bar)
                 loss, correct, seen = _all_reduce_sums(sums, setup.device, world_size)
                 val_loss = val_acc = None
                 if val_loader is not None:
@@ -503,7 +568,6 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
                     val_loss, val_acc = v_loss / max(v_seen, 1), v_correct / max(v_seen, 1)
                     bar.set_postfix(loss=f"{loss / seen:.3f}", acc=f"{correct / seen:.1%}",
                                     val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.1%}")
-            scheduler.step()
             record = {"epoch": epoch + 1, "train_loss": loss / seen, "train_acc": correct / seen,
                       "val_loss": val_loss, "val_acc": val_acc, "lr": current_lr,
                       "seconds": time.perf_counter() - start}
