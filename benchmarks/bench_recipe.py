@@ -53,7 +53,8 @@ def run(model_name: str, args: argparse.Namespace, root: Path) -> dict:
     return {"model": model_name, "image_size": args.image_size, "epochs": args.epochs, "seed": args.seed,
             "zero_init_residual": not args.no_zero_init, "recipe": recipe, "data": str(root.name),
             "final_val_acc": history[-1]["val_acc"], "best_val_acc": max(r["val_acc"] for r in history),
-            "final_train_acc": history[-1]["train_acc"], "recall": {row["class"]: row["recall"] for row in report["per_class"]},
+            "final_train_acc": history[-1]["train_acc"],
+            "recall": {row["class"]: row["recall"] for row in report["per_class"]},
             "val_acc_per_epoch": [r["val_acc"] for r in history], "minutes": (time.perf_counter() - start) / 60,
             "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.processor()}
 

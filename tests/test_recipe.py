@@ -12,8 +12,15 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from resnet_course.blocks import BasicBlock, Bottleneck, PreActBottleneck
 from resnet_course.models import get_model
-from resnet_course.training import (DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_WEIGHT_DECAY, fit, lr_factor,
-                                    parameter_groups, set_seed)
+from resnet_course.training import (
+    DEFAULT_LR,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_WEIGHT_DECAY,
+    fit,
+    lr_factor,
+    parameter_groups,
+    set_seed,
+)
 
 
 def small_net(num_classes: int = 4) -> nn.Module:

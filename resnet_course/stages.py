@@ -10,12 +10,15 @@ residual additions are too cheap to matter and are not counted (as in the paper'
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
+
+from .device import evaluating
+from .tables import text_table
 
 #: The attributes of a torchvision ResNet, in forward order (torchvision/models/resnet.py).
 TORCHVISION_RESNET_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3",
@@ -115,18 +118,12 @@ def stage_shapes(model: nn.Module, input_size: int | Sequence[int] = 224,
     dtype = reference.dtype if reference is not None else torch.float32
     x = torch.zeros(batch_size, _input_channels(model), height, width, device=device, dtype=dtype)
 
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            try:
-                return _stage_rows(stages, x, on_meta=True)
-            except (NotImplementedError, ValueError):
-                # A real run gives the same numbers, and the real error message if the input is bad.
-                return _stage_rows(stages, x, on_meta=False)
-    finally:
-        for module, training in modes.items():
-            module.training = training
+    with torch.no_grad(), evaluating(model):
+        try:
+            return _stage_rows(stages, x, on_meta=True)
+        except (NotImplementedError, ValueError):
+            # A real run gives the same numbers, and the real error message if the input is bad.
+            return _stage_rows(stages, x, on_meta=False)
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -153,15 +150,8 @@ def _cells(row: dict | None, scale: float) -> list[str]:
 
 def _render(header: list[str], body: list[list[str]]) -> str:
     """Text columns (numbers right-aligned), a rule under the header and above the total row."""
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     numeric = [h == "params" or h.endswith("MACs") for h in header]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if num else c.ljust(w)
-                         for c, w, num in zip(cells, widths, numeric)).rstrip()
-
-    rule = "-" * len(line(header))
-    return "\n".join([line(header), rule, *map(line, body[:-1]), rule, line(body[-1])])
+    return text_table(header, body, right=numeric, total=True)
 
 
 def format_table(rows: Sequence[dict]) -> str:
