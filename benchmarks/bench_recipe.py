@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from resnet_course import data  # noqa: E402
 from resnet_course.data import find_bird_data, load_birds  # noqa: E402
 from resnet_course.evaluation import evaluate  # noqa: E402
 from resnet_course.models import get_model  # noqa: E402
@@ -51,7 +52,8 @@ def run(model_name: str, args: argparse.Namespace, root: Path) -> dict:
                   **recipe)
     report = evaluate(model, val_loader, class_names, precision="fp32")
     return {"model": model_name, "image_size": args.image_size, "epochs": args.epochs, "seed": args.seed,
-            "zero_init_residual": not args.no_zero_init, "recipe": recipe, "data": str(root.name),
+            "zero_init_residual": not args.no_zero_init, "recipe": recipe,
+            "crop_scale": data.TRAIN_CROP_SCALE, "data": str(root.name),
             "final_val_acc": history[-1]["val_acc"], "best_val_acc": max(r["val_acc"] for r in history),
             "final_train_acc": history[-1]["train_acc"],
             "recall": {row["class"]: row["recall"] for row in report["per_class"]},
@@ -64,6 +66,8 @@ def table(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         recipe = ", ".join(f"{k}={v}" for k, v in r["recipe"].items()) or "default"
+        if tuple(r.get("crop_scale", (0.5, 1.0))) != (0.5, 1.0):
+            recipe += f", crops {r['crop_scale'][0]}-{r['crop_scale'][1]}"
         lines.append(f"| {r['model']} | {r['image_size']} | {r['epochs']} | {r['seed']} | {recipe} | "
                      f"{'yes' if r['zero_init_residual'] else 'no'} | {r['final_val_acc']:.1%} | "
                      f"{r['best_val_acc']:.1%} | {r['final_train_acc']:.1%} | {min(r['recall'].values()):.0%} | "
@@ -85,6 +89,8 @@ def main() -> None:
     parser.add_argument("--schedule", default=None)
     parser.add_argument("--label-smoothing", type=float, default=None)
     parser.add_argument("--no-zero-init", action="store_true")
+    parser.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                        help=f"area range of the training crops (default: {data.TRAIN_CROP_SCALE})")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON lines file the runs are appended to")
     parser.add_argument("--table", action="store_true", help="only print the table of the runs in --out")
@@ -92,6 +98,8 @@ def main() -> None:
     if args.table:
         print(table([json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]))
         return
+    if args.crop_scale:
+        data.TRAIN_CROP_SCALE = tuple(args.crop_scale)
     if args.threads:
         torch.set_num_threads(args.threads)
     root, _ = find_bird_data()
