@@ -254,8 +254,9 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: conv and linear weights (decayed) and BN parameters and biases (not decayed).
 
     Decaying BN's gamma and beta or a bias only pulls them towards zero without regularising
-    anything useful; it is usual to exempt them (Goyal et al. 2017, Sec. 5.1 apply decay to
-    weights only). Parameters with ``requires_grad=False`` (a frozen backbone) are left out.
+    anything useful, so they are left out ("no bias decay", He et al. 2019, "Bag of Tricks for
+    Image Classification", Sec. 3.1). Parameters with ``requires_grad=False`` (a frozen backbone)
+    are left out of both groups.
     """
     trainable = [p for p in model.parameters() if p.requires_grad]
     return [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": weight_decay},
