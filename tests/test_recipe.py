@@ -1,4 +1,4 @@
-"""The default training recipe: AdamW, weight decay on weights only, linear warm-up then a cosine
+"""resnet_course.recipe, the default training recipe: AdamW, weight decay on weights only, linear warm-up then a cosine
 decay stepped every batch, and residual branches that start at zero (Goyal et al. 2017)."""
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from resnet_course.blocks import BasicBlock, Bottleneck, PreActBottleneck
 from resnet_course.models import get_model
-from resnet_course.training import (
+from resnet_course.recipe import (
     DEFAULT_LR,
     DEFAULT_OPTIMIZER,
     DEFAULT_WEIGHT_DECAY,
-    fit,
     lr_factor,
     parameter_groups,
-    set_seed,
 )
+from resnet_course.training import fit, set_seed
 
 
 def small_net(num_classes: int = 4) -> nn.Module:
