@@ -8,6 +8,7 @@ end with a one-paragraph message and exit code 2, not a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -66,8 +67,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                              ("--batch-size", args.batch_size, 1)):
         if value < low:
             raise UsageError(f"{name} must be at least {low}, not {value}")
-    if args.lr is not None and args.lr <= 0:
-        raise UsageError(f"--lr must be positive, not {args.lr}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be a positive number, not {args.lr}")
+    if args.weight_decay is not None and not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        raise UsageError(f"--weight-decay must be a number >= 0, not {args.weight_decay}")
+    if not (math.isfinite(args.warmup_epochs) and 0 <= args.warmup_epochs <= args.epochs):
+        raise UsageError(f"--warmup-epochs must be between 0 and --epochs ({args.epochs}), not {args.warmup_epochs}")
     if not 0 <= args.label_smoothing < 1:
         raise UsageError(f"--label-smoothing must be in [0, 1), not {args.label_smoothing}")
     rank, world_size = init_distributed()
@@ -91,8 +96,9 @@ def cmd_train(args: argparse.Namespace) -> int:
          f"batch {batch}, {args.epochs} epochs, {args.optimizer}; {setup.description}. Output: {out_dir}", rank)
 
     set_seed(args.seed)
-    model = get_model(args.model, num_classes=len(class_names))
+    model = get_model(args.model, num_classes=len(class_names), zero_init_residual=not args.no_zero_init)
     history = fit(model, train_loader, val_loader, args.epochs, optimizer=args.optimizer, lr=args.lr,
+                  weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                   schedule=args.schedule, label_smoothing=args.label_smoothing, out_dir=out_dir,
                   resume=args.resume, progress=not args.no_progress, precision=setup, seed=args.seed,
                   class_names=class_names, model_name=args.model, image_size=args.image_size,
@@ -153,7 +159,14 @@ def cmd_import_kaggle(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .device import FP32_ENV
     from .models import MODEL_NAMES
-    from .training import DEFAULT_LR, OPTIMIZERS, SCHEDULES
+    from .training import (
+        DEFAULT_LR,
+        DEFAULT_OPTIMIZER,
+        DEFAULT_WARMUP_EPOCHS,
+        DEFAULT_WEIGHT_DECAY,
+        OPTIMIZERS,
+        SCHEDULES,
+    )
 
     defaults = config.settings()
     parser = argparse.ArgumentParser(
@@ -179,12 +192,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="images per step, per process (default: %(default)s)")
     train.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/MODEL)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
-    train.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS,
-                       help=f"sgd (momentum 0.9, weight decay 1e-4, lr {DEFAULT_LR['sgd']}; the default) "
-                            f"or adam (lr {DEFAULT_LR['adam']})")
-    train.add_argument("--lr", type=float, default=None, help="learning rate (default: per optimiser)")
+    train.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, choices=OPTIMIZERS,
+                       help=f"adamw (lr {DEFAULT_LR['adamw']}, weight decay {DEFAULT_WEIGHT_DECAY['adamw']}; "
+                            "the default), "
+                            f"sgd (momentum 0.9, lr {DEFAULT_LR['sgd']}, weight decay {DEFAULT_WEIGHT_DECAY['sgd']}) "
+                            f"or adam (lr {DEFAULT_LR['adam']}, no decay)")
+    train.add_argument("--lr", type=float, default=None, help="peak learning rate (default: per optimiser)")
+    train.add_argument("--weight-decay", type=float, default=None,
+                       help="weight decay on conv and linear weights, never on BN or biases "
+                            "(default: per optimiser)")
+    train.add_argument("--warmup-epochs", type=float, default=DEFAULT_WARMUP_EPOCHS,
+                       help="epochs of linear learning-rate warm-up (default: %(default)s)")
     train.add_argument("--schedule", default="cosine", choices=SCHEDULES,
-                       help="learning-rate schedule, stepped per epoch (default: %(default)s)")
+                       help="learning-rate schedule after the warm-up, stepped every batch (default: %(default)s)")
+    train.add_argument("--no-zero-init", action="store_true",
+                       help="don't start each residual branch at zero (zero_init_residual, on by default)")
     train.add_argument("--label-smoothing", type=float, default=0.0,
                        help="label smoothing for the training loss (default: %(default)s)")
     train.add_argument("--fp32", action="store_true",

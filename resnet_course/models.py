@@ -191,10 +191,12 @@ class ResNetV2(nn.Module):
     The stem pool pads with zeros, as Keras does; PyTorch's ``MaxPool2d(3, 2, padding=1)`` would
     pad with -inf, which differs because the stem output is not ReLU'd (``porting.naive_port``
     builds that slip). Initialisation is torchvision's (Kaiming), not Keras' (Glorot); architecture
-    and names are Keras'.
+    and names are Keras'. ``zero_init_residual`` zeroes the last conv (weight and bias) of each
+    residual branch, so every block starts as its shortcut, as ``ResNet``'s option does with the
+    last BN (Goyal et al. 2017).
     """
 
-    def __init__(self, layers: Sequence[int], num_classes: int = 1000) -> None:
+    def __init__(self, layers: Sequence[int], num_classes: int = 1000, zero_init_residual: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=True)
         self.pool1 = nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(kernel_size=3, stride=2))
@@ -207,6 +209,11 @@ class ResNetV2(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(2048, num_classes)
         _kaiming_init(self)
+        if zero_init_residual:  # the branch ends in a conv with bias, not a BN: zero both
+            for m in self.modules():
+                if isinstance(m, PreActBottleneck):
+                    nn.init.zeros_(m.conv3.weight)
+                    nn.init.zeros_(m.conv3.bias)
 
     def stages(self) -> Stages:
         """``stem``, ``conv2``..``conv5``, ``head`` (post BN-ReLU, pool, fc): chained = ``forward``."""

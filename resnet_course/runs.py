@@ -27,7 +27,15 @@ from torch import nn
 
 from . import config
 from .tables import text_table
-from .training import BEST_NAME, CHECKPOINT_NAME, DEFAULT_LR, HISTORY_NAME
+from .training import (
+    BEST_NAME,
+    CHECKPOINT_NAME,
+    DEFAULT_LR,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_WARMUP_EPOCHS,
+    DEFAULT_WEIGHT_DECAY,
+    HISTORY_NAME,
+)
 
 __all__ = ["RUN_FILE", "TrainedRun", "data_fingerprint", "train_or_load", "epoch_table",
            "compare_runs", "per_class_table", "validation_predictions", "seconds_per_step"]
@@ -101,7 +109,9 @@ def _check_recipe(out_dir: Path, recipe: dict) -> None:
 
 
 def train_or_load(name: str, model_name: str | None = None, *, epochs: int | None = None,
-                  optimizer: str = "sgd", lr: float | None = None, label_smoothing: float = 0.0,
+                  optimizer: str = DEFAULT_OPTIMIZER, lr: float | None = None,
+                  weight_decay: float | None = None, warmup_epochs: float = DEFAULT_WARMUP_EPOCHS,
+                  zero_init_residual: bool = True, label_smoothing: float = 0.0,
                   seed: int = 0, train_loader=None, val_loader=None,
                   class_names: Sequence[str] | None = None, image_size: int | None = None,
                   progress: bool = True, precision="auto") -> TrainedRun:
@@ -110,7 +120,9 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
 
     Defaults come from ``config.settings()`` (epochs, image size, batch size); without loaders the
     bird data is found (``find_bird_data``, which says which data it is) and split with
-    ``load_birds``. ``lr=None`` means the optimiser's default (``training.DEFAULT_LR``). The
+    ``load_birds``. The recipe is ``fit``'s default (AdamW, one epoch of warm-up, cosine decay)
+    on a model built with ``zero_init_residual=True``; ``lr=None`` and ``weight_decay=None`` mean
+    the optimiser's defaults (``training.DEFAULT_LR``, ``DEFAULT_WEIGHT_DECAY``). The
     weights are initialised with ``set_seed(seed)`` and ``fit`` reseeds every epoch, so a run
     repeats on the same machine with the same number of CPU threads (with another thread count the
     floating-point sums are split, and so rounded, differently, and training amplifies that).
@@ -125,6 +137,7 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
     defaults = config.settings()
     model_name = model_name or name
     lr = DEFAULT_LR.get(optimizer) if lr is None else lr
+    weight_decay = DEFAULT_WEIGHT_DECAY.get(optimizer) if weight_decay is None else weight_decay
     epochs = defaults.epochs if epochs is None else epochs
     image_size = image_size or defaults.image_size
     if train_loader is None or val_loader is None:
@@ -135,7 +148,8 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
     out_dir = config.run_dir(name)
     recipe = {"model_name": model_name, "image_size": image_size,
               "batch_size": getattr(train_loader, "batch_size", None), "optimizer": optimizer,
-              "lr": lr, "label_smoothing": label_smoothing, "seed": seed,
+              "lr": lr, "weight_decay": weight_decay, "warmup_epochs": warmup_epochs,
+              "zero_init_residual": zero_init_residual, "label_smoothing": label_smoothing, "seed": seed,
               "data": data_fingerprint(train_loader, val_loader)}
     _check_recipe(out_dir, recipe)
 
@@ -151,8 +165,9 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
     (out_dir / RUN_FILE).write_text(json.dumps(recipe, indent=1))
 
     set_seed(seed)
-    model = get_model(model_name, num_classes=len(class_names))
+    model = get_model(model_name, num_classes=len(class_names), zero_init_residual=zero_init_residual)
     history = fit(model, train_loader, val_loader, max(epochs, done), optimizer=optimizer, lr=lr,
+                  weight_decay=weight_decay, warmup_epochs=warmup_epochs,
                   label_smoothing=label_smoothing, out_dir=out_dir, resume=True,
                   progress=progress and done < epochs,
                   precision=precision, seed=seed, class_names=class_names, model_name=model_name,

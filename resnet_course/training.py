@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import math
 import os
 import random
 import sys
@@ -28,20 +27,29 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
 from .device import ComputeSetup, autocast, place_batch, place_model, resolve_setup
+from .recipe import (
+    DEFAULT_LR,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_WARMUP_EPOCHS,
+    DEFAULT_WEIGHT_DECAY,
+    OPTIMIZERS,
+    SCHEDULES,
+    check_number,
+    lr_factor,
+    make_optimizer,
+)
 
 __all__ = [
     "set_seed", "init_distributed", "TrainingInterrupted", "fit", "save_checkpoint",
     "load_checkpoint", "load_model",
+    # the recipe's names, defined in recipe, kept importable from here
+    "DEFAULT_LR", "DEFAULT_WEIGHT_DECAY", "DEFAULT_OPTIMIZER", "DEFAULT_WARMUP_EPOCHS", "OPTIMIZERS", "SCHEDULES",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
 HISTORY_NAME = "history.json"
 CHECKPOINT_FORMAT = 1
-#: Learning rates that work for each optimiser on this task when none is given.
-DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3}
-OPTIMIZERS = tuple(DEFAULT_LR)
-SCHEDULES = ("cosine", "step", "none")
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,29 +245,6 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.checkpoint = checkpoint
 
 
-def _make_optimizer(model: nn.Module, name: str, lr: float | None) -> torch.optim.Optimizer:
-    """SGD with momentum 0.9 and weight decay 1e-4 (He et al. 2015, Sec. 3.4) or Adam."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {name!r}")
-    lr = DEFAULT_LR[name] if lr is None else lr
-    if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
-    return torch.optim.Adam(model.parameters(), lr=lr)
-
-
-def _lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
-    """Learning-rate multiplier for epoch ``e`` (0-based): a cosine decay from 1 towards 0,
-    a step down by 10x after each third of training, or constant."""
-    if schedule == "cosine":
-        return lambda e: 0.5 * (1 + math.cos(math.pi * e / epochs))
-    if schedule == "step":
-        step = max(1, round(epochs / 3))
-        return lambda e: 0.1 ** (e // step)
-    if schedule == "none":
-        return lambda e: 1.0
-    raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}")
-
-
 def _num_outputs(model: nn.Module) -> int | None:
     last_linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
     return last_linear[-1].out_features if last_linear else None
@@ -278,9 +263,9 @@ def _train_step(model, images, targets, optimizer, scaler, criterion, setup):
     return logits, loss
 
 
-def _train_one_epoch(model, loader, optimizer, scaler, criterion, setup, bar) -> tuple[list[float], int]:
-    """One pass over ``loader``; returns ([summed loss, correct predictions, images] of this
-    process, the image side seen)."""
+def _train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, setup, bar) -> tuple[list[float], int]:
+    """One pass over ``loader``, stepping the learning-rate schedule after every batch; returns
+    ([summed loss, correct predictions, images] of this process, the image side seen)."""
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=setup.device)
     correct = torch.zeros((), dtype=torch.float64, device=setup.device)
@@ -288,6 +273,7 @@ def _train_one_epoch(model, loader, optimizer, scaler, criterion, setup, bar) ->
     for step, (images, targets) in enumerate(loader, 1):
         images, targets = place_batch(images, setup), targets.to(setup.device, non_blocking=True)
         logits, loss = _train_step(model, images, targets, optimizer, scaler, criterion, setup)
+        scheduler.step()
         loss_sum += loss.detach() * len(targets)
         correct += (logits.argmax(1) == targets).sum()
         seen += len(targets)
@@ -309,8 +295,9 @@ def _validate(model, loader, setup) -> tuple[float, float, float]:
     return loss, float((logits.argmax(1) == targets).sum()), float(len(targets))
 
 
-def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: str = "sgd",
-        lr: float | None = None, schedule: str = "cosine", label_smoothing: float = 0.0,
+def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: str = DEFAULT_OPTIMIZER,
+        lr: float | None = None, weight_decay: float | None = None,
+        warmup_epochs: float = DEFAULT_WARMUP_EPOCHS, schedule: str = "cosine", label_smoothing: float = 0.0,
         out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
         precision: str | ComputeSetup = "auto", seed: int | None = None,
         class_names: Sequence[str] | None = None, model_name: str | None = None,
@@ -319,8 +306,11 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     """Train ``model`` for ``epochs`` epochs in total and return the history: one dict per epoch
     with epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds.
 
-    - ``optimizer``: "sgd" (lr 0.01, momentum 0.9, weight decay 1e-4) or "adam" (lr 1e-3);
-      ``schedule``: "cosine", "step" or "none", stepped once per epoch.
+    - The recipe: ``optimizer`` "adamw" (lr 1e-3, weight decay 0.05; the default), "sgd" (lr 0.01,
+      momentum 0.9, weight decay 1e-4) or "adam" (lr 1e-3, no decay); ``weight_decay`` overrides
+      the optimiser's and applies to conv and linear weights only (``parameter_groups``);
+      ``warmup_epochs`` of linear warm-up, then ``schedule`` "cosine", "step" or "none", stepped
+      after every batch (``lr_factor``); ``label_smoothing`` for the training loss.
     - ``precision``: "auto" (see ``choose_device_and_precision``) or "fp32". The model is moved to
       the chosen device. Losses and accuracies are always computed from fp32 logits.
     - ``out_dir``: after every epoch ``checkpoint.pt`` (everything needed to resume: weights,
@@ -345,6 +335,9 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, not {epochs}")
+    check_number("label_smoothing", label_smoothing)
+    if label_smoothing >= 1:
+        raise ValueError(f"label_smoothing must be below 1, not {label_smoothing}")
     setup = resolve_setup(precision)
     rank, world_size = init_distributed()
     if world_size > 1 and setup.device.type == "cuda":
@@ -354,16 +347,23 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     out_dir = Path(out_dir) if out_dir is not None else None
     checkpoint_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
 
+    if world_size > 1:  # each process's share decides the number of steps per epoch
+        train_loader = _sharded_loader(train_loader, rank, world_size, train=True, seed=seed or 0)
+        if val_loader is not None:
+            val_loader = _sharded_loader(val_loader, rank, world_size, train=False, seed=0)
     place_model(model, setup)
     base_model = model
-    optim = _make_optimizer(model, optimizer, lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optim, _lr_factor(schedule, epochs))
+    optim = make_optimizer(model, optimizer, lr, weight_decay)
+    steps_per_epoch = len(train_loader)
+    schedule_factor = lr_factor(schedule, epochs, steps_per_epoch, warmup_epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optim, schedule_factor)
     scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.grad_scaler)
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     generators = _loader_generators(train_loader)
     meta = {"model_name": model_name, "num_classes": len(class_names) if class_names else _num_outputs(model),
             "class_names": list(class_names) if class_names else None, "image_size": image_size,
-            "optimizer": optimizer, "lr": optim.param_groups[0]["lr"], "schedule": schedule,
+            "optimizer": optimizer, "lr": scheduler.base_lrs[0], "weight_decay": optim.param_groups[0]["weight_decay"],
+            "warmup_epochs": warmup_epochs, "schedule": schedule,
             "label_smoothing": label_smoothing, "epochs": epochs, "seed": seed,
             "batch_size": getattr(train_loader, "batch_size", None), "world_size": world_size,
             "precision": setup.description}
@@ -380,7 +380,7 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
             raise ValueError(f"{checkpoint_path} holds a {saved_name}, not a {model_name}.")
         _restore_training_state(state, base_model, optim, scheduler, scaler, generators)
         for group, base_lr in zip(optim.param_groups, scheduler.base_lrs):  # the schedule for `epochs`
-            group["lr"] = base_lr * _lr_factor(schedule, epochs)(len(state["history"]))
+            group["lr"] = base_lr * schedule_factor(scheduler.last_epoch)
         history, best_val_acc = list(state["history"]), state["best_val_acc"]
         meta = {**state["meta"], "epochs": epochs, "world_size": world_size, "precision": setup.description}
         if show:
@@ -388,9 +388,6 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     if world_size > 1:
         model = nn.parallel.DistributedDataParallel(
             base_model, device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
-        train_loader = _sharded_loader(train_loader, rank, world_size, train=True, seed=seed or 0)
-        if val_loader is not None:
-            val_loader = _sharded_loader(val_loader, rank, world_size, train=False, seed=0)
 
     epoch = saved_epochs = len(history)
     try:
@@ -405,7 +402,8 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
             current_lr = optim.param_groups[0]["lr"]
             with tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
                       disable=not show, file=sys.stderr, leave=True, dynamic_ncols=True) as bar:
-                sums, seen_size = _train_one_epoch(model, train_loader, optim, scaler, criterion, setup, bar)
+                sums, seen_size = _train_one_epoch(model, train_loader, optim, scheduler, scaler, criterion,
+                                                   setup, bar)
                 loss, correct, seen = _all_reduce_sums(sums, setup.device, world_size)
                 val_loss = val_acc = None
                 if val_loader is not None:
@@ -414,7 +412,6 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
                     val_loss, val_acc = v_loss / max(v_seen, 1), v_correct / max(v_seen, 1)
                     bar.set_postfix(loss=f"{loss / seen:.3f}", acc=f"{correct / seen:.1%}",
                                     val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.1%}")
-            scheduler.step()
             record = {"epoch": epoch + 1, "train_loss": loss / seen, "train_acc": correct / seen,
                       "val_loss": val_loss, "val_acc": val_acc, "lr": current_lr,
                       "seconds": time.perf_counter() - start}

@@ -121,6 +121,19 @@ def test_bad_numbers_are_clear_errors(tiny_birds, tmp_path, capsys):
     assert "--epochs must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--lr", "nan", "--lr must be a positive number"), ("--lr", "inf", "--lr must be a positive number"),
+    ("--lr", "0", "--lr must be a positive number"), ("--weight-decay", "-1", "--weight-decay must be"),
+    ("--warmup-epochs", "-1", "--warmup-epochs must be between 0 and --epochs"),
+    ("--warmup-epochs", "5", "--warmup-epochs must be between 0 and --epochs (2)"),
+])
+def test_bad_recipe_values_are_clear_errors_before_any_work(tiny_birds, tmp_path, capsys, option, value, message):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_birds), "--epochs", "2", "--out", str(out), option, value]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_unknown_model_exits_2_with_a_message_not_a_traceback(tmp_path):
     finished = run_module("train", "--model", "resnet9", "--out", tmp_path)
     assert finished.returncode == 2

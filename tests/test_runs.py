@@ -53,7 +53,7 @@ def test_second_call_loads_the_finished_run_instead_of_training(tiny_birds):
     assert first.out_dir == config.RUNS_DIR / ("fast" if config.fast_mode() else "full") / "r18"
     saved_at = first.checkpoint.stat().st_mtime_ns
 
-    again = train_or_load("r18", "resnet18", epochs=1, lr=0.01, progress=False, **tiny_birds)  # SGD's default lr
+    again = train_or_load("r18", "resnet18", epochs=1, lr=1e-3, progress=False, **tiny_birds)  # AdamW's default lr
     assert again.epochs_trained_now == 0
     assert again.history == first.history
     assert _same_weights(again.model, first.model)
@@ -75,8 +75,10 @@ def test_an_unfinished_run_is_continued_not_restarted(tiny_birds):
 def test_a_run_trained_differently_is_refused_and_kept(tiny_birds, tmp_path):
     run = train_or_load("r18", "resnet18", epochs=1, progress=False, **tiny_birds)
     before = run.checkpoint.read_bytes()
-    with pytest.raises(ValueError, match="lr: 0.01 there, 0.1 now"):
+    with pytest.raises(ValueError, match="lr: 0.001 there, 0.1 now"):
         train_or_load("r18", "resnet18", epochs=1, lr=0.1, progress=False, **tiny_birds)
+    with pytest.raises(ValueError, match="zero_init_residual: True there, False now"):
+        train_or_load("r18", "resnet18", epochs=1, zero_init_residual=False, progress=False, **tiny_birds)
     with pytest.raises(ValueError, match="model_name: 'resnet18' there, 'resnet34' now"):
         train_or_load("r18", "resnet34", epochs=1, progress=False, **tiny_birds)
     other = _bird_folder(tmp_path / "other", prefix="photo")
@@ -85,7 +87,7 @@ def test_a_run_trained_differently_is_refused_and_kept(tiny_birds, tmp_path):
         train_or_load("r18", "resnet18", epochs=1, progress=False, train_loader=train_loader,
                       val_loader=val_loader, class_names=names, image_size=32)
     assert run.checkpoint.read_bytes() == before
-    assert json.loads((run.out_dir / RUN_FILE).read_text())["lr"] == 0.01
+    assert json.loads((run.out_dir / RUN_FILE).read_text())["lr"] == 0.001
 
 
 def test_data_fingerprint_tells_other_files_and_other_splits_apart(tmp_path):

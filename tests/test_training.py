@@ -93,10 +93,14 @@ def test_fit_equals_a_hand_written_sgd_loop():
     reference = tiny_net()
     reference.load_state_dict(model.state_dict())
 
-    history = fit(model, train, val, 2, optimizer="sgd", lr=0.05, schedule="none",
+    history = fit(model, train, val, 2, optimizer="sgd", lr=0.05, schedule="none", warmup_epochs=0,
                   precision="fp32", progress=False)
 
-    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    # weight decay on the conv and linear weights only, not on the biases
+    weights = [p for name, p in reference.named_parameters() if name.endswith("weight")]
+    biases = [p for name, p in reference.named_parameters() if name.endswith("bias")]
+    optimizer = torch.optim.SGD([{"params": weights, "weight_decay": 1e-4}, {"params": biases, "weight_decay": 0}],
+                                lr=0.05, momentum=0.9)
     for epoch in range(2):
         losses = []
         for images, targets in train:
@@ -130,7 +134,8 @@ def test_fit_learns_a_separable_task():
 ])
 def test_learning_rate_schedules(schedule, factors):
     train, _ = loaders(n=8)
-    history = fit(tiny_net(), train, None, 6, optimizer="adam", schedule=schedule, precision="fp32", progress=False)
+    history = fit(tiny_net(), train, None, 6, optimizer="adam", schedule=schedule, warmup_epochs=0,
+                  precision="fp32", progress=False)
     assert [r["lr"] for r in history] == pytest.approx([1e-3 * f for f in factors])
 
 
@@ -204,8 +209,9 @@ def test_two_epochs_plus_resume_for_two_equals_four_epochs_straight(tmp_path, se
 
 def test_resuming_with_more_epochs_follows_the_longer_cosine_schedule(tmp_path):
     train, val = loaders(n=16)
-    fit(tiny_net(), train, val, 1, out_dir=tmp_path, progress=False)
-    history = fit(tiny_net(), train, val, 2, out_dir=tmp_path, resume=True, progress=False)
+    settings = dict(optimizer="sgd", warmup_epochs=0, progress=False)
+    fit(tiny_net(), train, val, 1, out_dir=tmp_path, **settings)
+    history = fit(tiny_net(), train, val, 2, out_dir=tmp_path, resume=True, **settings)
     assert [r["lr"] for r in history] == pytest.approx([0.01, 0.01 * 0.5 * (1 + math.cos(math.pi / 2))])
 
 
