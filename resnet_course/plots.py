@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from .ablation import PAPER_CIFAR10_ERRORS, UNIT_LABELS
+from .ablation import UNIT_LABELS, by_unit
 from .data import denormalize
 
 RIGHT_COLOR = "tab:green"
@@ -324,7 +324,7 @@ def plot_confusion_matrix(cm, class_names, normalize: bool = False, title: str =
 
 
 # --------------------------------------------------------------------------------------------
-# Depth experiments (notebook 01) and the unit-ordering ablation (notebook 04)
+# Depth experiments (notebook 01) and the unit orderings at initialisation (notebook 04)
 # --------------------------------------------------------------------------------------------
 
 
@@ -382,45 +382,46 @@ def plot_training_losses(records, xlabel: str = "training step",
     return fig
 
 
-def _mean_and_spread(value):
-    values = np.atleast_1d(np.asarray(value, dtype=float))
-    return float(values.mean()), (float(values.std()) if len(values) > 1 else 0.0)
+def plot_signal_propagation(
+        results, zero_results=None,
+        title: str = "Signal and gradient through a deep stack of units, at initialisation") -> Figure:
+    """How the five residual-unit orderings (He et al. 2016, Fig. 4) pass the signal forward and
+    the gradient backward through a deep stack, from ``ablation.signal_propagation``.
 
-
-def plot_ablation(measured: Mapping, paper: Mapping = PAPER_CIFAR10_ERRORS,
-                  measured_label: str = "our small run") -> Figure:
-    """The five residual-unit orderings (He et al. 2016, Fig. 4): the paper's CIFAR-10 test
-    errors (ResNet-110 and ResNet-164) on the left, our small ablation on the right.
-
-    ``measured`` maps a variant name (keys of ``UNIT_LABELS``) to a test error in percent, or
-    to a list of errors from several seeds (shown as mean with a standard-deviation bar). The
-    panels have their own scales: a small, short run has a much higher error than the paper's;
-    compare the ordering of the bars, not their height.
+    Columns: the standard deviation of each unit's output x_l (log scale), its correlation with the
+    stack's input x_0, and the gradient norm at x_l relative to the last unit's (log scale). One line
+    per ordering (mean over seeds) with a band from the smallest to the largest seed. The first row
+    is ``results`` (default initialisation); ``zero_results`` (every branch zeroed, so only the
+    shortcut path acts) adds a second row.
     """
-    unknown = (set(measured) | set(paper)) - set(UNIT_LABELS)
-    if unknown:
-        raise ValueError(f"unknown unit variant(s) {sorted(unknown)}; expected names from {list(UNIT_LABELS)}")
-    names = list(UNIT_LABELS)
-    labels = [UNIT_LABELS[n].replace(" ", "\n", 1) for n in names]
-    x = np.arange(len(names))
-    fig, (ax_paper, ax_ours) = _figure(1, 2, figsize=(12, 4.5))
-    width = 0.38
-    for k, (depth, offset) in enumerate((("ResNet-110", -width / 2), ("ResNet-164", width / 2))):
-        values = [paper[n][k] if n in paper else np.nan for n in names]
-        bars = ax_paper.bar(x + offset, values, width, label=depth, color=f"C{k}")
-        ax_paper.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax_paper.set_title("He et al. 2016, CIFAR-10")
-    ax_paper.legend(fontsize=9)
-    stats = [_mean_and_spread(measured[n]) if n in measured else (np.nan, 0.0) for n in names]
-    bars = ax_ours.bar(x, [m for m, _ in stats], 0.6, yerr=[s for _, s in stats], capsize=4, color="C2")
-    ax_ours.bar_label(bars, fmt="%.1f", fontsize=8)
-    ax_ours.set_title(f"Residual-unit orderings, {measured_label}")
-    for ax in (ax_paper, ax_ours):
-        ax.set_xticks(x, labels, fontsize=8)
-        ax.set_xlabel("residual unit")
-        ax.set_ylabel("test error (%)")
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Where BN, ReLU and the addition go (lower is better)")
+    rows = [("default initialisation", results)]
+    if zero_results is not None:
+        rows.append(("residual branches zeroed (shortcut path only)", zero_results))
+    grouped = [(label, by_unit(r)) for label, r in rows]
+    if not all(group for _, group in grouped):
+        raise ValueError("no propagation results to plot")
+    fig, axes = _figure(len(rows), 3, figsize=(14, 4 * len(rows)), squeeze=False)
+    columns = (("std", "std of unit output x_l (log scale)", True),
+               ("input_corr", "correlation of x_l with the input x_0", False),
+               ("grad", "gradient norm at x_l / at the last unit (log scale)", True))
+    for row, (label, group) in zip(axes, grouped):
+        for ax, (key, ylabel, log) in zip(row, columns):
+            for i, unit in enumerate(UNIT_LABELS):
+                if unit not in group:
+                    continue
+                values = np.array([getattr(r, key) for r in group[unit]], dtype=float)
+                x = np.arange(values.shape[1])
+                ax.plot(x, values.mean(axis=0), color=f"C{i}", label=UNIT_LABELS[unit])
+                if len(values) > 1:
+                    ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=f"C{i}", alpha=0.25)
+            if log:
+                ax.set_yscale("log")
+            ax.set_xlabel("unit l (0 = the stack's input)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(label, fontsize=10)
+            ax.grid(alpha=0.3, which="both")
+        row[0].legend(fontsize=8)
+    fig.suptitle(title)
     return fig
 
 

@@ -248,24 +248,36 @@ def test_training_losses_style_by_family_colour_by_depth(tmp_path, close_figures
     assert_saves_png(fig, tmp_path)
 
 
-def test_ablation_puts_our_run_next_to_the_paper(tmp_path, close_figures):
-    measured = {"original": [30.0, 32.0], "bn_after_add": 35.0, "relu_before_add": 33.0,
-                "relu_only_preact": 30.5, "full_preact": 29.0}
-    fig = plots.plot_ablation(measured)
+def _propagation(unit, seed, scale):
+    from resnet_course.ablation import Propagation
+    return Propagation(unit, seed, std=[1.0, 2.0 * scale, 4.0 * scale], input_corr=[1.0, 0.5, 0.25],
+                       grad=[3.0 * scale, 2.0, 1.0], negative=[0.5, 0.5, 0.5], min_step=-1.0)
+
+
+def test_signal_propagation_plot_shows_each_ordering_with_its_seed_band(tmp_path, close_figures):
+    from resnet_course.ablation import UNIT_LABELS
+    results = [_propagation(u, s, scale) for u in ("original", "full_preact") for s, scale in ((0, 1.0), (1, 2.0))]
+    zeroed = [_propagation("full_preact", 0, 1.0)]
+    fig = plots.plot_signal_propagation(results, zeroed)
     close_figures(fig)
-    paper_ax, ours_ax = fig.axes
-    heights = [bar.get_height() for bar in paper_ax.patches]
-    assert heights == pytest.approx([6.61, 8.17, 7.84, 6.71, 6.37, 5.93, 6.50, 6.14, 5.91, 5.46])
-    assert [bar.get_height() for bar in ours_ax.patches] == pytest.approx([31.0, 35.0, 33.0, 30.5, 29.0])
-    assert [t.get_text() for t in ours_ax.get_xticklabels()][-1] == "full\npre-activation"
+    assert len(fig.axes) == 6  # two rows (default, zeroed branches) of three measures
+    std_ax, corr_ax, grad_ax = fig.axes[:3]
+    assert std_ax.get_yscale() == "log" and grad_ax.get_yscale() == "log" and corr_ax.get_yscale() == "linear"
+    assert "log scale" in std_ax.get_ylabel() and "log scale" in grad_ax.get_ylabel()
+    assert [line.get_label() for line in std_ax.lines] == [UNIT_LABELS["original"], UNIT_LABELS["full_preact"]]
+    assert list(std_ax.lines[0].get_ydata()) == pytest.approx([1.0, 3.0, 6.0])  # mean of the two seeds
+    assert list(grad_ax.lines[1].get_ydata()) == pytest.approx([4.5, 2.0, 1.0])
+    assert len(std_ax.collections) == 2  # a min-max band per ordering with two seeds
+    assert len(fig.axes[3].collections) == 0 and len(fig.axes[3].lines) == 1  # one seed: no band
     for ax in fig.axes:
-        assert ax.get_ylabel() == "test error (%)" and ax.get_title()
+        assert ax.get_xlabel().startswith("unit l") and ax.get_ylabel() and ax.get_title()
+    assert fig.get_suptitle()
     assert_saves_png(fig, tmp_path)
 
 
-def test_ablation_rejects_unknown_variants():
-    with pytest.raises(ValueError, match="preact_full"):
-        plots.plot_ablation({"preact_full": 5.0})
+def test_signal_propagation_plot_without_results_is_refused():
+    with pytest.raises(ValueError, match="no propagation results"):
+        plots.plot_signal_propagation([])
 
 
 def test_feature_maps_one_row_per_stage_strongest_channels_first(tmp_path, close_figures):
