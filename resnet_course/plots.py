@@ -246,11 +246,29 @@ def _draw_history(axes, rows, label_prefix: str = "", color=None, percent: bool 
             ax.plot(x, y, style, marker=marker, color=color, label=f"{label_prefix}{name}")
 
 
-def _finish_history_axes(axes, percent: bool) -> None:
+def _chance_lines(num_classes: int | None, majority: float | None) -> list[tuple[float, str]]:
+    """The chance levels to draw on an accuracy axis, as (accuracy in %, legend label)."""
+    lines = []
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int of at least 2, got {num_classes!r}")
+        lines.append((100 / num_classes, f"chance: 1/{num_classes} classes = {100 / num_classes:.0f} %"))
+    if majority is not None:
+        if not 0 < majority <= 1:
+            raise ValueError(f"majority is a fraction of the images, in (0, 1]; got {majority!r}")
+        lines.append((100 * majority, f"always the majority class: {100 * majority:.0f} %"))
+    return lines
+
+
+def _finish_history_axes(axes, percent: bool, num_classes: int | None = None, majority: float | None = None) -> None:
+    for level, (y, label) in enumerate(_chance_lines(num_classes, majority)):
+        axes[0].axhline(y if percent else y / 100, color="0.4", linestyle=(0, (1, 2 + 2 * level)), linewidth=1.2,
+                        label=label)
     axes[0].set_title("Accuracy")
     axes[0].set_ylabel("accuracy (%)" if percent else "accuracy")
     axes[1].set_title("Loss")
-    axes[1].set_ylabel("cross-entropy loss")
+    axes[1].set_yscale("log")  # one bad epoch's spike does not flatten the rest of the curve
+    axes[1].set_ylabel("cross-entropy loss (log scale)")
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -258,24 +276,29 @@ def _finish_history_axes(axes, percent: bool) -> None:
         ax.legend(fontsize=9)
 
 
-def plot_history(history, title: str = "Training history") -> Figure:
-    """Accuracy and loss per epoch, training vs validation, side by side.
+def plot_history(history, title: str = "Training history", num_classes: int | None = None,
+                 majority: float | None = None) -> Figure:
+    """Accuracy and loss per epoch, training vs validation, side by side; the loss on a log axis.
 
     ``history`` is what ``training.fit`` returns (a list of dicts with ``epoch``, ``train_loss``,
-    ``train_acc``, ``val_loss``, ``val_acc``), or the path of a ``history.json``.
+    ``train_acc``, ``val_loss``, ``val_acc``), or the path of a ``history.json``. ``num_classes``
+    draws the chance level of guessing uniformly (1/num_classes), ``majority`` (a fraction) that of
+    always answering the most frequent class; the legend says which.
     """
     rows = _history_rows(history)
     percent = _as_percent([rows])
     fig, axes = _figure(1, 2, figsize=(11, 4))
     _draw_history(axes, rows, percent=percent)
-    _finish_history_axes(axes, percent)
+    _finish_history_axes(axes, percent, num_classes, majority)
     fig.suptitle(title)
     return fig
 
 
-def plot_histories(histories: Mapping, title: str = "Training histories compared") -> Figure:
+def plot_histories(histories: Mapping, title: str = "Training histories compared", num_classes: int | None = None,
+                   majority: float | None = None) -> Figure:
     """Several training histories on the same accuracy and loss axes, e.g. ResNet50 vs
-    ResNet50V2: one colour per model, solid for training, dashed for validation."""
+    ResNet50V2: one colour per model, solid for training, dashed for validation. ``num_classes``
+    and ``majority`` draw chance levels as in ``plot_history``."""
     if not histories:
         raise ValueError("no histories to compare")
     named = {name: _history_rows(h) for name, h in histories.items()}
@@ -283,7 +306,7 @@ def plot_histories(histories: Mapping, title: str = "Training histories compared
     fig, axes = _figure(1, 2, figsize=(11, 4))
     for i, (name, rows) in enumerate(named.items()):
         _draw_history(axes, rows, label_prefix=f"{name} ", color=f"C{i}", percent=percent)
-    _finish_history_axes(axes, percent)
+    _finish_history_axes(axes, percent, num_classes, majority)
     fig.suptitle(title)
     return fig
 
@@ -464,7 +487,9 @@ def plot_feature_maps(feature_maps_by_stage: Mapping, n_channels: int = 8,
 def plot_gradcam(images, cams, titles=None, alpha: float = 0.45, ncols: int = 4) -> Figure:
     """Grad-CAM heatmaps (Selvaraju et al. 2017) laid over their images: bright regions are
     where the evidence for the class came from. ``cams`` are (H, W) maps in [0, 1] at the image
-    size, e.g. from ``explain.grad_cam``; ``titles`` one string per image (optional)."""
+    size, e.g. from ``explain.grad_cam``, which divides each map by its own maximum: a colour means
+    "this much of the strongest evidence in this image", not an amount comparable between images;
+    the colorbar and the title say so. ``titles`` one string per image (optional)."""
     images = list(images)
     cams = [torch.as_tensor(c).detach().float().cpu().numpy() for c in cams]
     if len(images) != len(cams):
@@ -478,8 +503,12 @@ def plot_gradcam(images, cams, titles=None, alpha: float = 0.45, ncols: int = 4)
         picture = to_display_image(images[i])
         h, w = picture.shape[:2]
         ax.imshow(picture)
-        ax.imshow(cams[i], cmap="jet", alpha=alpha, vmin=0, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+        heat = ax.imshow(cams[i], cmap="jet", alpha=alpha, vmin=0, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
         if titles is not None:
             ax.set_title(titles[i], fontsize=9)
-    fig.suptitle("Grad-CAM: where the evidence for the class comes from")
+    bar = fig.colorbar(heat, ax=axes, shrink=0.8, pad=0.02)
+    bar.solids.set_alpha(1)
+    bar.set_label("Grad-CAM, as a fraction of this image's own maximum")
+    fig.suptitle("Grad-CAM: where the evidence for the class comes from\n"
+                 "(each map is normalised by its own maximum: compare places within an image, not between images)")
     return fig

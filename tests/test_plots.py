@@ -53,11 +53,54 @@ def test_history_shows_accuracy_and_loss_side_by_side(tmp_path, close_figures):
     acc, loss = fig.axes
     assert acc.get_title() == "Accuracy" and loss.get_title() == "Loss"
     assert acc.get_xlabel() == loss.get_xlabel() == "epoch"
-    assert acc.get_ylabel() == "accuracy (%)" and "loss" in loss.get_ylabel()
+    assert acc.get_ylabel() == "accuracy (%)" and loss.get_ylabel() == "cross-entropy loss (log scale)"
+    assert loss.get_yscale() == "log" and acc.get_yscale() == "linear"
     assert [line.get_label() for line in acc.lines] == ["training", "validation"]
     assert list(acc.lines[1].get_ydata()) == pytest.approx([100 * row["val_acc"] for row in history(10)])
     assert list(loss.lines[0].get_ydata()) == pytest.approx([row["train_loss"] for row in history(10)])
     assert_saves_png(fig, tmp_path)
+
+
+def test_history_draws_the_chance_levels_it_is_given(close_figures):
+    fig = plots.plot_history(history(3), num_classes=4, majority=0.27)
+    close_figures(fig)
+    acc, loss = fig.axes
+    chance = {line.get_label(): line for line in acc.lines if line.get_label().startswith(("chance", "always"))}
+    assert set(chance) == {"chance: 1/4 classes = 25 %", "always the majority class: 27 %"}
+    assert list(chance["chance: 1/4 classes = 25 %"].get_ydata()) == pytest.approx([25.0, 25.0])
+    assert list(chance["always the majority class: 27 %"].get_ydata()) == pytest.approx([27.0, 27.0])
+    legend = [t.get_text() for t in acc.get_legend().get_texts()]
+    assert "chance: 1/4 classes = 25 %" in legend and "always the majority class: 27 %" in legend
+    assert len(loss.lines) == 2  # no chance line on the loss axis
+    plain = plots.plot_history(history(3))
+    close_figures(plain)
+    assert len(plain.axes[0].lines) == 2
+
+
+def test_histories_draw_the_chance_level_once(close_figures):
+    fig = plots.plot_histories({"a": history(3), "b": history(3)}, num_classes=5)
+    close_figures(fig)
+    chance = [line for line in fig.axes[0].lines if line.get_label().startswith("chance")]
+    assert len(chance) == 1 and list(chance[0].get_ydata()) == pytest.approx([20.0, 20.0])
+
+
+@pytest.mark.parametrize("bad", [dict(num_classes=1), dict(num_classes=2.5), dict(majority=0.0), dict(majority=27)])
+def test_bad_chance_levels_are_refused(bad):
+    with pytest.raises(ValueError, match="num_classes|majority"):
+        plots.plot_history(history(2), **bad)
+
+
+def test_one_validation_loss_spike_does_not_flatten_the_loss_plot(close_figures):
+    rows = history(6)
+    rows[2]["val_loss"] = 1000.0  # one bad epoch
+    fig = plots.plot_history(rows)
+    close_figures(fig)
+    loss = fig.axes[1]
+    low, high = loss.get_ylim()
+    # on a log axis the spike takes a share of the height in orders of magnitude: the other
+    # epochs (0.17 to 1.2) still span a visible part, not a sliver at the bottom
+    share = (np.log10(1.2) - np.log10(1.0 / 6)) / (np.log10(high) - np.log10(low))
+    assert loss.get_yscale() == "log" and share > 0.2
 
 
 def test_history_of_one_epoch_shows_markers(close_figures):
@@ -300,8 +343,12 @@ def test_gradcam_overlays_heatmap_on_each_image(tmp_path, close_figures):
     cams = torch.rand(3, 24, 24)
     fig = plots.plot_gradcam(images, cams, titles=["a", "b", "c"])
     close_figures(fig)
-    assert len(fig.axes) == 3
-    for ax, title, cam in zip(fig.axes, "abc", cams):
+    assert len(fig.axes) == 4  # three images and the colorbar
+    colorbar = fig.axes[3]
+    assert "own maximum" in colorbar.get_ylabel()
+    assert colorbar.get_ylim() == pytest.approx((0, 1))
+    assert "normalised by its own maximum" in fig.get_suptitle()
+    for ax, title, cam in zip(fig.axes[:3], "abc", cams):
         assert len(ax.images) == 2  # the photo, then the heatmap over it
         assert 0 < ax.images[1].get_alpha() < 1
         np.testing.assert_allclose(np.asarray(ax.images[1].get_array()), cam.numpy())
