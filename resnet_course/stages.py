@@ -126,8 +126,8 @@ def stage_shapes(model: nn.Module, input_size: int | Sequence[int] = 224,
             return _stage_rows(stages, x, on_meta=False)
 
 
-def _shape_text(shape: Sequence[int]) -> str:
-    return "x".join(str(n) for n in shape)
+def _shape_text(shape: Sequence[int], times: str = "x") -> str:
+    return times.join(str(n) for n in shape)
 
 
 def _mac_unit(rows: Iterable[dict]) -> tuple[str, float]:
@@ -136,15 +136,18 @@ def _mac_unit(rows: Iterable[dict]) -> tuple[str, float]:
     return ("GMACs", 1e9) if total >= 1e8 else ("MMACs", 1e6)
 
 
-def _total(rows: Sequence[dict]) -> dict:
+def total_row(rows: Sequence[dict]) -> dict:
+    """A "total" row for ``stage_shapes`` rows: the last shape, summed parameters and MACs."""
     return {"stage": "total", "shape": rows[-1]["shape"] if rows else (),
             "params": sum(r["params"] for r in rows), "macs": sum(r["macs"] for r in rows)}
 
 
-def _cells(row: dict | None, scale: float) -> list[str]:
+def row_cells(row: dict | None, scale: float, times: str = "x") -> list[str]:
+    """A ``stage_shapes`` row as the text of its table cells: stage, output shape (its sides joined
+    by ``times``), parameters, MACs divided by ``scale``; four empty cells for None."""
     if row is None:
         return ["", "", "", ""]
-    return [row["stage"], _shape_text(row["shape"]), f"{row['params']:,}",
+    return [row["stage"], _shape_text(row["shape"], times), f"{row['params']:,}",
             f"{row['macs'] / scale:.3f}"]
 
 
@@ -158,7 +161,7 @@ def format_table(rows: Sequence[dict]) -> str:
     """The rows of ``stage_shapes`` as a small text table with a total row."""
     unit, scale = _mac_unit(rows)
     header = ["stage", "output shape", "params", unit]
-    body = [_cells(row, scale) for row in rows] + [_cells(_total(rows), scale)]
+    body = [row_cells(row, scale) for row in rows] + [row_cells(total_row(rows), scale)]
     return _render(header, body)
 
 
@@ -168,9 +171,9 @@ def compare_table(rows_a: Sequence[dict], rows_b: Sequence[dict],
     unit, scale = _mac_unit([*rows_a, *rows_b])
     columns = ["stage", "output shape", "params", unit]
     length = max(len(rows_a), len(rows_b))
-    body = [_cells(rows_a[i] if i < len(rows_a) else None, scale) + ["|"]
-            + _cells(rows_b[i] if i < len(rows_b) else None, scale) for i in range(length)]
-    body.append(_cells(_total(rows_a), scale) + ["|"] + _cells(_total(rows_b), scale))
+    body = [row_cells(rows_a[i] if i < len(rows_a) else None, scale) + ["|"]
+            + row_cells(rows_b[i] if i < len(rows_b) else None, scale) for i in range(length)]
+    body.append(row_cells(total_row(rows_a), scale) + ["|"] + row_cells(total_row(rows_b), scale))
     text = _render(columns + ["|"] + columns, body)
     left_width = text.splitlines()[0].index("|")
     title = names[0].ljust(left_width) + "| " + names[1]
