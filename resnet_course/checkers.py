@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import html
-import inspect as pyinspect
+import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterable, List, Optional, Sequence, Tuple
@@ -535,7 +535,7 @@ def _as_shortcut(fn_or_module, in_channels: int, out_channels: int, stride: int)
     """A module, a function of x, or a factory ``(in_channels, out_channels, stride) -> module``."""
     if isinstance(fn_or_module, nn.Module):
         return fn_or_module
-    if isinstance(fn_or_module, type) or len(pyinspect.signature(fn_or_module).parameters) >= 3:
+    if isinstance(fn_or_module, type) or len(inspect.signature(fn_or_module).parameters) >= 3:
         return fn_or_module(in_channels, out_channels, stride)
     return fn_or_module
 

@@ -14,23 +14,23 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .training import Precision, _resolve_precision, _to_device, autocast
+from .device import ComputeSetup, autocast, place_batch, resolve_setup
 
 __all__ = ["collect_predictions", "confusion_matrix", "per_class_metrics", "topk_accuracy",
            "evaluate", "predict"]
 
 
 @torch.no_grad()
-def collect_predictions(model: nn.Module, loader, precision: Union[str, Precision] = "auto"
+def collect_predictions(model: nn.Module, loader, precision: Union[str, ComputeSetup] = "auto"
                         ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` (in eval mode, moved to the chosen device) over ``loader``; returns
     ``(logits, targets)`` on the CPU, logits as fp32 of shape (N, num_classes)."""
-    setup = _resolve_precision(precision)
+    setup = resolve_setup(precision)
     model.to(setup.device).eval()
     all_logits, all_targets = [], []
     for images, targets in loader:
         with autocast(setup):
-            logits = model(_to_device(images, setup))
+            logits = model(place_batch(images, setup))
         all_logits.append(logits.float().cpu())
         all_targets.append(torch.as_tensor(targets).cpu())
     if not all_logits:
@@ -71,7 +71,7 @@ def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, topk: Sequence[in
 
 
 def evaluate(model: nn.Module, loader, class_names: Optional[Sequence[str]] = None,
-             topk: Sequence[int] = (1,), precision: Union[str, Precision] = "auto") -> Dict:
+             topk: Sequence[int] = (1,), precision: Union[str, ComputeSetup] = "auto") -> Dict:
     """Accuracy, mean cross-entropy loss, confusion matrix (rows true, columns predicted, as
     lists), per-class precision/recall/support and top-k accuracy of ``model`` on ``loader``.
 
@@ -101,7 +101,7 @@ def evaluate(model: nn.Module, loader, class_names: Optional[Sequence[str]] = No
 @torch.no_grad()
 def predict(model: nn.Module, images: Union[Iterable, str, os.PathLike, "Image.Image"],
             class_names: Sequence[str], image_size: int = 224, topk: int = 1,
-            precision: Union[str, Precision] = "auto", batch_size: int = 16) -> List[Dict]:
+            precision: Union[str, ComputeSetup] = "auto", batch_size: int = 16) -> List[Dict]:
     """Classify image files or PIL images of any size and mode (resized and centre-cropped to
     ``image_size`` like validation images). Returns one dict per image: ``image`` (the file name,
     or "image 0", ... for PIL images), ``label`` (predicted class), ``probability`` and ``topk``
@@ -115,14 +115,14 @@ def predict(model: nn.Module, images: Union[Iterable, str, os.PathLike, "Image.I
     images = list(images)
     topk = min(topk, len(class_names))
     transform = eval_transform(image_size)
-    setup = _resolve_precision(precision)
+    setup = resolve_setup(precision)
     model.to(setup.device).eval()
     results = []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
         batch = torch.stack([transform(load_rgb(image)) for image in chunk])
         with autocast(setup):
-            logits = model(_to_device(batch, setup))
+            logits = model(place_batch(batch, setup))
         probabilities = logits.float().softmax(1).cpu()
         best = probabilities.topk(topk, dim=1)
         for offset, (image, values, indices) in enumerate(zip(chunk, best.values, best.indices)):
