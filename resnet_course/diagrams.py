@@ -25,6 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyBboxPatch, Polygon
 from torch import fx, nn
 
+from resnet_course.stages import model_stages, stage_shapes
+
 #: Box colours by kind of operation (the same in every figure of the course).
 KIND_COLORS = {"conv": "#cfe2f3", "BN": "#fff2cc", "ReLU": "#d9ead3", "max pool": "#ead1dc",
                "avg pool": "#ead1dc", "fc": "#cfe2f3", "add": "#ffffff"}
@@ -337,9 +339,7 @@ def stage_summary(name: str, stage: nn.Module) -> dict:
 def draw_network(model: nn.Module, input_size: int = 224, title: str = "") -> Figure:
     """A network as a row of stages (``model.stages()``, stem first): what each stage holds
     (blocks x first block's convolutions, or the stem's and head's operations) and the shape
-    it outputs for one ``input_size`` image, worked out by ``inspect.stage_shapes``."""
-    from resnet_course.inspect import model_stages, stage_shapes
-
+    it outputs for one ``input_size`` image, worked out by ``stages.stage_shapes``."""
     stages = model_stages(model)
     shapes = [row["shape"] for row in stage_shapes(model, input_size)]
     n = len(stages)

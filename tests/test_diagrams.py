@@ -164,7 +164,7 @@ def test_tensor_boxes_follow_c_h_w_on_a_log_scale():
 
 
 def test_v1_beside_v2_one_row_each():
-    from resnet_course.inspect import stage_shapes
+    from resnet_course.stages import stage_shapes
 
     fig = draw_stage_tensors([("ResNet-50", stage_shapes(resnet50(), 224)),
                               ("ResNet50V2", stage_shapes(resnet50v2(), 224))], 224)
