@@ -98,7 +98,7 @@ def explorer_figure(v1_name: str = "resnet50", v2_name: Optional[str] = "resnet5
 
 
 def explorer_png(v1_name: str = "resnet50", v2_name: Optional[str] = "resnet50v2",
-                 input_size: int = 224, dpi: int = 72) -> bytes:
+                 input_size: int = 224, dpi: int = 80) -> bytes:
     """``explorer_figure`` as PNG bytes, what the widget shows."""
     buffer = io.BytesIO()
     explorer_figure(v1_name, v2_name, input_size).savefig(buffer, format="png", dpi=dpi)
