@@ -7,13 +7,13 @@ move each batch (``place_batch``) and run the forward pass (``autocast``).
 
 from __future__ import annotations
 
-import os
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Optional, Union
 
 import torch
 from torch import nn
+
+from .config import env_flag
 
 __all__ = [
     "FP32_ENV", "ComputeSetup", "cpu_has_bf16_matrix_units", "choose_device_and_precision",
@@ -30,7 +30,7 @@ class ComputeSetup:
     images and weights use the channels-last layout, and whether fp16 needs a gradient scaler."""
 
     device: torch.device
-    amp_dtype: Optional[torch.dtype]
+    amp_dtype: torch.dtype | None
     channels_last: bool
     grad_scaler: bool
     description: str
@@ -55,10 +55,6 @@ def cpu_has_bf16_matrix_units() -> bool:
         return False
 
 
-def _fp32_forced_by_env() -> bool:
-    return os.environ.get(FP32_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def choose_device_and_precision(force_fp32: bool = False) -> ComputeSetup:
     """The fastest safe setting for this machine.
 
@@ -67,7 +63,7 @@ def choose_device_and_precision(force_fp32: bool = False) -> ComputeSetup:
     Anything else: fp32 on the CPU. ``force_fp32=True`` or ``RESNET_COURSE_FP32=1`` keeps the
     device but computes in plain fp32 (contiguous layout).
     """
-    fp32 = force_fp32 or _fp32_forced_by_env()
+    fp32 = force_fp32 or env_flag(FP32_ENV)
     if torch.cuda.is_available():
         device = torch.device("cuda")
         name = torch.cuda.get_device_name(0)
@@ -87,7 +83,7 @@ def choose_device_and_precision(force_fp32: bool = False) -> ComputeSetup:
     return ComputeSetup(cpu, None, False, False, "CPU, fp32" + (" (forced)" if fp32 else ""))
 
 
-def resolve_setup(precision: Union[str, ComputeSetup]) -> ComputeSetup:
+def resolve_setup(precision: str | ComputeSetup) -> ComputeSetup:
     """``precision`` as the functions taking it accept it: a ``ComputeSetup`` as given, "auto"
     (``choose_device_and_precision``) or "fp32" (the same device in plain fp32)."""
     if isinstance(precision, ComputeSetup):

@@ -18,9 +18,9 @@ import hashlib
 import json
 import statistics
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -43,9 +43,9 @@ class TrainedRun:
     name: str
     model_name: str
     model: nn.Module
-    history: List[Dict]
+    history: list[dict]
     out_dir: Path
-    class_names: List[str]
+    class_names: list[str]
     image_size: int
     train_loader: object
     val_loader: object
@@ -62,7 +62,7 @@ class TrainedRun:
         return self.out_dir / "best.pt"
 
 
-def data_fingerprint(train_loader, val_loader) -> Optional[str]:
+def data_fingerprint(train_loader, val_loader) -> str | None:
     """A short hash of which files (by class and file name) are in each split, so a run trained
     on the stand-in is not mistaken for one trained on real photos, or on another split. None if
     the loaders' datasets don't list their ``samples``."""
@@ -85,7 +85,7 @@ def _finished_epochs(out_dir: Path) -> int:
     return len(json.loads(history.read_text())) if history.is_file() else 0
 
 
-def _check_recipe(out_dir: Path, recipe: Dict) -> None:
+def _check_recipe(out_dir: Path, recipe: dict) -> None:
     """Refuse to continue or reuse a run that was trained with something else."""
     saved_file = out_dir / RUN_FILE
     if not (out_dir / "checkpoint.pt").exists() or not saved_file.is_file():
@@ -99,10 +99,10 @@ def _check_recipe(out_dir: Path, recipe: Dict) -> None:
                          "folder to train afresh.")
 
 
-def train_or_load(name: str, model_name: Optional[str] = None, *, epochs: Optional[int] = None,
-                  optimizer: str = "sgd", lr: Optional[float] = None, label_smoothing: float = 0.0,
+def train_or_load(name: str, model_name: str | None = None, *, epochs: int | None = None,
+                  optimizer: str = "sgd", lr: float | None = None, label_smoothing: float = 0.0,
                   seed: int = 0, train_loader=None, val_loader=None,
-                  class_names: Optional[Sequence[str]] = None, image_size: Optional[int] = None,
+                  class_names: Sequence[str] | None = None, image_size: int | None = None,
                   progress: bool = True, precision="auto") -> TrainedRun:
     """Train ``model_name`` (default: ``name``) into ``config.run_dir(name)``, or load it if that
     run is finished, or finish it if it was interrupted. Returns a :class:`TrainedRun`.
@@ -175,11 +175,11 @@ def _render(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(header), "-" * len(line(header)), *map(line, rows)])
 
 
-def _percent(value: Optional[float]) -> str:
+def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def epoch_table(history: Sequence[Dict]) -> str:
+def epoch_table(history: Sequence[dict]) -> str:
     """One line per epoch: training and validation loss and accuracy, learning rate, seconds."""
     rows = [[r["epoch"], f"{r['train_loss']:.3f}", _percent(r["train_acc"]),
              "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}", _percent(r["val_acc"]),
@@ -187,7 +187,7 @@ def epoch_table(history: Sequence[Dict]) -> str:
     return _render(["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"], rows)
 
 
-def _run_summary(history: Sequence[Dict]) -> Dict:
+def _run_summary(history: Sequence[dict]) -> dict:
     scored = [r for r in history if r.get("val_acc") is not None]
     best = max(scored, key=lambda r: r["val_acc"]) if scored else None
     return {"epochs": len(history),
@@ -197,7 +197,7 @@ def _run_summary(history: Sequence[Dict]) -> Dict:
             "seconds_per_epoch": sum(r["seconds"] for r in history) / max(len(history), 1)}
 
 
-def compare_runs(histories: Mapping[str, Sequence[Dict]]) -> str:
+def compare_runs(histories: Mapping[str, Sequence[dict]]) -> str:
     """A table of runs side by side: epochs, final and best validation accuracy (with its epoch)
     and mean seconds per epoch. Accepts the histories ``fit`` returns, keyed by a label."""
     rows = []
@@ -208,7 +208,7 @@ def compare_runs(histories: Mapping[str, Sequence[Dict]]) -> str:
     return _render(["run", "epochs", "final val acc", "best val acc", "seconds/epoch"], rows)
 
 
-def per_class_table(report: Dict) -> str:
+def per_class_table(report: dict) -> str:
     """Precision, recall and number of images per class, from ``evaluation.evaluate``'s report."""
     rows = [[c["class"], f"{c['precision']:.2f}", f"{c['recall']:.2f}", c["support"]]
             for c in report["per_class"]]
@@ -217,7 +217,7 @@ def per_class_table(report: Dict) -> str:
 
 @torch.no_grad()
 def validation_predictions(model: nn.Module, loader, n: int = 12, precision="auto"
-                           ) -> Tuple[torch.Tensor, List[int], List[int], torch.Tensor]:
+                           ) -> tuple[torch.Tensor, list[int], list[int], torch.Tensor]:
     """``n`` validation images spread evenly over ``loader``'s dataset (so every class shows up;
     the same images every time), with true labels, predicted labels and softmax probabilities:
     the arguments ``plots.plot_prediction_grid(images, true, predicted, class_names, probs)`` takes."""
@@ -235,7 +235,7 @@ def validation_predictions(model: nn.Module, loader, n: int = 12, precision="aut
 
 
 def seconds_per_step(models: Mapping[str, nn.Module], loader, steps: int = 5, warmup: int = 1,
-                     precision="auto") -> Dict[str, float]:
+                     precision="auto") -> dict[str, float]:
     """Median wall-clock seconds of one training step (``fit``'s step: forward, backward, SGD
     update) for each model, on the same batches from ``loader``, measured on copies so the models
     stay as they are.
@@ -256,7 +256,7 @@ def seconds_per_step(models: Mapping[str, nn.Module], loader, steps: int = 5, wa
         optimizers[label] = torch.optim.SGD(twins[label].parameters(), lr=1e-3, momentum=0.9)
     scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.grad_scaler)
     batches = iter(loader)
-    timings: Dict[str, List[float]] = {label: [] for label in models}
+    timings: dict[str, list[float]] = {label: [] for label in models}
     for step in range(warmup + steps):
         try:
             images, targets = next(batches)

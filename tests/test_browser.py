@@ -199,7 +199,8 @@ RUN_FINISHED = """() => {
 }"""
 CELLS = """() => window.jupyterapp.shell.currentWidget.content.widgets.map(cell => {
   const data = cell.model.toJSON();
-  return {type: data.cell_type, source: data.source, count: data.execution_count === undefined ? null : data.execution_count,
+  const count = data.execution_count === undefined ? null : data.execution_count;
+  return {type: data.cell_type, source: data.source, count: count,
           outputs: (data.outputs || []).map(o => ({type: o.output_type, name: o.name || '', ename: o.ename || '',
                    evalue: o.evalue || '', mimes: Object.keys(o.data || {}),
                    text: Array.isArray(o.text) ? o.text.join('') : (o.text || '')}))};

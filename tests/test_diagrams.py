@@ -13,11 +13,18 @@ import pytest
 from torch import nn
 
 from resnet_course.ablation import operation_order
-from resnet_course.blocks import (UNIT_ORDERINGS, BasicBlock, Bottleneck, PreActBottleneck,
-                                  ResidualUnit, conv1x1)
-from resnet_course.diagrams import (STRIDE_COLOR, block_graph, draw_block, draw_blocks,
-                                    draw_network, draw_stage_tensors, drawn_boxes,
-                                    drawn_operations, side_length)
+from resnet_course.blocks import UNIT_ORDERINGS, BasicBlock, Bottleneck, PreActBottleneck, ResidualUnit, conv1x1
+from resnet_course.diagrams import (
+    STRIDE_COLOR,
+    block_graph,
+    draw_block,
+    draw_blocks,
+    draw_network,
+    draw_stage_tensors,
+    drawn_boxes,
+    drawn_operations,
+    side_length,
+)
 from resnet_course.models import resnet18, resnet50, resnet50v2
 
 CONV_BN_RELU_CONV_BN = ["conv", "BN", "ReLU", "conv", "BN"]
