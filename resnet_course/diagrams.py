@@ -90,7 +90,7 @@ def _describe(module: nn.Module) -> tuple[str, str, int]:
         return "ReLU", "ReLU", 1
     if isinstance(module, nn.MaxPool2d):
         k, s = _pair(module.kernel_size), _pair(module.stride)
-        return "max pool", f"max pool {k}×{k}" + (f", stride {s}" if s > 1 else ""), s
+        return "max pool", f"max pool {k}×{k}" + (f"\nstride {s}" if s > 1 else ""), s
     if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AvgPool2d)):
         return "avg pool", "avg pool", 1
     if isinstance(module, nn.Linear):
@@ -343,9 +343,9 @@ def draw_network(model: nn.Module, input_size: int = 224, title: str = "") -> Fi
     stages = model_stages(model)
     shapes = [row["shape"] for row in stage_shapes(model, input_size)]
     n = len(stages)
-    fig = Figure(figsize=(1.85 * n + 0.3, 2.9), layout="constrained")
+    fig = Figure(figsize=(1.85 * n + 0.3, 2.4), layout="constrained")
     ax = fig.subplots()
-    width, height = 1.6, 2.1
+    width, height = 1.6, 1.55
     for i, ((name, stage), shape) in enumerate(zip(stages, shapes)):
         info = stage_summary(name, stage)
         x = i * 1.85
@@ -354,7 +354,7 @@ def draw_network(model: nn.Module, input_size: int = 224, title: str = "") -> Fi
         head = name if not info["blocks"] else f"{name}\n{info['blocks']} × {info['block']}"
         ax.text(x + width / 2, height - 0.08, head, ha="center", va="top", fontsize=8.5,
                 fontweight="bold", gid=f"stage{i}:{name}:{info['blocks']}")
-        ax.text(x + width / 2, height - 0.62, "\n".join(info["lines"]), ha="center", va="top",
+        ax.text(x + width / 2, height - 0.55, "\n".join(info["lines"]), ha="center", va="top",
                 fontsize=6.8, linespacing=1.25)
         ax.text(x + width / 2, -0.12, _shape_text(shape), ha="center", va="top", fontsize=8,
                 color="#0b5394", gid=f"shape{i}:{_shape_text(shape)}")

@@ -24,6 +24,7 @@ the failure message); the explorer's before/after screenshots are saved there ev
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -138,6 +139,11 @@ def lab(tmp_path_factory):
         process = subprocess.Popen(command, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     base = f"http://127.0.0.1:{port}"
+
+    def interrupted(signum, frame):  # a CI timeout's SIGTERM: still stop the server and kernels
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous_handler = signal.signal(signal.SIGTERM, interrupted)
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while True:
@@ -156,6 +162,7 @@ def lab(tmp_path_factory):
         yield base, token
     finally:
         _stop(process)
+        signal.signal(signal.SIGTERM, previous_handler)
         shutil.rmtree(RUNS, ignore_errors=True)
 
 
@@ -252,18 +259,22 @@ def widget_failures(page) -> list[str]:
     return [line for block in text for line in block.splitlines() if any(b in line for b in bad)]
 
 
+def _shut_down_kernels(base: str, token: str) -> None:
+    """End every kernel session of the server (its REST API), so the next notebook has the CPU."""
+    with urllib.request.urlopen(f"{base}/api/sessions?token={token}", timeout=10) as reply:
+        sessions = json.load(reply)
+    for session in sessions:
+        request = urllib.request.Request(f"{base}/api/sessions/{session['id']}?token={token}", method="DELETE")
+        urllib.request.urlopen(request, timeout=30).close()
+
+
 @pytest.fixture
 def page(browser, lab):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     yield page
-    try:  # shut the kernel down so that the next notebook has the CPU to itself
-        page.evaluate("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                      " && window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
-    except Exception:  # noqa: BLE001  (the page may be gone after a failure)
-        pass
-    finally:
-        context.close()
+    context.close()
+    _shut_down_kernels(*lab)
 
 
 def _artifact(name: str) -> Path:
