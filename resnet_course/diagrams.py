@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyBboxPatch, Polygon
 from torch import fx, nn
 
-from resnet_course.stages import model_stages, stage_shapes
+from .stages import model_stages, stage_shapes
 
 #: Box colours by kind of operation (the same in every figure of the course).
 KIND_COLORS = {"conv": "#cfe2f3", "BN": "#fff2cc", "ReLU": "#d9ead3", "max pool": "#ead1dc",
