@@ -20,6 +20,8 @@ DEFAULT_DATA_DIR = REPO_ROOT / "data" / "bird_photos"
 STANDIN_DIR = REPO_ROOT / "data" / "standin_birds"
 #: Where notebooks and the command line write checkpoints and histories.
 RUNS_DIR = REPO_ROOT / "runs"
+#: Another folder for the notebooks' runs (the browser tests train into one of their own).
+RUNS_ENV = "RESNET_COURSE_RUNS"
 
 
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -78,9 +80,9 @@ def run_dir(name: str) -> Path:
     """Where a training run named ``name`` keeps its checkpoint and history.
 
     Fast-mode runs live apart from full runs (``runs/fast/<name>``), so a quick check never
-    resumes from, or overwrites, a full training run.
+    resumes from, or overwrites, a full training run. ``$RESNET_COURSE_RUNS`` replaces ``runs/``.
     """
-    return RUNS_DIR / ("fast" if fast_mode() else "full") / name
+    return Path(os.environ.get(RUNS_ENV) or RUNS_DIR) / ("fast" if fast_mode() else "full") / name
 
 
 def display_path(path: Path) -> str:

@@ -512,3 +512,51 @@ def plot_gradcam(images, cams, titles=None, alpha: float = 0.45, ncols: int = 4)
     fig.suptitle("Grad-CAM: where the evidence for the class comes from\n"
                  "(each map is normalised by its own maximum: compare places within an image, not between images)")
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Small notebook outputs for photographs
+# --------------------------------------------------------------------------------------------
+
+#: What a figure of photographs is shown at in a notebook: enough to see a bird, small to store.
+PHOTO_DPI, PHOTO_QUALITY = 72, 80
+
+
+class PhotoFigure:
+    """A figure of photographs that a notebook shows, and stores, as one JPEG.
+
+    A notebook keeps a returned ``Figure`` as a PNG, which is lossless and so large for photos
+    (several hundred kB per grid); as a JPEG at ``PHOTO_DPI`` the same grid takes a fraction of
+    that. Make it the cell's last expression (``as_photo(plot_sample_grid(...))``); ``figure`` is
+    the matplotlib figure itself, for saving at full quality.
+    """
+
+    def __init__(self, figure: Figure, dpi: int = PHOTO_DPI, quality: int = PHOTO_QUALITY) -> None:
+        if not 1 <= quality <= 95:
+            raise ValueError(f"JPEG quality must be between 1 and 95, got {quality}")
+        if dpi <= 0:
+            raise ValueError(f"dpi must be positive, got {dpi}")
+        self.figure, self.dpi, self.quality = figure, dpi, quality
+
+    def jpeg(self) -> bytes:
+        """The figure as JPEG bytes (white background: JPEG has no transparency)."""
+        import io
+
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=self.dpi, facecolor="white")
+        buffer.seek(0)
+        out = io.BytesIO()
+        Image.open(buffer).convert("RGB").save(out, format="JPEG", quality=self.quality, optimize=True)
+        return out.getvalue()
+
+    def _repr_jpeg_(self) -> bytes:
+        return self.jpeg()
+
+    def __repr__(self) -> str:
+        width, height = self.figure.get_size_inches()
+        return f"<PhotoFigure {width * self.dpi:.0f}x{height * self.dpi:.0f} px JPEG>"
+
+
+def as_photo(figure: Figure, dpi: int = PHOTO_DPI, quality: int = PHOTO_QUALITY) -> PhotoFigure:
+    """``figure`` shown (and stored in the notebook) as a JPEG at ``dpi``: for photo grids."""
+    return PhotoFigure(figure, dpi, quality)

@@ -360,3 +360,26 @@ def test_gradcam_needs_one_heatmap_per_image():
     with pytest.raises(ValueError, match="2 images and 1 heatmaps"):
         plots.plot_gradcam([torch.zeros(3, 4, 4)] * 2, [torch.zeros(4, 4)])
 
+
+
+def test_photo_figures_are_stored_as_small_jpegs(birds_sample, close_figures):
+    import io
+
+    from IPython.core.formatters import DisplayFormatter
+
+    photos = sorted(p for p in birds_sample.rglob("*.jpg"))[:8]
+    fig = plots.plot_sample_grid([(p, i % 4) for i, p in enumerate(photos)], CLASS_NAMES, per_class=2)
+    close_figures(fig)
+    photo = plots.as_photo(fig)
+    data, _ = DisplayFormatter().format(photo)
+    assert "image/jpeg" in data and "image/png" not in data  # what a notebook keeps
+    jpeg = photo.jpeg()
+    image = Image.open(io.BytesIO(jpeg))
+    assert image.format == "JPEG"
+    width, height = fig.get_size_inches()
+    assert image.size == pytest.approx((width * plots.PHOTO_DPI, height * plots.PHOTO_DPI), abs=1)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=plots.PHOTO_DPI)
+    assert len(jpeg) < len(png.getvalue()) / 2  # photos: JPEG is much smaller than PNG
+    with pytest.raises(ValueError, match="quality"):
+        plots.as_photo(fig, quality=100)
