@@ -205,18 +205,22 @@ def by_unit(results: Iterable[Propagation]) -> dict[str, list[Propagation]]:
 
 
 def _spread(values: Sequence[float], digits: int) -> str:
-    """``mean (min-max)`` over seeds, or the one value."""
+    """``mean (min to max)`` over seeds, or the one value (never "-0.00")."""
     mean = sum(values) / len(values)
+
+    def text(value: float) -> str:
+        return f"{value + 0.0:.{digits}f}".replace("-0." + "0" * digits, "0." + "0" * digits)
+
     if len(values) == 1:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+        return text(mean)
+    return f"{text(mean)} ({text(min(values))} to {text(max(values))})"
 
 
 def format_propagation(results: Iterable[Propagation]) -> str:
     """One row per ordering: at the last unit L, the output's std, its correlation with the input
     x_0 and the fraction of negative values; the gradient at the input relative to the last unit's;
     whether any unit lowered a value (the smallest x_l - x_(l-1)). Each as the mean over seeds with
-    the (min-max) range."""
+    the range (min to max)."""
     rows = []
     for unit, runs in by_unit(results).items():
         negative = 100 * sum(r.negative[-1] for r in runs) / len(runs)

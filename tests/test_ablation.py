@@ -181,8 +181,10 @@ def test_table_shows_mean_and_range_over_seeds_in_the_papers_order():
                                 run("original", 0, 1.5, 2.0)]).splitlines()
     assert table[2].startswith("original") and table[3].startswith("full pre-activation")
     assert "1.50" in table[2] and "(" not in table[2] and table[2].split()[-2:] == ["25", "0"]
-    assert "3.00 (2.00-4.00)" in table[3] and "4.00 (3.00-5.00)" in table[3] and table[3].endswith("-0.5")
+    assert "3.00 (2.00 to 4.00)" in table[3] and "4.00 (3.00 to 5.00)" in table[3] and table[3].endswith("-0.5")
     assert len(table) == 4
+    tiny = format_propagation([run("original", 0, -0.001, 1.0), run("original", 1, 0.004, 1.0)]).splitlines()[2]
+    assert "0.00 (0.00 to 0.00)" in tiny and "-0.00" not in tiny  # rounding hides the sign of what is ~0
 
 
 def test_paper_tables_are_he_et_al_2016_tables_2_and_5():
