@@ -4,7 +4,7 @@ Modules, each named for what it holds:
 ``config`` (paths, fast mode), ``blocks`` (residual blocks), ``models`` (ResNet v1/v2 and the
 small CIFAR-style nets), ``porting`` (Keras' ResNet50V2 weights into ours, a naive port's slips),
 ``stages`` (stage shapes, parameters, FLOPs), ``gradients`` (gradient norms and the depth
-demos), ``ablation`` (the five unit orderings), ``widgets`` (the shape explorer), ``birds`` (the
+demos), ``ablation`` (the five unit orderings, at initialisation), ``widgets`` (the shape explorer), ``birds`` (the
 four classes), ``data`` (the bird dataset), ``standin`` (its offline stand-in), ``device``
 (device, precision, memory layout), ``training`` (fit, checkpoints), ``evaluation`` (metrics,
 predict), ``runs`` (train or load, run tables), ``plots`` (one figure per idea), ``explain``

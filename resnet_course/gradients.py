@@ -119,22 +119,16 @@ def synthetic_textures(num_images: int = 1024, num_classes: int = 10, image_size
 
 
 def train_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int,
-                batch_size: int = 64, lr: float = 0.1, seed: int = 0, weight_decay: float = 0.0,
-                cosine: bool = False) -> tuple[list[float], list[float]]:
+                batch_size: int = 64, lr: float = 0.1, seed: int = 0,
+                weight_decay: float = 0.0) -> tuple[list[float], list[float]]:
     """Train with SGD (momentum 0.9, ``weight_decay``) on random minibatches drawn with ``seed``;
     returns per-step training loss and accuracy. The demos' one small training loop (the full
-    one, with devices, precision and checkpoints, is ``training.fit``).
-
-    ``cosine=True`` lets the learning rate fall from ``lr`` to 0 along a cosine over the steps, so
-    the final model is not caught mid-bounce (the unit-ordering ablation); else it stays ``lr``.
+    one, with devices, precision and checkpoints, is ``training.fit``). The learning rate stays ``lr``.
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     g = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    schedule = None
-    if cosine:
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     model.train()
     losses, accuracies = [], []
     for _ in range(steps):
@@ -144,8 +138,6 @@ def train_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, st
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if schedule is not None:
-            schedule.step()
         losses.append(loss.item())
         accuracies.append((logits.argmax(1) == labels[index]).float().mean().item())
     return losses, accuracies

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from .ablation import PAPER_CIFAR10_ERRORS, UNIT_LABELS
+from .ablation import UNIT_LABELS, by_unit
 from .data import denormalize
 
 RIGHT_COLOR = "tab:green"
@@ -246,11 +246,29 @@ def _draw_history(axes, rows, label_prefix: str = "", color=None, percent: bool 
             ax.plot(x, y, style, marker=marker, color=color, label=f"{label_prefix}{name}")
 
 
-def _finish_history_axes(axes, percent: bool) -> None:
+def _chance_lines(num_classes: int | None, majority: float | None) -> list[tuple[float, str]]:
+    """The chance levels to draw on an accuracy axis, as (accuracy in %, legend label)."""
+    lines = []
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int of at least 2, got {num_classes!r}")
+        lines.append((100 / num_classes, f"chance: 1/{num_classes} classes = {100 / num_classes:.0f} %"))
+    if majority is not None:
+        if not 0 < majority <= 1:
+            raise ValueError(f"majority is a fraction of the images, in (0, 1]; got {majority!r}")
+        lines.append((100 * majority, f"always the majority class: {100 * majority:.0f} %"))
+    return lines
+
+
+def _finish_history_axes(axes, percent: bool, num_classes: int | None = None, majority: float | None = None) -> None:
+    for level, (y, label) in enumerate(_chance_lines(num_classes, majority)):
+        axes[0].axhline(y if percent else y / 100, color="0.4", linestyle=(0, (1, 2 + 2 * level)), linewidth=1.2,
+                        label=label)
     axes[0].set_title("Accuracy")
     axes[0].set_ylabel("accuracy (%)" if percent else "accuracy")
     axes[1].set_title("Loss")
-    axes[1].set_ylabel("cross-entropy loss")
+    axes[1].set_yscale("log")  # one bad epoch's spike does not flatten the rest of the curve
+    axes[1].set_ylabel("cross-entropy loss (log scale)")
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -258,24 +276,29 @@ def _finish_history_axes(axes, percent: bool) -> None:
         ax.legend(fontsize=9)
 
 
-def plot_history(history, title: str = "Training history") -> Figure:
-    """Accuracy and loss per epoch, training vs validation, side by side.
+def plot_history(history, title: str = "Training history", num_classes: int | None = None,
+                 majority: float | None = None) -> Figure:
+    """Accuracy and loss per epoch, training vs validation, side by side; the loss on a log axis.
 
     ``history`` is what ``training.fit`` returns (a list of dicts with ``epoch``, ``train_loss``,
-    ``train_acc``, ``val_loss``, ``val_acc``), or the path of a ``history.json``.
+    ``train_acc``, ``val_loss``, ``val_acc``), or the path of a ``history.json``. ``num_classes``
+    draws the chance level of guessing uniformly (1/num_classes), ``majority`` (a fraction) that of
+    always answering the most frequent class; the legend says which.
     """
     rows = _history_rows(history)
     percent = _as_percent([rows])
     fig, axes = _figure(1, 2, figsize=(11, 4))
     _draw_history(axes, rows, percent=percent)
-    _finish_history_axes(axes, percent)
+    _finish_history_axes(axes, percent, num_classes, majority)
     fig.suptitle(title)
     return fig
 
 
-def plot_histories(histories: Mapping, title: str = "Training histories compared") -> Figure:
+def plot_histories(histories: Mapping, title: str = "Training histories compared", num_classes: int | None = None,
+                   majority: float | None = None) -> Figure:
     """Several training histories on the same accuracy and loss axes, e.g. ResNet50 vs
-    ResNet50V2: one colour per model, solid for training, dashed for validation."""
+    ResNet50V2: one colour per model, solid for training, dashed for validation. ``num_classes``
+    and ``majority`` draw chance levels as in ``plot_history``."""
     if not histories:
         raise ValueError("no histories to compare")
     named = {name: _history_rows(h) for name, h in histories.items()}
@@ -283,7 +306,7 @@ def plot_histories(histories: Mapping, title: str = "Training histories compared
     fig, axes = _figure(1, 2, figsize=(11, 4))
     for i, (name, rows) in enumerate(named.items()):
         _draw_history(axes, rows, label_prefix=f"{name} ", color=f"C{i}", percent=percent)
-    _finish_history_axes(axes, percent)
+    _finish_history_axes(axes, percent, num_classes, majority)
     fig.suptitle(title)
     return fig
 
@@ -324,7 +347,7 @@ def plot_confusion_matrix(cm, class_names, normalize: bool = False, title: str =
 
 
 # --------------------------------------------------------------------------------------------
-# Depth experiments (notebook 01) and the unit-ordering ablation (notebook 04)
+# Depth experiments (notebook 01) and the unit orderings at initialisation (notebook 04)
 # --------------------------------------------------------------------------------------------
 
 
@@ -382,45 +405,46 @@ def plot_training_losses(records, xlabel: str = "training step",
     return fig
 
 
-def _mean_and_spread(value):
-    values = np.atleast_1d(np.asarray(value, dtype=float))
-    return float(values.mean()), (float(values.std()) if len(values) > 1 else 0.0)
+def plot_signal_propagation(
+        results, zero_results=None,
+        title: str = "Signal and gradient through a deep stack of units, at initialisation") -> Figure:
+    """How the five residual-unit orderings (He et al. 2016, Fig. 4) pass the signal forward and
+    the gradient backward through a deep stack, from ``ablation.signal_propagation``.
 
-
-def plot_ablation(measured: Mapping, paper: Mapping = PAPER_CIFAR10_ERRORS,
-                  measured_label: str = "our small run") -> Figure:
-    """The five residual-unit orderings (He et al. 2016, Fig. 4): the paper's CIFAR-10 test
-    errors (ResNet-110 and ResNet-164) on the left, our small ablation on the right.
-
-    ``measured`` maps a variant name (keys of ``UNIT_LABELS``) to a test error in percent, or
-    to a list of errors from several seeds (shown as mean with a standard-deviation bar). The
-    panels have their own scales: a small, short run has a much higher error than the paper's;
-    compare the ordering of the bars, not their height.
+    Columns: the standard deviation of each unit's output x_l (log scale), its correlation with the
+    stack's input x_0, and the gradient norm at x_l relative to the last unit's (log scale). One line
+    per ordering (mean over seeds) with a band from the smallest to the largest seed. The first row
+    is ``results`` (default initialisation); ``zero_results`` (every branch zeroed, so only the
+    shortcut path acts) adds a second row.
     """
-    unknown = (set(measured) | set(paper)) - set(UNIT_LABELS)
-    if unknown:
-        raise ValueError(f"unknown unit variant(s) {sorted(unknown)}; expected names from {list(UNIT_LABELS)}")
-    names = list(UNIT_LABELS)
-    labels = [UNIT_LABELS[n].replace(" ", "\n", 1) for n in names]
-    x = np.arange(len(names))
-    fig, (ax_paper, ax_ours) = _figure(1, 2, figsize=(12, 4.5))
-    width = 0.38
-    for k, (depth, offset) in enumerate((("ResNet-110", -width / 2), ("ResNet-164", width / 2))):
-        values = [paper[n][k] if n in paper else np.nan for n in names]
-        bars = ax_paper.bar(x + offset, values, width, label=depth, color=f"C{k}")
-        ax_paper.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax_paper.set_title("He et al. 2016, CIFAR-10")
-    ax_paper.legend(fontsize=9)
-    stats = [_mean_and_spread(measured[n]) if n in measured else (np.nan, 0.0) for n in names]
-    bars = ax_ours.bar(x, [m for m, _ in stats], 0.6, yerr=[s for _, s in stats], capsize=4, color="C2")
-    ax_ours.bar_label(bars, fmt="%.1f", fontsize=8)
-    ax_ours.set_title(f"Residual-unit orderings, {measured_label}")
-    for ax in (ax_paper, ax_ours):
-        ax.set_xticks(x, labels, fontsize=8)
-        ax.set_xlabel("residual unit")
-        ax.set_ylabel("test error (%)")
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Where BN, ReLU and the addition go (lower is better)")
+    rows = [("default initialisation", results)]
+    if zero_results is not None:
+        rows.append(("residual branches zeroed (shortcut path only)", zero_results))
+    grouped = [(label, by_unit(r)) for label, r in rows]
+    if not all(group for _, group in grouped):
+        raise ValueError("no propagation results to plot")
+    fig, axes = _figure(len(rows), 3, figsize=(14, 4 * len(rows)), squeeze=False)
+    columns = (("std", "std of unit output x_l (log scale)", True),
+               ("input_corr", "correlation of x_l with the input x_0", False),
+               ("grad", "gradient norm at x_l / at the last unit (log scale)", True))
+    for row, (label, group) in zip(axes, grouped):
+        for ax, (key, ylabel, log) in zip(row, columns):
+            for i, unit in enumerate(UNIT_LABELS):
+                if unit not in group:
+                    continue
+                values = np.array([getattr(r, key) for r in group[unit]], dtype=float)
+                x = np.arange(values.shape[1])
+                ax.plot(x, values.mean(axis=0), color=f"C{i}", label=UNIT_LABELS[unit])
+                if len(values) > 1:
+                    ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=f"C{i}", alpha=0.25)
+            if log:
+                ax.set_yscale("log")
+            ax.set_xlabel("unit l (0 = the stack's input)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(label, fontsize=10)
+            ax.grid(alpha=0.3, which="both")
+        row[0].legend(fontsize=8)
+    fig.suptitle(title)
     return fig
 
 
@@ -463,7 +487,9 @@ def plot_feature_maps(feature_maps_by_stage: Mapping, n_channels: int = 8,
 def plot_gradcam(images, cams, titles=None, alpha: float = 0.45, ncols: int = 4) -> Figure:
     """Grad-CAM heatmaps (Selvaraju et al. 2017) laid over their images: bright regions are
     where the evidence for the class came from. ``cams`` are (H, W) maps in [0, 1] at the image
-    size, e.g. from ``explain.grad_cam``; ``titles`` one string per image (optional)."""
+    size, e.g. from ``explain.grad_cam``, which divides each map by its own maximum: a colour means
+    "this much of the strongest evidence in this image", not an amount comparable between images;
+    the colorbar and the title say so. ``titles`` one string per image (optional)."""
     images = list(images)
     cams = [torch.as_tensor(c).detach().float().cpu().numpy() for c in cams]
     if len(images) != len(cams):
@@ -477,8 +503,60 @@ def plot_gradcam(images, cams, titles=None, alpha: float = 0.45, ncols: int = 4)
         picture = to_display_image(images[i])
         h, w = picture.shape[:2]
         ax.imshow(picture)
-        ax.imshow(cams[i], cmap="jet", alpha=alpha, vmin=0, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+        heat = ax.imshow(cams[i], cmap="jet", alpha=alpha, vmin=0, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
         if titles is not None:
             ax.set_title(titles[i], fontsize=9)
-    fig.suptitle("Grad-CAM: where the evidence for the class comes from")
+    bar = fig.colorbar(heat, ax=axes, shrink=0.8, pad=0.02)
+    bar.solids.set_alpha(1)
+    bar.set_label("Grad-CAM, as a fraction of this image's own maximum")
+    fig.suptitle("Grad-CAM: where the evidence for the class comes from\n"
+                 "(each map is normalised by its own maximum: compare places within an image, not between images)")
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Small notebook outputs for photographs
+# --------------------------------------------------------------------------------------------
+
+#: What a figure of photographs is shown at in a notebook: enough to see a bird, small to store.
+PHOTO_DPI, PHOTO_QUALITY = 72, 80
+
+
+class PhotoFigure:
+    """A figure of photographs that a notebook shows, and stores, as one JPEG.
+
+    A notebook keeps a returned ``Figure`` as a PNG, which is lossless and so large for photos
+    (several hundred kB per grid); as a JPEG at ``PHOTO_DPI`` the same grid takes a fraction of
+    that. Make it the cell's last expression (``as_photo(plot_sample_grid(...))``); ``figure`` is
+    the matplotlib figure itself, for saving at full quality.
+    """
+
+    def __init__(self, figure: Figure, dpi: int = PHOTO_DPI, quality: int = PHOTO_QUALITY) -> None:
+        if not 1 <= quality <= 95:
+            raise ValueError(f"JPEG quality must be between 1 and 95, got {quality}")
+        if dpi <= 0:
+            raise ValueError(f"dpi must be positive, got {dpi}")
+        self.figure, self.dpi, self.quality = figure, dpi, quality
+
+    def jpeg(self) -> bytes:
+        """The figure as JPEG bytes (white background: JPEG has no transparency)."""
+        import io
+
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=self.dpi, facecolor="white")
+        buffer.seek(0)
+        out = io.BytesIO()
+        Image.open(buffer).convert("RGB").save(out, format="JPEG", quality=self.quality, optimize=True)
+        return out.getvalue()
+
+    def _repr_jpeg_(self) -> bytes:
+        return self.jpeg()
+
+    def __repr__(self) -> str:
+        width, height = self.figure.get_size_inches()
+        return f"<PhotoFigure {width * self.dpi:.0f}x{height * self.dpi:.0f} px JPEG>"
+
+
+def as_photo(figure: Figure, dpi: int = PHOTO_DPI, quality: int = PHOTO_QUALITY) -> PhotoFigure:
+    """``figure`` shown (and stored in the notebook) as a JPEG at ``dpi``: for photo grids."""
+    return PhotoFigure(figure, dpi, quality)

@@ -13,7 +13,8 @@ function. ``models.ResNetV2`` is the faithful port (tested against Keras Applica
 - ``"pytorch_bn_eps"``: PyTorch's default BatchNorm epsilon 1e-5 instead of Keras' 1.001e-5.
 
 At initialisation conv biases are 0 and BatchNorm is the identity, which would hide the last two
-slips; ``like_a_trained_net`` gives the weights values a trained network has first.
+slips; ``like_a_trained_net`` gives the weights values a trained network has first
+(``like_a_trained_keras_net`` does the same to a Keras model, before comparing the two).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,7 +32,8 @@ from .blocks import KERAS_BN_EPS
 from .models import ResNetV2
 
 __all__ = ["keras_v2_module_name", "load_keras_weights", "NAIVE_PORT_PITFALLS", "PITFALL_LABELS", "PYTORCH_BN_EPS",
-           "like_a_trained_net", "naive_port", "slipped", "pitfall_effects", "dead_channel_bn_eps_change"]
+           "like_a_trained_net", "like_a_trained_keras_net", "naive_port", "slipped", "pitfall_effects",
+           "dead_channel_bn_eps_change"]
 
 
 def keras_v2_module_name(keras_layer_name: str) -> str:
@@ -126,6 +129,28 @@ def like_a_trained_net(model: nn.Module, seed: int = 0) -> nn.Module:
             elif isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
                 m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g, dtype=torch.float64))
     return model
+
+
+def like_a_trained_keras_net(keras_model, seed: int = 0):
+    """``like_a_trained_net`` for a Keras model (in place, same distributions): BN gamma and moving
+    variance ~ U(0.5, 1.5), beta and moving mean ~ N(0, 0.1), conv/dense biases ~ N(0, 0.1); kernels
+    are kept. So a comparison with our port after ``load_keras_weights`` sees every bias and BN
+    statistic. Needs no Keras import (it only uses ``layers``, ``get_weights`` and ``set_weights``);
+    deterministic for a given ``seed``. Returns ``keras_model``."""
+    rng = np.random.default_rng(seed)
+    for layer in keras_model.layers:
+        arrays = layer.get_weights()
+        if not arrays:
+            continue
+        dtype = arrays[0].dtype
+        if type(layer).__name__ == "BatchNormalization":
+            gamma, beta, mean, variance = arrays
+            arrays = [rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
+                      rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, variance.shape)]
+        elif len(arrays) == 2:  # a conv or dense layer with a bias
+            arrays = [arrays[0], rng.normal(0, 0.1, arrays[1].shape)]
+        layer.set_weights([np.asarray(a).astype(dtype) for a in arrays])
+    return keras_model
 
 
 def _apply_slip(model: nn.Module, pitfall: str) -> Callable[[], None]:

@@ -1,5 +1,5 @@
 """Plain-text tables, the one way the package prints them (stage tables, training histories, the
-degradation experiment, the unit-ordering ablation): columns two spaces apart, a rule under the
+degradation experiment, the unit orderings at initialisation): columns two spaces apart, a rule under the
 header."""
 
 from __future__ import annotations

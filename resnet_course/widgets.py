@@ -1,7 +1,8 @@
 """The shape explorer: pick a model and an input size, see every stage of v1 beside v2.
 
-``explorer_rows`` and ``explorer_html`` are plain functions (tested); ``shape_explorer`` only
-wires them to a dropdown and a slider. Models are built once per name and cached, because
+``explorer_rows``, ``explorer_figure`` and ``explorer_html`` are plain functions (tested);
+``shape_explorer`` only wires them to a dropdown and a slider: the drawing of each stage's output
+tensor (``diagrams.draw_stage_tensors``) on top, the table below. Models are built once per name and cached, because
 building ResNet-152 takes a few seconds on a laptop; the stage table itself is computed on
 PyTorch's meta device (see ``stages.stage_shapes``), so moving the slider is quick.
 """
@@ -9,6 +10,7 @@ PyTorch's meta device (see ``stages.stage_shapes``), so moving the slider is qui
 from __future__ import annotations
 
 import html
+import io
 from collections.abc import Sequence
 from functools import cache
 
@@ -79,21 +81,44 @@ def explorer_html(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2",
             f"<tbody>{body}</tbody><tfoot><tr>{totals}</tr></tfoot></table>")
 
 
+def explorer_figure(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2",
+                    input_size: int = 224):
+    """Each stage's output tensor drawn as a box (``diagrams.draw_stage_tensors``), v1 above v2."""
+    from .diagrams import draw_stage_tensors
+
+    pairs = explorer_rows(v1_name, v2_name, input_size)
+    models = [(v1_name, [a for a, _ in pairs if a is not None])]
+    if v2_name:
+        models.append((v2_name, [b for _, b in pairs if b is not None]))
+    return draw_stage_tensors(models, input_size)
+
+
+def explorer_png(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2",
+                 input_size: int = 224, dpi: int = 80) -> bytes:
+    """``explorer_figure`` as PNG bytes, what the widget shows."""
+    buffer = io.BytesIO()
+    explorer_figure(v1_name, v2_name, input_size).savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
 def shape_explorer():
-    """An ipywidgets box: a model dropdown, an input-size slider and the live side-by-side table."""
+    """An ipywidgets box: a model dropdown, an input-size slider, the live drawing and below it
+    the side-by-side table."""
     import ipywidgets as widgets
 
     dropdown = widgets.Dropdown(options=list(EXPLORER_CHOICES), value=EXPLORER_CHOICES[0][1],
                                 description="model")
     slider = widgets.IntSlider(value=SIZE_DEFAULT, min=SIZE_MIN, max=SIZE_MAX, step=SIZE_STEP,
                                description="input px", continuous_update=False)
+    picture = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
     table = widgets.HTML()
 
     def update(_change=None) -> None:
         v1_name, v2_name = dropdown.value
+        picture.value = explorer_png(v1_name, v2_name, slider.value)
         table.value = explorer_html(v1_name, v2_name, slider.value)
 
     dropdown.observe(update, names="value")
     slider.observe(update, names="value")
     update()
-    return widgets.VBox([dropdown, slider, table])
+    return widgets.VBox([dropdown, slider, picture, table])

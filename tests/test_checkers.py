@@ -280,6 +280,29 @@ def test_identity_where_the_shape_changes_is_named():
                                "(2)")
 
 
+def test_option_a_without_the_zero_channels_is_told_to_pad_them():
+    # He et al. 2015, Sec. 3.3, option A: subsample and pad the extra channels with zeros (no parameters).
+    result = checkers.check_shortcut(lambda x: x[:, :, ::2, ::2], 64, 128, 2)
+    assert failed_with(result, "the shortcut gives 64 channels, the branch 128: pad the 64 missing channels with "
+                               "zeros (option A, no parameters) or project with a 1×1 conv 64 → 128 (option B)")
+    assert not any("must use the block's stride" in m for m in result.messages)
+
+
+def test_option_a_shortcut_passes_without_parameters():
+    def option_a(x):
+        x = x[:, :, ::2, ::2]
+        return torch.cat([x, torch.zeros_like(x)], dim=1)
+
+    result = checkers.check_shortcut(option_a, 64, 128, 2)
+    assert result.ok, result
+    assert any("option A" in m for m in result.messages)
+
+
+def test_too_many_channels_asks_for_a_projection():
+    result = checkers.check_shortcut(lambda x: torch.cat([x, x, x], dim=1)[:, :, ::2, ::2], 64, 128, 2)
+    assert failed_with(result, "the shortcut gives 192 channels, the branch 128: a 1×1 conv must map 64 → 128")
+
+
 def test_shortcut_without_stride_is_named():
     shortcut = nn.Sequential(conv1x1(64, 128), nn.BatchNorm2d(128))
     assert failed_with(checkers.check_shortcut(shortcut, 64, 128, 2), "must use the block's stride (2)")

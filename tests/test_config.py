@@ -46,3 +46,12 @@ def test_fast_mode_and_fp32_use_the_same_parser(monkeypatch):
     monkeypatch.setenv(FP32_ENV, "sometimes")
     with pytest.raises(ValueError, match="RESNET_COURSE_FP32='sometimes'"):
         choose_device_and_precision()
+
+
+def test_runs_folder_can_be_moved_by_environment(monkeypatch, tmp_path):
+    # the browser tests train notebook 06 into a folder of their own, never into runs/
+    monkeypatch.setenv(config.FAST_ENV, "1")
+    monkeypatch.delenv(config.RUNS_ENV, raising=False)
+    assert config.run_dir("resnet50") == config.RUNS_DIR / "fast" / "resnet50"
+    monkeypatch.setenv(config.RUNS_ENV, str(tmp_path))
+    assert config.run_dir("resnet50") == tmp_path / "fast" / "resnet50"

@@ -22,28 +22,11 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.m
 
 from resnet_course.blocks import KERAS_BN_EPS  # noqa: E402
 from resnet_course.models import resnet50v2  # noqa: E402
-from resnet_course.porting import load_keras_weights, naive_port  # noqa: E402
+from resnet_course.porting import like_a_trained_keras_net, load_keras_weights, naive_port  # noqa: E402
 
 KERAS_PARAMS = 25_613_800  # Keras' count_params(): trainable + BN moving statistics
 OUR_PARAMS = 25_568_360
 BN_MOVING_STATS = 45_440
-
-
-def _randomise_like_a_trained_net(keras_model, seed=0):
-    """Non-zero conv/dense biases and non-trivial BN gamma, beta, moving mean and variance."""
-    rng = np.random.default_rng(seed)
-    for layer in keras_model.layers:
-        arrays = layer.get_weights()
-        if not arrays:
-            continue
-        dtype = arrays[0].dtype
-        if type(layer).__name__ == "BatchNormalization":
-            shape = arrays[0].shape
-            arrays = [rng.uniform(0.5, 1.5, shape), rng.normal(0, 0.1, shape),
-                      rng.normal(0, 0.1, shape), rng.uniform(0.5, 1.5, shape)]
-        elif len(arrays) == 2:  # conv or dense with a bias
-            arrays = [arrays[0], rng.normal(0, 0.1, arrays[1].shape)]
-        layer.set_weights([a.astype(dtype) for a in arrays])
 
 
 def _build_pair(image_size, batch, dtype="float32"):
@@ -54,7 +37,7 @@ def _build_pair(image_size, batch, dtype="float32"):
         keras.utils.set_random_seed(0)
         keras_model = keras.applications.ResNet50V2(
             weights=None, classifier_activation=None, input_shape=(image_size, image_size, 3))
-        _randomise_like_a_trained_net(keras_model)
+        like_a_trained_keras_net(keras_model)
         ours = resnet50v2().eval()
         if dtype == "float64":
             ours = ours.double()

@@ -53,11 +53,54 @@ def test_history_shows_accuracy_and_loss_side_by_side(tmp_path, close_figures):
     acc, loss = fig.axes
     assert acc.get_title() == "Accuracy" and loss.get_title() == "Loss"
     assert acc.get_xlabel() == loss.get_xlabel() == "epoch"
-    assert acc.get_ylabel() == "accuracy (%)" and "loss" in loss.get_ylabel()
+    assert acc.get_ylabel() == "accuracy (%)" and loss.get_ylabel() == "cross-entropy loss (log scale)"
+    assert loss.get_yscale() == "log" and acc.get_yscale() == "linear"
     assert [line.get_label() for line in acc.lines] == ["training", "validation"]
     assert list(acc.lines[1].get_ydata()) == pytest.approx([100 * row["val_acc"] for row in history(10)])
     assert list(loss.lines[0].get_ydata()) == pytest.approx([row["train_loss"] for row in history(10)])
     assert_saves_png(fig, tmp_path)
+
+
+def test_history_draws_the_chance_levels_it_is_given(close_figures):
+    fig = plots.plot_history(history(3), num_classes=4, majority=0.27)
+    close_figures(fig)
+    acc, loss = fig.axes
+    chance = {line.get_label(): line for line in acc.lines if line.get_label().startswith(("chance", "always"))}
+    assert set(chance) == {"chance: 1/4 classes = 25 %", "always the majority class: 27 %"}
+    assert list(chance["chance: 1/4 classes = 25 %"].get_ydata()) == pytest.approx([25.0, 25.0])
+    assert list(chance["always the majority class: 27 %"].get_ydata()) == pytest.approx([27.0, 27.0])
+    legend = [t.get_text() for t in acc.get_legend().get_texts()]
+    assert "chance: 1/4 classes = 25 %" in legend and "always the majority class: 27 %" in legend
+    assert len(loss.lines) == 2  # no chance line on the loss axis
+    plain = plots.plot_history(history(3))
+    close_figures(plain)
+    assert len(plain.axes[0].lines) == 2
+
+
+def test_histories_draw_the_chance_level_once(close_figures):
+    fig = plots.plot_histories({"a": history(3), "b": history(3)}, num_classes=5)
+    close_figures(fig)
+    chance = [line for line in fig.axes[0].lines if line.get_label().startswith("chance")]
+    assert len(chance) == 1 and list(chance[0].get_ydata()) == pytest.approx([20.0, 20.0])
+
+
+@pytest.mark.parametrize("bad", [dict(num_classes=1), dict(num_classes=2.5), dict(majority=0.0), dict(majority=27)])
+def test_bad_chance_levels_are_refused(bad):
+    with pytest.raises(ValueError, match="num_classes|majority"):
+        plots.plot_history(history(2), **bad)
+
+
+def test_one_validation_loss_spike_does_not_flatten_the_loss_plot(close_figures):
+    rows = history(6)
+    rows[2]["val_loss"] = 1000.0  # one bad epoch
+    fig = plots.plot_history(rows)
+    close_figures(fig)
+    loss = fig.axes[1]
+    low, high = loss.get_ylim()
+    # on a log axis the spike takes a share of the height in orders of magnitude: the other
+    # epochs (0.17 to 1.2) still span a visible part, not a sliver at the bottom
+    share = (np.log10(1.2) - np.log10(1.0 / 6)) / (np.log10(high) - np.log10(low))
+    assert loss.get_yscale() == "log" and share > 0.2
 
 
 def test_history_of_one_epoch_shows_markers(close_figures):
@@ -248,24 +291,36 @@ def test_training_losses_style_by_family_colour_by_depth(tmp_path, close_figures
     assert_saves_png(fig, tmp_path)
 
 
-def test_ablation_puts_our_run_next_to_the_paper(tmp_path, close_figures):
-    measured = {"original": [30.0, 32.0], "bn_after_add": 35.0, "relu_before_add": 33.0,
-                "relu_only_preact": 30.5, "full_preact": 29.0}
-    fig = plots.plot_ablation(measured)
+def _propagation(unit, seed, scale):
+    from resnet_course.ablation import Propagation
+    return Propagation(unit, seed, std=[1.0, 2.0 * scale, 4.0 * scale], input_corr=[1.0, 0.5, 0.25],
+                       grad=[3.0 * scale, 2.0, 1.0], negative=[0.5, 0.5, 0.5], min_step=-1.0)
+
+
+def test_signal_propagation_plot_shows_each_ordering_with_its_seed_band(tmp_path, close_figures):
+    from resnet_course.ablation import UNIT_LABELS
+    results = [_propagation(u, s, scale) for u in ("original", "full_preact") for s, scale in ((0, 1.0), (1, 2.0))]
+    zeroed = [_propagation("full_preact", 0, 1.0)]
+    fig = plots.plot_signal_propagation(results, zeroed)
     close_figures(fig)
-    paper_ax, ours_ax = fig.axes
-    heights = [bar.get_height() for bar in paper_ax.patches]
-    assert heights == pytest.approx([6.61, 8.17, 7.84, 6.71, 6.37, 5.93, 6.50, 6.14, 5.91, 5.46])
-    assert [bar.get_height() for bar in ours_ax.patches] == pytest.approx([31.0, 35.0, 33.0, 30.5, 29.0])
-    assert [t.get_text() for t in ours_ax.get_xticklabels()][-1] == "full\npre-activation"
+    assert len(fig.axes) == 6  # two rows (default, zeroed branches) of three measures
+    std_ax, corr_ax, grad_ax = fig.axes[:3]
+    assert std_ax.get_yscale() == "log" and grad_ax.get_yscale() == "log" and corr_ax.get_yscale() == "linear"
+    assert "log scale" in std_ax.get_ylabel() and "log scale" in grad_ax.get_ylabel()
+    assert [line.get_label() for line in std_ax.lines] == [UNIT_LABELS["original"], UNIT_LABELS["full_preact"]]
+    assert list(std_ax.lines[0].get_ydata()) == pytest.approx([1.0, 3.0, 6.0])  # mean of the two seeds
+    assert list(grad_ax.lines[1].get_ydata()) == pytest.approx([4.5, 2.0, 1.0])
+    assert len(std_ax.collections) == 2  # a min-max band per ordering with two seeds
+    assert len(fig.axes[3].collections) == 0 and len(fig.axes[3].lines) == 1  # one seed: no band
     for ax in fig.axes:
-        assert ax.get_ylabel() == "test error (%)" and ax.get_title()
+        assert ax.get_xlabel().startswith("unit l") and ax.get_ylabel() and ax.get_title()
+    assert fig.get_suptitle()
     assert_saves_png(fig, tmp_path)
 
 
-def test_ablation_rejects_unknown_variants():
-    with pytest.raises(ValueError, match="preact_full"):
-        plots.plot_ablation({"preact_full": 5.0})
+def test_signal_propagation_plot_without_results_is_refused():
+    with pytest.raises(ValueError, match="no propagation results"):
+        plots.plot_signal_propagation([])
 
 
 def test_feature_maps_one_row_per_stage_strongest_channels_first(tmp_path, close_figures):
@@ -288,8 +343,12 @@ def test_gradcam_overlays_heatmap_on_each_image(tmp_path, close_figures):
     cams = torch.rand(3, 24, 24)
     fig = plots.plot_gradcam(images, cams, titles=["a", "b", "c"])
     close_figures(fig)
-    assert len(fig.axes) == 3
-    for ax, title, cam in zip(fig.axes, "abc", cams):
+    assert len(fig.axes) == 4  # three images and the colorbar
+    colorbar = fig.axes[3]
+    assert "own maximum" in colorbar.get_ylabel()
+    assert colorbar.get_ylim() == pytest.approx((0, 1))
+    assert "normalised by its own maximum" in fig.get_suptitle()
+    for ax, title, cam in zip(fig.axes[:3], "abc", cams):
         assert len(ax.images) == 2  # the photo, then the heatmap over it
         assert 0 < ax.images[1].get_alpha() < 1
         np.testing.assert_allclose(np.asarray(ax.images[1].get_array()), cam.numpy())
@@ -301,3 +360,26 @@ def test_gradcam_needs_one_heatmap_per_image():
     with pytest.raises(ValueError, match="2 images and 1 heatmaps"):
         plots.plot_gradcam([torch.zeros(3, 4, 4)] * 2, [torch.zeros(4, 4)])
 
+
+
+def test_photo_figures_are_stored_as_small_jpegs(birds_sample, close_figures):
+    import io
+
+    from IPython.core.formatters import DisplayFormatter
+
+    photos = sorted(p for p in birds_sample.rglob("*.jpg"))[:8]
+    fig = plots.plot_sample_grid([(p, i % 4) for i, p in enumerate(photos)], CLASS_NAMES, per_class=2)
+    close_figures(fig)
+    photo = plots.as_photo(fig)
+    data, _ = DisplayFormatter().format(photo)
+    assert "image/jpeg" in data and "image/png" not in data  # what a notebook keeps
+    jpeg = photo.jpeg()
+    image = Image.open(io.BytesIO(jpeg))
+    assert image.format == "JPEG"
+    width, height = fig.get_size_inches()
+    assert image.size == pytest.approx((width * plots.PHOTO_DPI, height * plots.PHOTO_DPI), abs=1)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=plots.PHOTO_DPI)
+    assert len(jpeg) < len(png.getvalue()) / 2  # photos: JPEG is much smaller than PNG
+    with pytest.raises(ValueError, match="quality"):
+        plots.as_photo(fig, quality=100)

@@ -7,6 +7,7 @@ closed form sqrt(1.001e-5 / 1e-5) - 1 for the epsilon slip on a dead channel.
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ from resnet_course.porting import (
     NAIVE_PORT_PITFALLS,
     PITFALL_LABELS,
     dead_channel_bn_eps_change,
+    like_a_trained_keras_net,
     like_a_trained_net,
     naive_port,
     pitfall_effects,
@@ -44,6 +46,48 @@ def test_like_a_trained_net_sets_biases_and_bn_statistics_deterministically():
     assert conv.bias.abs().min() > 0
     assert bn.running_var.min() >= 0.5 and bn.running_var.max() <= 1.5
     assert bn.weight.min() >= 0.5 and bn.running_mean.abs().max() > 0
+
+
+class _FakeKerasLayer:
+    """What like_a_trained_keras_net uses of a Keras layer: its name of kind, get/set_weights."""
+
+    def __init__(self, *arrays):
+        self.arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
+
+    def get_weights(self):
+        return [a.copy() for a in self.arrays]
+
+    def set_weights(self, arrays):
+        assert [a.shape for a in arrays] == [a.shape for a in self.arrays]
+        self.arrays = list(arrays)
+
+
+class BatchNormalization(_FakeKerasLayer):  # named as Keras names it
+    pass
+
+
+class _FakeKerasModel:
+    def __init__(self):
+        self.layers = [_FakeKerasLayer(np.ones((3, 3, 3, 8)), np.zeros(8)),  # conv with bias
+                       BatchNormalization(np.ones(8), np.zeros(8), np.zeros(8), np.ones(8)),  # as initialised
+                       _FakeKerasLayer(np.ones((1, 1, 8, 8))),  # conv without bias
+                       _FakeKerasLayer()]  # no weights (an activation)
+
+
+def test_like_a_trained_keras_net_sets_biases_and_bn_statistics_and_keeps_kernels():
+    model = like_a_trained_keras_net(_FakeKerasModel(), seed=3)
+    conv, bn, plain, _ = model.layers
+    np.testing.assert_array_equal(conv.arrays[0], np.ones((3, 3, 3, 8)))
+    np.testing.assert_array_equal(plain.arrays[0], np.ones((1, 1, 8, 8)))
+    assert np.all(conv.arrays[1] != 0) and conv.arrays[1].dtype == np.float32
+    gamma, beta, mean, variance = bn.arrays
+    for positive in (gamma, variance):  # no longer the identity BN: gamma 1, variance 1
+        assert np.all((0.5 <= positive) & (positive <= 1.5)) and len(set(positive.tolist())) == 8
+    assert np.all(beta != 0) and np.all(mean != 0) and np.abs(beta).max() < 1
+    again = like_a_trained_keras_net(_FakeKerasModel(), seed=3)
+    assert all(np.array_equal(a, b) for x, y in zip(model.layers, again.layers) for a, b in zip(x.arrays, y.arrays))
+    other = like_a_trained_keras_net(_FakeKerasModel(), seed=4)
+    assert not np.array_equal(other.layers[1].arrays[0], gamma)
 
 
 def test_like_a_trained_net_leaves_the_global_random_state_alone():

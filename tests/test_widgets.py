@@ -70,7 +70,7 @@ def test_explorer_html_shows_both_models_and_their_totals():
 
 def test_moving_the_slider_redraws_the_table():
     box = shape_explorer()
-    dropdown, slider, table = box.children
+    dropdown, slider, picture, table = box.children
     assert dropdown.value == EXPLORER_CHOICES[0][1] and slider.value == SIZE_DEFAULT
     assert "1024&times;14&times;14" in table.value  # v1 layer3 at 224 px
     slider.value = 320  # v1: 320 -> 160 -> 80 -> 80, 40, 20, 10
@@ -80,7 +80,7 @@ def test_moving_the_slider_redraws_the_table():
 
 def test_choosing_another_model_redraws_the_table():
     box = shape_explorer()
-    dropdown, _, table = box.children
+    dropdown, _, _, table = box.children
     dropdown.value = ("resnet18", None)
     assert "resnet18" in table.value and "512&times;7&times;7" in table.value
     assert "resnet50v2" not in table.value

@@ -440,8 +440,12 @@ def check_shortcut(fn_or_module, in_channels: int, out_channels: int, stride: in
         if y.ndim != 4:
             result.add(False, f"the shortcut returns shape {_shape(y)}, the branch gives {expected}")
         if y.ndim == 4 and y.shape[1] != out_channels:
-            result.add(False, f"the shortcut gives {y.shape[1]} channels, the branch {out_channels}: "
-                              f"a 1×1 conv must map {in_channels} → {out_channels} channels")
+            if y.shape[1] < out_channels:  # both of He et al. 2015's options (Sec. 3.3) fit here
+                how = (f"pad the {out_channels - y.shape[1]} missing channels with zeros (option A, no parameters) "
+                       f"or project with a 1×1 conv {in_channels} → {out_channels} (option B)")
+            else:
+                how = f"a 1×1 conv must map {in_channels} → {out_channels} channels"
+            result.add(False, f"the shortcut gives {y.shape[1]} channels, the branch {out_channels}: {how}")
         if y.ndim == 4 and tuple(y.shape[2:]) != (size, size):
             result.add(False, f"the shortcut gives {y.shape[2]}×{y.shape[3]} maps, the branch {size}×{size}: "
                               f"the shortcut must use the block's stride ({stride})")
