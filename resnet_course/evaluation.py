@@ -101,11 +101,13 @@ def evaluate(model: nn.Module, loader, class_names: Optional[Sequence[str]] = No
 @torch.no_grad()
 def predict(model: nn.Module, images: Union[Iterable, str, os.PathLike, "Image.Image"],
             class_names: Sequence[str], image_size: int = 224, topk: int = 1,
-            precision: Union[str, Precision] = "auto", batch_size: int = 16) -> List[Dict]:
+            precision: Union[str, Precision] = "auto", batch_size: int = 16,
+            normalization: Optional[str] = None) -> List[Dict]:
     """Classify image files or PIL images of any size and mode (resized and centre-cropped to
     ``image_size`` like validation images). Returns one dict per image: ``image`` (the file name,
     or "image 0", ... for PIL images), ``label`` (predicted class), ``probability`` and ``topk``
-    (a list of (class, probability) pairs, best first)."""
+    (a list of (class, probability) pairs, best first). ``normalization`` defaults to the model's
+    ``input_normalization`` (set by ``get_model`` and ``training.load_model``), else "imagenet"."""
     from PIL import Image
 
     from .data import eval_transform, load_rgb
@@ -114,7 +116,7 @@ def predict(model: nn.Module, images: Union[Iterable, str, os.PathLike, "Image.I
         images = [images]
     images = list(images)
     topk = min(topk, len(class_names))
-    transform = eval_transform(image_size)
+    transform = eval_transform(image_size, normalization or getattr(model, "input_normalization", "imagenet"))
     setup = _resolve_precision(precision)
     model.to(setup.device).eval()
     results = []

@@ -103,7 +103,7 @@ def train_or_load(name: str, model_name: Optional[str] = None, *, epochs: Option
                   optimizer: str = "sgd", lr: Optional[float] = None, label_smoothing: float = 0.0,
                   seed: int = 0, train_loader=None, val_loader=None,
                   class_names: Optional[Sequence[str]] = None, image_size: Optional[int] = None,
-                  progress: bool = True, precision="auto") -> TrainedRun:
+                  progress: bool = True, precision="auto", weights=None) -> TrainedRun:
     """Train ``model_name`` (default: ``name``) into ``config.run_dir(name)``, or load it if that
     run is finished, or finish it if it was interrupted. Returns a :class:`TrainedRun`.
 
@@ -116,9 +116,13 @@ def train_or_load(name: str, model_name: Optional[str] = None, *, epochs: Option
     A run is never shortened: asking for fewer epochs than are saved returns the saved run. A
     folder whose ``run.json`` records another model, image size, batch size, optimiser, learning
     rate, label smoothing, seed or data is an error.
+    ``weights`` (None, "imagenet" or a file, see ``models.get_model``) starts from pretrained
+    weights, and the loaders it makes then use the input scaling those weights expect; the file's
+    name is part of the recipe.
     """
     from .data import CLASS_NAMES, find_bird_data, load_birds
     from .models import get_model
+    from .pretrained import normalization_for
     from .training import fit, set_seed
 
     defaults = config.settings()
@@ -128,14 +132,17 @@ def train_or_load(name: str, model_name: Optional[str] = None, *, epochs: Option
     image_size = image_size or defaults.image_size
     if train_loader is None or val_loader is None:
         root, _ = find_bird_data()
-        train_loader, val_loader, class_names = load_birds(root, image_size=image_size,
-                                                           batch_size=defaults.batch_size)
+        train_loader, val_loader, class_names = load_birds(
+            root, image_size=image_size, batch_size=defaults.batch_size,
+            normalization=normalization_for(model_name, weights))
     class_names = list(class_names or CLASS_NAMES)
     out_dir = config.run_dir(name)
     recipe = {"model_name": model_name, "image_size": image_size,
               "batch_size": getattr(train_loader, "batch_size", None), "optimizer": optimizer,
               "lr": lr, "label_smoothing": label_smoothing, "seed": seed,
               "data": data_fingerprint(train_loader, val_loader)}
+    if weights is not None:  # recorded only when used, so runs from before keep their recipe
+        recipe["weights"] = weights if str(weights).lower() == "imagenet" else Path(weights).name
     _check_recipe(out_dir, recipe)
 
     done = _finished_epochs(out_dir) if (out_dir / "checkpoint.pt").exists() else 0
@@ -150,7 +157,7 @@ def train_or_load(name: str, model_name: Optional[str] = None, *, epochs: Option
     (out_dir / RUN_FILE).write_text(json.dumps(recipe, indent=1))
 
     set_seed(seed)
-    model = get_model(model_name, num_classes=len(class_names))
+    model = get_model(model_name, num_classes=len(class_names), weights=weights)
     history = fit(model, train_loader, val_loader, max(epochs, done), optimizer=optimizer, lr=lr,
                   label_smoothing=label_smoothing, out_dir=out_dir, resume=True,
                   progress=progress and done < epochs,
