@@ -26,8 +26,9 @@ import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from resnet_course.device import ComputeSetup, choose_device_and_precision
 from resnet_course.models import resnet50
-from resnet_course.training import Precision, choose_device_and_precision, fit
+from resnet_course.training import fit
 
 NUM_CLASSES = 4
 
@@ -98,8 +99,8 @@ def main() -> None:
     print(f"| fit auto vs hand-written fp32 loop (torchvision) | {ours:.1f} | {loop:.1f} | {ours / loop:.2f} | >= 2 with AMX/GPU |")
     print(f"| fit fp32 vs hand-written fp32 loop (torchvision) | {ours_fp32:.1f} | {loop:.1f} | {ours_fp32 / loop:.2f} | >= 0.95 |")
     if args.extra and auto.device.type == "cpu":
-        for name, setup in (("bf16 + channels-last", Precision(auto.device, torch.bfloat16, True, False, "bf16 cl")),
-                            ("fp32 + channels-last", Precision(auto.device, None, True, False, "fp32 cl"))):
+        for name, setup in (("bf16 + channels-last", ComputeSetup(auto.device, torch.bfloat16, True, False, "bf16 cl")),
+                            ("fp32 + channels-last", ComputeSetup(auto.device, None, True, False, "fp32 cl"))):
             speed = fit_images_per_second(lambda: resnet50(NUM_CLASSES), top, steps, batch, setup, repeats)
             print(f"| fit {name} (forced) vs hand-written fp32 loop | {speed:.1f} | {loop:.1f} | {speed / loop:.2f} | (info) |")
 

@@ -62,8 +62,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from .data import find_bird_data, load_birds
     from .models import get_model
+    from .device import choose_device_and_precision
     from .pretrained import freeze_backbone, normalization_for
-    from .training import choose_device_and_precision, fit, init_distributed, set_seed
+    from .training import fit, init_distributed, set_seed
 
     for name, value, low in (("--epochs", args.epochs, 1), ("--image-size", args.image_size, 16),
                              ("--batch-size", args.batch_size, 1)):
@@ -179,7 +180,8 @@ def cmd_download_weights(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .models import MODEL_NAMES
-    from .training import DEFAULT_LR, FP32_ENV, OPTIMIZERS, SCHEDULES
+    from .device import FP32_ENV
+    from .training import DEFAULT_LR, OPTIMIZERS, SCHEDULES
 
     defaults = config.settings()
     parser = argparse.ArgumentParser(

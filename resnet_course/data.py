@@ -28,6 +28,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from . import config
+from .birds import CLASS_ALIASES, CLASS_COUNTS, CLASS_NAMES, BirdDataError, BirdDataWarning
+from .standin import STANDIN_MARKER, standin_is_complete
+from .standin import make_standin_birds as _draw_standin
 
 __all__ = [
     "CLASS_NAMES", "CLASS_ALIASES", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "NORMALIZATIONS",
@@ -36,17 +39,6 @@ __all__ = [
     "eval_transform", "denormalize", "import_kaggle", "find_bird_data", "is_standin_folder",
     "make_standin_birds",
 ]
-
-#: The course's classes, in label order (index 0..3). Folder names exactly as learners have them,
-#: including the course's spelling "Bushtiti".
-CLASS_NAMES: Tuple[str, ...] = ("Bananaquit", "Black Skimmer", "Black Throated Bushtiti", "Cockatoo")
-#: Other folder names accepted for a course class. All folder names are matched ignoring case,
-#: underscores and extra spaces, so Kaggle's "BLACK THROATED BUSHTIT" works too.
-CLASS_ALIASES: Dict[str, str] = {"Black Throated Bushtit": "Black Throated Bushtiti"}
-#: Photo counts per class in the course's 565-photo set (the stand-in uses the same).
-CLASS_COUNTS: Dict[str, int] = dict(zip(CLASS_NAMES, (166, 122, 111, 166)))
-#: The file in the stand-in's root that says it is a procedurally drawn stand-in, not photos.
-STANDIN_MARKER = "STANDIN.txt"
 
 #: File extensions treated as images; every other file (.DS_Store, notes.txt, ...) is ignored.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -77,14 +69,6 @@ HOW_TO_GET_PHOTOS = (
 )
 
 PathLike = Union[str, os.PathLike]
-
-
-class BirdDataError(ValueError):
-    """The bird folder cannot be used as it is; the message says why and how to fix it."""
-
-
-class BirdDataWarning(UserWarning):
-    """Something in the bird folder was skipped or ignored; the message names it."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -552,8 +536,6 @@ def find_bird_data(verbose: bool = True) -> Tuple[Path, bool]:
                 print(f"Using real photos at {real}: {scan.total} images.")
             return real, False
 
-    from .standin import standin_is_complete
-
     standin = Path(config.STANDIN_DIR)
     if not standin_is_complete(standin):
         _generate_standin_atomically(standin)
@@ -581,8 +563,6 @@ def _generate_standin_atomically(root: Path) -> None:
             shutil.rmtree(temporary)
             raise BirdDataError(f"{root} exists, is not a generated stand-in and is not usable; "
                                 "move it away so the stand-in can be generated there.")
-        from .standin import standin_is_complete
-
         if standin_is_complete(root):  # another process finished first
             shutil.rmtree(temporary)
             return
@@ -591,8 +571,6 @@ def _generate_standin_atomically(root: Path) -> None:
         os.replace(temporary, root)
     except OSError:  # another process moved its copy into place in the meantime
         shutil.rmtree(temporary, ignore_errors=True)
-        from .standin import standin_is_complete
-
         if not standin_is_complete(root):
             raise
 
@@ -600,6 +578,4 @@ def _generate_standin_atomically(root: Path) -> None:
 def make_standin_birds(root: PathLike, seed: int = 0) -> Path:
     """Draw the offline stand-in into ``root/<class>/``: 565 procedurally drawn 224x224 JPEGs with
     the course's class names and counts (see ``resnet_course.standin``). Returns ``root``."""
-    from .standin import make_standin_birds as draw
-
-    return draw(root, seed=seed)
+    return _draw_standin(root, seed=seed)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from resnet_course.inspect import model_stages
+from resnet_course.stages import model_stages
 
 #: Modules that act on each value separately; a head may start with them before pooling (the
 #: final BN-ReLU of a pre-activation net), and Grad-CAM then looks at their output.
@@ -53,7 +53,7 @@ def _as_batch(images: Tensor) -> Tensor:
 def stage_feature_maps(model: nn.Module, image_tensor: Tensor) -> "OrderedDict[str, Tensor]":
     """The output of the stem and of every stage for one image: ``{stage name: (C, H, W)}``.
 
-    Stages come from ``inspect.model_stages`` (``stem``, ``layer1``..``layer4`` for v1,
+    Stages come from ``stages.model_stages`` (``stem``, ``layer1``..``layer4`` for v1,
     ``stem``, ``conv2``..``conv5`` for v2); the head (pooling and classifier) is left out
     because its output is no longer a map. Runs in eval mode without gradients.
     """

@@ -251,14 +251,15 @@ def seconds_per_step(models: Mapping[str, nn.Module], loader, steps: int = 5, wa
     comparison of their cost, which the seconds in histories recorded at different times are not.
     The median ignores a step slowed down by something else running.
     """
-    from .training import _place, _resolve_precision, _to_device, _train_step
+    from .device import place_batch, place_model, resolve_setup
+    from .training import _train_step
 
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
-    setup = _resolve_precision(precision)
+    setup = resolve_setup(precision)
     twins, optimizers = {}, {}
     for label, model in models.items():
-        twins[label] = _place(copy.deepcopy(model), setup).train()
+        twins[label] = place_model(copy.deepcopy(model), setup).train()
         optimizers[label] = torch.optim.SGD(twins[label].parameters(), lr=1e-3, momentum=0.9)
     scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.grad_scaler)
     batches = iter(loader)
@@ -268,7 +269,7 @@ def seconds_per_step(models: Mapping[str, nn.Module], loader, steps: int = 5, wa
             images, targets = next(batches)
         except StopIteration:
             raise ValueError(f"the loader has fewer than {warmup + steps} batches") from None
-        images, targets = _to_device(images, setup), targets.to(setup.device)
+        images, targets = place_batch(images, setup), targets.to(setup.device)
         for label, twin in twins.items():
             start = time.perf_counter()
             _train_step(twin, images, targets, optimizers[label], scaler, nn.functional.cross_entropy, setup)

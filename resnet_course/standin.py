@@ -12,7 +12,8 @@ photo set, so every notebook runs without the photos. Each species is drawn with
 
 Pose, size, position, background, clutter, lighting and JPEG noise vary, and backgrounds and clutter
 share the birds' colours, so that colour alone is a weak cue: a classifier on an image's mean
-colour stays near 40-50 %, while a small ResNet learns the shapes (see ``mean_colour_baseline``).
+colour stays near 40-50 %, while a small ResNet learns the shapes (see
+``evaluation.mean_colour_baseline``).
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ from typing import Dict, List, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .data import CLASS_COUNTS, CLASS_NAMES, STANDIN_MARKER
+from .birds import CLASS_COUNTS, CLASS_NAMES, BirdDataError
 
 #: Bumped whenever the drawing changes, so that an older stand-in on disk is redrawn.
 GENERATOR_VERSION = 1
 IMAGE_SIZE = 224
 STANDIN_COUNTS = tuple(CLASS_COUNTS[name] for name in CLASS_NAMES)
+#: The file in the stand-in's root that says it is a procedurally drawn stand-in, not photos.
+STANDIN_MARKER = "STANDIN.txt"
 CANVAS = 512  # birds are drawn facing right on a 512x512 transparent canvas, then placed
 
 Colour = Tuple[int, int, int]
@@ -81,8 +84,6 @@ def make_standin_birds(root: Union[str, os.PathLike], seed: int = 0) -> Path:
     ``root`` is replaced; a folder that holds anything else is left alone (``BirdDataError``), so
     that drawings can never end up among real photos.
     """
-    from .data import BirdDataError
-
     root = Path(root)
     if root.exists() and any(root.iterdir()):
         if not (root / STANDIN_MARKER).is_file():
@@ -461,53 +462,3 @@ def _place_bird(image: Image.Image, bird: Image.Image, species: str, flying: boo
     x = rng.uniform(-0.2 * bird.width, IMAGE_SIZE - 0.8 * bird.width)
     y = rng.uniform(-0.2 * bird.height, IMAGE_SIZE - 0.8 * bird.height)
     image.paste(bird, (round(x), round(y)), bird)
-
-
-# --------------------------------------------------------------------------------------------
-# How hard is it? A mean-colour baseline
-# --------------------------------------------------------------------------------------------
-
-def mean_colours(paths: Sequence[Union[str, os.PathLike]]) -> np.ndarray:
-    """Each image's mean RGB in [0, 1], shape (N, 3)."""
-    from .data import load_rgb
-
-    return np.stack([np.asarray(load_rgb(p), np.float32).reshape(-1, 3).mean(0) / 255 for p in paths])
-
-
-def mean_colour_baseline(root: Union[str, os.PathLike], val_split: float = 0.2, seed: int = 123) -> Dict[str, float]:
-    """Validation accuracy of classifiers that see only each image's mean colour, on the course split.
-
-    Returns accuracies for a nearest-centroid classifier, softmax (logistic) regression and 5-nearest
-    neighbours, all trained on the training split. A stand-in that these classify well would let a
-    network score without learning what a bird looks like.
-    """
-    from .data import scan_bird_folder, split_samples
-
-    train, val = split_samples(scan_bird_folder(root), val_split=val_split, seed=seed)
-    x_train, x_val = mean_colours([p for p, _ in train]), mean_colours([p for p, _ in val])
-    y_train, y_val = np.array([y for _, y in train]), np.array([y for _, y in val])
-    mu, sigma = x_train.mean(0), x_train.std(0) + 1e-8
-    x_train, x_val = (x_train - mu) / sigma, (x_val - mu) / sigma
-    classes = np.arange(len(CLASS_NAMES))
-
-    centroids = np.stack([x_train[y_train == c].mean(0) for c in classes])
-    nearest = ((x_val[:, None, :] - centroids[None]) ** 2).sum(-1).argmin(1)
-
-    weights, bias = np.zeros((3, len(classes))), np.zeros(len(classes))
-    onehot = np.eye(len(classes))[y_train]
-    for _ in range(2000):  # plain gradient descent on the softmax cross-entropy
-        logits = x_train @ weights + bias
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        grad = (p - onehot) / len(x_train)
-        weights -= 0.5 * x_train.T @ grad
-        bias -= 0.5 * grad.sum(0)
-    logistic = (x_val @ weights + bias).argmax(1)
-
-    distances = ((x_val[:, None, :] - x_train[None]) ** 2).sum(-1)
-    neighbours = y_train[np.argsort(distances, axis=1, kind="stable")[:, :5]]
-    knn = np.array([np.bincount(row, minlength=len(classes)).argmax() for row in neighbours])
-
-    return {"nearest_centroid": float((nearest == y_val).mean()),
-            "logistic_regression": float((logistic == y_val).mean()),
-            "knn5": float((knn == y_val).mean())}

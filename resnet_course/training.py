@@ -1,4 +1,4 @@
-"""Training: seeds, device and precision, the ``fit`` loop, checkpoints, and multi-process runs.
+"""Training: seeds, the ``fit`` loop, checkpoints, and multi-process runs.
 
 ``fit`` is an ordinary PyTorch loop (forward, loss, backward, step) with four additions a course
 needs: the fastest safe precision for the machine, progress bars, a checkpoint after every epoch
@@ -15,8 +15,7 @@ import os
 import random
 import sys
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -27,14 +26,13 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
+from .device import ComputeSetup, autocast, place_batch, place_model, resolve_setup
+
 __all__ = [
-    "FP32_ENV", "Precision", "set_seed", "cpu_has_bf16_matrix_units", "choose_device_and_precision",
-    "autocast", "init_distributed", "TrainingInterrupted", "fit", "save_checkpoint",
+    "set_seed", "init_distributed", "TrainingInterrupted", "fit", "save_checkpoint",
     "load_checkpoint", "load_model",
 ]
 
-#: Set ``RESNET_COURSE_FP32=1`` to force plain fp32 everywhere (e.g. to compare numbers exactly).
-FP32_ENV = "RESNET_COURSE_FP32"
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
 HISTORY_NAME = "history.json"
@@ -46,7 +44,7 @@ SCHEDULES = ("cosine", "step", "none")
 
 
 # --------------------------------------------------------------------------------------------
-# Seeds, device and precision
+# Seeds
 # --------------------------------------------------------------------------------------------
 
 def set_seed(seed: int, deterministic: bool = False) -> int:
@@ -62,88 +60,6 @@ def set_seed(seed: int, deterministic: bool = False) -> int:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     return seed
-
-
-@dataclass(frozen=True)
-class Precision:
-    """Where and how to compute: the device, the autocast dtype (None = plain fp32), whether
-    images and weights use the channels-last layout, and whether fp16 needs a gradient scaler."""
-
-    device: torch.device
-    amp_dtype: Optional[torch.dtype]
-    channels_last: bool
-    grad_scaler: bool
-    description: str
-
-
-def cpu_has_bf16_matrix_units() -> bool:
-    """True if this CPU has AMX bf16 tiles (Intel Sapphire Rapids and later), where bf16 autocast
-    with channels-last is about 2.5x faster than fp32 for ResNet-50 training. Guarded: the probe
-    moved between PyTorch versions, so each way of asking is tried in turn."""
-    try:
-        return bool(torch.cpu.get_capabilities()["amx_bf16"])
-    except Exception:
-        pass
-    try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except Exception:
-        pass
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return "amx_bf16" in cpuinfo.read().split()
-    except OSError:
-        return False
-
-
-def _fp32_forced_by_env() -> bool:
-    return os.environ.get(FP32_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def choose_device_and_precision(force_fp32: bool = False) -> Precision:
-    """The fastest safe setting for this machine.
-
-    CUDA: mixed precision (bf16 where supported, else fp16 with a gradient scaler) and
-    channels-last. CPU with AMX: bf16 autocast and channels-last. Apple MPS: fp32 on the GPU.
-    Anything else: fp32 on the CPU. ``force_fp32=True`` or ``RESNET_COURSE_FP32=1`` keeps the
-    device but computes in plain fp32 (contiguous layout).
-    """
-    fp32 = force_fp32 or _fp32_forced_by_env()
-    if torch.cuda.is_available():
-        device = torch.device("cuda")
-        name = torch.cuda.get_device_name(0)
-        if fp32:
-            return Precision(device, None, False, False, f"CUDA ({name}), fp32")
-        if torch.cuda.is_bf16_supported():
-            return Precision(device, torch.bfloat16, True, False, f"CUDA ({name}), bf16 mixed precision, channels-last")
-        return Precision(device, torch.float16, True, True, f"CUDA ({name}), fp16 mixed precision with gradient scaling, channels-last")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return Precision(torch.device("mps"), None, False, False, "Apple GPU (MPS), fp32")
-    cpu = torch.device("cpu")
-    if not fp32 and cpu_has_bf16_matrix_units():
-        return Precision(cpu, torch.bfloat16, True, False, "CPU with AMX, bf16 mixed precision, channels-last")
-    return Precision(cpu, None, False, False, "CPU, fp32" + (" (forced)" if fp32 else ""))
-
-
-def _resolve_precision(precision: Union[str, Precision]) -> Precision:
-    if isinstance(precision, Precision):
-        return precision
-    if precision not in ("auto", "fp32"):
-        raise ValueError(f"precision must be 'auto' or 'fp32', not {precision!r}")
-    return choose_device_and_precision(force_fp32=precision == "fp32")
-
-
-def autocast(setup: Precision):
-    """The autocast context for ``setup`` (a no-op in fp32). Losses and metrics are computed
-    outside it, on logits cast to fp32."""
-    if setup.amp_dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=setup.device.type, dtype=setup.amp_dtype)
-
-
-def _to_device(images: torch.Tensor, setup: Precision) -> torch.Tensor:
-    images = images.to(setup.device, non_blocking=True)
-    return images.contiguous(memory_format=torch.channels_last) if setup.channels_last else images
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,12 +265,6 @@ def _num_outputs(model: nn.Module) -> Optional[int]:
     return last_linear[-1].out_features if last_linear else None
 
 
-def _place(model: nn.Module, setup: Precision) -> nn.Module:
-    """Move ``model`` to the setup's device, in channels-last layout where the setup uses it."""
-    model.to(setup.device)
-    return model.to(memory_format=torch.channels_last) if setup.channels_last else model
-
-
 def _train_step(model, images, targets, optimizer, scaler, criterion, setup):
     """One optimisation step on a batch already on the device (autocast forward, fp32 loss,
     scaled backward, update); returns the logits and the loss."""
@@ -376,7 +286,7 @@ def _train_one_epoch(model, loader, optimizer, scaler, criterion, setup, bar) ->
     correct = torch.zeros((), dtype=torch.float64, device=setup.device)
     seen = 0
     for step, (images, targets) in enumerate(loader, 1):
-        images, targets = _to_device(images, setup), targets.to(setup.device, non_blocking=True)
+        images, targets = place_batch(images, setup), targets.to(setup.device, non_blocking=True)
         logits, loss = _train_step(model, images, targets, optimizer, scaler, criterion, setup)
         loss_sum += loss.detach() * len(targets)
         correct += (logits.argmax(1) == targets).sum()
@@ -402,7 +312,7 @@ def _validate(model, loader, setup) -> Tuple[float, float, float]:
 def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: str = "sgd",
         lr: Optional[float] = None, schedule: str = "cosine", label_smoothing: float = 0.0,
         out_dir: Union[str, os.PathLike, None] = None, resume: bool = False, progress: bool = True,
-        precision: Union[str, Precision] = "auto", seed: Optional[int] = None,
+        precision: Union[str, ComputeSetup] = "auto", seed: Optional[int] = None,
         class_names: Optional[Sequence[str]] = None, model_name: Optional[str] = None,
         image_size: Optional[int] = None,
         on_epoch_end: Optional[Callable[[Dict], None]] = None) -> List[Dict]:
@@ -435,7 +345,7 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, not {epochs}")
-    setup = _resolve_precision(precision)
+    setup = resolve_setup(precision)
     rank, world_size = init_distributed()
     if world_size > 1 and setup.device.type == "cuda":
         setup = replace(setup, device=torch.device("cuda", torch.cuda.current_device()))
@@ -444,7 +354,7 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     out_dir = Path(out_dir) if out_dir is not None else None
     checkpoint_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
 
-    _place(model, setup)
+    place_model(model, setup)
     base_model = model
     optim = _make_optimizer(model, optimizer, lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optim, _lr_factor(schedule, epochs))

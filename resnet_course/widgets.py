@@ -3,7 +3,7 @@
 ``explorer_rows`` and ``explorer_html`` are plain functions (tested); ``shape_explorer`` only
 wires them to a dropdown and a slider. Models are built once per name and cached, because
 building ResNet-152 takes a few seconds on a laptop; the stage table itself is computed on
-PyTorch's meta device (see ``inspect.stage_shapes``), so moving the slider is quick.
+PyTorch's meta device (see ``stages.stage_shapes``), so moving the slider is quick.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 from torch import nn
 
-from resnet_course.inspect import stage_shapes
+from resnet_course.stages import stage_shapes
 from resnet_course.models import MODEL_NAMES, get_model
 
 #: The dropdown's choices: (label, (v1 name, v2 name or None)).

@@ -6,7 +6,7 @@ import torchvision
 from torch import nn
 
 from resnet_course.explain import default_gradcam_layer, grad_cam, stage_feature_maps
-from resnet_course.inspect import stage_shapes
+from resnet_course.stages import stage_shapes
 from resnet_course.models import get_model
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet_course.blocks import KERAS_BN_EPS
-from resnet_course.inspect import count_params
+from resnet_course.stages import count_params
 from resnet_course.models import resnet50v2
 from resnet_course.porting import (NAIVE_PORT_PITFALLS, PITFALL_LABELS, dead_channel_bn_eps_change,
                                    like_a_trained_net, naive_port, pitfall_effects, slipped)

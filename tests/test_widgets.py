@@ -2,7 +2,7 @@
 
 import pytest
 
-from resnet_course.inspect import stage_shapes
+from resnet_course.stages import stage_shapes
 from resnet_course.models import resnet50, resnet50v2
 from resnet_course.widgets import (EXPLORER_CHOICES, SIZE_DEFAULT, cached_model, explorer_html,
                                    explorer_rows, shape_explorer)
