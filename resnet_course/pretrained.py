@@ -36,7 +36,7 @@ __all__ = [
     "cache_dir", "imagenet_file", "weights_files", "find_weights", "download_weights",
     "imagenet_weights", "normalization_for", "load_weights", "read_torch_state_dict",
     "read_keras_h5", "write_keras_h5", "keras_layer_name", "freeze_backbone", "head_of",
-    "extract_features", "linear_probe", "save_standin_weights",
+    "extract_features", "linear_probe", "save_standin_weights", "weights_or_standin",
 ]
 
 #: Set ``RESNET_COURSE_OFFLINE=1`` and ``"imagenet"`` never touches the network: cached files only.
@@ -521,7 +521,8 @@ def linear_probe(model: nn.Module, train_loader, val_loader, epochs: int, *, lr:
     mini-batches (the loader's batch size, Adam) on the stored vectors, which takes seconds.
 
     Returns a history like ``training.fit``'s (epoch, train_loss, train_acc, val_loss, val_acc,
-    lr, seconds); epoch 1's seconds include computing the features. ``model.fc`` holds the
+    lr, seconds); epoch 1's seconds include computing the features, which it also records
+    separately as ``feature_seconds``. ``model.fc`` holds the
     trained head afterwards and the model is in eval mode."""
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, not {epochs}")
@@ -565,12 +566,14 @@ def linear_probe(model: nn.Module, train_loader, val_loader, epochs: int, *, lr:
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / len(train_y),
                         "train_acc": correct / len(train_y), "val_loss": val_loss, "val_acc": val_acc,
                         "lr": lr, "seconds": seconds})
+    history[0]["feature_seconds"] = feature_seconds
     head.to(device)
     model.eval()
     return history
 
 
-def save_standin_weights(model_name: str, path: str | os.PathLike, seed: int = 0) -> Path:
+def save_standin_weights(model_name: str, path: str | os.PathLike, seed: int = 0,
+                         include_top: bool = True) -> Path:
     """Write *random* weights for ``model_name`` in the published file's format (a torchvision
     state_dict for v1, Keras' HDF5 for v2), with BN statistics and biases like a trained net's.
 
@@ -588,5 +591,28 @@ def save_standin_weights(model_name: str, path: str | os.PathLike, seed: int = 0
     if key in V1_NAMES:
         torch.save(model.state_dict(), path)
     else:
-        write_keras_h5(model, path)
+        write_keras_h5(model, path, include_top=include_top)
     return path
+
+
+def weights_or_standin(model_name: str, include_top: bool = False, folder: str | os.PathLike | None = None,
+                       verbose: bool = True) -> tuple[Path, bool]:
+    """``(path, is_imagenet)``: the cached ImageNet file for ``model_name`` if there is one (never
+    downloads), else random stand-in weights in the same format (``save_standin_weights``, kept in
+    ``folder``, default ``runs/standin_weights``). Prints one line saying plainly which it is."""
+    from . import config
+
+    found = find_weights(model_name, include_top)
+    if found is not None:
+        if verbose:
+            print(f"{model_name}: ImageNet weights found at {found}.")
+        return found, True
+    file = imagenet_file(model_name, include_top)
+    folder = Path(folder) if folder is not None else config.RUNS_DIR / "standin_weights"
+    path = folder / f"STANDIN-random-{file.filename}"
+    if not path.is_file():
+        save_standin_weights(model_name, path, include_top=file.include_top)
+    if verbose:
+        print(f"{model_name}: NO ImageNet weights here ({file.filename} is not in {file.path.parent}). "
+              f"Using RANDOM stand-in weights in the same format instead: {config.display_path(path)}")
+    return path, False

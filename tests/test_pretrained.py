@@ -518,3 +518,19 @@ def test_cli_wrong_weights_file_exits_2_naming_the_problem(tiny_birds, torchvisi
     assert code == 2
     err = capsys.readouterr().err
     assert "not an HDF5 file; resnet50v2 takes" in err and "Traceback" not in err
+
+
+def test_weights_or_standin_says_which_and_writes_the_published_format(tmp_path, torchvision_file, capsys):
+    path, real = pretrained.weights_or_standin("resnet50v2", folder=tmp_path)
+    assert not real and "NO ImageNet weights" in capsys.readouterr().out
+    assert path.name == "STANDIN-random-resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    model = get_model("resnet50v2", num_classes=4, weights=path)  # the same loader as the real file
+    assert model.input_normalization == "tf" and model.weights_source["format"] == "keras"
+    with h5py.File(path) as handle:  # a notop file, like the published one
+        assert "predictions" not in handle and "post_bn" in handle
+    assert model.post_bn.running_var.std() > 0.1  # like a trained net's statistics, not BN's defaults
+    cached = pretrained.imagenet_file("resnet50")
+    cached.path.parent.mkdir(parents=True)
+    cached.path.write_bytes(torchvision_file[1].read_bytes())
+    assert pretrained.weights_or_standin("resnet50", folder=tmp_path) == (cached.path, True)
+    assert "ImageNet weights found" in capsys.readouterr().out
