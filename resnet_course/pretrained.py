@@ -396,17 +396,23 @@ def head_of(model: nn.Module) -> nn.Linear:
     return head
 
 
-def _load_strict(model: nn.Module, tensors: dict[str, tuple[torch.Tensor, str]], path: Path,
-                 ignore: Callable[[str], bool] = lambda key: False) -> dict:
+def _counter(key: str) -> bool:
+    """BatchNorm's step counter: not a weight, absent from Keras files and from torchvision files
+    saved before PyTorch 0.4.1 (PyTorch's own strict loading fills it in too)."""
+    return key.endswith("num_batches_tracked")
+
+
+def _load_strict(model: nn.Module, tensors: dict[str, tuple[torch.Tensor, str]], path: Path) -> dict:
     """Copy ``tensors`` into ``model``: the backbone exactly, the head (``fc.*``) when its shape fits.
 
     Mismatches are reported in the model's own order: the first tensor that is missing, has
-    another shape, or (after all of the model's) is in the file but has no place in the model."""
+    another shape, or (after all of the model's) is in the file but has no place in the model.
+    ``tensors_loaded`` counts weights, biases and BN statistics (not BN's step counters)."""
     state = model.state_dict()
     head_keys = [k for k in state if k.startswith("fc.")]
     head_fits = all(k in tensors and tensors[k][0].shape == state[k].shape for k in head_keys)
     for key, target in state.items():
-        if key in head_keys or ignore(key):
+        if key in head_keys or (_counter(key) and key not in tensors):
             continue
         if key not in tensors:
             raise WeightsError(f"{path} does not fit {type(model).__name__}: it has no tensor for "
@@ -424,7 +430,7 @@ def _load_strict(model: nn.Module, tensors: dict[str, tuple[torch.Tensor, str]],
     new_state = {k: (tensors[k][0].to(v.dtype) if k in tensors and (head_fits or k not in head_keys) else v)
                  for k, v in state.items()}
     model.load_state_dict(new_state)
-    loaded = sum(1 for k in state if k in tensors and (head_fits or k not in head_keys))
+    loaded = sum(1 for k in state if k in tensors and not _counter(k) and (head_fits or k not in head_keys))
     return {"file": str(path), "tensors_loaded": loaded, "fresh_head": not head_fits}
 
 
@@ -453,7 +459,7 @@ def load_weights(model: nn.Module, model_name: str, path: str | os.PathLike) -> 
                            f"{imagenet_file(key).filename} (a .pth state_dict is for the v1 "
                            f"models {', '.join(V1_NAMES)}).")
     tensors = read_keras_h5(path)
-    info = _load_strict(model, tensors, path, ignore=lambda k: k.endswith("num_batches_tracked"))
+    info = _load_strict(model, tensors, path)
     return {**info, "format": "keras"}
 
 

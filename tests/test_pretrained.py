@@ -175,11 +175,24 @@ def test_resnet50_from_torchvision_file_gives_torchvision_logits(torchvision_fil
     assert torch.equal(ours.layer3[2].bn2.running_var, reference.layer3[2].bn2.running_var)
 
 
+def test_a_file_without_bn_step_counters_loads_as_torchvision_would(torchvision_file, tmp_path):
+    """Files saved before PyTorch 0.4.1 have no num_batches_tracked; torchvision loads them anyway."""
+    reference, path = torchvision_file
+    state = {k: v for k, v in torch.load(path, weights_only=True).items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "old.pth")
+    ours = get_model("resnet50", weights=tmp_path / "old.pth")
+    assert ours.weights_source["tensors_loaded"] == len(state) == 267  # 161 weights/biases + 106 BN statistics
+    images = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert_close_relative(ours.eval()(images).numpy(), reference(images).numpy())
+
+
 def test_resnet50_for_4_classes_loads_the_backbone_and_a_fresh_head(torchvision_file):
     reference, path = torchvision_file
     torch.manual_seed(0)
     ours = get_model("resnet50", num_classes=4, weights=path)
     assert ours.fc.weight.shape == (4, 2048) and ours.weights_source["fresh_head"] is True
+    assert ours.weights_source["tensors_loaded"] == 265  # all but fc.weight and fc.bias
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     assert_close_relative(_pooled(ours, images), _pooled(reference, images))
 
