@@ -10,7 +10,7 @@ classes, batch 8, at the automatic precision. Times one epoch over the 452 train
 1. full fine-tuning (``fit``, every weight trained);
 2. training the head with a frozen backbone through ``fit`` (``train --freeze-backbone``): the
    backbone still runs forward on every image in every epoch;
-3. the linear probe (``pretrained.linear_probe``): the backbone's features of each image are
+3. the linear probe (``finetune.linear_probe``): the backbone's features of each image are
    computed once (its own line), then each head epoch only touches the cached vectors.
 
 Data loading and JPEG decoding are included, as a learner meets them; validation is not. The
@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from resnet_course import pretrained
+from resnet_course import finetune, pretrained
 from resnet_course.data import find_bird_data, load_birds
 from resnet_course.device import choose_device_and_precision
 from resnet_course.models import get_model
@@ -38,7 +37,7 @@ def weights_file(folder: Path) -> tuple[Path, str]:
     found = pretrained.find_weights("resnet50")
     if found is not None:
         return found, "torchvision ImageNet weights"
-    return pretrained.save_standin_weights("resnet50", folder / "standin.pth"), "random stand-in weights"
+    return finetune.save_standin_weights("resnet50", folder / "standin.pth"), "random stand-in weights"
 
 
 def main() -> None:
@@ -65,10 +64,10 @@ def main() -> None:
 
         full = fit(model(), train, None, 1, progress=False, precision=setup, seed=0)[0]["seconds"]
         print(f"full fine-tuning: {full:.1f} s/epoch", flush=True)
-        frozen = fit(pretrained.freeze_backbone(model()), train, None, 1, progress=False, precision=setup,
+        frozen = fit(finetune.freeze_backbone(model()), train, None, 1, progress=False, precision=setup,
                      seed=0)[0]["seconds"]
         print(f"frozen backbone through fit: {frozen:.1f} s/epoch", flush=True)
-        history = pretrained.linear_probe(model(), train, None, epochs=1 + args.head_epochs,
+        history = finetune.linear_probe(model(), train, None, epochs=1 + args.head_epochs,
                                           image_size=args.image_size, precision=setup)
         features = history[0]["feature_seconds"]
         head = sum(r["seconds"] for r in history[1:]) / args.head_epochs

@@ -7,18 +7,16 @@ neither needs the other for these facts.
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
-
 __all__ = ["CLASS_NAMES", "CLASS_ALIASES", "CLASS_COUNTS", "BirdDataError", "BirdDataWarning"]
 
 #: The course's classes, in label order (index 0..3). Folder names exactly as learners have them,
 #: including the course's spelling "Bushtiti".
-CLASS_NAMES: Tuple[str, ...] = ("Bananaquit", "Black Skimmer", "Black Throated Bushtiti", "Cockatoo")
+CLASS_NAMES: tuple[str, ...] = ("Bananaquit", "Black Skimmer", "Black Throated Bushtiti", "Cockatoo")
 #: Other folder names accepted for a course class. All folder names are matched ignoring case,
 #: underscores and extra spaces, so Kaggle's "BLACK THROATED BUSHTIT" works too.
-CLASS_ALIASES: Dict[str, str] = {"Black Throated Bushtit": "Black Throated Bushtiti"}
+CLASS_ALIASES: dict[str, str] = {"Black Throated Bushtit": "Black Throated Bushtiti"}
 #: Photo counts per class in the course's 565-photo set (the stand-in uses the same).
-CLASS_COUNTS: Dict[str, int] = dict(zip(CLASS_NAMES, (166, 122, 111, 166)))
+CLASS_COUNTS: dict[str, int] = dict(zip(CLASS_NAMES, (166, 122, 111, 166)))
 
 
 class BirdDataError(ValueError):

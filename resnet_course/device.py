@@ -1,4 +1,5 @@
-"""Where and how to compute: the device, the autocast precision and the memory layout.
+"""Where and how to compute: the device, the autocast precision and the memory layout; for a
+while, a number of CPU threads (``torch_threads``) or eval mode (``evaluating``).
 
 ``choose_device_and_precision`` picks the fastest safe setting for this machine once; training,
 evaluation and timing then use the same ``ComputeSetup`` to place the model (``place_model``),
@@ -7,17 +8,18 @@ move each batch (``place_batch``) and run the forward pass (``autocast``).
 
 from __future__ import annotations
 
-import os
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Optional, Union
 
 import torch
 from torch import nn
 
+from .config import env_flag
+
 __all__ = [
     "FP32_ENV", "ComputeSetup", "cpu_has_bf16_matrix_units", "choose_device_and_precision",
-    "resolve_setup", "autocast", "place_model", "place_batch",
+    "resolve_setup", "autocast", "place_model", "place_batch", "torch_threads", "evaluating",
 ]
 
 #: Set ``RESNET_COURSE_FP32=1`` to force plain fp32 everywhere (e.g. to compare numbers exactly).
@@ -30,7 +32,7 @@ class ComputeSetup:
     images and weights use the channels-last layout, and whether fp16 needs a gradient scaler."""
 
     device: torch.device
-    amp_dtype: Optional[torch.dtype]
+    amp_dtype: torch.dtype | None
     channels_last: bool
     grad_scaler: bool
     description: str
@@ -55,10 +57,6 @@ def cpu_has_bf16_matrix_units() -> bool:
         return False
 
 
-def _fp32_forced_by_env() -> bool:
-    return os.environ.get(FP32_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def choose_device_and_precision(force_fp32: bool = False) -> ComputeSetup:
     """The fastest safe setting for this machine.
 
@@ -67,7 +65,7 @@ def choose_device_and_precision(force_fp32: bool = False) -> ComputeSetup:
     Anything else: fp32 on the CPU. ``force_fp32=True`` or ``RESNET_COURSE_FP32=1`` keeps the
     device but computes in plain fp32 (contiguous layout).
     """
-    fp32 = force_fp32 or _fp32_forced_by_env()
+    fp32 = force_fp32 or env_flag(FP32_ENV)
     if torch.cuda.is_available():
         device = torch.device("cuda")
         name = torch.cuda.get_device_name(0)
@@ -87,7 +85,7 @@ def choose_device_and_precision(force_fp32: bool = False) -> ComputeSetup:
     return ComputeSetup(cpu, None, False, False, "CPU, fp32" + (" (forced)" if fp32 else ""))
 
 
-def resolve_setup(precision: Union[str, ComputeSetup]) -> ComputeSetup:
+def resolve_setup(precision: str | ComputeSetup) -> ComputeSetup:
     """``precision`` as the functions taking it accept it: a ``ComputeSetup`` as given, "auto"
     (``choose_device_and_precision``) or "fp32" (the same device in plain fp32)."""
     if isinstance(precision, ComputeSetup):
@@ -116,3 +114,29 @@ def place_batch(images: torch.Tensor, setup: ComputeSetup) -> torch.Tensor:
     it (the layout must match the model's, see ``place_model``)."""
     images = images.to(setup.device, non_blocking=True)
     return images.contiguous(memory_format=torch.channels_last) if setup.channels_last else images
+
+
+@contextmanager
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Inside, PyTorch uses ``num_threads`` CPU threads (None: unchanged); outside, as before.
+    Tiny convolutions gain little from several threads and lose much when cores are shared."""
+    previous = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Run in eval mode (BN uses its running statistics and is not updated), then restore the
+    mode of every submodule exactly as it was."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training

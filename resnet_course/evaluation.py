@@ -9,11 +9,12 @@ are the same whichever precision the forward pass ran in.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from .birds import CLASS_NAMES
@@ -25,8 +26,8 @@ __all__ = ["collect_predictions", "confusion_matrix", "per_class_metrics", "topk
 
 
 @torch.no_grad()
-def collect_predictions(model: nn.Module, loader, precision: Union[str, ComputeSetup] = "auto"
-                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+def collect_predictions(model: nn.Module, loader, precision: str | ComputeSetup = "auto"
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` (in eval mode, moved to the chosen device) over ``loader``; returns
     ``(logits, targets)`` on the CPU, logits as fp32 of shape (N, num_classes)."""
     setup = resolve_setup(precision)
@@ -48,7 +49,7 @@ def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_class
     return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
-def per_class_metrics(confusion: torch.Tensor) -> Dict[str, List[float]]:
+def per_class_metrics(confusion: torch.Tensor) -> dict[str, list[float]]:
     """Precision (of the images predicted as a class, the share that are it), recall (of the
     images of a class, the share found) and support (images of the class) from a confusion
     matrix. A class never predicted gets precision 0 (scikit-learn's convention)."""
@@ -61,7 +62,7 @@ def per_class_metrics(confusion: torch.Tensor) -> Dict[str, List[float]]:
             "support": [int(s) for s in support.tolist()]}
 
 
-def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, topk: Sequence[int] = (1,)) -> Dict[int, float]:
+def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, topk: Sequence[int] = (1,)) -> dict[int, float]:
     """For each k, the share of images whose true class is among the k highest-scoring ones."""
     num_classes = logits.shape[1]
     for k in topk:
@@ -74,8 +75,8 @@ def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, topk: Sequence[in
     return {k: hits[:, :k].any(1).double().mean().item() for k in topk}
 
 
-def evaluate(model: nn.Module, loader, class_names: Optional[Sequence[str]] = None,
-             topk: Sequence[int] = (1,), precision: Union[str, ComputeSetup] = "auto") -> Dict:
+def evaluate(model: nn.Module, loader, class_names: Sequence[str] | None = None,
+             topk: Sequence[int] = (1,), precision: str | ComputeSetup = "auto") -> dict:
     """Accuracy, mean cross-entropy loss, confusion matrix (rows true, columns predicted, as
     lists), per-class precision/recall/support and top-k accuracy of ``model`` on ``loader``.
 
@@ -103,17 +104,15 @@ def evaluate(model: nn.Module, loader, class_names: Optional[Sequence[str]] = No
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: Union[Iterable, str, os.PathLike, "Image.Image"],
+def predict(model: nn.Module, images: Iterable | str | os.PathLike | Image.Image,
             class_names: Sequence[str], image_size: int = 224, topk: int = 1,
-            precision: Union[str, ComputeSetup] = "auto", batch_size: int = 16,
-            normalization: Optional[str] = None) -> List[Dict]:
+            precision: str | ComputeSetup = "auto", batch_size: int = 16,
+            normalization: str | None = None) -> list[dict]:
     """Classify image files or PIL images of any size and mode (resized and centre-cropped to
     ``image_size`` like validation images). Returns one dict per image: ``image`` (the file name,
     or "image 0", ... for PIL images), ``label`` (predicted class), ``probability`` and ``topk``
     (a list of (class, probability) pairs, best first). ``normalization`` defaults to the model's
     ``input_normalization`` (set by ``get_model`` and ``training.load_model``), else "imagenet"."""
-    from PIL import Image
-
     if isinstance(images, (str, os.PathLike, Image.Image)):
         images = [images]
     images = list(images)
@@ -140,12 +139,12 @@ def predict(model: nn.Module, images: Union[Iterable, str, os.PathLike, "Image.I
 # How hard is the dataset? A mean-colour baseline
 # --------------------------------------------------------------------------------------------
 
-def mean_colours(paths: Sequence[Union[str, os.PathLike]]) -> np.ndarray:
+def mean_colours(paths: Sequence[str | os.PathLike]) -> np.ndarray:
     """Each image's mean RGB in [0, 1], shape (N, 3)."""
     return np.stack([np.asarray(load_rgb(p), np.float32).reshape(-1, 3).mean(0) / 255 for p in paths])
 
 
-def mean_colour_baseline(root: Union[str, os.PathLike], val_split: float = 0.2, seed: int = 123) -> Dict[str, float]:
+def mean_colour_baseline(root: str | os.PathLike, val_split: float = 0.2, seed: int = 123) -> dict[str, float]:
     """Validation accuracy of classifiers that see only each image's mean colour, on the course split.
 
     Returns accuracies for a nearest-centroid classifier, softmax (logistic) regression and 5-nearest

@@ -18,15 +18,16 @@ import hashlib
 import json
 import statistics
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from . import config
-from .training import DEFAULT_LR
+from .tables import text_table
+from .training import BEST_NAME, CHECKPOINT_NAME, DEFAULT_LR, HISTORY_NAME
 
 __all__ = ["RUN_FILE", "TrainedRun", "data_fingerprint", "train_or_load", "epoch_table",
            "compare_runs", "per_class_table", "validation_predictions", "seconds_per_step"]
@@ -43,9 +44,9 @@ class TrainedRun:
     name: str
     model_name: str
     model: nn.Module
-    history: List[Dict]
+    history: list[dict]
     out_dir: Path
-    class_names: List[str]
+    class_names: list[str]
     image_size: int
     train_loader: object
     val_loader: object
@@ -54,15 +55,15 @@ class TrainedRun:
     @property
     def checkpoint(self) -> Path:
         """``checkpoint.pt``: the last epoch, with everything needed to resume."""
-        return self.out_dir / "checkpoint.pt"
+        return self.out_dir / CHECKPOINT_NAME
 
     @property
     def best_checkpoint(self) -> Path:
         """``best.pt``: the weights of the epoch with the best validation accuracy."""
-        return self.out_dir / "best.pt"
+        return self.out_dir / BEST_NAME
 
 
-def data_fingerprint(train_loader, val_loader) -> Optional[str]:
+def data_fingerprint(train_loader, val_loader) -> str | None:
     """A short hash of which files (by class and file name) are in each split, so a run trained
     on the stand-in is not mistaken for one trained on real photos, or on another split. None if
     the loaders' datasets don't list their ``samples``."""
@@ -81,14 +82,14 @@ def _epochs(n: int) -> str:
 
 
 def _finished_epochs(out_dir: Path) -> int:
-    history = out_dir / "history.json"
+    history = out_dir / HISTORY_NAME
     return len(json.loads(history.read_text())) if history.is_file() else 0
 
 
-def _check_recipe(out_dir: Path, recipe: Dict) -> None:
+def _check_recipe(out_dir: Path, recipe: dict) -> None:
     """Refuse to continue or reuse a run that was trained with something else."""
     saved_file = out_dir / RUN_FILE
-    if not (out_dir / "checkpoint.pt").exists() or not saved_file.is_file():
+    if not (out_dir / CHECKPOINT_NAME).exists() or not saved_file.is_file():
         return
     saved = json.loads(saved_file.read_text())
     differences = [f"{key}: {saved.get(key)!r} there, {value!r} now" for key, value in recipe.items()
@@ -99,10 +100,10 @@ def _check_recipe(out_dir: Path, recipe: Dict) -> None:
                          "folder to train afresh.")
 
 
-def train_or_load(name: str, model_name: Optional[str] = None, *, epochs: Optional[int] = None,
-                  optimizer: str = "sgd", lr: Optional[float] = None, label_smoothing: float = 0.0,
+def train_or_load(name: str, model_name: str | None = None, *, epochs: int | None = None,
+                  optimizer: str = "sgd", lr: float | None = None, label_smoothing: float = 0.0,
                   seed: int = 0, train_loader=None, val_loader=None,
-                  class_names: Optional[Sequence[str]] = None, image_size: Optional[int] = None,
+                  class_names: Sequence[str] | None = None, image_size: int | None = None,
                   progress: bool = True, precision="auto", weights=None) -> TrainedRun:
     """Train ``model_name`` (default: ``name``) into ``config.run_dir(name)``, or load it if that
     run is finished, or finish it if it was interrupted. Returns a :class:`TrainedRun`.
@@ -145,7 +146,7 @@ def train_or_load(name: str, model_name: Optional[str] = None, *, epochs: Option
         recipe["weights"] = weights if str(weights).lower() == "imagenet" else Path(weights).name
     _check_recipe(out_dir, recipe)
 
-    done = _finished_epochs(out_dir) if (out_dir / "checkpoint.pt").exists() else 0
+    done = _finished_epochs(out_dir) if (out_dir / CHECKPOINT_NAME).exists() else 0
     where = config.display_path(out_dir)
     if done >= epochs:
         print(f"Loading the finished run in {where} ({_epochs(done)}); delete that folder to train afresh.")
@@ -171,30 +172,19 @@ def train_or_load(name: str, model_name: Optional[str] = None, *, epochs: Option
 # Tables and samples for the notebooks
 # --------------------------------------------------------------------------------------------
 
-def _render(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Text columns: the first left-aligned, the others right-aligned, a rule under the header."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-
-    def line(cells):
-        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return "\n".join([line(header), "-" * len(line(header)), *map(line, rows)])
-
-
-def _percent(value: Optional[float]) -> str:
+def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def epoch_table(history: Sequence[Dict]) -> str:
+def epoch_table(history: Sequence[dict]) -> str:
     """One line per epoch: training and validation loss and accuracy, learning rate, seconds."""
     rows = [[r["epoch"], f"{r['train_loss']:.3f}", _percent(r["train_acc"]),
              "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}", _percent(r["val_acc"]),
              f"{r['lr']:.2g}", f"{r['seconds']:.0f}"] for r in history]
-    return _render(["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"], rows)
+    return text_table(["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"], rows)
 
 
-def _run_summary(history: Sequence[Dict]) -> Dict:
+def _run_summary(history: Sequence[dict]) -> dict:
     scored = [r for r in history if r.get("val_acc") is not None]
     best = max(scored, key=lambda r: r["val_acc"]) if scored else None
     return {"epochs": len(history),
@@ -204,7 +194,7 @@ def _run_summary(history: Sequence[Dict]) -> Dict:
             "seconds_per_epoch": sum(r["seconds"] for r in history) / max(len(history), 1)}
 
 
-def compare_runs(histories: Mapping[str, Sequence[Dict]]) -> str:
+def compare_runs(histories: Mapping[str, Sequence[dict]]) -> str:
     """A table of runs side by side: epochs, final and best validation accuracy (with its epoch)
     and mean seconds per epoch. Accepts the histories ``fit`` returns, keyed by a label."""
     rows = []
@@ -212,19 +202,19 @@ def compare_runs(histories: Mapping[str, Sequence[Dict]]) -> str:
         s = _run_summary(history)
         best = "-" if s["best_val_acc"] is None else f"{s['best_val_acc']:.1%} (epoch {s['best_epoch']})"
         rows.append([label, s["epochs"], _percent(s["final_val_acc"]), best, f"{s['seconds_per_epoch']:.0f}"])
-    return _render(["run", "epochs", "final val acc", "best val acc", "seconds/epoch"], rows)
+    return text_table(["run", "epochs", "final val acc", "best val acc", "seconds/epoch"], rows)
 
 
-def per_class_table(report: Dict) -> str:
+def per_class_table(report: dict) -> str:
     """Precision, recall and number of images per class, from ``evaluation.evaluate``'s report."""
     rows = [[c["class"], f"{c['precision']:.2f}", f"{c['recall']:.2f}", c["support"]]
             for c in report["per_class"]]
-    return _render(["class", "precision", "recall", "images"], rows)
+    return text_table(["class", "precision", "recall", "images"], rows)
 
 
 @torch.no_grad()
 def validation_predictions(model: nn.Module, loader, n: int = 12, precision="auto"
-                           ) -> Tuple[torch.Tensor, List[int], List[int], torch.Tensor]:
+                           ) -> tuple[torch.Tensor, list[int], list[int], torch.Tensor]:
     """``n`` validation images spread evenly over ``loader``'s dataset (so every class shows up;
     the same images every time), with true labels, predicted labels and softmax probabilities:
     the arguments ``plots.plot_prediction_grid(images, true, predicted, class_names, probs)`` takes."""
@@ -242,7 +232,7 @@ def validation_predictions(model: nn.Module, loader, n: int = 12, precision="aut
 
 
 def seconds_per_step(models: Mapping[str, nn.Module], loader, steps: int = 5, warmup: int = 1,
-                     precision="auto") -> Dict[str, float]:
+                     precision="auto") -> dict[str, float]:
     """Median wall-clock seconds of one training step (``fit``'s step: forward, backward, SGD
     update) for each model, on the same batches from ``loader``, measured on copies so the models
     stay as they are.
@@ -263,7 +253,7 @@ def seconds_per_step(models: Mapping[str, nn.Module], loader, steps: int = 5, wa
         optimizers[label] = torch.optim.SGD(twins[label].parameters(), lr=1e-3, momentum=0.9)
     scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.grad_scaler)
     batches = iter(loader)
-    timings: Dict[str, List[float]] = {label: [] for label in models}
+    timings: dict[str, list[float]] = {label: [] for label in models}
     for step in range(warmup + steps):
         try:
             images, targets = next(batches)

@@ -15,9 +15,10 @@ import os
 import random
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ def set_seed(seed: int, deterministic: bool = False) -> int:
 # Several processes (torchrun)
 # --------------------------------------------------------------------------------------------
 
-def init_distributed() -> Tuple[int, int]:
+def init_distributed() -> tuple[int, int]:
     """Join the process group when launched by ``torchrun`` with ``WORLD_SIZE > 1`` (gloo on CPU,
     NCCL on GPU); returns ``(rank, world_size)``, ``(0, 1)`` for an ordinary run. Idempotent."""
     if dist.is_available() and dist.is_initialized():
@@ -102,7 +103,7 @@ def _sharded_loader(loader: DataLoader, rank: int, world_size: int, train: bool,
                       persistent_workers=loader.num_workers > 0 and loader.persistent_workers)
 
 
-def _all_reduce_sums(values: Sequence[float], device: torch.device, world_size: int) -> List[float]:
+def _all_reduce_sums(values: Sequence[float], device: torch.device, world_size: int) -> list[float]:
     if world_size == 1:
         return list(values)
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
@@ -129,7 +130,7 @@ def _atomic_write(path: Path, write: Callable) -> None:
             temporary.unlink()
 
 
-def save_checkpoint(state: Dict, path: Union[str, os.PathLike]) -> Path:
+def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     """Save a checkpoint dict atomically (see ``_atomic_write``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +138,7 @@ def save_checkpoint(state: Dict, path: Union[str, os.PathLike]) -> Path:
     return path
 
 
-def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> Dict:
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Load a checkpoint written by ``fit``. Uses ``weights_only=True``: checkpoints hold only
     tensors, numbers, strings, lists and dicts, so loading one cannot run code."""
     path = Path(path)
@@ -146,8 +147,8 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> Dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu"
-               ) -> Tuple[nn.Module, Dict]:
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
+               ) -> tuple[nn.Module, dict]:
     """Rebuild the model a checkpoint was trained as (``models.get_model``), load its weights and
     return ``(model in eval mode, meta)``; ``meta`` holds model_name, num_classes, class_names,
     image_size and normalization (the input scaling, also set as ``model.input_normalization``)."""
@@ -164,7 +165,7 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
     return model.to(device).eval(), meta
 
 
-def _rng_state(loader_generators: Sequence[torch.Generator]) -> Dict:
+def _rng_state(loader_generators: Sequence[torch.Generator]) -> dict:
     """Every random generator's state, as tensors and lists (no NumPy objects, so the checkpoint
     loads with ``weights_only=True``)."""
     version, mt_state, gauss = random.getstate()
@@ -180,7 +181,7 @@ def _rng_state(loader_generators: Sequence[torch.Generator]) -> Dict:
     return state
 
 
-def _restore_rng_state(state: Dict, loader_generators: Sequence[torch.Generator]) -> None:
+def _restore_rng_state(state: dict, loader_generators: Sequence[torch.Generator]) -> None:
     version, mt_state, gauss = state["python"]
     random.setstate((version, tuple(mt_state), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
@@ -192,9 +193,9 @@ def _restore_rng_state(state: Dict, loader_generators: Sequence[torch.Generator]
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _loader_generators(loader) -> List[torch.Generator]:
+def _loader_generators(loader) -> list[torch.Generator]:
     """The generators that decide a loader's shuffling (the loader's own and its sampler's)."""
-    found: List[torch.Generator] = []
+    found: list[torch.Generator] = []
     candidates = [getattr(loader, "generator", None), getattr(getattr(loader, "sampler", None), "generator", None)]
     for generator in candidates:
         if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
@@ -202,7 +203,7 @@ def _loader_generators(loader) -> List[torch.Generator]:
     return found
 
 
-def _save_epoch_files(out_dir: Path, state: Dict, improved: bool) -> None:
+def _save_epoch_files(out_dir: Path, state: dict, improved: bool) -> None:
     """After an epoch: checkpoint.pt (to resume), best.pt (weights and meta only, when the
     validation accuracy improved) and history.json, each replaced atomically."""
     save_checkpoint(state, out_dir / CHECKPOINT_NAME)
@@ -213,7 +214,7 @@ def _save_epoch_files(out_dir: Path, state: Dict, improved: bool) -> None:
     _atomic_write(out_dir / HISTORY_NAME, lambda file: file.write(history_json))
 
 
-def _restore_training_state(state: Dict, model, optimizer, scheduler, scaler, generators) -> None:
+def _restore_training_state(state: dict, model, optimizer, scheduler, scaler, generators) -> None:
     """Put weights, optimiser, scheduler, gradient scaler and random states back as saved."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -231,13 +232,13 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Raised by ``fit`` when interrupted (Ctrl-C, a notebook's stop button) during an epoch.
     The last finished epoch's checkpoint is untouched; ``history`` holds the finished epochs."""
 
-    def __init__(self, message: str, history: List[Dict], checkpoint: Optional[Path]):
+    def __init__(self, message: str, history: list[dict], checkpoint: Path | None):
         super().__init__(message)
         self.history = history
         self.checkpoint = checkpoint
 
 
-def _make_optimizer(model: nn.Module, name: str, lr: Optional[float]) -> torch.optim.Optimizer:
+def _make_optimizer(model: nn.Module, name: str, lr: float | None) -> torch.optim.Optimizer:
     """SGD with momentum 0.9 and weight decay 1e-4 (He et al. 2015, Sec. 3.4) or Adam."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {name!r}")
@@ -260,7 +261,7 @@ def _lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
     raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}")
 
 
-def _num_outputs(model: nn.Module) -> Optional[int]:
+def _num_outputs(model: nn.Module) -> int | None:
     last_linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
     return last_linear[-1].out_features if last_linear else None
 
@@ -278,7 +279,7 @@ def _train_step(model, images, targets, optimizer, scaler, criterion, setup):
     return logits, loss
 
 
-def _train_one_epoch(model, loader, optimizer, scaler, criterion, setup, bar) -> Tuple[List[float], int]:
+def _train_one_epoch(model, loader, optimizer, scaler, criterion, setup, bar) -> tuple[list[float], int]:
     """One pass over ``loader``; returns ([summed loss, correct predictions, images] of this
     process, the image side seen)."""
     model.train()
@@ -299,7 +300,7 @@ def _train_one_epoch(model, loader, optimizer, scaler, criterion, setup, bar) ->
     return [loss_sum.item(), correct.item(), float(seen)], int(images.shape[-1])
 
 
-def _validate(model, loader, setup) -> Tuple[float, float, float]:
+def _validate(model, loader, setup) -> tuple[float, float, float]:
     """Validation of this process's share; (summed loss, correct, images). Plain cross-entropy on
     fp32 logits, the same numbers ``evaluation.evaluate`` reports."""
     from .evaluation import collect_predictions
@@ -310,12 +311,12 @@ def _validate(model, loader, setup) -> Tuple[float, float, float]:
 
 
 def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: str = "sgd",
-        lr: Optional[float] = None, schedule: str = "cosine", label_smoothing: float = 0.0,
-        out_dir: Union[str, os.PathLike, None] = None, resume: bool = False, progress: bool = True,
-        precision: Union[str, ComputeSetup] = "auto", seed: Optional[int] = None,
-        class_names: Optional[Sequence[str]] = None, model_name: Optional[str] = None,
-        image_size: Optional[int] = None,
-        on_epoch_end: Optional[Callable[[Dict], None]] = None) -> List[Dict]:
+        lr: float | None = None, schedule: str = "cosine", label_smoothing: float = 0.0,
+        out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
+        precision: str | ComputeSetup = "auto", seed: int | None = None,
+        class_names: Sequence[str] | None = None, model_name: str | None = None,
+        image_size: int | None = None,
+        on_epoch_end: Callable[[dict], None] | None = None) -> list[dict]:
     """Train ``model`` for ``epochs`` epochs in total and return the history: one dict per epoch
     with epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds.
 
@@ -372,7 +373,7 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
             "weights": (getattr(model, "weights_source", None) or {}).get("file"),
             "backbone_frozen": bool(getattr(model, "backbone_frozen", False))}
 
-    history: List[Dict] = []
+    history: list[dict] = []
     best_val_acc = -1.0
     if checkpoint_path is not None and checkpoint_path.exists():
         if not resume:

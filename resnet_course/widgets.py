@@ -9,13 +9,13 @@ PyTorch's meta device (see ``stages.stage_shapes``), so moving the slider is qui
 from __future__ import annotations
 
 import html
-from functools import lru_cache
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from functools import cache
 
 from torch import nn
 
-from resnet_course.stages import stage_shapes
-from resnet_course.models import MODEL_NAMES, get_model
+from .models import MODEL_NAMES, get_model
+from .stages import row_cells, stage_shapes, total_row
 
 #: The dropdown's choices: (label, (v1 name, v2 name or None)).
 EXPLORER_CHOICES = (
@@ -29,14 +29,14 @@ EXPLORER_CHOICES = (
 SIZE_MIN, SIZE_MAX, SIZE_STEP, SIZE_DEFAULT = 64, 512, 32, 224
 
 
-@lru_cache(maxsize=None)
+@cache
 def cached_model(name: str) -> nn.Module:
     """``get_model(name)`` (1000 classes, as in the papers' tables), built once per name, in eval mode."""
     return get_model(name).eval()
 
 
-def explorer_rows(v1_name: str = "resnet50", v2_name: Optional[str] = "resnet50v2",
-                  input_size: int = 224) -> list[tuple[Optional[dict], Optional[dict]]]:
+def explorer_rows(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2",
+                  input_size: int = 224) -> list[tuple[dict | None, dict | None]]:
     """Pairs ``(v1 row, v2 row)`` of ``stage_shapes`` rows, stem first and head last.
 
     Either side is None where that model has no such row (or when ``v2_name`` is None).
@@ -51,24 +51,20 @@ def explorer_rows(v1_name: str = "resnet50", v2_name: Optional[str] = "resnet50v
             for i in range(length)]
 
 
-def _cells(row: Optional[dict], tag: str = "td") -> str:
+def _cells(row: dict | None, tag: str = "td") -> str:
     if row is None:
         return f"<{tag}></{tag}>" * 4
-    shape = "&times;".join(str(n) for n in row["shape"])
-    values = [html.escape(row["stage"]), shape, f"{row['params']:,}", f"{row['macs'] / 1e9:.3f}"]
+    stage, *values = row_cells(row, 1e9, times="&times;")
     aligns = ["left", "left", "right", "right"]
-    return "".join(f'<{tag} style="text-align:{a}">{v}</{tag}>' for v, a in zip(values, aligns))
+    return "".join(f'<{tag} style="text-align:{a}">{v}</{tag}>' for v, a in zip([html.escape(stage), *values], aligns))
 
 
-def _total(rows: Sequence[Optional[dict]]) -> Optional[dict]:
+def _total(rows: Sequence[dict | None]) -> dict | None:
     present = [row for row in rows if row is not None]
-    if not present:
-        return None
-    return {"stage": "total", "shape": present[-1]["shape"],
-            "params": sum(r["params"] for r in present), "macs": sum(r["macs"] for r in present)}
+    return total_row(present) if present else None
 
 
-def explorer_html(v1_name: str = "resnet50", v2_name: Optional[str] = "resnet50v2",
+def explorer_html(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2",
                   input_size: int = 224) -> str:
     """The side-by-side table as HTML: stage, output shape, parameters and GMACs of each model."""
     pairs = explorer_rows(v1_name, v2_name, input_size)

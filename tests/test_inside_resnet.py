@@ -43,7 +43,8 @@ def test_a_correct_grad_cam_written_from_the_paper_passes():
 
 
 def test_the_course_grad_cam_passes_its_own_checker():
-    result = checkers.check_grad_cam(lambda model, image, layer, c: grad_cam(model, image, target_layer=layer, class_idx=c))
+    result = checkers.check_grad_cam(
+        lambda model, image, layer, c: grad_cam(model, image, target_layer=layer, class_idx=c))
     assert result.ok, str(result)
 
 

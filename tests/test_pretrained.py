@@ -28,10 +28,11 @@ from torch import nn
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from resnet_course import pretrained  # noqa: E402
+from resnet_course import finetune, pretrained  # noqa: E402
 from resnet_course.cli import main  # noqa: E402
 from resnet_course.data import CLASS_NAMES, load_birds  # noqa: E402
-from resnet_course.models import get_model, keras_v2_module_name  # noqa: E402
+from resnet_course.models import get_model  # noqa: E402
+from resnet_course.pretrained import keras_v2_module_name  # noqa: E402
 from resnet_course.training import load_checkpoint, load_model  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.usefixtures("one_torch_thread")]
@@ -256,7 +257,8 @@ def test_keras_layer_name_inverts_keras_v2_module_name():
 # --------------------------------------------------------------------------------------------
 
 def test_v1_file_for_a_v2_model_is_a_clear_error(torchvision_file):
-    with pytest.raises(pretrained.WeightsError, match=r"not an HDF5 file; resnet50v2 takes the Keras Applications file"):
+    with pytest.raises(pretrained.WeightsError,
+                       match=r"not an HDF5 file; resnet50v2 takes the Keras Applications file"):
         get_model("resnet50v2", weights=torchvision_file[1])
 
 
@@ -308,7 +310,7 @@ def test_truncated_files_are_a_clear_error(torchvision_file, keras_files, tmp_pa
     path = tmp_path / f"truncated.{which}"
     data = src.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(pretrained.WeightsError, match=r"Cannot read .*truncated\.%s .*incomplete download" % which):
+    with pytest.raises(pretrained.WeightsError, match=rf"Cannot read .*truncated\.{which} .*incomplete download"):
         get_model("resnet50" if which == "pth" else "resnet50v2", weights=path)
 
 
@@ -443,7 +445,7 @@ def test_freeze_backbone_trains_only_the_head(tiny_birds, torchvision_file):
     from resnet_course.training import fit
 
     train, val, names = load_birds(tiny_birds, image_size=32, batch_size=4)
-    model = pretrained.freeze_backbone(get_model("resnet50", num_classes=4, weights=torchvision_file[1]))
+    model = finetune.freeze_backbone(get_model("resnet50", num_classes=4, weights=torchvision_file[1]))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fit(model, train, val, 1, progress=False, precision="fp32")
     after = model.state_dict()
@@ -456,12 +458,12 @@ def test_linear_probe_caches_features_and_trains_the_head(tiny_birds, torchvisio
     reference, path = torchvision_file
     train, val, _ = load_birds(tiny_birds, image_size=32, batch_size=4)
     model = get_model("resnet50", num_classes=4, weights=path)
-    features, targets = pretrained.extract_features(model, val, precision="fp32")
+    features, targets = finetune.extract_features(model, val, precision="fp32")
     images = torch.cat([x for x, _ in val])
     assert_close_relative(features.numpy(), _pooled(reference, images))
     assert targets.tolist() == [label for _, label in val.dataset.samples]
     backbone = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
-    history = pretrained.linear_probe(model, train, val, epochs=30, lr=1e-2, precision="fp32")
+    history = finetune.linear_probe(model, train, val, epochs=30, lr=1e-2, precision="fp32")
     assert [r["epoch"] for r in history] == list(range(1, 31))
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in backbone.items())
@@ -471,7 +473,8 @@ def test_linear_probe_caches_features_and_trains_the_head(tiny_birds, torchvisio
     assert accuracy == pytest.approx(history[-1]["val_acc"])
 
 
-def test_cli_trains_one_epoch_from_a_local_keras_file_and_predict_uses_its_scaling(tiny_birds, keras_files, tmp_path, capsys):
+def test_cli_trains_one_epoch_from_a_local_keras_file_and_predict_uses_its_scaling(tiny_birds, keras_files, tmp_path,
+                                                                                    capsys):
     weights = keras_files[1][False]["keras2"]
     out = tmp_path / "run"
     code = main(["train", "--model", "resnet50v2", "--data", str(tiny_birds), "--epochs", "1", "--image-size", "32",
@@ -534,7 +537,7 @@ def test_cli_wrong_weights_file_exits_2_naming_the_problem(tiny_birds, torchvisi
 
 
 def test_weights_or_standin_says_which_and_writes_the_published_format(tmp_path, torchvision_file, capsys):
-    path, real = pretrained.weights_or_standin("resnet50v2", folder=tmp_path)
+    path, real = finetune.weights_or_standin("resnet50v2", folder=tmp_path)
     assert not real and "NO ImageNet weights" in capsys.readouterr().out
     assert path.name == "STANDIN-random-resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
     model = get_model("resnet50v2", num_classes=4, weights=path)  # the same loader as the real file
@@ -545,5 +548,5 @@ def test_weights_or_standin_says_which_and_writes_the_published_format(tmp_path,
     cached = pretrained.imagenet_file("resnet50")
     cached.path.parent.mkdir(parents=True)
     cached.path.write_bytes(torchvision_file[1].read_bytes())
-    assert pretrained.weights_or_standin("resnet50", folder=tmp_path) == (cached.path, True)
+    assert finetune.weights_or_standin("resnet50", folder=tmp_path) == (cached.path, True)
     assert "ImageNet weights found" in capsys.readouterr().out

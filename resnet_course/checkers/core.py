@@ -5,9 +5,9 @@ counts, shapes as text).
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +26,7 @@ class CheckResult:
     lines to show ("✓ ..." / "✗ ..."); ``failures`` the texts of the failed checks."""
 
     title: str
-    checks: List[Tuple[bool, str]] = field(default_factory=list)
+    checks: list[tuple[bool, str]] = field(default_factory=list)
 
     def add(self, ok: bool, text: str) -> None:
         if (ok, text) not in self.checks:  # the same finding in two cases is said once
@@ -37,11 +37,11 @@ class CheckResult:
         return bool(self.checks) and all(ok for ok, _ in self.checks)
 
     @property
-    def messages(self) -> List[str]:
+    def messages(self) -> list[str]:
         return [f"{'✓' if ok else '✗'} {text}" for ok, text in self.checks]
 
     @property
-    def failures(self) -> List[str]:
+    def failures(self) -> list[str]:
         return [text for ok, text in self.checks if not ok]
 
     def __bool__(self) -> bool:
@@ -80,12 +80,7 @@ def _seeded(seed: int = 0):
         yield
 
 
-def count_parameters(module) -> int:
-    """Number of trainable values (BatchNorm running statistics are buffers, not counted)."""
-    return sum(p.numel() for p in module.parameters()) if isinstance(module, nn.Module) else 0
-
-
-def difference_hint(difference: int, channels: Iterable[int] = RESNET_CHANNELS, num_classes: Optional[int] = None) -> str:
+def difference_hint(difference: int, channels: Iterable[int] = RESNET_CHANNELS, num_classes: int | None = None) -> str:
     """Name the layers a parameter-count difference could be, e.g. " = one 3×3 conv 64→64?".
 
     Tries, most likely first: a whole BasicBlock or Bottleneck, a projection shortcut, a single

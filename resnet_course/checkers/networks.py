@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
-from typing import List, Optional, Tuple
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
-from ..explain import evaluating
+from ..device import evaluating
+from ..stages import count_params
 from .core import (
     RESNET_CHANNELS,
     CheckResult,
@@ -18,7 +18,6 @@ from .core import (
     _randomize_batch_norms,
     _seeded,
     _shape,
-    count_parameters,
     difference_hint,
 )
 
@@ -27,11 +26,11 @@ from .core import (
 # --------------------------------------------------------------------------------------------
 
 
-def check_param_count(model: nn.Module, expected: int, num_classes: Optional[int] = None) -> CheckResult:
+def check_param_count(model: nn.Module, expected: int, num_classes: int | None = None) -> CheckResult:
     """Compare a model's parameter count with ``expected`` and, when they differ, guess which
     layer the difference could be ("one 3×3 conv 64→64?")."""
     result = CheckResult("Checking the parameter count")
-    n = count_parameters(model)
+    n = count_params(model)
     if n == expected:
         result.add(True, f"{n:,} parameters, as expected")
     else:
@@ -40,7 +39,7 @@ def check_param_count(model: nn.Module, expected: int, num_classes: Optional[int
     return result
 
 
-def _reference_model(name: str, num_classes: int) -> Tuple[nn.Module, str]:
+def _reference_model(name: str, num_classes: int) -> tuple[nn.Module, str]:
     from resnet_course.models import MODEL_NAMES, get_model
 
     if name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
@@ -50,26 +49,27 @@ def _reference_model(name: str, num_classes: int) -> Tuple[nn.Module, str]:
     raise ValueError(f"unknown reference model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
 
 
-def _children_report(model: nn.Module, reference: nn.Module, ref_text: str) -> List[str]:
+def _children_report(model: nn.Module, reference: nn.Module, ref_text: str) -> list[str]:
     lines = []
     mine = dict(model.named_children())
     for name, ref_child in reference.named_children():
         child = mine.get(name)
-        n_ref = count_parameters(ref_child)
+        n_ref = count_params(ref_child)
         if child is None:
             if n_ref:
                 lines.append(f"`{name}` is missing (in {ref_text} it has {n_ref:,} parameters)")
             continue
-        n = count_parameters(child)
+        n = count_params(child)
         if n != n_ref:
             mine_blocks = ref_blocks = ""
-            if isinstance(child, nn.Sequential) and isinstance(ref_child, nn.Sequential) and len(child) != len(ref_child):
+            both_sequential = isinstance(child, nn.Sequential) and isinstance(ref_child, nn.Sequential)
+            if both_sequential and len(child) != len(ref_child):
                 mine_blocks, ref_blocks = f" in {len(child)} blocks", f" in {len(ref_child)} blocks"
             lines.append(f"`{name}` has {n:,} parameters{mine_blocks}; in {ref_text}: {n_ref:,}{ref_blocks}")
     return lines
 
 
-def _first_difference(model: nn.Module, reference: nn.Module, x: Tensor) -> Optional[str]:
+def _first_difference(model: nn.Module, reference: nn.Module, x: Tensor) -> str | None:
     """The first top-level part (in the reference's order) whose output differs."""
     outputs = {}
 
@@ -94,7 +94,7 @@ def _first_difference(model: nn.Module, reference: nn.Module, x: Tensor) -> Opti
     return None
 
 
-def check_model(model: nn.Module, reference_name: str, num_classes: Optional[int] = None) -> CheckResult:
+def check_model(model: nn.Module, reference_name: str, num_classes: int | None = None) -> CheckResult:
     """Compare a learner's whole network with a reference (``"resnet34"`` → torchvision's,
     ``"resnet50v2"`` → the course's): parameter count (with the parts that differ), output shape,
     state_dict keys and shapes, and, when the reference's weights load, the same logits.
@@ -113,7 +113,7 @@ def check_model(model: nn.Module, reference_name: str, num_classes: Optional[int
         if num_classes is None:
             num_classes = out.shape[-1] if isinstance(out, Tensor) and out.ndim == 2 else 1000
         reference, ref_text = _reference_model(reference_name, num_classes)
-        n, n_ref = count_parameters(model), count_parameters(reference)
+        n, n_ref = count_params(model), count_params(reference)
         if n == n_ref:
             result.add(True, f"{n:,} parameters, as {ref_text}")
         else:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
-
 import torch
 from torch import Tensor, nn
 
+from ..stages import count_params
 from .core import (
     CheckResult,
     _close,
@@ -17,7 +16,6 @@ from .core import (
     _randomize_batch_norms,
     _seeded,
     _shape,
-    count_parameters,
     difference_hint,
 )
 
@@ -78,8 +76,8 @@ def check_preact_block(block_cls) -> CheckResult:
 
 def _preact_case(block, reference, call, inplanes, planes, stride, conv_shortcut) -> dict:
     """Findings for one built pre-activation block: {kind: failure message or None}."""
-    found = {"call": call, "conv_shortcut": conv_shortcut, "ref": count_parameters(reference)}
-    n, ref = count_parameters(block), found["ref"]
+    found = {"call": call, "conv_shortcut": conv_shortcut, "ref": count_params(reference)}
+    n, ref = count_params(block), found["ref"]
     found["params"] = None if n == ref else (
         f"{call} has {_count_text(n)}, the reference {ref:,} "
         f"(difference {n - ref:+,}{difference_hint(n - ref, (inplanes, planes, 4 * planes))})"
@@ -112,7 +110,7 @@ def _preact_case(block, reference, call, inplanes, planes, stride, conv_shortcut
 def _watch_conv_inputs(block: nn.Module, x: Tensor):
     """Run ``block(x)`` and return (calls, output): ``calls`` lists (module, smallest input value,
     whether the input is ``x`` itself) for every Conv2d and BatchNorm2d in the order they ran."""
-    calls: List[Tuple[nn.Module, float, bool]] = []
+    calls: list[tuple[nn.Module, float, bool]] = []
 
     def record(module, inputs):
         calls.append((module, float(inputs[0].min()), inputs[0].shape == x.shape and torch.equal(inputs[0], x)))
@@ -127,7 +125,7 @@ def _watch_conv_inputs(block: nn.Module, x: Tensor):
     return calls, output
 
 
-def _preact_order_problems(calls, call: str, out_channels: int) -> Tuple[Optional[str], Optional[str]]:
+def _preact_order_problems(calls, call: str, out_channels: int) -> tuple[str | None, str | None]:
     """(order problem, missing-ReLU problem) from the order convs and BNs ran and their inputs."""
     kinds = ["BN" if isinstance(m, nn.BatchNorm2d) else "conv" for m, _, _ in calls]
     order = None
@@ -152,7 +150,7 @@ def _preact_order_problems(calls, call: str, out_channels: int) -> Tuple[Optiona
     return order, relu
 
 
-def _after_add_problem(block, calls, x: Tensor, stride: int) -> Optional[str]:
+def _after_add_problem(block, calls, x: Tensor, stride: int) -> str | None:
     """Zero the branch's last conv: then the block must return exactly its shortcut."""
     convs = [m for m, _, _ in calls if isinstance(m, nn.Conv2d)]
     if not convs:

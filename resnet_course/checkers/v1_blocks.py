@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
 
-from ..explain import evaluating
+from ..device import evaluating
+from ..stages import count_params
 from .core import (
     CheckResult,
     _close,
@@ -21,7 +22,6 @@ from .core import (
     _randomize_batch_norms,
     _seeded,
     _shape,
-    count_parameters,
     difference_hint,
 )
 
@@ -51,12 +51,12 @@ class _BlockSpec:
     name: str
     reference: type
     expansion: int
-    kernels: Tuple[int, ...]  # kernel size of each conv of the residual branch, in order
+    kernels: tuple[int, ...]  # kernel size of each conv of the residual branch, in order
     stride_index: int  # which conv carries the stride (torchvision)
-    cases: Tuple[_Case, ...]
+    cases: tuple[_Case, ...]
     branch_text: str
 
-    def expected_convs(self, case: _Case) -> List[_Expected]:
+    def expected_convs(self, case: _Case) -> list[_Expected]:
         n = len(self.kernels)
         chans = [case.inplanes] + [case.planes] * (n - 1) + [case.planes * self.expansion]
         return [
@@ -108,7 +108,7 @@ def _module_order(block: nn.Module, x: Tensor, skip: Sequence[nn.Module]):
     the order they were registered."""
     skip_ids = {id(m) for s in skip for m in s.modules()}
     watched = [m for m in block.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) and id(m) not in skip_ids]
-    called: List[nn.Module] = []
+    called: list[nn.Module] = []
 
     def record(module, inputs):
         if not any(module is c for c in called):
@@ -155,7 +155,8 @@ def _structure_problems(spec: _BlockSpec, case: _Case, convs, bns, names) -> dic
                     f"output, which has `planes` channels ({case.planes} here; yours expects {case.inplanes})"
                 )
             else:
-                problems.setdefault(("in", i), f"{role} should take {want.in_channels} input channels, yours takes {conv.in_channels}")
+                problems.setdefault(("in", i), f"{role} should take {want.in_channels} input channels, yours takes "
+                                               f"{conv.in_channels}")
         if conv.out_channels != want.out_channels:
             if want.out_channels == case.planes * spec.expansion != case.planes and conv.out_channels == case.planes:
                 problems.setdefault(("out", i),
@@ -163,11 +164,14 @@ def _structure_problems(spec: _BlockSpec, case: _Case, convs, bns, names) -> dic
                     f"`planes` = {case.planes}: a Bottleneck's output is {spec.expansion}× wider than its 3×3 conv"
                 )
             else:
-                problems.setdefault(("out", i), f"{role} should have {want.out_channels} output channels, yours has {conv.out_channels}")
+                problems.setdefault(("out", i), f"{role} should have {want.out_channels} output channels, yours has "
+                                                f"{conv.out_channels}")
         if tuple(conv.kernel_size) != (want.kernel, want.kernel):
-            problems.setdefault(("kernel", i), f"{role} should be a {want.kernel}×{want.kernel} conv, yours is {conv.kernel_size[0]}×{conv.kernel_size[1]}")
+            problems.setdefault(("kernel", i), f"{role} should be a {want.kernel}×{want.kernel} conv, yours is "
+                                               f"{conv.kernel_size[0]}×{conv.kernel_size[1]}")
         elif tuple(conv.padding) != (want.kernel // 2,) * 2:
-            problems.setdefault(("padding", i), f"{role} needs padding={want.kernel // 2} so that the {want.kernel}×{want.kernel} conv keeps the feature-map size")
+            problems.setdefault(("padding", i), f"{role} needs padding={want.kernel // 2} so that the "
+                                                f"{want.kernel}×{want.kernel} conv keeps the feature-map size")
     strides = [conv.stride[0] for conv in convs]
     if case.stride > 1 and strides[spec.stride_index] != case.stride:
         where = [i for i, s in enumerate(strides) if s == case.stride]
@@ -182,7 +186,8 @@ def _structure_problems(spec: _BlockSpec, case: _Case, convs, bns, names) -> dic
                 f"(\"v1.5\") puts it on the 3×3 conv, {roles[1]}, which sees every pixel instead of 1 in 4"
             )
         else:
-            problems.setdefault("stride", f"the stride belongs on {roles[spec.stride_index]} (as in torchvision), yours is on {roles[where[0]]}")
+            problems.setdefault("stride", f"the stride belongs on {roles[spec.stride_index]} (as in torchvision), "
+                                          f"yours is on {roles[where[0]]}")
     elif case.stride == 1 and any(s != 1 for s in strides):
         problems.setdefault("stride", "with stride=1 every convolution should have stride 1")
     with_bias = [roles[i] for i, conv in enumerate(convs) if conv.bias is not None]
@@ -192,11 +197,13 @@ def _structure_problems(spec: _BlockSpec, case: _Case, convs, bns, names) -> dic
             "BatchNorm needs none (bias=False); the BN's shift does that job"
         )
     if len(bns) != len(expected):
-        problems.setdefault("bn count", f"the residual branch should have {len(expected)} BatchNorm layers, one after each conv; yours has {len(bns)}")
+        problems.setdefault("bn count", f"the residual branch should have {len(expected)} BatchNorm layers, one after "
+                                        f"each conv; yours has {len(bns)}")
     else:
         for i, (bn, want) in enumerate(zip(bns, expected)):
             if bn.num_features != want.out_channels:
-                problems.setdefault(("bn", i), f"bn{i + 1} should normalize {want.out_channels} channels (conv{i + 1}'s output), yours {bn.num_features}")
+                problems.setdefault(("bn", i), f"bn{i + 1} should normalize {want.out_channels} channels "
+                                               f"(conv{i + 1}'s output), yours {bn.num_features}")
     return problems
 
 
@@ -240,11 +247,12 @@ def _forward_error_message(error, case: _Case, convs, bns, x: Tensor, downsample
     return f"forward fails: {_first_line(error)}"
 
 
-def _formula_verdict(spec: _BlockSpec, case: _Case, out: Tensor, convs, bns, x: Tensor, downsample) -> Tuple[bool, str]:
+def _formula_verdict(spec: _BlockSpec, case: _Case, out: Tensor, convs, bns, x: Tensor, downsample) -> tuple[bool, str]:
     branch = _branch(convs, bns, x)
     shortcut = downsample(x) if case.projection else x
     if _close(out, torch.relu(branch + shortcut)):
-        return True, "forward computes relu(F(x) + shortcut(x)): the ReLU comes after the addition (He et al. 2015, Fig. 2)"
+        return True, ("forward computes relu(F(x) + shortcut(x)): the ReLU comes after the addition "
+                      "(He et al. 2015, Fig. 2)")
     if _close(out, torch.relu(branch) + shortcut):
         return False, (
             "the ReLU comes before the addition (relu(F(x)) + x): ResNet v1 adds the shortcut first and "
@@ -261,8 +269,10 @@ def _formula_verdict(spec: _BlockSpec, case: _Case, out: Tensor, convs, bns, x: 
             "the shape changes) before the last ReLU, relu(F(x) + x)"
         )
     if _close(out, torch.relu(_branch(convs, bns, x, inner_relu=False) + shortcut)):
-        return False, "a ReLU inside the residual branch is missing: every conv → BN except the last is followed by a ReLU"
-    return False, f"the output differs from relu(F(x) + shortcut(x)) with F = {spec.branch_text}: check the order of the operations in forward"
+        return False, ("a ReLU inside the residual branch is missing: every conv → BN except the last is followed "
+                       "by a ReLU")
+    return False, (f"the output differs from relu(F(x) + shortcut(x)) with F = {spec.branch_text}: check the order "
+                   "of the operations in forward")
 
 
 def _check_v1_case(block, spec: _BlockSpec, case: _Case, downsample) -> dict:
@@ -276,15 +286,17 @@ def _check_v1_case(block, spec: _BlockSpec, case: _Case, downsample) -> dict:
         convs, bns, out, error = _module_order(block, x, [downsample] if downsample is not None else [])
         problems = _structure_problems(spec, case, convs, bns, names)
         if case.projection and not any(m is downsample for m in block.modules()):
-            problems["downsample"] = "the `downsample` passed to the constructor is not kept: store it (`self.downsample = downsample`)"
-        n, ref = count_parameters(block), count_parameters(reference)
+            problems["downsample"] = ("the `downsample` passed to the constructor is not kept: store it "
+                                      "(`self.downsample = downsample`)")
+        n, ref = count_params(block), count_params(reference)
         biases = sum(conv.bias.numel() for conv in convs if conv.bias is not None)
         if biases and n - ref == biases:
             hint = " = your conv biases"
         else:
             hint = difference_hint(n - ref, {case.inplanes, case.planes, case.planes * spec.expansion})
         call = _call_text(spec, case)
-        params = None if n == ref else f"{call} has {_count_text(n)}, torchvision's has {ref:,} (difference {n - ref:+,}{hint})"
+        params = None if n == ref else (f"{call} has {_count_text(n)}, torchvision's has {ref:,} "
+                                        f"(difference {n - ref:+,}{hint})")
         side = _out_size(8, case.stride)
         shape = (2, case.planes * spec.expansion, side, side)
         if error is not None:
@@ -320,7 +332,8 @@ def _check_v1_block(block_cls, spec: _BlockSpec) -> CheckResult:
                                   "(inplanes, planes, stride=1, downsample=None), as torchvision's)")
                 continue
             if not isinstance(block, nn.Module):
-                result.add(False, f"{_call_text(spec, case)} is not an nn.Module (subclass nn.Module and call super().__init__())")
+                result.add(False, f"{_call_text(spec, case)} is not an nn.Module (subclass nn.Module and call "
+                                  "super().__init__())")
                 continue
             findings.append(_check_v1_case(block, spec, case, downsample))
     if not findings:
@@ -433,7 +446,7 @@ def check_shortcut(fn_or_module, in_channels: int, out_channels: int, stride: in
             result.add(False, f"the shortcut gives {y.shape[2]}×{y.shape[3]} maps, the branch {size}×{size}: "
                               f"the shortcut must use the block's stride ({stride})")
         return result
-    n = count_parameters(shortcut)
+    n = count_params(shortcut) if isinstance(shortcut, nn.Module) else 0
     if in_channels == out_channels and stride == 1:
         if n == 0 and torch.equal(y, x):
             result.add(True, "identity: the input passes unchanged, with no parameters (He et al. 2015, Eq. 1)")
