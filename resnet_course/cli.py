@@ -1,4 +1,5 @@
-"""The command line: ``python -m resnet_course train | predict | make-standin | import-kaggle``.
+"""The command line: ``python -m resnet_course train | predict | make-standin | import-kaggle |
+download-weights``.
 
 Each command is a thin layer over the package (``training.fit``, ``evaluation.predict``,
 ``data``). Mistakes a user can make (a missing folder, an unknown model, an unreadable image)
@@ -23,6 +24,8 @@ EXAMPLES = """\
 examples:
   python -m resnet_course train --model resnet50 --epochs 10 --out runs/resnet50
   python -m resnet_course train --model resnet50 --epochs 20 --out runs/resnet50 --resume
+  python -m resnet_course train --model resnet50 --weights imagenet --freeze-backbone --out runs/probe
+  python -m resnet_course download-weights --model resnet50v2
   python -m resnet_course predict --checkpoint runs/resnet50/checkpoint.pt photo1.jpg photo2.png
   python -m resnet_course make-standin
   python -m resnet_course import-kaggle ~/Downloads/birds-525-species
@@ -60,7 +63,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from .data import find_bird_data, load_birds
     from .device import choose_device_and_precision
+    from .finetune import freeze_backbone
     from .models import get_model
+    from .pretrained import normalization_for
     from .training import fit, init_distributed, set_seed
 
     for name, value, low in (("--epochs", args.epochs, 1), ("--image-size", args.image_size, 16),
@@ -75,6 +80,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--warmup-epochs must be between 0 and --epochs ({args.epochs}), not {args.warmup_epochs}")
     if not 0 <= args.label_smoothing < 1:
         raise UsageError(f"--label-smoothing must be in [0, 1), not {args.label_smoothing}")
+    if args.freeze_backbone and args.weights is None:
+        raise UsageError("--freeze-backbone trains only the head on top of pretrained weights: "
+                         "add --weights imagenet or --weights PATH")
+    if args.weights is not None and args.weights.strip().lower() != "imagenet" \
+            and not Path(args.weights).expanduser().is_file():
+        raise UsageError(f"--weights: no file at {args.weights} (give 'imagenet' or the path of a weights file)")
     rank, world_size = init_distributed()
     if args.data is not None:
         root, standin = Path(args.data), False
@@ -86,17 +97,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         if rank != 0:
             root, standin = find_bird_data(verbose=False)
     num_workers = _default_num_workers() if args.num_workers is None else args.num_workers
+    normalization = normalization_for(args.model, args.weights)  # what the weights expect
     train_loader, val_loader, class_names = load_birds(
-        root, image_size=args.image_size, batch_size=args.batch_size, num_workers=num_workers)
+        root, image_size=args.image_size, batch_size=args.batch_size, num_workers=num_workers,
+        normalization=normalization)
     out_dir = Path(args.out) if args.out else config.RUNS_DIR / args.model
     setup = choose_device_and_precision(force_fp32=args.fp32)
     batch = f"{args.batch_size}" if world_size == 1 else f"{args.batch_size} per process x {world_size}"
+    start = "random initialisation" if args.weights is None else f"weights {args.weights}"
     _say(f"Training {args.model} on {root}{' (the offline stand-in)' if standin else ''}: "
          f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, {args.image_size} px, "
-         f"batch {batch}, {args.epochs} epochs, {args.optimizer}; {setup.description}. Output: {out_dir}", rank)
+         f"batch {batch}, {args.epochs} epochs, {args.optimizer}; {setup.description}. From {start}"
+         f"{', backbone frozen (head only)' if args.freeze_backbone else ''}, inputs normalised "
+         f"'{normalization}'. Output: {out_dir}", rank)
 
     set_seed(args.seed)
-    model = get_model(args.model, num_classes=len(class_names), zero_init_residual=not args.no_zero_init)
+    model = get_model(args.model, num_classes=len(class_names), weights=args.weights,
+                      zero_init_residual=not args.no_zero_init)
+    if args.freeze_backbone:
+        freeze_backbone(model)
     history = fit(model, train_loader, val_loader, args.epochs, optimizer=args.optimizer, lr=args.lr,
                   weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                   schedule=args.schedule, label_smoothing=args.label_smoothing, out_dir=out_dir,
@@ -128,7 +147,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as error:
             problems.append(f"cannot read {image}: {error}")
     results = predict(model, readable, class_names, image_size=meta.get("image_size") or 224,
-                      topk=args.topk, precision="fp32" if args.fp32 else "auto") if readable else []
+                      topk=args.topk, precision="fp32" if args.fp32 else "auto",
+                      normalization=meta.get("normalization") or "imagenet") if readable else []
     for result in results:
         line = f"{result['image']}: {result['label']} ({result['probability']:.1%})"
         if args.topk > 1:
@@ -153,6 +173,16 @@ def cmd_import_kaggle(args: argparse.Namespace) -> int:
     from .data import import_kaggle
 
     import_kaggle(args.src, Path(args.out) if args.out else None)
+    return 0
+
+
+def cmd_download_weights(args: argparse.Namespace) -> int:
+    from .pretrained import download_weights, weights_files
+
+    for name in args.model or ["resnet50", "resnet50v2"]:
+        for file in weights_files(name):
+            path = download_weights(name, include_top=file.include_top)
+            print(f"{name}: {path} ({path.stat().st_size / 2**20:.0f} MiB)")
     return 0
 
 
@@ -216,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-workers", type=int, default=None,
                        help="data loading processes (default: 0 on a CPU, up to 4 with a GPU)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars (per-epoch lines still print)")
+    train.add_argument("--weights", default=None, metavar="imagenet|PATH",
+                       help="start from ImageNet weights: 'imagenet' (torchvision's for v1, Keras "
+                            "Applications' for v2; cached or downloaded) or a local weights file; "
+                            "the head is fresh (default: random initialisation)")
+    train.add_argument("--freeze-backbone", action="store_true",
+                       help="train only the head (needs --weights); the backbone's BatchNorm keeps its statistics")
     train.set_defaults(run=cmd_train)
 
     predict = commands.add_parser("predict", help="classify image files with a trained checkpoint",
@@ -239,12 +275,23 @@ def build_parser() -> argparse.ArgumentParser:
     kaggle.add_argument("src", metavar="SRC", help="the unpacked download (holding train/, valid/, test/)")
     kaggle.add_argument("--out", default=None, metavar="DIR", help="target folder (default: data/bird_photos)")
     kaggle.set_defaults(run=cmd_import_kaggle)
+
+    download = commands.add_parser(
+        "download-weights", help="download ImageNet weights files for later offline use",
+        description="Download the published ImageNet weights (torchvision's .pth for v1, Keras "
+                    "Applications' .h5 with and without top for v2) into torch.hub's cache "
+                    "($TORCH_HOME/hub/checkpoints), where --weights imagenet finds them offline.")
+    download.add_argument("--model", action="append", choices=MODEL_NAMES, metavar="NAME",
+                          help="model whose weights to fetch; repeat for several "
+                               "(default: resnet50 and resnet50v2)")
+    download.set_defaults(run=cmd_download_weights)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 2 for a usage or data error, 130 if interrupted)."""
     from .data import BirdDataError
+    from .pretrained import WeightsError
     from .training import TrainingInterrupted
 
     parser = build_parser()
@@ -257,6 +304,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (UsageError, BirdDataError, FileExistsError, FileNotFoundError) as error:
+    except (UsageError, BirdDataError, WeightsError, FileExistsError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

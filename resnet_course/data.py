@@ -34,7 +34,7 @@ from .standin import STANDIN_MARKER, standin_is_complete
 from .standin import make_standin_birds as _draw_standin
 
 __all__ = [
-    "CLASS_NAMES", "CLASS_ALIASES", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD",
+    "CLASS_NAMES", "CLASS_ALIASES", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "NORMALIZATIONS",
     "BirdDataError", "BirdDataWarning", "ScanResult", "BirdDataset",
     "scan_bird_folder", "split_samples", "load_birds", "load_rgb", "train_transform",
     "eval_transform", "denormalize", "import_kaggle", "find_bird_data", "is_standin_folder",
@@ -48,6 +48,14 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 #: for every model so that a checkpoint never depends on which notebook trained it.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+#: Input scalings by name, as (mean, std) after ``ToTensor`` (pixels in [0, 1]): "imagenet" is what
+#: torchvision's pretrained ResNets (and every model trained from scratch here) expect; "tf" maps
+#: pixels to [-1, 1], what Keras Applications' ResNet50V2 weights expect
+#: (``keras.applications.resnet_v2.preprocess_input``, mode "tf"). ``pretrained.normalization_for`` picks one.
+NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "tf": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
 #: RandomResizedCrop keeps 50-100 % of the area: the torchvision default of 8 % often crops the
 #: bird out of the picture, which a 452-image training set cannot afford.
 TRAIN_CROP_SCALE: tuple[float, float] = (0.5, 1.0)
@@ -126,34 +134,41 @@ class _ToRGB:
         return "ToRGB()"
 
 
-def train_transform(image_size: int = 224) -> transforms.Compose:
+def _mean_std(normalization: str):
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {tuple(NORMALIZATIONS)}, not {normalization!r}")
+    return NORMALIZATIONS[normalization]
+
+
+def train_transform(image_size: int = 224, normalization: str = "imagenet") -> transforms.Compose:
     """Training augmentation: a random crop of 50-100 % of the area resized to ``image_size``,
-    a random horizontal flip, then ImageNet normalisation."""
+    a random horizontal flip, then the normalisation (ImageNet mean/std unless told otherwise)."""
     return transforms.Compose([
         _ToRGB(),
         transforms.RandomResizedCrop(image_size, scale=TRAIN_CROP_SCALE),
         transforms.RandomHorizontalFlip(),
         transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        transforms.Normalize(*_mean_std(normalization)),
     ])
 
 
-def eval_transform(image_size: int = 224) -> transforms.Compose:
+def eval_transform(image_size: int = 224, normalization: str = "imagenet") -> transforms.Compose:
     """Validation/prediction: shorter side resized to ``image_size``, centre crop to a square
-    (a no-op crop for square photos), ImageNet normalisation. No randomness."""
+    (a no-op crop for square photos), the normalisation (ImageNet unless told otherwise). No randomness."""
     return transforms.Compose([
         _ToRGB(),
         transforms.Resize(image_size),
         transforms.CenterCrop(image_size),
         transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        transforms.Normalize(*_mean_std(normalization)),
     ])
 
 
-def denormalize(tensor: torch.Tensor) -> torch.Tensor:
-    """Undo the ImageNet normalisation for plotting: (3, H, W) or (N, 3, H, W) -> values in [0, 1]."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
+def denormalize(tensor: torch.Tensor, normalization: str = "imagenet") -> torch.Tensor:
+    """Undo the normalisation for plotting: (3, H, W) or (N, 3, H, W) -> values in [0, 1]."""
+    mean_values, std_values = _mean_std(normalization)
+    mean = torch.tensor(mean_values, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
+    std = torch.tensor(std_values, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
     return (tensor * std + mean).clamp(0.0, 1.0)
 
 
@@ -382,20 +397,23 @@ class BirdDataset(Dataset):
 
 
 def load_birds(root: PathLike | None = None, image_size: int = 224, batch_size: int = 8,
-               val_split: float = 0.2, seed: int = 123, num_workers: int = 0
-               ) -> tuple[DataLoader, DataLoader, list[str]]:
+               val_split: float = 0.2, seed: int = 123, num_workers: int = 0,
+               normalization: str = "imagenet") -> tuple[DataLoader, DataLoader, list[str]]:
     """The course's data loaders: ``(train_loader, val_loader, class_names)``.
 
     ``root`` defaults to ``config.data_dir()``. The folder is scanned first (skipped files are
     reported in a ``BirdDataWarning``), split deterministically (452/113 for 565 photos), the
     training loader shuffles with a generator seeded by ``seed`` and augments; validation doesn't.
     ``loader.dataset.samples`` holds the (path, label) pairs, e.g. for prediction grids.
+    ``normalization`` ("imagenet" or "tf", see ``NORMALIZATIONS``) must match the model's weights:
+    ``pretrained.normalization_for(name, weights)`` or ``model.input_normalization`` says which.
     """
+    _mean_std(normalization)  # an unknown name fails here, not in the first batch
     scan = scan_bird_folder(config.data_dir() if root is None else root)
     warn_about_skipped(scan)
     train_samples, val_samples = split_samples(scan, val_split=val_split, seed=seed)
-    train_set = BirdDataset(train_samples, train_transform(image_size))
-    val_set = BirdDataset(val_samples, eval_transform(image_size))
+    train_set = BirdDataset(train_samples, train_transform(image_size, normalization))
+    val_set = BirdDataset(val_samples, eval_transform(image_size, normalization))
     generator = torch.Generator().manual_seed(seed)
     pin = torch.cuda.is_available()
     train_loader = DataLoader(

@@ -106,16 +106,18 @@ def evaluate(model: nn.Module, loader, class_names: Sequence[str] | None = None,
 @torch.no_grad()
 def predict(model: nn.Module, images: Iterable | str | os.PathLike | Image.Image,
             class_names: Sequence[str], image_size: int = 224, topk: int = 1,
-            precision: str | ComputeSetup = "auto", batch_size: int = 16) -> list[dict]:
+            precision: str | ComputeSetup = "auto", batch_size: int = 16,
+            normalization: str | None = None) -> list[dict]:
     """Classify image files or PIL images of any size and mode (resized and centre-cropped to
     ``image_size`` like validation images). Returns one dict per image: ``image`` (the file name,
     or "image 0", ... for PIL images), ``label`` (predicted class), ``probability`` and ``topk``
-    (a list of (class, probability) pairs, best first)."""
+    (a list of (class, probability) pairs, best first). ``normalization`` defaults to the model's
+    ``input_normalization`` (set by ``get_model`` and ``training.load_model``), else "imagenet"."""
     if isinstance(images, (str, os.PathLike, Image.Image)):
         images = [images]
     images = list(images)
     topk = min(topk, len(class_names))
-    transform = eval_transform(image_size)
+    transform = eval_transform(image_size, normalization or getattr(model, "input_normalization", "imagenet"))
     setup = resolve_setup(precision)
     model.to(setup.device).eval()
     results = []

@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from . import pretrained
 from .blocks import (
     UNIT_ORDERINGS,
     BasicBlock,
@@ -355,9 +356,23 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
 MODEL_NAMES = tuple(_FACTORIES)
 
 
-def get_model(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
-    """Build a model by name (one of ``MODEL_NAMES``), e.g. ``get_model("resnet50", num_classes=4)``."""
+def get_model(name: str, num_classes: int = 1000, weights=None, **kwargs) -> nn.Module:
+    """Build a model by name (one of ``MODEL_NAMES``), e.g. ``get_model("resnet50", num_classes=4)``.
+
+    ``weights``: None (random initialisation), ``"imagenet"`` (torchvision's ImageNet weights for
+    v1, Keras Applications' for v2, from the cache or downloaded) or the path of such a file; the
+    backbone loads strictly and, for ``num_classes`` other than 1000, the head stays fresh (see
+    ``pretrained.load_weights``). The model's ``input_normalization`` names the input scaling its
+    weights expect ("imagenet" or "tf"), for ``data.load_birds(normalization=...)``.
+    """
     key = str(name).strip().lower()
     if key not in _FACTORIES:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
-    return _FACTORIES[key](num_classes=num_classes, **kwargs)
+    model = _FACTORIES[key](num_classes=num_classes, **kwargs)
+    model.input_normalization = pretrained.normalization_for(key, weights)
+    model.weights_source = None
+    if weights is not None:
+        if isinstance(weights, str) and weights.strip().lower() == "imagenet":
+            weights = pretrained.imagenet_weights(key, include_top=num_classes == 1000)
+        model.weights_source = pretrained.load_weights(model, key, weights)
+    return model

@@ -1,5 +1,6 @@
 """Porting Keras' ResNet50V2 to PyTorch: where each Keras weight goes (``keras_v2_module_name``,
-``load_keras_weights``), the three slips of a naive port, and what each one changes.
+which lives in ``pretrained`` beside the weights-file reader that uses it; ``load_keras_weights``),
+the three slips of a naive port, and what each one changes.
 
 A port that has the right layers and the right parameter count can still compute another
 function. ``models.ResNetV2`` is the faithful port (tested against Keras Applications in
@@ -30,30 +31,11 @@ from torch import nn
 
 from .blocks import KERAS_BN_EPS
 from .models import ResNetV2
+from .pretrained import keras_v2_module_name  # the mapping lives with the weights-file reader
 
 __all__ = ["keras_v2_module_name", "load_keras_weights", "NAIVE_PORT_PITFALLS", "PITFALL_LABELS", "PYTORCH_BN_EPS",
            "like_a_trained_net", "like_a_trained_keras_net", "naive_port", "slipped", "pitfall_effects",
            "dead_channel_bn_eps_change"]
-
-
-def keras_v2_module_name(keras_layer_name: str) -> str:
-    """Where a Keras ResNet*V2 layer lives in ``ResNetV2``: ``conv3_block2_1_conv`` -> ``conv3.block2.conv1``.
-
-    ``conv1_conv`` -> ``conv1``, ``post_bn`` -> ``post_bn``, ``predictions`` -> ``fc``,
-    ``{stage}_{block}_0_conv`` -> ``{stage}.{block}.shortcut``, ``..._preact_bn`` -> ``...preact_bn``,
-    ``..._{i}_conv`` / ``..._{i}_bn`` -> ``...conv{i}`` / ``...bn{i}``.
-    """
-    fixed = {"conv1_conv": "conv1", "post_bn": "post_bn", "predictions": "fc"}
-    if keras_layer_name in fixed:
-        return fixed[keras_layer_name]
-    stage, block, *rest = keras_layer_name.split("_")
-    part = "_".join(rest)
-    if part == "preact_bn":
-        return f"{stage}.{block}.preact_bn"
-    if part == "0_conv":
-        return f"{stage}.{block}.shortcut"
-    index, kind = rest
-    return f"{stage}.{block}.{kind}{index}"
 
 
 def load_keras_weights(model: ResNetV2, keras_model) -> dict[str, str]:

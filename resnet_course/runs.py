@@ -114,7 +114,7 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
                   zero_init_residual: bool = True, label_smoothing: float = 0.0,
                   seed: int = 0, train_loader=None, val_loader=None,
                   class_names: Sequence[str] | None = None, image_size: int | None = None,
-                  progress: bool = True, precision="auto") -> TrainedRun:
+                  progress: bool = True, precision="auto", weights=None) -> TrainedRun:
     """Train ``model_name`` (default: ``name``) into ``config.run_dir(name)``, or load it if that
     run is finished, or finish it if it was interrupted. Returns a :class:`TrainedRun`.
 
@@ -129,9 +129,13 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
     A run is never shortened: asking for fewer epochs than are saved returns the saved run. A
     folder whose ``run.json`` records another model, image size, batch size, optimiser, learning
     rate, label smoothing, seed or data is an error.
+    ``weights`` (None, "imagenet" or a file, see ``models.get_model``) starts from pretrained
+    weights, and the loaders it makes then use the input scaling those weights expect; the file's
+    name is part of the recipe.
     """
     from .data import CLASS_NAMES, find_bird_data, load_birds
     from .models import get_model
+    from .pretrained import normalization_for
     from .training import fit, set_seed
 
     defaults = config.settings()
@@ -142,8 +146,9 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
     image_size = image_size or defaults.image_size
     if train_loader is None or val_loader is None:
         root, _ = find_bird_data()
-        train_loader, val_loader, class_names = load_birds(root, image_size=image_size,
-                                                           batch_size=defaults.batch_size)
+        train_loader, val_loader, class_names = load_birds(
+            root, image_size=image_size, batch_size=defaults.batch_size,
+            normalization=normalization_for(model_name, weights))
     class_names = list(class_names or CLASS_NAMES)
     out_dir = config.run_dir(name)
     recipe = {"model_name": model_name, "image_size": image_size,
@@ -151,6 +156,8 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
               "lr": lr, "weight_decay": weight_decay, "warmup_epochs": warmup_epochs,
               "zero_init_residual": zero_init_residual, "label_smoothing": label_smoothing, "seed": seed,
               "data": data_fingerprint(train_loader, val_loader)}
+    if weights is not None:  # recorded only when used, so runs from before keep their recipe
+        recipe["weights"] = weights if str(weights).lower() == "imagenet" else Path(weights).name
     _check_recipe(out_dir, recipe)
 
     done = _finished_epochs(out_dir) if (out_dir / CHECKPOINT_NAME).exists() else 0
@@ -165,7 +172,8 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
     (out_dir / RUN_FILE).write_text(json.dumps(recipe, indent=1))
 
     set_seed(seed)
-    model = get_model(model_name, num_classes=len(class_names), zero_init_residual=zero_init_residual)
+    model = get_model(model_name, num_classes=len(class_names), weights=weights,
+                      zero_init_residual=zero_init_residual)
     history = fit(model, train_loader, val_loader, max(epochs, done), optimizer=optimizer, lr=lr,
                   weight_decay=weight_decay, warmup_epochs=warmup_epochs,
                   label_smoothing=label_smoothing, out_dir=out_dir, resume=True,

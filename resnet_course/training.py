@@ -159,7 +159,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
                ) -> tuple[nn.Module, dict]:
     """Rebuild the model a checkpoint was trained as (``models.get_model``), load its weights and
     return ``(model in eval mode, meta)``; ``meta`` holds model_name, num_classes, class_names,
-    image_size."""
+    image_size and normalization (the input scaling, also set as ``model.input_normalization``)."""
     from .models import get_model
 
     checkpoint = load_checkpoint(path)
@@ -169,6 +169,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
                          "build the model yourself and load load_checkpoint(path)['model'] into it.")
     model = get_model(meta["model_name"], num_classes=meta["num_classes"])
     model.load_state_dict(checkpoint["model"])
+    model.input_normalization = meta.get("normalization") or "imagenet"  # older checkpoints: ImageNet
     return model.to(device).eval(), meta
 
 
@@ -366,7 +367,11 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
             "warmup_epochs": warmup_epochs, "schedule": schedule,
             "label_smoothing": label_smoothing, "epochs": epochs, "seed": seed,
             "batch_size": getattr(train_loader, "batch_size", None), "world_size": world_size,
-            "precision": setup.description}
+            "precision": setup.description,
+            # the input scaling the weights expect ("imagenet" or "tf"); predict uses the same
+            "normalization": getattr(model, "input_normalization", "imagenet"),
+            "weights": (getattr(model, "weights_source", None) or {}).get("file"),
+            "backbone_frozen": bool(getattr(model, "backbone_frozen", False))}
 
     history: list[dict] = []
     best_val_acc = -1.0

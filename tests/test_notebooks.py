@@ -24,6 +24,7 @@ EXPECTED = [
     "06_train_resnet50",
     "07_train_resnet50v2",
     "08_inside_resnet",
+    "09_fine_tuning",
 ]
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
 
@@ -36,7 +37,7 @@ def _source(cell):
     return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
 
 
-def test_the_eight_course_notebooks_are_present():
+def test_the_course_notebooks_are_present():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
 
 

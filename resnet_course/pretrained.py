@@ -1,0 +1,473 @@
+"""ImageNet weights for the course's models: where the files come from, finding them offline,
+reading them, and loading them exactly (``finetune`` uses them: frozen backbone, linear probe).
+
+- v1 (``resnet18`` ... ``resnet152``): torchvision's published state_dicts (``IMAGENET1K_V1``, a
+  plain ``.pth``). Our v1 models use torchvision's module names, so the file loads key for key.
+- v2 (``resnet50v2``/``101v2``/``152v2``): the HDF5 files Keras Applications publishes
+  (``resnet50v2_weights_tf_dim_ordering_tf_kernels.h5`` and ``..._notop.h5``), read with h5py
+  alone: Keras' legacy layout has one group per layer whose ``weight_names`` attribute lists its
+  arrays (``conv1_conv/kernel:0`` in Keras 2 files, ``conv1_conv/kernel`` in what Keras 3 writes).
+
+Loading is strict: every tensor of the backbone must come from the file with the right shape and
+every tensor in the file must find a place, else ``WeightsError`` names the first mismatch. The
+classifier is loaded only when it fits (1000 classes); otherwise the model keeps a fresh head.
+
+Each family expects its own input scaling (``NORMALIZATION_FOR_WEIGHTS``): torchvision's models
+ImageNet mean/std, Keras' ResNet50V2 inputs scaled to [-1, 1] (``preprocess_input`` mode "tf").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "OFFLINE_ENV", "WeightsError", "WeightsUnavailable", "WeightsFile", "V1_NAMES", "V2_NAMES",
+    "cache_dir", "imagenet_file", "weights_files", "find_weights", "download_weights",
+    "imagenet_weights", "normalization_for", "load_weights", "read_torch_state_dict",
+    "read_keras_h5", "write_keras_h5", "keras_v2_module_name", "keras_layer_name",
+]
+
+#: Set ``RESNET_COURSE_OFFLINE=1`` and ``"imagenet"`` never touches the network: cached files only.
+OFFLINE_ENV = "RESNET_COURSE_OFFLINE"
+V1_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+V2_NAMES = ("resnet50v2", "resnet101v2", "resnet152v2")
+#: torchvision's weights enum per v1 model; "imagenet" means its IMAGENET1K_V1 entry.
+TORCHVISION_ENUMS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights",
+                     "resnet50": "ResNet50_Weights", "resnet101": "ResNet101_Weights",
+                     "resnet152": "ResNet152_Weights"}
+#: Where Keras Applications publishes its ResNet weights (``keras.applications.resnet``).
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+#: MD5 of the published files, (with top, notop), as in Keras' ``resnet.WEIGHTS_HASHES``.
+KERAS_WEIGHTS_MD5 = {
+    "resnet50v2": ("3ef43a0b657b3be2300d5770ece849e0", "fac2f116257151a9d068a22e544a4917"),
+    "resnet101v2": ("6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5"),
+    "resnet152v2": ("a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33"),
+}
+#: Input scaling each family of published weights was trained with (names from ``data.NORMALIZATIONS``).
+NORMALIZATION_FOR_WEIGHTS = {"torchvision": "imagenet", "keras": "tf"}
+#: Seconds to wait for the download server before giving up (a dead network fails fast).
+DOWNLOAD_TIMEOUT = 10.0
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_BN_LEAVES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
+              "moving_variance": "running_var"}
+
+
+class WeightsError(ValueError):
+    """A weights file does not fit the model or cannot be read; the message names the file and
+    the first tensor that does not fit."""
+
+
+class WeightsUnavailable(FileNotFoundError):
+    """``"imagenet"`` weights are neither cached nor downloadable here; the message says which
+    file is needed, where to put it and where it comes from."""
+
+
+# --------------------------------------------------------------------------------------------
+# The published files and where they are kept
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """One published weights file: its name, URL and checksum, and whether it holds the classifier."""
+
+    model_name: str
+    filename: str
+    url: str
+    checksum: str  # a sha256 prefix (torchvision puts it in the file name) or an MD5 (Keras)
+    include_top: bool
+    source: str  # "torchvision" or "keras"
+
+    @property
+    def path(self) -> Path:
+        """Where the course keeps it: torch.hub's cache, ``$TORCH_HOME/hub/checkpoints/``."""
+        return cache_dir() / self.filename
+
+
+def cache_dir() -> Path:
+    """torch.hub's checkpoint cache (``$TORCH_HOME/hub/checkpoints``, by default
+    ``~/.cache/torch/hub/checkpoints``), where torchvision keeps its weights; Keras' files go there too."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _model_key(model_name: str) -> str:
+    key = str(model_name).strip().lower()
+    if key not in V1_NAMES + V2_NAMES:
+        raise ValueError(f"no ImageNet weights for {model_name!r}; models with weights: "
+                         f"{', '.join(V1_NAMES + V2_NAMES)}")
+    return key
+
+
+def imagenet_file(model_name: str, include_top: bool = True) -> WeightsFile:
+    """The published ImageNet file for ``model_name``: torchvision's ``IMAGENET1K_V1`` for v1
+    (always with the classifier), Keras Applications' ``.h5`` (or ``_notop.h5``) for v2."""
+    key = _model_key(model_name)
+    if key in V1_NAMES:
+        import torchvision.models
+
+        url = getattr(torchvision.models, TORCHVISION_ENUMS[key]).IMAGENET1K_V1.url
+        filename = url.rsplit("/", 1)[-1]
+        return WeightsFile(key, filename, url, filename.rsplit("-", 1)[-1].split(".")[0], True, "torchvision")
+    filename = f"{key}_weights_tf_dim_ordering_tf_kernels{'' if include_top else '_notop'}.h5"
+    md5 = KERAS_WEIGHTS_MD5[key][0 if include_top else 1]
+    return WeightsFile(key, filename, KERAS_WEIGHTS_URL + filename, md5, include_top, "keras")
+
+
+def weights_files(model_name: str) -> list[WeightsFile]:
+    """Every published file for ``model_name``: one for v1, with and without top for v2."""
+    key = _model_key(model_name)
+    return [imagenet_file(key)] if key in V1_NAMES else [imagenet_file(key, True), imagenet_file(key, False)]
+
+
+def _candidates(file: WeightsFile) -> list[Path]:
+    places = [file.path]
+    if file.source == "keras":  # where keras.applications itself caches them
+        places.append(Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / file.filename)
+    return places
+
+
+def find_weights(model_name: str, include_top: bool = True) -> Path | None:
+    """The cached ImageNet file for ``model_name``, or None; never touches the network.
+
+    For v2 without the top, the full file does as well (its classifier is then left out)."""
+    wanted = [imagenet_file(model_name, include_top)]
+    if not include_top:
+        wanted.append(imagenet_file(model_name, True))
+    for file in wanted:
+        for place in _candidates(file):
+            if place.is_file() and place.stat().st_size > 0:
+                return place
+    return None
+
+
+def _how_to_get(file: WeightsFile) -> str:
+    return (f"The {file.model_name} ImageNet weights are the file {file.filename}, published at\n"
+            f"  {file.url}\n"
+            f"Download it on a machine with internet (python -m resnet_course download-weights "
+            f"--model {file.model_name}, or any browser) and put it at\n  {file.path}\n"
+            f"(torch.hub's cache; set TORCH_HOME to move it), or pass the file's path as the weights.")
+
+
+def _open_url(url: str, timeout: float):
+    """Open ``url`` for reading (one place, so tests can check the network is never touched)."""
+    return urllib.request.urlopen(url, timeout=timeout)
+
+
+def _checksum_ok(path: Path, file: WeightsFile) -> bool:
+    digest = hashlib.sha256() if file.source == "torchvision" else hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest().startswith(file.checksum)
+
+
+def download_weights(model_name: str, include_top: bool = True, timeout: float = DOWNLOAD_TIMEOUT,
+                     progress: Callable[[str], None] | None = print) -> Path:
+    """Download one published file into ``cache_dir()`` (checksum verified, written atomically)
+    and return its path; a file already there is returned as it is.
+
+    Raises ``WeightsUnavailable`` (with ``_how_to_get``'s instructions) when the network fails,
+    after at most ``timeout`` seconds of silence from the server."""
+    file = imagenet_file(model_name, include_top)
+    if file.path.is_file():
+        return file.path
+    file.path.parent.mkdir(parents=True, exist_ok=True)
+    partial = file.path.with_name(f".{file.filename}.part-{os.getpid()}")
+    try:
+        if progress:
+            progress(f"Downloading {file.url} -> {file.path}")
+        with _open_url(file.url, timeout) as response, open(partial, "wb") as out:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                out.write(chunk)
+        if not _checksum_ok(partial, file):
+            raise WeightsUnavailable(f"The download of {file.filename} is damaged (checksum "
+                                     f"mismatch); try again.\n{_how_to_get(file)}")
+        os.replace(partial, file.path)
+    except (urllib.error.URLError, OSError, TimeoutError) as error:
+        if isinstance(error, WeightsUnavailable):
+            raise
+        raise WeightsUnavailable(f"Could not download {file.filename} ({_reason(error)}).\n"
+                                 f"{_how_to_get(file)}") from None
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return file.path
+
+
+def _reason(error: BaseException) -> str:
+    reason = getattr(error, "reason", None) or error
+    return f"{type(error).__name__}: {reason}"
+
+
+def _offline() -> bool:
+    from .config import env_flag
+
+    return env_flag(OFFLINE_ENV)
+
+
+def imagenet_weights(model_name: str, include_top: bool = True, download: bool = True) -> Path:
+    """The ImageNet file for ``model_name``: from the cache, else downloaded (unless ``download``
+    is False or ``RESNET_COURSE_OFFLINE=1``). Without both, ``WeightsUnavailable`` says which file
+    is needed, where to put it and where it comes from; it fails in seconds, never hangs."""
+    found = find_weights(model_name, include_top)
+    if found is not None:
+        return found
+    file = imagenet_file(model_name, include_top)
+    if not download or _offline():
+        raise WeightsUnavailable(f"No cached {file.filename} (looked in "
+                                 f"{', '.join(str(p.parent) for p in _candidates(file))}) and "
+                                 f"downloading is off.\n{_how_to_get(file)}")
+    return download_weights(model_name, include_top)
+
+
+def normalization_for(model_name: str, weights: str | os.PathLike | None) -> str:
+    """The input scaling a model expects: ``"tf"`` ([-1, 1]) for v2 with Keras' weights,
+    ``"imagenet"`` (mean/std) for v1 with torchvision's and for every model trained from scratch."""
+    if weights is None:
+        return "imagenet"
+    return NORMALIZATION_FOR_WEIGHTS["keras" if _model_key(model_name) in V2_NAMES else "torchvision"]
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the files
+# --------------------------------------------------------------------------------------------
+
+def _file_kind(path: Path) -> str:
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head == _HDF5_SIGNATURE:
+        return "hdf5"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "torch"
+    return "unknown"
+
+
+def read_torch_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A ``.pth`` state_dict (torchvision's, or a course checkpoint's ``"model"``) as tensors."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise WeightsError(f"Cannot read {path} as a PyTorch state_dict (incomplete download or "
+                           f"another kind of file?): {str(error).splitlines()[0]}") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # a checkpoint written by training.fit
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state_dict of tensors.")
+    return dict(state)
+
+
+def _text(value) -> str:
+    return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+
+def _keras_leaf(weight_name: str) -> str:
+    """``conv1_conv/kernel:0`` (Keras 2) or ``conv1_conv/kernel`` (Keras 3) -> ``kernel``."""
+    leaf = weight_name.rsplit("/", 1)[-1]
+    return leaf[:-2] if leaf.endswith(":0") else leaf
+
+
+def read_keras_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, str]]:
+    """Keras' legacy HDF5 weights of a ResNet*V2 as ``{our state_dict key: (tensor, name in file)}``.
+
+    Conv kernels go from (kh, kw, in, out) to (out, in, kh, kw), dense kernels are transposed,
+    BN's gamma/beta/moving_mean/moving_variance become weight/bias/running_mean/running_var.
+    A layer or weight with no place in ``ResNetV2`` is a ``WeightsError``."""
+    import h5py
+
+    path = Path(path)
+    out: dict[str, tuple[torch.Tensor, str]] = {}
+    try:
+        with h5py.File(path, "r") as handle:
+            root = handle["model_weights"] if "model_weights" in handle else handle  # a whole saved model
+            if "layer_names" not in root.attrs:
+                raise WeightsError(f"{path} is an HDF5 file but not Keras' legacy weights format "
+                                   "(no 'layer_names' attribute).")
+            for layer in map(_text, root.attrs["layer_names"]):
+                group = root[layer]
+                names = [_text(n) for n in group.attrs.get("weight_names", [])]
+                if not names:
+                    continue
+                try:
+                    prefix = keras_v2_module_name(layer)
+                except ValueError:
+                    raise WeightsError(f"{path}: layer {layer!r} has no place in a ResNet*V2 "
+                                       "(is this a Keras ResNet v1 file?).") from None
+                for name in names:
+                    array = np.asarray(group[name])
+                    leaf = _keras_leaf(name)
+                    if leaf in _BN_LEAVES:
+                        key, value = f"{prefix}.{_BN_LEAVES[leaf]}", torch.from_numpy(array)
+                    elif leaf == "kernel" and array.ndim == 4:
+                        key, value = f"{prefix}.weight", torch.from_numpy(array).permute(3, 2, 0, 1)
+                    elif leaf == "kernel" and array.ndim == 2:
+                        key, value = f"{prefix}.weight", torch.from_numpy(array).t()
+                    elif leaf == "bias":
+                        key, value = f"{prefix}.bias", torch.from_numpy(array)
+                    else:
+                        raise WeightsError(f"{path}: weight {name!r} {array.shape} has no place in a ResNet*V2.")
+                    if key in out:
+                        raise WeightsError(f"{path}: {name!r} and {out[key][1]!r} both map to {key}.")
+                    out[key] = (value.float().contiguous(), name)
+    except WeightsError:
+        raise
+    except Exception as error:  # h5py: truncated file, missing dataset, not HDF5 ...
+        raise WeightsError(f"Cannot read {path} as Keras HDF5 weights (incomplete download?): "
+                           f"{str(error).splitlines()[0]}") from None
+    return out
+
+
+def keras_v2_module_name(keras_layer_name: str) -> str:
+    """Where a Keras ResNet*V2 layer lives in ``ResNetV2``: ``conv3_block2_1_conv`` -> ``conv3.block2.conv1``.
+
+    ``conv1_conv`` -> ``conv1``, ``post_bn`` -> ``post_bn``, ``predictions`` -> ``fc``,
+    ``{stage}_{block}_0_conv`` -> ``{stage}.{block}.shortcut``, ``..._preact_bn`` -> ``...preact_bn``,
+    ``..._{i}_conv`` / ``..._{i}_bn`` -> ``...conv{i}`` / ``...bn{i}``.
+    """
+    fixed = {"conv1_conv": "conv1", "post_bn": "post_bn", "predictions": "fc"}
+    if keras_layer_name in fixed:
+        return fixed[keras_layer_name]
+    stage, block, *rest = keras_layer_name.split("_")
+    part = "_".join(rest)
+    if part == "preact_bn":
+        return f"{stage}.{block}.preact_bn"
+    if part == "0_conv":
+        return f"{stage}.{block}.shortcut"
+    index, kind = rest
+    return f"{stage}.{block}.{kind}{index}"
+
+
+def keras_layer_name(module_name: str) -> str:
+    """The inverse of ``keras_v2_module_name``: ``conv3.block2.conv1`` -> ``conv3_block2_1_conv``."""
+    fixed = {"conv1": "conv1_conv", "post_bn": "post_bn", "fc": "predictions"}
+    if module_name in fixed:
+        return fixed[module_name]
+    stage, block, part = module_name.split(".")
+    if part == "preact_bn":
+        return f"{stage}_{block}_preact_bn"
+    if part == "shortcut":
+        return f"{stage}_{block}_0_conv"
+    kind, index = part[:-1], part[-1]
+    return f"{stage}_{block}_{index}_{kind}"
+
+
+def write_keras_h5(model: nn.Module, path: str | os.PathLike, include_top: bool = True,
+                   keras2_names: bool = True) -> Path:
+    """Write a ``ResNetV2``'s weights in Keras' legacy HDF5 layout (the published files' format,
+    Keras 2 names ``layer/kernel:0`` unless ``keras2_names=False``). The notebook uses it to
+    exercise the Keras loader when the real file is absent."""
+    import h5py
+
+    leaves = {"weight": "kernel", "bias": "bias"}
+    bn_leaves = {v: k for k, v in _BN_LEAVES.items()}
+    layers: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for module_name, module in model.named_modules():
+        if not isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+            continue
+        if module_name == "fc" and not include_top:
+            continue
+        layer = keras_layer_name(module_name)
+        if isinstance(module, nn.BatchNorm2d):
+            arrays = [(bn_leaves[n], getattr(module, n)) for n in ("weight", "bias", "running_mean", "running_var")]
+        else:
+            arrays = [(leaves[n], t) for n, t in (("weight", module.weight), ("bias", module.bias)) if t is not None]
+        converted = []
+        for leaf, tensor in arrays:
+            value = tensor.detach().float().cpu()
+            if leaf == "kernel":
+                value = value.permute(2, 3, 1, 0) if value.ndim == 4 else value.t()
+            converted.append((f"{layer}/{leaf}{':0' if keras2_names else ''}", value.contiguous().numpy()))
+        layers[layer] = converted
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as handle:
+        handle.attrs["layer_names"] = np.array([n.encode() for n in layers])
+        handle.attrs["backend"] = b"tensorflow"
+        handle.attrs["keras_version"] = b"2.2.4" if keras2_names else b"3"
+        for layer, arrays in sorted(layers.items()):
+            group = handle.create_group(layer)
+            group.attrs["weight_names"] = np.array([n.encode() for n, _ in arrays])
+            for name, value in arrays:
+                group.create_dataset(name, data=value)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Loading into a model, strictly
+# --------------------------------------------------------------------------------------------
+
+def _counter(key: str) -> bool:
+    """BatchNorm's step counter: not a weight, absent from Keras files and from torchvision files
+    saved before PyTorch 0.4.1 (PyTorch's own strict loading fills it in too)."""
+    return key.endswith("num_batches_tracked")
+
+
+def _load_strict(model: nn.Module, tensors: dict[str, tuple[torch.Tensor, str]], path: Path) -> dict:
+    """Copy ``tensors`` into ``model``: the backbone exactly, the head (``fc.*``) when its shape fits.
+
+    Mismatches are reported in the model's own order: the first tensor that is missing, has
+    another shape, or (after all of the model's) is in the file but has no place in the model.
+    ``tensors_loaded`` counts weights, biases and BN statistics (not BN's step counters)."""
+    state = model.state_dict()
+    head_keys = [k for k in state if k.startswith("fc.")]
+    head_fits = all(k in tensors and tensors[k][0].shape == state[k].shape for k in head_keys)
+    for key, target in state.items():
+        if key in head_keys or (_counter(key) and key not in tensors):
+            continue
+        if key not in tensors:
+            raise WeightsError(f"{path} does not fit {type(model).__name__}: it has no tensor for "
+                               f"{key} {tuple(target.shape)} (the first one missing; "
+                               f"{len(tensors)} tensors in the file, {len(state)} in the model).")
+        value, name = tensors[key]
+        if value.shape != target.shape:
+            where = key if name == key else f"{key} ({name} in the file)"
+            raise WeightsError(f"{path} does not fit {type(model).__name__}: {where} is "
+                               f"{tuple(value.shape)} in the file, {tuple(target.shape)} in the model.")
+    extra = [tensors[k][1] for k in tensors if k not in state]
+    if extra:
+        raise WeightsError(f"{path} does not fit {type(model).__name__}: {extra[0]} has no place "
+                           f"in the model ({len(extra)} such tensors).")
+    new_state = {k: (tensors[k][0].to(v.dtype) if k in tensors and (head_fits or k not in head_keys) else v)
+                 for k, v in state.items()}
+    model.load_state_dict(new_state)
+    loaded = sum(1 for k in state if k in tensors and not _counter(k) and (head_fits or k not in head_keys))
+    return {"file": str(path), "tensors_loaded": loaded, "fresh_head": not head_fits}
+
+
+def load_weights(model: nn.Module, model_name: str, path: str | os.PathLike) -> dict:
+    """Load a weights file into ``model`` (a course model built as ``model_name``), strictly.
+
+    v1 models take torchvision's ``.pth`` state_dict, v2 models Keras' HDF5 file. The classifier
+    comes along when it has the model's shape; otherwise (another number of classes, a ``_notop``
+    file) the model keeps its fresh head. Returns ``{"file", "tensors_loaded", "fresh_head",
+    "format"}``; raises ``WeightsError`` naming the first tensor that does not fit."""
+    key = _model_key(model_name)
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"No weights file at {path}.")
+    kind = _file_kind(path)
+    if key in V1_NAMES:
+        if kind == "hdf5":
+            raise WeightsError(f"{path} is an HDF5 (Keras) file; {key} takes torchvision's .pth "
+                               f"state_dict. Keras Applications' ResNet*V2 files are for "
+                               f"{', '.join(V2_NAMES)}.")
+        tensors = {k: (v, k) for k, v in read_torch_state_dict(path).items()}
+        info = _load_strict(model, tensors, path)
+        return {**info, "format": "torchvision"}
+    if kind != "hdf5":
+        raise WeightsError(f"{path} is not an HDF5 file; {key} takes the Keras Applications file "
+                           f"{imagenet_file(key).filename} (a .pth state_dict is for the v1 "
+                           f"models {', '.join(V1_NAMES)}).")
+    tensors = read_keras_h5(path)
+    info = _load_strict(model, tensors, path)
+    return {**info, "format": "keras"}
