@@ -8,6 +8,7 @@ end with a one-paragraph message and exit code 2, not a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -54,21 +55,55 @@ def _epoch_line(record: dict, epochs: int) -> str:
     return line + f"  |  lr {record['lr']:.2e}  |  {record['seconds']:.1f} s"
 
 
+def _check_batchnorm_can_train(model, model_name: str, batch_size: int, image_size: int) -> None:
+    """BatchNorm in training mode needs more than one value per channel: with one image per batch
+    every feature map must be larger than 1x1. Checked with one forward pass of a blank image,
+    only when ``batch_size`` is 1, so that the refusal comes before any training."""
+    import torch
+    from torch import nn
+
+    if batch_size > 1:
+        return
+    sizes = []
+    hooks = [m.register_forward_hook(lambda m, inputs, out: sizes.append(inputs[0].shape[-2:].numel()))
+             for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train()
+    if sizes and min(sizes) <= 1:
+        raise UsageError(f"--batch-size 1 cannot train {model_name} at {image_size} px: its last feature "
+                         "maps are 1x1 pixels, so BatchNorm would see a single value per channel. Use "
+                         "--batch-size 2 or more, or a larger --image-size.")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
+    from .checkpoints import check_writable_folder
     from .data import find_bird_data, load_birds
     from .models import get_model
-    from .training import choose_device_and_precision, fit, init_distributed, set_seed
+    from .training import CHECKPOINT_NAME, choose_device_and_precision, fit, init_distributed, set_seed
 
     for name, value, low in (("--epochs", args.epochs, 1), ("--image-size", args.image_size, 16),
                              ("--batch-size", args.batch_size, 1)):
         if value < low:
             raise UsageError(f"{name} must be at least {low}, not {value}")
-    if args.lr is not None and args.lr <= 0:
-        raise UsageError(f"--lr must be positive, not {args.lr}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be a positive number, not {args.lr}")
     if not 0 <= args.label_smoothing < 1:
         raise UsageError(f"--label-smoothing must be in [0, 1), not {args.label_smoothing}")
+    if args.num_workers is not None and args.num_workers < 0:
+        raise UsageError(f"--num-workers must be 0 (load in the training process) or more, not {args.num_workers}")
+    out_dir = Path(args.out) if args.out else config.RUNS_DIR / args.model
+    check_writable_folder(out_dir)  # before any work, not after the first epoch
+    if (out_dir / CHECKPOINT_NAME).exists() and not args.resume:
+        raise UsageError(f"{out_dir / CHECKPOINT_NAME} already holds a training run; pass --resume to "
+                         "continue it, or choose another --out folder.")
     rank, world_size = init_distributed()
     if args.data is not None:
         root, standin = Path(args.data), False
@@ -82,7 +117,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     num_workers = _default_num_workers() if args.num_workers is None else args.num_workers
     train_loader, val_loader, class_names = load_birds(
         root, image_size=args.image_size, batch_size=args.batch_size, num_workers=num_workers)
-    out_dir = Path(args.out) if args.out else config.RUNS_DIR / args.model
     setup = choose_device_and_precision(force_fp32=args.fp32)
     batch = f"{args.batch_size}" if world_size == 1 else f"{args.batch_size} per process x {world_size}"
     _say(f"Training {args.model} on {root}{' (the offline stand-in)' if standin else ''}: "
@@ -91,6 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     set_seed(args.seed)
     model = get_model(args.model, num_classes=len(class_names))
+    _check_batchnorm_can_train(model, args.model, args.batch_size, args.image_size)
     history = fit(model, train_loader, val_loader, args.epochs, optimizer=args.optimizer, lr=args.lr,
                   schedule=args.schedule, label_smoothing=args.label_smoothing, out_dir=out_dir,
                   resume=args.resume, progress=not args.no_progress, precision=setup, seed=args.seed,
@@ -109,6 +144,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .training import load_model
 
     checkpoint = Path(args.checkpoint)
+    if args.topk < 1:
+        raise UsageError(f"--topk must be at least 1, not {args.topk}")
     if not checkpoint.is_file():
         raise UsageError(f"no checkpoint at {checkpoint} (train one with: python -m resnet_course train --out DIR)")
     model, meta = load_model(checkpoint)
@@ -134,8 +171,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_make_standin(args: argparse.Namespace) -> int:
     from .data import make_standin_birds
+    from .standin import standin_is_complete
 
     out = Path(args.out) if args.out else config.STANDIN_DIR
+    if standin_is_complete(out, seed=args.seed):
+        print(f"{out} already holds the complete stand-in (seed {args.seed}): nothing to draw.")
+        return 0
     print(f"Drawing the offline stand-in (565 procedurally drawn 224 px images, not photos) into {out} ...")
     make_standin_birds(out, seed=args.seed)
     print(f"Done: {out}")
@@ -211,9 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run one command; returns the exit code (0 ok, 2 for a usage or data error, 130 if interrupted)."""
+    """Run one command; returns the exit code (0 ok, 2 for a usage or data error, a checkpoint or
+    folder that cannot be used, a file that cannot be written, or a training that diverged; 130 if
+    interrupted)."""
+    from .checkpoints import CheckpointError, RunFolderError, SaveFailed
     from .data import BirdDataError
-    from .training import TrainingInterrupted
+    from .training import TrainingDiverged, TrainingInterrupted
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -225,6 +269,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (UsageError, BirdDataError, FileExistsError, FileNotFoundError) as error:
+    except (UsageError, BirdDataError, CheckpointError, RunFolderError, SaveFailed, TrainingDiverged,
+            FileExistsError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
