@@ -26,8 +26,9 @@ import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from resnet_course.device import ComputeSetup, choose_device_and_precision
 from resnet_course.models import resnet50
-from resnet_course.training import Precision, choose_device_and_precision, fit
+from resnet_course.training import fit
 
 NUM_CLASSES = 4
 
@@ -88,25 +89,30 @@ def main() -> None:
           f"batch {batch}, best of {repeats} epochs of {steps} steps\n")
 
     ours = fit_images_per_second(lambda: resnet50(NUM_CLASSES), top, steps, batch, auto, repeats)
-    theirs = fit_images_per_second(lambda: torchvision.models.resnet50(num_classes=NUM_CLASSES), top, steps, batch, auto, repeats)
+    theirs = fit_images_per_second(lambda: torchvision.models.resnet50(num_classes=NUM_CLASSES),
+                                   top, steps, batch, auto, repeats)
     loop = hand_loop_images_per_second(top, steps, batch, auto.device, repeats)
     ours_fp32 = fit_images_per_second(lambda: resnet50(NUM_CLASSES), top, steps, batch, fp32, repeats)
 
-    print("| comparison (ResNet-50, %d px) | img/s | reference img/s | ratio | target |" % top)
+    print(f"| comparison (ResNet-50, {top} px) | img/s | reference img/s | ratio | target |")
     print("|---|---|---|---|---|")
     print(f"| our resnet50 vs torchvision, both fit auto | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f} | >= 0.95 |")
-    print(f"| fit auto vs hand-written fp32 loop (torchvision) | {ours:.1f} | {loop:.1f} | {ours / loop:.2f} | >= 2 with AMX/GPU |")
-    print(f"| fit fp32 vs hand-written fp32 loop (torchvision) | {ours_fp32:.1f} | {loop:.1f} | {ours_fp32 / loop:.2f} | >= 0.95 |")
+    print(f"| fit auto vs hand-written fp32 loop (torchvision) | {ours:.1f} | {loop:.1f} | {ours / loop:.2f} | >= 2 "
+          "with AMX/GPU |")
+    print(f"| fit fp32 vs hand-written fp32 loop (torchvision) | {ours_fp32:.1f} | {loop:.1f} | "
+          f"{ours_fp32 / loop:.2f} | >= 0.95 |")
     if args.extra and auto.device.type == "cpu":
-        for name, setup in (("bf16 + channels-last", Precision(auto.device, torch.bfloat16, True, False, "bf16 cl")),
-                            ("fp32 + channels-last", Precision(auto.device, None, True, False, "fp32 cl"))):
+        for name, setup in (("bf16 + channels-last", ComputeSetup(auto.device, torch.bfloat16, True, False, "bf16 cl")),
+                            ("fp32 + channels-last", ComputeSetup(auto.device, None, True, False, "fp32 cl"))):
             speed = fit_images_per_second(lambda: resnet50(NUM_CLASSES), top, steps, batch, setup, repeats)
-            print(f"| fit {name} (forced) vs hand-written fp32 loop | {speed:.1f} | {loop:.1f} | {speed / loop:.2f} | (info) |")
+            print(f"| fit {name} (forced) vs hand-written fp32 loop | {speed:.1f} | {loop:.1f} | {speed / loop:.2f} | "
+                  "(info) |")
 
     print("\n| image size | fit auto img/s | ms per step |")
     print("|---|---|---|")
     for size in args.sizes:
-        speed = ours if size == top else fit_images_per_second(lambda: resnet50(NUM_CLASSES), size, steps, batch, auto, repeats)
+        speed = ours if size == top else fit_images_per_second(lambda: resnet50(NUM_CLASSES), size, steps, batch,
+                                                               auto, repeats)
         print(f"| {size} | {speed:.1f} | {1000 * batch / speed:.0f} |")
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 import operator
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F

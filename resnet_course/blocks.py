@@ -13,8 +13,6 @@ norms) can watch any module without PyTorch complaining about modified views.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from torch import Tensor, nn
 
 #: Keras Applications' BatchNorm epsilon, used everywhere in ResNet v2 (PyTorch's default is 1e-5).
@@ -46,7 +44,7 @@ class BasicBlock(nn.Module):
     expansion: int = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
-                 downsample: Optional[nn.Module] = None) -> None:
+                 downsample: nn.Module | None = None) -> None:
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -74,7 +72,7 @@ class Bottleneck(nn.Module):
     expansion: int = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
-                 downsample: Optional[nn.Module] = None, stride_in_1x1: bool = False) -> None:
+                 downsample: nn.Module | None = None, stride_in_1x1: bool = False) -> None:
         super().__init__()
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(inplanes, planes, stride_1x1)

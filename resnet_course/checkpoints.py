@@ -25,8 +25,9 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Callable, Dict, List, Mapping, Optional, Union
+from typing import IO, Callable
 
 import torch
 
@@ -87,7 +88,7 @@ def _temporary_name(path: Path) -> Path:
 def _write_failure(path: Path, error: BaseException) -> str:
     """Why writing ``path`` failed, in words: the operating system's reason, which torch's zip
     writer hides behind its own message, or "the disk is full"."""
-    cause: Optional[BaseException] = error
+    cause: BaseException | None = error
     while cause is not None and not isinstance(cause, OSError):
         cause = cause.__cause__ or cause.__context__
     if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
@@ -102,7 +103,7 @@ def _write_failure(path: Path, error: BaseException) -> str:
     return str(error)
 
 
-def atomic_write(path: Union[str, os.PathLike], write: Callable[[IO[bytes]], object]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
     """Write to a temporary file in the same folder, flush it to disk, then rename it over
     ``path``: an interrupt, a crash or a full disk leaves the old file whole, never a half-written
     one. A failure raises ``SaveFailed`` naming the file and the real reason."""
@@ -133,7 +134,7 @@ def atomic_write(path: Union[str, os.PathLike], write: Callable[[IO[bytes]], obj
     _crash_point(path.name)
 
 
-def remove_temporary_files(folder: Path, names: List[str]) -> List[Path]:
+def remove_temporary_files(folder: Path, names: list[str]) -> list[Path]:
     """Delete the temporary files a killed process left next to ``names`` (``.NAME.tmp-PID``);
     call it only while holding the folder's lock, so no live writer owns them."""
     removed = []
@@ -144,7 +145,7 @@ def remove_temporary_files(folder: Path, names: List[str]) -> List[Path]:
     return removed
 
 
-def check_writable_folder(out_dir: Union[str, os.PathLike]) -> Path:
+def check_writable_folder(out_dir: str | os.PathLike) -> Path:
     """Refuse early (``RunFolderError``), before any training, an output folder that is a file,
     lies under a file, or cannot be written. Creates nothing: the folder is made by the training."""
     out_dir = Path(out_dir)
@@ -184,13 +185,13 @@ class RunFolderLock:
     process, so a killed training never leaves the folder locked. Re-entrant within one process
     (``runs.train_or_load`` holds it around ``fit``, which takes it again)."""
 
-    _held: Dict[Path, List] = {}  # folder -> [open lock file, depth]
+    _held: dict[Path, list] = {}  # folder -> [open lock file, depth]
 
-    def __init__(self, folder: Union[str, os.PathLike]):
+    def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
 
-    def acquire(self) -> "RunFolderLock":
+    def acquire(self) -> RunFolderLock:
         key = self.path.resolve()
         if key in self._held:
             self._held[key][1] += 1
@@ -233,7 +234,7 @@ class RunFolderLock:
                 pass
         entry[0].close()
 
-    def __enter__(self) -> "RunFolderLock":
+    def __enter__(self) -> RunFolderLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -244,7 +245,7 @@ class RunFolderLock:
 # The same run: recipe and data
 # --------------------------------------------------------------------------------------------
 
-def data_fingerprint(train_loader, val_loader) -> Optional[str]:
+def data_fingerprint(train_loader, val_loader) -> str | None:
     """A short hash of which files (by class and file name) are in each split, so a run trained
     on the stand-in is not mistaken for one trained on real photos, or on another split. None if
     the loaders' datasets don't list their ``samples``."""
@@ -258,7 +259,7 @@ def data_fingerprint(train_loader, val_loader) -> Optional[str]:
     return digest.hexdigest()[:16]
 
 
-def recipe_differences(saved: Mapping, now: Mapping) -> List[str]:
+def recipe_differences(saved: Mapping, now: Mapping) -> list[str]:
     """``"key: X there, Y now"`` for every setting in ``now`` that ``saved`` recorded otherwise
     (settings either side left unrecorded, None, are not compared)."""
     def plain(value):
@@ -301,7 +302,7 @@ def _what_file_is(path: Path, error: BaseException) -> str:
     return "it is not a PyTorch file (its bytes are not in a format torch.save writes)"
 
 
-def read_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> Dict:
+def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Load a course checkpoint with ``weights_only=True`` and check it is one: a dict holding
     'model' (a dict of tensors) and 'meta'. Anything else raises ``CheckpointError`` saying what
     the file is not."""

@@ -11,8 +11,8 @@ import argparse
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional, Sequence
 
 from . import config
 
@@ -86,8 +86,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from .checkpoints import check_writable_folder
     from .data import find_bird_data, load_birds
+    from .device import choose_device_and_precision
     from .models import get_model
-    from .training import CHECKPOINT_NAME, choose_device_and_precision, fit, init_distributed, set_seed
+    from .training import CHECKPOINT_NAME, fit, init_distributed, set_seed
 
     for name, value, low in (("--epochs", args.epochs, 1), ("--image-size", args.image_size, 16),
                              ("--batch-size", args.batch_size, 1)):
@@ -191,8 +192,9 @@ def cmd_import_kaggle(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .device import FP32_ENV
     from .models import MODEL_NAMES
-    from .training import DEFAULT_LR, FP32_ENV, OPTIMIZERS, SCHEDULES
+    from .training import DEFAULT_LR, OPTIMIZERS, SCHEDULES
 
     defaults = config.settings()
     parser = argparse.ArgumentParser(
@@ -210,19 +212,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", default=None, metavar="DIR",
                        help="folder with one sub-folder per class (default: the real photos in "
                             "data/bird_photos or $RESNET_COURSE_DATA, else the offline stand-in)")
-    train.add_argument("--epochs", type=int, default=defaults.epochs, help="total epochs, counting resumed ones (default: %(default)s)")
-    train.add_argument("--image-size", type=int, default=defaults.image_size, help="image side in pixels (default: %(default)s)")
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step, per process (default: %(default)s)")
+    train.add_argument("--epochs", type=int, default=defaults.epochs,
+                       help="total epochs, counting resumed ones (default: %(default)s)")
+    train.add_argument("--image-size", type=int, default=defaults.image_size,
+                       help="image side in pixels (default: %(default)s)")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                       help="images per step, per process (default: %(default)s)")
     train.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/MODEL)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
     train.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS,
-                       help=f"sgd (momentum 0.9, weight decay 1e-4, lr {DEFAULT_LR['sgd']}; the default) or adam (lr {DEFAULT_LR['adam']})")
+                       help=f"sgd (momentum 0.9, weight decay 1e-4, lr {DEFAULT_LR['sgd']}; the default) "
+                            f"or adam (lr {DEFAULT_LR['adam']})")
     train.add_argument("--lr", type=float, default=None, help="learning rate (default: per optimiser)")
-    train.add_argument("--schedule", default="cosine", choices=SCHEDULES, help="learning-rate schedule, stepped per epoch (default: %(default)s)")
-    train.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing for the training loss (default: %(default)s)")
+    train.add_argument("--schedule", default="cosine", choices=SCHEDULES,
+                       help="learning-rate schedule, stepped per epoch (default: %(default)s)")
+    train.add_argument("--label-smoothing", type=float, default=0.0,
+                       help="label smoothing for the training loss (default: %(default)s)")
     train.add_argument("--fp32", action="store_true",
                        help=f"plain fp32 instead of automatic mixed precision (or set {FP32_ENV}=1)")
-    train.add_argument("--seed", type=int, default=0, help="seed for weights, data order and augmentation (default: %(default)s)")
+    train.add_argument("--seed", type=int, default=0,
+                       help="seed for weights, data order and augmentation (default: %(default)s)")
     train.add_argument("--num-workers", type=int, default=None,
                        help="data loading processes (default: 0 on a CPU, up to 4 with a GPU)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars (per-epoch lines still print)")
@@ -237,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(run=cmd_predict)
 
     standin = commands.add_parser("make-standin", help="draw the offline stand-in dataset",
-                                  description="Draw 565 procedural bird images (not photos) with the course's classes and counts.")
+                                  description="Draw 565 procedural bird images (not photos) with the course's "
+                                              "classes and counts.")
     standin.add_argument("--out", default=None, metavar="DIR", help="target folder (default: data/standin_birds)")
     standin.add_argument("--seed", type=int, default=0, help="drawing seed")
     standin.set_defaults(run=cmd_make_standin)
@@ -251,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 2 for a usage or data error, a checkpoint or
     folder that cannot be used, a file that cannot be written, or a training that diverged; 130 if
     interrupted)."""

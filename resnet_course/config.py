@@ -22,9 +22,27 @@ STANDIN_DIR = REPO_ROOT / "data" / "standin_birds"
 RUNS_DIR = REPO_ROOT / "runs"
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+
+
+def env_flag(name: str) -> bool:
+    """The on/off environment variable ``name``: 1/true/yes/on is True; 0/false/no/off, empty or
+    unset is False (case and surrounding spaces ignored). Anything else is a mistake worth
+    saying, not a silent False: ``ValueError`` naming the variable and the allowed values."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise ValueError(f"{name}={os.environ[name]!r} is neither on nor off: use one of "
+                     f"{', '.join(TRUE_WORDS)} to turn it on, or {', '.join(FALSE_WORDS[:-1])} (or leave it "
+                     "empty or unset) to turn it off.")
+
+
 def fast_mode() -> bool:
-    """True when ``RESNET_COURSE_FAST`` is set to 1/true/yes/on."""
-    return os.environ.get(FAST_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    """True when ``RESNET_COURSE_FAST`` is on (see ``env_flag``)."""
+    return env_flag(FAST_ENV)
 
 
 def data_dir() -> Path:

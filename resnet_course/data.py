@@ -17,9 +17,10 @@ import hashlib
 import os
 import shutil
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -28,6 +29,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from . import config
+from .birds import CLASS_ALIASES, CLASS_COUNTS, CLASS_NAMES, BirdDataError, BirdDataWarning
+from .standin import STANDIN_MARKER, standin_is_complete
+from .standin import make_standin_birds as _draw_standin
 
 __all__ = [
     "CLASS_NAMES", "CLASS_ALIASES", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD",
@@ -37,27 +41,16 @@ __all__ = [
     "make_standin_birds",
 ]
 
-#: The course's classes, in label order (index 0..3). Folder names exactly as learners have them,
-#: including the course's spelling "Bushtiti".
-CLASS_NAMES: Tuple[str, ...] = ("Bananaquit", "Black Skimmer", "Black Throated Bushtiti", "Cockatoo")
-#: Other folder names accepted for a course class. All folder names are matched ignoring case,
-#: underscores and extra spaces, so Kaggle's "BLACK THROATED BUSHTIT" works too.
-CLASS_ALIASES: Dict[str, str] = {"Black Throated Bushtit": "Black Throated Bushtiti"}
-#: Photo counts per class in the course's 565-photo set (the stand-in uses the same).
-CLASS_COUNTS: Dict[str, int] = dict(zip(CLASS_NAMES, (166, 122, 111, 166)))
-#: The file in the stand-in's root that says it is a procedurally drawn stand-in, not photos.
-STANDIN_MARKER = "STANDIN.txt"
-
 #: File extensions treated as images; every other file (.DS_Store, notes.txt, ...) is ignored.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 #: ImageNet channel statistics, what torchvision's pretrained ResNets expect; the course uses them
 #: for every model so that a checkpoint never depends on which notebook trained it.
-IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 #: RandomResizedCrop keeps 50-100 % of the area: the torchvision default of 8 % often crops the
 #: bird out of the picture, which a 452-image training set cannot afford.
-TRAIN_CROP_SCALE: Tuple[float, float] = (0.5, 1.0)
+TRAIN_CROP_SCALE: tuple[float, float] = (0.5, 1.0)
 
 HOW_TO_GET_PHOTOS = (
     "How to get the bird photos:\n"
@@ -69,14 +62,6 @@ HOW_TO_GET_PHOTOS = (
 )
 
 PathLike = Union[str, os.PathLike]
-
-
-class BirdDataError(ValueError):
-    """The bird folder cannot be used as it is; the message says why and how to fix it."""
-
-
-class BirdDataWarning(UserWarning):
-    """Something in the bird folder was skipped or ignored; the message names it."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,7 +88,7 @@ def _high_bit_depth_to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(gray, mode="L").convert("RGB")
 
 
-def load_rgb(path_or_pil: Union[PathLike, Image.Image]) -> Image.Image:
+def load_rgb(path_or_pil: PathLike | Image.Image) -> Image.Image:
     """Open an image of any mode (L, P, RGBA, CMYK, 16-bit, ...) as an 8-bit RGB PIL image.
 
     EXIF rotation is applied (phone photos), transparency is flattened on white, and 16-bit
@@ -180,11 +165,11 @@ def _normalise_name(name: str) -> str:
     return " ".join(name.replace("_", " ").split()).casefold()
 
 
-_FOLDER_TO_CLASS: Dict[str, str] = {_normalise_name(c): c for c in CLASS_NAMES}
+_FOLDER_TO_CLASS: dict[str, str] = {_normalise_name(c): c for c in CLASS_NAMES}
 _FOLDER_TO_CLASS.update({_normalise_name(alias): c for alias, c in CLASS_ALIASES.items()})
 
 
-def course_class_for(folder_name: str) -> Optional[str]:
+def course_class_for(folder_name: str) -> str | None:
     """The course class a folder name means ("BLACK THROATED BUSHTIT" -> "Black Throated Bushtiti"),
     or None. Exact names only: "GANG GANG COCKATOO" is not the course's Cockatoo."""
     return _FOLDER_TO_CLASS.get(_normalise_name(folder_name))
@@ -198,7 +183,7 @@ def _is_image_file(path: Path) -> bool:
     return path.is_file() and not _is_hidden(path) and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _check_image(path: Path) -> Optional[str]:
+def _check_image(path: Path) -> str | None:
     """None if ``path`` decodes as an image, else the reason it does not."""
     try:
         if path.stat().st_size == 0:
@@ -224,12 +209,12 @@ class ScanResult:
     """What ``scan_bird_folder`` found: usable image files per class, and what it skipped and why."""
 
     root: Path
-    files: Dict[str, List[Path]]  # class name -> sorted image paths, in CLASS_NAMES order
-    skipped: List[Tuple[Path, str]] = field(default_factory=list)  # unreadable images + reason
-    ignored_folders: List[str] = field(default_factory=list)  # subfolders that are not course classes
+    files: dict[str, list[Path]]  # class name -> sorted image paths, in CLASS_NAMES order
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # unreadable images + reason
+    ignored_folders: list[str] = field(default_factory=list)  # subfolders that are not course classes
 
     @property
-    def counts(self) -> Dict[str, int]:
+    def counts(self) -> dict[str, int]:
         return {name: len(paths) for name, paths in self.files.items()}
 
     @property
@@ -237,7 +222,7 @@ class ScanResult:
         return sum(self.counts.values())
 
     @property
-    def samples(self) -> List[Tuple[Path, int]]:
+    def samples(self) -> list[tuple[Path, int]]:
         """(path, label) pairs, label = index in CLASS_NAMES, like torchvision's ImageFolder."""
         return [(path, CLASS_NAMES.index(name)) for name, paths in self.files.items() for path in paths]
 
@@ -252,7 +237,7 @@ class ScanResult:
         return "\n".join(lines)
 
 
-def _list_image_files(folder: Path) -> List[Path]:
+def _list_image_files(folder: Path) -> list[Path]:
     """Image files under ``folder`` (subfolders included, hidden ones not), sorted by relative path."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
@@ -278,7 +263,7 @@ def scan_bird_folder(root: PathLike, check_images: bool = True) -> ScanResult:
     if not root.is_dir():
         raise BirdDataError(f"{root} is a file, not a folder of class folders.\n{HOW_TO_GET_PHOTOS}")
 
-    class_dirs: Dict[str, List[Path]] = {name: [] for name in CLASS_NAMES}
+    class_dirs: dict[str, list[Path]] = {name: [] for name in CLASS_NAMES}
     ignored = []
     subfolders = sorted((p for p in root.iterdir() if p.is_dir() and not _is_hidden(p)), key=lambda p: p.name)
     for folder in subfolders:
@@ -296,8 +281,8 @@ def scan_bird_folder(root: PathLike, check_images: bool = True) -> ScanResult:
         raise BirdDataError(f"{root} has more than one folder for the same class: {doubled}. "
                             "Keep one folder per class (merge the photos into it).")
 
-    files: Dict[str, List[Path]] = {}
-    skipped: List[Tuple[Path, str]] = []
+    files: dict[str, list[Path]] = {}
+    skipped: list[tuple[Path, str]] = []
     for name in CLASS_NAMES:
         folder = class_dirs[name][0]
         usable = []
@@ -317,7 +302,7 @@ def scan_bird_folder(root: PathLike, check_images: bool = True) -> ScanResult:
     return ScanResult(root=root, files=files, skipped=skipped, ignored_folders=ignored)
 
 
-def _missing_classes_message(root: Path, missing: List[str], subfolders: List[Path]) -> str:
+def _missing_classes_message(root: Path, missing: list[str], subfolders: list[Path]) -> str:
     found = [p.name for p in subfolders]
     if not found:
         message = f"{root} has no class folders (expected {', '.join(CLASS_NAMES)})."
@@ -340,11 +325,11 @@ def _missing_classes_message(root: Path, missing: List[str], subfolders: List[Pa
 def _split_key(seed: int, class_name: str, relative_path: str) -> str:
     """A stable pseudo-random key per file: the same on every machine, OS and Python version,
     and independent of the order in which the file system lists the files."""
-    return hashlib.sha256(f"{seed}/{class_name}/{relative_path}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{seed}/{class_name}/{relative_path}".encode()).hexdigest()
 
 
 def split_samples(scan: ScanResult, val_split: float = 0.2, seed: int = 123
-                  ) -> Tuple[List[Tuple[Path, int]], List[Tuple[Path, int]]]:
+                  ) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
     """Split into (train, val) lists of (path, label): stratified by class, deterministic.
 
     The validation set has ``round(total * val_split)`` images (113 of 565), shared out over the
@@ -375,7 +360,7 @@ class BirdDataset(Dataset):
     """(image tensor, label) pairs from a list of (path, label); ``samples``, ``targets``,
     ``classes`` and ``class_to_idx`` as in torchvision's ImageFolder."""
 
-    def __init__(self, samples: Sequence[Tuple[Path, int]], transform=None,
+    def __init__(self, samples: Sequence[tuple[Path, int]], transform=None,
                  class_names: Sequence[str] = CLASS_NAMES):
         self.samples = list(samples)
         self.targets = [label for _, label in self.samples]
@@ -391,13 +376,14 @@ class BirdDataset(Dataset):
         try:
             image = load_rgb(path)
         except Exception as error:  # the file changed after the up-front scan
-            raise BirdDataError(f"Could not read {path} (it was readable when the folder was scanned): {error}") from error
+            raise BirdDataError(f"Could not read {path} (it was readable when the folder was scanned): "
+                                f"{error}") from error
         return (self.transform(image) if self.transform else image), label
 
 
-def load_birds(root: Optional[PathLike] = None, image_size: int = 224, batch_size: int = 8,
+def load_birds(root: PathLike | None = None, image_size: int = 224, batch_size: int = 8,
                val_split: float = 0.2, seed: int = 123, num_workers: int = 0
-               ) -> Tuple[DataLoader, DataLoader, List[str]]:
+               ) -> tuple[DataLoader, DataLoader, list[str]]:
     """The course's data loaders: ``(train_loader, val_loader, class_names)``.
 
     ``root`` defaults to ``config.data_dir()``. The folder is scanned first (skipped files are
@@ -424,7 +410,7 @@ def load_birds(root: Optional[PathLike] = None, image_size: int = 224, batch_siz
     return train_loader, val_loader, list(CLASS_NAMES)
 
 
-def _warn_about_empty_splits(train: Sequence[Tuple[Path, int]], val: Sequence[Tuple[Path, int]],
+def _warn_about_empty_splits(train: Sequence[tuple[Path, int]], val: Sequence[tuple[Path, int]],
                              val_split: float) -> None:
     """A ``BirdDataWarning`` naming the classes with no training image or, when there is a
     validation split, no validation image: with so few photos per class, training cannot learn
@@ -458,7 +444,7 @@ def warn_about_skipped(scan: ScanResult) -> None:
 KAGGLE_SPLITS = ("train", "valid", "test")
 
 
-def _kaggle_class_folders(src: Path) -> List[Tuple[str, Path, str]]:
+def _kaggle_class_folders(src: Path) -> list[tuple[str, Path, str]]:
     """(split prefix, folder, course class) for every course-class folder in a Kaggle-style tree."""
     found = []
     splits = [src / s for s in KAGGLE_SPLITS if (src / s).is_dir()]
@@ -475,7 +461,7 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def import_kaggle(src: PathLike, dst: Optional[PathLike] = None, verbose: bool = True) -> Dict[str, int]:
+def import_kaggle(src: PathLike, dst: PathLike | None = None, verbose: bool = True) -> dict[str, int]:
     """Copy the course's four classes out of a Kaggle "BIRDS 525 SPECIES" download into
     ``dst/<class>/`` (default ``config.data_dir()``); returns the photos per class now in place.
 
@@ -484,7 +470,8 @@ def import_kaggle(src: PathLike, dst: Optional[PathLike] = None, verbose: bool =
     with their split (``train_1.jpg``) so names cannot collide. Nothing in ``dst`` is ever
     overwritten: a photo whose bytes are already in its class folder, under any name, is not copied
     again (a duplicate could sit in both the training and the validation split); a different one
-    with a name already taken gets a numbered name. Only exact names count: GANG GANG COCKATOO and ROSE BREASTED COCKATOO are other species.
+    with a name already taken gets a numbered name. Only exact names count: GANG GANG COCKATOO and
+    ROSE BREASTED COCKATOO are other species.
     """
     src = Path(src).expanduser()
     dst = config.data_dir() if dst is None else Path(dst).expanduser()
@@ -506,7 +493,7 @@ def import_kaggle(src: PathLike, dst: Optional[PathLike] = None, verbose: bool =
             "BLACK SKIMMER, BLACK THROATED BUSHTIT, COCKATOO).")
 
     copied = duplicates = 0
-    present_by_class: Dict[str, Dict[str, Path]] = {}  # class -> content digest -> a file with it
+    present_by_class: dict[str, dict[str, Path]] = {}  # class -> content digest -> a file with it
     for prefix, folder, name in found:
         target_dir = dst / name
         target_dir.mkdir(parents=True, exist_ok=True)
@@ -533,7 +520,7 @@ def import_kaggle(src: PathLike, dst: Optional[PathLike] = None, verbose: bool =
     return counts
 
 
-def find_bird_data(verbose: bool = True) -> Tuple[Path, bool]:
+def find_bird_data(verbose: bool = True) -> tuple[Path, bool]:
     """``(root, is_standin)``: the real photos at ``config.data_dir()`` if they are there and
     usable, else the offline stand-in at ``config.STANDIN_DIR`` (generated if missing or
     incomplete). Prints one line saying which data the course is using.
@@ -555,8 +542,6 @@ def find_bird_data(verbose: bool = True) -> Tuple[Path, bool]:
             if verbose:
                 print(f"Using real photos at {real}: {scan.total} images.")
             return real, False
-
-    from .standin import standin_is_complete
 
     standin = Path(config.STANDIN_DIR)
     if not standin_is_complete(standin):
@@ -589,8 +574,6 @@ def _generate_standin_atomically(root: Path) -> None:
             shutil.rmtree(temporary)
             raise BirdDataError(f"{root} exists, is not a generated stand-in and is not usable; "
                                 "move it away so the stand-in can be generated there.")
-        from .standin import standin_is_complete
-
         if standin_is_complete(root):  # another process finished first
             shutil.rmtree(temporary)
             return
@@ -604,8 +587,6 @@ def _generate_standin_atomically(root: Path) -> None:
         os.replace(temporary, root)
     except OSError:  # another process moved its copy into place in the meantime
         shutil.rmtree(temporary, ignore_errors=True)
-        from .standin import standin_is_complete
-
         if not standin_is_complete(root):
             raise
 
@@ -613,6 +594,4 @@ def _generate_standin_atomically(root: Path) -> None:
 def make_standin_birds(root: PathLike, seed: int = 0) -> Path:
     """Draw the offline stand-in into ``root/<class>/``: 565 procedurally drawn 224x224 JPEGs with
     the course's class names and counts (see ``resnet_course.standin``). Returns ``root``."""
-    from .standin import make_standin_birds as draw
-
-    return draw(root, seed=seed)
+    return _draw_standin(root, seed=seed)

@@ -1,5 +1,6 @@
 """Evaluation: accuracy, loss, the confusion matrix, per-class precision and recall, top-k
-accuracy, and predictions for single image files.
+accuracy, predictions for single image files, and a mean-colour baseline that says how much of a
+dataset colour alone gives away.
 
 Everything is computed from fp32 logits collected once (``collect_predictions``), so the numbers
 are the same whichever precision the forward pass ran in.
@@ -8,29 +9,33 @@ are the same whichever precision the forward pass ran in.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from .training import Precision, _resolve_precision, _to_device, autocast
+from .birds import CLASS_NAMES
+from .data import eval_transform, load_rgb, scan_bird_folder, split_samples
+from .device import ComputeSetup, autocast, place_batch, resolve_setup
 
 __all__ = ["collect_predictions", "confusion_matrix", "per_class_metrics", "topk_accuracy",
-           "evaluate", "predict"]
+           "evaluate", "predict", "mean_colours", "mean_colour_baseline"]
 
 
 @torch.no_grad()
-def collect_predictions(model: nn.Module, loader, precision: Union[str, Precision] = "auto"
-                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+def collect_predictions(model: nn.Module, loader, precision: str | ComputeSetup = "auto"
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` (in eval mode, moved to the chosen device) over ``loader``; returns
     ``(logits, targets)`` on the CPU, logits as fp32 of shape (N, num_classes)."""
-    setup = _resolve_precision(precision)
+    setup = resolve_setup(precision)
     model.to(setup.device).eval()
     all_logits, all_targets = [], []
     for images, targets in loader:
         with autocast(setup):
-            logits = model(_to_device(images, setup))
+            logits = model(place_batch(images, setup))
         all_logits.append(logits.float().cpu())
         all_targets.append(torch.as_tensor(targets).cpu())
     if not all_logits:
@@ -44,7 +49,7 @@ def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_class
     return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
-def per_class_metrics(confusion: torch.Tensor) -> Dict[str, List[float]]:
+def per_class_metrics(confusion: torch.Tensor) -> dict[str, list[float]]:
     """Precision (of the images predicted as a class, the share that are it), recall (of the
     images of a class, the share found) and support (images of the class) from a confusion
     matrix. A class never predicted gets precision 0 (scikit-learn's convention)."""
@@ -57,7 +62,7 @@ def per_class_metrics(confusion: torch.Tensor) -> Dict[str, List[float]]:
             "support": [int(s) for s in support.tolist()]}
 
 
-def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, topk: Sequence[int] = (1,)) -> Dict[int, float]:
+def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, topk: Sequence[int] = (1,)) -> dict[int, float]:
     """For each k, the share of images whose true class is among the k highest-scoring ones."""
     num_classes = logits.shape[1]
     for k in topk:
@@ -70,8 +75,8 @@ def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, topk: Sequence[in
     return {k: hits[:, :k].any(1).double().mean().item() for k in topk}
 
 
-def evaluate(model: nn.Module, loader, class_names: Optional[Sequence[str]] = None,
-             topk: Sequence[int] = (1,), precision: Union[str, Precision] = "auto") -> Dict:
+def evaluate(model: nn.Module, loader, class_names: Sequence[str] | None = None,
+             topk: Sequence[int] = (1,), precision: str | ComputeSetup = "auto") -> dict:
     """Accuracy, mean cross-entropy loss, confusion matrix (rows true, columns predicted, as
     lists), per-class precision/recall/support and top-k accuracy of ``model`` on ``loader``.
 
@@ -99,30 +104,26 @@ def evaluate(model: nn.Module, loader, class_names: Optional[Sequence[str]] = No
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: Union[Iterable, str, os.PathLike, "Image.Image"],
+def predict(model: nn.Module, images: Iterable | str | os.PathLike | Image.Image,
             class_names: Sequence[str], image_size: int = 224, topk: int = 1,
-            precision: Union[str, Precision] = "auto", batch_size: int = 16) -> List[Dict]:
+            precision: str | ComputeSetup = "auto", batch_size: int = 16) -> list[dict]:
     """Classify image files or PIL images of any size and mode (resized and centre-cropped to
     ``image_size`` like validation images). Returns one dict per image: ``image`` (the file name,
     or "image 0", ... for PIL images), ``label`` (predicted class), ``probability`` and ``topk``
     (a list of (class, probability) pairs, best first)."""
-    from PIL import Image
-
-    from .data import eval_transform, load_rgb
-
     if isinstance(images, (str, os.PathLike, Image.Image)):
         images = [images]
     images = list(images)
     topk = min(topk, len(class_names))
     transform = eval_transform(image_size)
-    setup = _resolve_precision(precision)
+    setup = resolve_setup(precision)
     model.to(setup.device).eval()
     results = []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
         batch = torch.stack([transform(load_rgb(image)) for image in chunk])
         with autocast(setup):
-            logits = model(_to_device(batch, setup))
+            logits = model(place_batch(batch, setup))
         probabilities = logits.float().softmax(1).cpu()
         best = probabilities.topk(topk, dim=1)
         for offset, (image, values, indices) in enumerate(zip(chunk, best.values, best.indices)):
@@ -130,3 +131,49 @@ def predict(model: nn.Module, images: Union[Iterable, str, os.PathLike, "Image.I
             ranked = [(class_names[i], p) for i, p in zip(indices.tolist(), values.tolist())]
             results.append({"image": name, "label": ranked[0][0], "probability": ranked[0][1], "topk": ranked})
     return results
+
+
+# --------------------------------------------------------------------------------------------
+# How hard is the dataset? A mean-colour baseline
+# --------------------------------------------------------------------------------------------
+
+def mean_colours(paths: Sequence[str | os.PathLike]) -> np.ndarray:
+    """Each image's mean RGB in [0, 1], shape (N, 3)."""
+    return np.stack([np.asarray(load_rgb(p), np.float32).reshape(-1, 3).mean(0) / 255 for p in paths])
+
+
+def mean_colour_baseline(root: str | os.PathLike, val_split: float = 0.2, seed: int = 123) -> dict[str, float]:
+    """Validation accuracy of classifiers that see only each image's mean colour, on the course split.
+
+    Returns accuracies for a nearest-centroid classifier, softmax (logistic) regression and 5-nearest
+    neighbours, all trained on the training split. A stand-in that these classify well would let a
+    network score without learning what a bird looks like.
+    """
+    train, val = split_samples(scan_bird_folder(root), val_split=val_split, seed=seed)
+    x_train, x_val = mean_colours([p for p, _ in train]), mean_colours([p for p, _ in val])
+    y_train, y_val = np.array([y for _, y in train]), np.array([y for _, y in val])
+    mu, sigma = x_train.mean(0), x_train.std(0) + 1e-8
+    x_train, x_val = (x_train - mu) / sigma, (x_val - mu) / sigma
+    classes = np.arange(len(CLASS_NAMES))
+
+    centroids = np.stack([x_train[y_train == c].mean(0) for c in classes])
+    nearest = ((x_val[:, None, :] - centroids[None]) ** 2).sum(-1).argmin(1)
+
+    weights, bias = np.zeros((3, len(classes))), np.zeros(len(classes))
+    onehot = np.eye(len(classes))[y_train]
+    for _ in range(2000):  # plain gradient descent on the softmax cross-entropy
+        logits = x_train @ weights + bias
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        grad = (p - onehot) / len(x_train)
+        weights -= 0.5 * x_train.T @ grad
+        bias -= 0.5 * grad.sum(0)
+    logistic = (x_val @ weights + bias).argmax(1)
+
+    distances = ((x_val[:, None, :] - x_train[None]) ** 2).sum(-1)
+    neighbours = y_train[np.argsort(distances, axis=1, kind="stable")[:, :5]]
+    knn = np.array([np.bincount(row, minlength=len(classes)).argmax() for row in neighbours])
+
+    return {"nearest_centroid": float((nearest == y_val).mean()),
+            "logistic_regression": float((logistic == y_val).mean()),
+            "knn5": float((knn == y_val).mean())}

@@ -8,14 +8,14 @@ as they found it: same train/eval mode, no hooks left behind, no gradients accum
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from contextlib import contextmanager
-from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from resnet_course.inspect import model_stages
+from resnet_course.stages import model_stages
 
 #: Modules that act on each value separately; a head may start with them before pooling (the
 #: final BN-ReLU of a pre-activation net), and Grad-CAM then looks at their output.
@@ -50,17 +50,17 @@ def _as_batch(images: Tensor) -> Tensor:
     return images
 
 
-def stage_feature_maps(model: nn.Module, image_tensor: Tensor) -> "OrderedDict[str, Tensor]":
+def stage_feature_maps(model: nn.Module, image_tensor: Tensor) -> OrderedDict[str, Tensor]:
     """The output of the stem and of every stage for one image: ``{stage name: (C, H, W)}``.
 
-    Stages come from ``inspect.model_stages`` (``stem``, ``layer1``..``layer4`` for v1,
+    Stages come from ``stages.model_stages`` (``stem``, ``layer1``..``layer4`` for v1,
     ``stem``, ``conv2``..``conv5`` for v2); the head (pooling and classifier) is left out
     because its output is no longer a map. Runs in eval mode without gradients.
     """
     batch = _as_batch(image_tensor)
     if batch.shape[0] != 1:
         raise ValueError(f"stage_feature_maps takes one image, got a batch of {batch.shape[0]}")
-    maps: "OrderedDict[str, Tensor]" = OrderedDict()
+    maps: OrderedDict[str, Tensor] = OrderedDict()
     x = batch.to(_device_of(model))
     with torch.no_grad(), evaluating(model):
         for name, module in model_stages(model)[:-1]:
@@ -90,7 +90,7 @@ def default_gradcam_layer(model: nn.Module) -> nn.Module:
     return target
 
 
-def _resolve_layer(model: nn.Module, target_layer: Union[None, str, nn.Module]) -> nn.Module:
+def _resolve_layer(model: nn.Module, target_layer: None | str | nn.Module) -> nn.Module:
     if target_layer is None:
         return default_gradcam_layer(model)
     if isinstance(target_layer, nn.Module):
@@ -130,8 +130,8 @@ def _class_indices(class_idx, logits: Tensor) -> Tensor:
 def grad_cam(
     model: nn.Module,
     images: Tensor,
-    target_layer: Union[None, str, nn.Module] = None,
-    class_idx: Union[None, int, Sequence[int], Tensor] = None,
+    target_layer: None | str | nn.Module = None,
+    class_idx: None | int | Sequence[int] | Tensor = None,
 ) -> Tensor:
     """Grad-CAM heatmaps (Selvaraju et al. 2017), shape ``(N, H, W)``, values in [0, 1].
 

@@ -13,19 +13,29 @@ application equals ``model(x)``; the inspection tools and plots walk a network t
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
+from collections.abc import Sequence
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-from .blocks import (UNIT_ORDERINGS, BasicBlock, Bottleneck, PlainUnit, PreActBottleneck,
-                     ResidualUnit, conv1x1, conv3x3, keras_batch_norm)
+from .blocks import (
+    UNIT_ORDERINGS,
+    BasicBlock,
+    Bottleneck,
+    PlainUnit,
+    PreActBottleneck,
+    ResidualUnit,
+    conv1x1,
+    conv3x3,
+    keras_batch_norm,
+)
 
-Stages = List[Tuple[str, nn.Module]]
+Stages = list[tuple[str, nn.Module]]
 POOLINGS = ("avg", "max", None)
 
 
-def _global_pool(pooling: Optional[str]) -> Optional[nn.Module]:
+def _global_pool(pooling: str | None) -> nn.Module | None:
     """Global average or max pooling over H and W (Keras ``pooling="avg"|"max"``), or None."""
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -34,15 +44,15 @@ def _global_pool(pooling: Optional[str]) -> Optional[nn.Module]:
     return nn.AdaptiveAvgPool2d((1, 1)) if pooling == "avg" else nn.AdaptiveMaxPool2d((1, 1))
 
 
-def _check_top(include_top: bool, pooling: Optional[str]) -> None:
+def _check_top(include_top: bool, pooling: str | None) -> None:
     _global_pool(pooling)  # validates the name
     if include_top and pooling is None:
         raise ValueError("include_top=True needs a pooled vector: use pooling='avg' or 'max'")
 
 
-def _head(pool: Optional[nn.Module], fc: Optional[nn.Module], *before: nn.Module) -> nn.Sequential:
+def _head(pool: nn.Module | None, fc: nn.Module | None, *before: nn.Module) -> nn.Sequential:
     """The head as one module: [BN, ReLU,] global pool, flatten [, fc]; empty = identity."""
-    parts: List[nn.Module] = list(before)
+    parts: list[nn.Module] = list(before)
     if pool is not None:
         parts += [pool, nn.Flatten(1)]
     if fc is not None:
@@ -82,10 +92,10 @@ class ResNet(nn.Module):
     last BN at gamma 0, so every block starts as the identity (Goyal et al. 2017).
     """
 
-    def __init__(self, block: Type[Union[BasicBlock, Bottleneck]], layers: Sequence[int],
+    def __init__(self, block: type[BasicBlock | Bottleneck], layers: Sequence[int],
                  num_classes: int = 1000, zero_init_residual: bool = False,
                  stride_in_1x1: bool = False, include_top: bool = True,
-                 pooling: Optional[str] = "avg") -> None:
+                 pooling: str | None = "avg") -> None:
         super().__init__()
         _check_top(include_top, pooling)
         if stride_in_1x1 and block is not Bottleneck:
@@ -117,7 +127,7 @@ class ResNet(nn.Module):
                 elif isinstance(m, BasicBlock):
                     nn.init.zeros_(m.bn2.weight)
 
-    def _make_layer(self, block: Type[Union[BasicBlock, Bottleneck]], planes: int, blocks: int,
+    def _make_layer(self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int,
                     stride: int = 1) -> nn.Sequential:
         """One stage: the first block may change shape (projection shortcut), the rest keep it."""
         downsample = None
@@ -201,7 +211,7 @@ class ResNetV2(nn.Module):
     """
 
     def __init__(self, layers: Sequence[int], num_classes: int = 1000, include_top: bool = True,
-                 pooling: Optional[str] = "avg", maxpool_padding: str = "zeros") -> None:
+                 pooling: str | None = "avg", maxpool_padding: str = "zeros") -> None:
         super().__init__()
         _check_top(include_top, pooling)
         if maxpool_padding not in ("zeros", "neg_inf"):
@@ -274,7 +284,7 @@ def keras_v2_module_name(keras_layer_name: str) -> str:
     return f"{stage}.{block}.{kind}{index}"
 
 
-def load_keras_weights(model: ResNetV2, keras_model) -> Dict[str, str]:
+def load_keras_weights(model: ResNetV2, keras_model) -> dict[str, str]:
     """Copy every weight of a Keras ResNet*V2 into ``model``; return {our key: Keras weight path}.
 
     Conv kernels go from Keras' (kh, kw, in, out) to PyTorch's (out, in, kh, kw), dense kernels are
@@ -282,7 +292,7 @@ def load_keras_weights(model: ResNetV2, keras_model) -> Dict[str, str]:
     Needs no Keras import: it only reads ``keras_model.layers``.
     """
     state = model.state_dict()
-    copied: Dict[str, str] = {}
+    copied: dict[str, str] = {}
     bn_names = ("weight", "bias", "running_mean", "running_var")
     for layer in keras_model.layers:
         if not layer.weights:
@@ -393,7 +403,7 @@ def plain_cifar_net(depth: int, num_classes: int = 10) -> CifarResNet:
 # By name
 # --------------------------------------------------------------------------------------------
 
-_FACTORIES: Dict[str, Callable[..., nn.Module]] = {
+_FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50,
     "resnet101": resnet101, "resnet152": resnet152,
     "resnet50v2": resnet50v2, "resnet101v2": resnet101v2, "resnet152v2": resnet152v2,

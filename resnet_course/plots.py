@@ -10,7 +10,7 @@ plain words, and sizes are chosen to read well at notebook width.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib

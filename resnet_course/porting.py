@@ -18,8 +18,9 @@ slips; ``like_a_trained_net`` gives the weights values a trained network has fir
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import nn

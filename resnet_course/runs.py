@@ -17,9 +17,9 @@ import copy
 import json
 import statistics
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -43,9 +43,9 @@ class TrainedRun:
     name: str
     model_name: str
     model: nn.Module
-    history: List[Dict]
+    history: list[dict]
     out_dir: Path
-    class_names: List[str]
+    class_names: list[str]
     image_size: int
     train_loader: object
     val_loader: object
@@ -71,7 +71,7 @@ def _finished_epochs(out_dir: Path) -> int:
     return len(json.loads(history.read_text())) if history.is_file() else 0
 
 
-def _check_recipe(out_dir: Path, recipe: Dict) -> None:
+def _check_recipe(out_dir: Path, recipe: dict) -> None:
     """Refuse to continue or reuse a run that was trained with something else."""
     saved_file = out_dir / RUN_FILE
     if not (out_dir / "checkpoint.pt").exists() or not saved_file.is_file():
@@ -83,10 +83,10 @@ def _check_recipe(out_dir: Path, recipe: Dict) -> None:
                          "folder to train afresh.")
 
 
-def train_or_load(name: str, model_name: Optional[str] = None, *, epochs: Optional[int] = None,
-                  optimizer: str = "sgd", lr: Optional[float] = None, label_smoothing: float = 0.0,
+def train_or_load(name: str, model_name: str | None = None, *, epochs: int | None = None,
+                  optimizer: str = "sgd", lr: float | None = None, label_smoothing: float = 0.0,
                   seed: int = 0, train_loader=None, val_loader=None,
-                  class_names: Optional[Sequence[str]] = None, image_size: Optional[int] = None,
+                  class_names: Sequence[str] | None = None, image_size: int | None = None,
                   progress: bool = True, precision="auto") -> TrainedRun:
     """Train ``model_name`` (default: ``name``) into ``config.run_dir(name)``, or load it if that
     run is finished, or finish it if it was interrupted. Returns a :class:`TrainedRun`.
@@ -160,11 +160,11 @@ def _render(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(header), "-" * len(line(header)), *map(line, rows)])
 
 
-def _percent(value: Optional[float]) -> str:
+def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def epoch_table(history: Sequence[Dict]) -> str:
+def epoch_table(history: Sequence[dict]) -> str:
     """One line per epoch: training and validation loss and accuracy, learning rate, seconds."""
     rows = [[r["epoch"], f"{r['train_loss']:.3f}", _percent(r["train_acc"]),
              "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}", _percent(r["val_acc"]),
@@ -172,7 +172,7 @@ def epoch_table(history: Sequence[Dict]) -> str:
     return _render(["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"], rows)
 
 
-def _run_summary(history: Sequence[Dict]) -> Dict:
+def _run_summary(history: Sequence[dict]) -> dict:
     scored = [r for r in history if r.get("val_acc") is not None]
     best = max(scored, key=lambda r: r["val_acc"]) if scored else None
     return {"epochs": len(history),
@@ -182,7 +182,7 @@ def _run_summary(history: Sequence[Dict]) -> Dict:
             "seconds_per_epoch": sum(r["seconds"] for r in history) / max(len(history), 1)}
 
 
-def compare_runs(histories: Mapping[str, Sequence[Dict]]) -> str:
+def compare_runs(histories: Mapping[str, Sequence[dict]]) -> str:
     """A table of runs side by side: epochs, final and best validation accuracy (with its epoch)
     and mean seconds per epoch. Accepts the histories ``fit`` returns, keyed by a label."""
     rows = []
@@ -193,7 +193,7 @@ def compare_runs(histories: Mapping[str, Sequence[Dict]]) -> str:
     return _render(["run", "epochs", "final val acc", "best val acc", "seconds/epoch"], rows)
 
 
-def per_class_table(report: Dict) -> str:
+def per_class_table(report: dict) -> str:
     """Precision, recall and number of images per class, from ``evaluation.evaluate``'s report."""
     rows = [[c["class"], f"{c['precision']:.2f}", f"{c['recall']:.2f}", c["support"]]
             for c in report["per_class"]]
@@ -202,7 +202,7 @@ def per_class_table(report: Dict) -> str:
 
 @torch.no_grad()
 def validation_predictions(model: nn.Module, loader, n: int = 12, precision="auto"
-                           ) -> Tuple[torch.Tensor, List[int], List[int], torch.Tensor]:
+                           ) -> tuple[torch.Tensor, list[int], list[int], torch.Tensor]:
     """``n`` validation images spread evenly over ``loader``'s dataset (so every class shows up;
     the same images every time), with true labels, predicted labels and softmax probabilities:
     the arguments ``plots.plot_prediction_grid(images, true, predicted, class_names, probs)`` takes."""
@@ -220,7 +220,7 @@ def validation_predictions(model: nn.Module, loader, n: int = 12, precision="aut
 
 
 def seconds_per_step(models: Mapping[str, nn.Module], loader, steps: int = 5, warmup: int = 1,
-                     precision="auto") -> Dict[str, float]:
+                     precision="auto") -> dict[str, float]:
     """Median wall-clock seconds of one training step (``fit``'s step: forward, backward, SGD
     update) for each model, on the same batches from ``loader``, measured on copies so the models
     stay as they are.
@@ -229,24 +229,25 @@ def seconds_per_step(models: Mapping[str, nn.Module], loader, steps: int = 5, wa
     comparison of their cost, which the seconds in histories recorded at different times are not.
     The median ignores a step slowed down by something else running.
     """
-    from .training import _place, _resolve_precision, _to_device, _train_step
+    from .device import place_batch, place_model, resolve_setup
+    from .training import _train_step
 
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
-    setup = _resolve_precision(precision)
+    setup = resolve_setup(precision)
     twins, optimizers = {}, {}
     for label, model in models.items():
-        twins[label] = _place(copy.deepcopy(model), setup).train()
+        twins[label] = place_model(copy.deepcopy(model), setup).train()
         optimizers[label] = torch.optim.SGD(twins[label].parameters(), lr=1e-3, momentum=0.9)
     scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.grad_scaler)
     batches = iter(loader)
-    timings: Dict[str, List[float]] = {label: [] for label in models}
+    timings: dict[str, list[float]] = {label: [] for label in models}
     for step in range(warmup + steps):
         try:
             images, targets = next(batches)
         except StopIteration:
             raise ValueError(f"the loader has fewer than {warmup + steps} batches") from None
-        images, targets = _to_device(images, setup), targets.to(setup.device)
+        images, targets = place_batch(images, setup), targets.to(setup.device)
         for label, twin in twins.items():
             start = time.perf_counter()
             _train_step(twin, images, targets, optimizers[label], scaler, nn.functional.cross_entropy, setup)

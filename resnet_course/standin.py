@@ -12,7 +12,8 @@ photo set, so every notebook runs without the photos. Each species is drawn with
 
 Pose, size, position, background, clutter, lighting and JPEG noise vary, and backgrounds and clutter
 share the birds' colours, so that colour alone is a weak cue: a classifier on an image's mean
-colour stays near 40-50 %, while a small ResNet learns the shapes (see ``mean_colour_baseline``).
+colour stays near 40-50 %, while a small ResNet learns the shapes (see
+``evaluation.mean_colour_baseline``).
 """
 
 from __future__ import annotations
@@ -21,22 +22,24 @@ import io
 import math
 import os
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .data import CLASS_COUNTS, CLASS_NAMES, STANDIN_MARKER
+from .birds import CLASS_COUNTS, CLASS_NAMES, BirdDataError
 
 #: Bumped whenever the drawing changes, so that an older stand-in on disk is redrawn.
 GENERATOR_VERSION = 1
 IMAGE_SIZE = 224
 STANDIN_COUNTS = tuple(CLASS_COUNTS[name] for name in CLASS_NAMES)
+#: The file in the stand-in's root that says it is a procedurally drawn stand-in, not photos.
+STANDIN_MARKER = "STANDIN.txt"
 CANVAS = 512  # birds are drawn facing right on a 512x512 transparent canvas, then placed
 
-Colour = Tuple[int, int, int]
-Point = Tuple[float, float]
+Colour = tuple[int, int, int]
+Point = tuple[float, float]
 
 
 # --------------------------------------------------------------------------------------------
@@ -49,12 +52,12 @@ def _marker_text(seed: int) -> str:
             f"generator version: {GENERATOR_VERSION}\nseed: {seed}\n")
 
 
-def standin_file_names(class_name: str) -> List[str]:
+def standin_file_names(class_name: str) -> list[str]:
     """The stand-in's file names for ``class_name``: ``<class>_000.jpg``, ``<class>_001.jpg``, ..."""
     return [f"{class_name}_{i:03d}.jpg" for i in range(CLASS_COUNTS[class_name])]
 
 
-def standin_is_complete(root: Union[str, os.PathLike], seed: int = 0) -> bool:
+def standin_is_complete(root: str | os.PathLike, seed: int = 0) -> bool:
     """True if ``root`` holds a stand-in of the current generator version with exactly its files."""
     root = Path(root)
     marker = root / STANDIN_MARKER
@@ -72,7 +75,7 @@ def standin_is_complete(root: Union[str, os.PathLike], seed: int = 0) -> bool:
     return True
 
 
-def foreign_files(root: Union[str, os.PathLike]) -> List[Path]:
+def foreign_files(root: str | os.PathLike) -> list[Path]:
     """What in ``root`` is not the stand-in's own (its drawings, by name, and ``STANDIN.txt``):
     a photo a learner put there, a note, another folder. Hidden files (.DS_Store) don't count.
     These must survive a redraw, so ``make_standin_birds`` refuses while there are any."""
@@ -95,8 +98,6 @@ def foreign_files(root: Union[str, os.PathLike]) -> List[Path]:
 def _refuse_to_mix(root: Path) -> None:
     """Raise ``BirdDataError`` if drawing the stand-in into ``root`` would delete or mix with
     anything that is not the stand-in's own."""
-    from .data import BirdDataError
-
     if not root.exists():
         return
     if not (root / STANDIN_MARKER).is_file():
@@ -112,7 +113,7 @@ def _refuse_to_mix(root: Path) -> None:
                             "or mix with them: move them away first (real photos go in data/bird_photos).")
 
 
-def make_standin_birds(root: Union[str, os.PathLike], seed: int = 0) -> Path:
+def make_standin_birds(root: str | os.PathLike, seed: int = 0) -> Path:
     """Write ``root/<class>/<class>_NNN.jpg`` (166/122/111/166 images) and ``root/STANDIN.txt``.
 
     Deterministic: each image is drawn from its own generator seeded by (seed, class, number), so
@@ -171,7 +172,7 @@ def draw_standin_image(class_index: int, rng: random.Random) -> Image.Image:
 
 SCENES = ("sky", "foliage", "water", "sand", "gradient", "texture")
 #: Colours the clutter borrows from every species, so that no colour belongs to one class alone.
-BIRD_LIKE_COLOURS: Tuple[Colour, ...] = ((245, 210, 40), (25, 25, 30), (240, 240, 235), (215, 70, 35),
+BIRD_LIKE_COLOURS: tuple[Colour, ...] = ((245, 210, 40), (25, 25, 30), (240, 240, 235), (215, 70, 35),
                                          (125, 130, 140), (170, 95, 55), (90, 90, 95))
 
 
@@ -212,16 +213,19 @@ def _background(scene: str, rng: random.Random, nrng: np.random.Generator) -> np
         clouds = np.clip(_smooth_noise(nrng, rng.randint(3, 6)) * 2 - rng.uniform(0.6, 1.4), 0, 1)
         pixels = pixels + (250 - pixels) * clouds[..., None] * 0.8
     elif scene == "foliage":
-        dark, light = _jitter((30, 70, 30), rng, 25), _jitter(rng.choice([(110, 160, 60), (160, 170, 70), (90, 130, 90)]), rng, 30)
+        dark = _jitter((30, 70, 30), rng, 25)
+        light = _jitter(rng.choice([(110, 160, 60), (160, 170, 70), (90, 130, 90)]), rng, 30)
         pixels = _mix(dark, light, _smooth_noise(nrng, rng.randint(6, 16)))
         image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
         draw = ImageDraw.Draw(image)
         for _ in range(rng.randint(20, 60)):
             x, y, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(5, 22)
-            draw.polygon(_ellipse(x, y, r, r * 0.45, rng.uniform(0, 180)), fill=_jitter(rng.choice([dark, light]), rng, 30))
+            draw.polygon(_ellipse(x, y, r, r * 0.45, rng.uniform(0, 180)),
+                         fill=_jitter(rng.choice([dark, light]), rng, 30))
         pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 3.0))), np.float32)
     elif scene == "water":
-        deep, shallow = _jitter((30, 80, 130), rng, 30), _jitter(rng.choice([(90, 150, 180), (120, 170, 160), (170, 190, 200)]), rng, 25)
+        deep = _jitter((30, 80, 130), rng, 30)
+        shallow = _jitter(rng.choice([(90, 150, 180), (120, 170, 160), (170, 190, 200)]), rng, 25)
         pixels = _mix(shallow, deep, rows)
         ys = np.arange(size, dtype=np.float32)[:, None]
         xs = np.arange(size, dtype=np.float32)[None, :]
@@ -231,7 +235,8 @@ def _background(scene: str, rng: random.Random, nrng: np.random.Generator) -> np
             horizon = rng.randint(20, 90)
             pixels[:horizon] = _mix(_jitter((150, 185, 225), rng), (230, 235, 240), rows[:horizon] * 3)
     elif scene == "sand":
-        pixels = _mix(_jitter((215, 195, 150), rng, 30), _jitter((170, 150, 110), rng, 30), _smooth_noise(nrng, rng.randint(4, 10)))
+        pixels = _mix(_jitter((215, 195, 150), rng, 30), _jitter((170, 150, 110), rng, 30),
+                      _smooth_noise(nrng, rng.randint(4, 10)))
         pixels = pixels + nrng.standard_normal((size, size, 1), dtype=np.float32) * rng.uniform(4, 14)
         if rng.random() < 0.5:  # the sea line behind the beach
             horizon = rng.randint(30, 100)
@@ -304,7 +309,7 @@ def _lighting(image: Image.Image, rng: random.Random, nrng: np.random.Generator)
 # The birds (drawn facing right on a CANVAS x CANVAS transparent image)
 # --------------------------------------------------------------------------------------------
 
-def _ellipse(cx: float, cy: float, rx: float, ry: float, angle: float = 0.0, n: int = 36) -> List[Point]:
+def _ellipse(cx: float, cy: float, rx: float, ry: float, angle: float = 0.0, n: int = 36) -> list[Point]:
     """Polygon points of an ellipse rotated by ``angle`` degrees (ImageDraw's ellipses cannot rotate)."""
     a = math.radians(angle)
     ca, sa = math.cos(a), math.sin(a)
@@ -320,7 +325,7 @@ def _circle(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float, fill, out
     draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=outline, width=width)
 
 
-def _new_canvas() -> Tuple[Image.Image, ImageDraw.ImageDraw]:
+def _new_canvas() -> tuple[Image.Image, ImageDraw.ImageDraw]:
     canvas = Image.new("RGBA", (CANVAS, CANVAS), (0, 0, 0, 0))
     return canvas, ImageDraw.Draw(canvas)
 
@@ -356,7 +361,8 @@ def draw_bananaquit(rng: random.Random, flying: bool = False) -> Image.Image:
     hx, hy = 330, 208
     _circle(draw, hx, hy, 46, dark)
     draw.polygon(_ellipse(hx + 18, hy + 36, 26, 16, -10), fill=_jitter((150, 150, 155), rng, 15) + (255,))  # throat
-    draw.line([(hx - 35, hy - 8), (hx - 5, hy - 18), (hx + 30, hy - 16)], fill=(245, 245, 240, 255), width=9, joint="curve")
+    draw.line([(hx - 35, hy - 8), (hx - 5, hy - 18), (hx + 30, hy - 16)], fill=(245, 245, 240, 255), width=9,
+              joint="curve")
     _circle(draw, hx + 12, hy - 2, 6, (10, 10, 10, 255))  # eye
     draw.polygon([(hx + 38, hy - 4), (hx + 62, hy + 2), (hx + 78, hy + 18), (hx + 64, hy + 12), (hx + 40, hy + 10)],
                  fill=(15, 15, 18, 255))  # short curved bill
@@ -374,7 +380,7 @@ def draw_black_skimmer(rng: random.Random, flying: bool = False) -> Image.Image:
     if flying:
         up = rng.uniform(-1, 1)  # wing beat: +1 up, -1 down
 
-        def wing(shoulder: Point, span: float) -> List[Point]:  # long, pointed, broad at the wrist
+        def wing(shoulder: Point, span: float) -> list[Point]:  # long, pointed, broad at the wrist
             x, y = shoulder
             return [(x + 20, y), (x - 30 * span, y - 120 * up * span), (x - 170 * span, y - 190 * up * span),
                     (x - 70 * span, y - 95 * up * span), (x - 50, y + 14)]
@@ -406,7 +412,8 @@ def draw_black_skimmer(rng: random.Random, flying: bool = False) -> Image.Image:
     draw.polygon([(bx, by + 8), lower_tip, (bx + length * 0.95, by + 20), (bx, by + 20)], fill=red)  # longer lower
     cut = 0.55
     draw.polygon([(bx + length * 0.78 * cut, by - 3), upper_tip, (bx + length * 0.78 * cut, by + 8)], fill=black)
-    draw.polygon([(bx + length * cut, by + 9), lower_tip, (bx + length * 0.95, by + 20), (bx + length * cut, by + 20)], fill=black)
+    draw.polygon([(bx + length * cut, by + 9), lower_tip, (bx + length * 0.95, by + 20), (bx + length * cut, by + 20)],
+                 fill=black)
     return canvas
 
 
@@ -422,7 +429,8 @@ def draw_bushtit(rng: random.Random, flying: bool = False) -> Image.Image:
         _perch(draw, 342, rng)
     _legs(draw, 275, 320, 342, (70, 60, 55, 255), width=4)
     droop = rng.uniform(-30, 40)
-    draw.polygon([(220, 262), (40, 275 + droop), (38, 295 + droop), (220, 292)], fill=_jitter((95, 98, 108), rng, 12) + (255,))  # long tail
+    draw.polygon([(220, 262), (40, 275 + droop), (38, 295 + droop), (220, 292)],  # long tail
+                 fill=_jitter((95, 98, 108), rng, 12) + (255,))
     draw.polygon(_ellipse(275, 275, 72, 56, 0), fill=grey)  # body
     draw.polygon(_ellipse(292, 302, 52, 30, 0), fill=_jitter((228, 220, 205), rng, 12) + (255,))  # pale belly
     draw.polygon(_ellipse(270, 308, 50, 16, -8), fill=rufous)  # rufous flanks
@@ -454,7 +462,8 @@ def draw_cockatoo(rng: random.Random, flying: bool = False) -> Image.Image:
     draw.polygon([(210, 430), (200, 488), (240, 488)], fill=_jitter((240, 230, 150), rng, 10) + (255,))  # yellow wash
     lean = rng.uniform(10, 30)
     draw.polygon(_ellipse(250, 300, 78, 112, lean), fill=white, outline=shade, width=3)  # body
-    draw.polygon(_ellipse(232, 305, 55, 95, lean + 8), fill=_jitter((232, 232, 226), rng, 6) + (255,), outline=shade, width=3)  # wing
+    draw.polygon(_ellipse(232, 305, 55, 95, lean + 8), fill=_jitter((232, 232, 226), rng, 6) + (255,),  # wing
+                 outline=shade, width=3)
     hx, hy = 300, 185
     raised = rng.uniform(0.2, 1.0)  # how far the crest is raised
     for k in range(6):  # crest feathers fan up and back from the crown
@@ -466,7 +475,8 @@ def draw_cockatoo(rng: random.Random, flying: bool = False) -> Image.Image:
     _circle(draw, hx, hy, 55, white, outline=shade, width=3)
     _circle(draw, hx + 22, hy - 8, 12, _jitter((205, 225, 240), rng, 10) + (255,))  # pale eye ring
     _circle(draw, hx + 22, hy - 8, 7, (10, 10, 10, 255))
-    draw.polygon([(hx + 40, hy - 5), (hx + 78, hy + 10), (hx + 80, hy + 42), (hx + 66, hy + 30), (hx + 44, hy + 28)], fill=bill)  # hooked upper
+    draw.polygon([(hx + 40, hy - 5), (hx + 78, hy + 10), (hx + 80, hy + 42), (hx + 66, hy + 30), (hx + 44, hy + 28)],
+                 fill=bill)  # hooked upper
     draw.polygon([(hx + 42, hy + 26), (hx + 64, hy + 32), (hx + 50, hy + 46)], fill=bill)  # lower mandible
     return canvas
 
@@ -501,53 +511,3 @@ def _place_bird(image: Image.Image, bird: Image.Image, species: str, flying: boo
     x = rng.uniform(-0.2 * bird.width, IMAGE_SIZE - 0.8 * bird.width)
     y = rng.uniform(-0.2 * bird.height, IMAGE_SIZE - 0.8 * bird.height)
     image.paste(bird, (round(x), round(y)), bird)
-
-
-# --------------------------------------------------------------------------------------------
-# How hard is it? A mean-colour baseline
-# --------------------------------------------------------------------------------------------
-
-def mean_colours(paths: Sequence[Union[str, os.PathLike]]) -> np.ndarray:
-    """Each image's mean RGB in [0, 1], shape (N, 3)."""
-    from .data import load_rgb
-
-    return np.stack([np.asarray(load_rgb(p), np.float32).reshape(-1, 3).mean(0) / 255 for p in paths])
-
-
-def mean_colour_baseline(root: Union[str, os.PathLike], val_split: float = 0.2, seed: int = 123) -> Dict[str, float]:
-    """Validation accuracy of classifiers that see only each image's mean colour, on the course split.
-
-    Returns accuracies for a nearest-centroid classifier, softmax (logistic) regression and 5-nearest
-    neighbours, all trained on the training split. A stand-in that these classify well would let a
-    network score without learning what a bird looks like.
-    """
-    from .data import scan_bird_folder, split_samples
-
-    train, val = split_samples(scan_bird_folder(root), val_split=val_split, seed=seed)
-    x_train, x_val = mean_colours([p for p, _ in train]), mean_colours([p for p, _ in val])
-    y_train, y_val = np.array([y for _, y in train]), np.array([y for _, y in val])
-    mu, sigma = x_train.mean(0), x_train.std(0) + 1e-8
-    x_train, x_val = (x_train - mu) / sigma, (x_val - mu) / sigma
-    classes = np.arange(len(CLASS_NAMES))
-
-    centroids = np.stack([x_train[y_train == c].mean(0) for c in classes])
-    nearest = ((x_val[:, None, :] - centroids[None]) ** 2).sum(-1).argmin(1)
-
-    weights, bias = np.zeros((3, len(classes))), np.zeros(len(classes))
-    onehot = np.eye(len(classes))[y_train]
-    for _ in range(2000):  # plain gradient descent on the softmax cross-entropy
-        logits = x_train @ weights + bias
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        grad = (p - onehot) / len(x_train)
-        weights -= 0.5 * x_train.T @ grad
-        bias -= 0.5 * grad.sum(0)
-    logistic = (x_val @ weights + bias).argmax(1)
-
-    distances = ((x_val[:, None, :] - x_train[None]) ** 2).sum(-1)
-    neighbours = y_train[np.argsort(distances, axis=1, kind="stable")[:, :5]]
-    knn = np.array([np.bincount(row, minlength=len(classes)).argmax() for row in neighbours])
-
-    return {"nearest_centroid": float((nearest == y_val).mean()),
-            "logistic_regression": float((logistic == y_val).mean()),
-            "knn5": float((knn == y_val).mean())}

@@ -1,4 +1,4 @@
-"""Training: seeds, device and precision, the ``fit`` loop, checkpoints, and multi-process runs.
+"""Training: seeds, the ``fit`` loop, checkpoints, and multi-process runs.
 
 ``fit`` is an ordinary PyTorch loop (forward, loss, backward, step) with four additions a course
 needs: the fastest safe precision for the machine, progress bars, a checkpoint after every epoch
@@ -16,10 +16,10 @@ import random
 import sys
 import time
 import warnings
-from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,18 +28,25 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
-from .checkpoints import (RECIPE_KEYS, CheckpointError, RunFolderError, RunFolderLock, atomic_write,
-                          check_writable_folder, data_fingerprint, read_checkpoint, recipe_differences,
-                          remove_temporary_files)
+from .checkpoints import (
+    RECIPE_KEYS,
+    CheckpointError,
+    RunFolderError,
+    RunFolderLock,
+    atomic_write,
+    check_writable_folder,
+    data_fingerprint,
+    read_checkpoint,
+    recipe_differences,
+    remove_temporary_files,
+)
+from .device import ComputeSetup, autocast, place_batch, place_model, resolve_setup
 
 __all__ = [
-    "FP32_ENV", "Precision", "set_seed", "cpu_has_bf16_matrix_units", "choose_device_and_precision",
-    "autocast", "init_distributed", "TrainingInterrupted", "TrainingDiverged", "fit", "save_checkpoint",
+    "set_seed", "init_distributed", "TrainingInterrupted", "TrainingDiverged", "fit", "save_checkpoint",
     "load_checkpoint", "load_model",
 ]
 
-#: Set ``RESNET_COURSE_FP32=1`` to force plain fp32 everywhere (e.g. to compare numbers exactly).
-FP32_ENV = "RESNET_COURSE_FP32"
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
 HISTORY_NAME = "history.json"
@@ -51,7 +58,7 @@ SCHEDULES = ("cosine", "step", "none")
 
 
 # --------------------------------------------------------------------------------------------
-# Seeds, device and precision
+# Seeds
 # --------------------------------------------------------------------------------------------
 
 def set_seed(seed: int, deterministic: bool = False) -> int:
@@ -69,93 +76,11 @@ def set_seed(seed: int, deterministic: bool = False) -> int:
     return seed
 
 
-@dataclass(frozen=True)
-class Precision:
-    """Where and how to compute: the device, the autocast dtype (None = plain fp32), whether
-    images and weights use the channels-last layout, and whether fp16 needs a gradient scaler."""
-
-    device: torch.device
-    amp_dtype: Optional[torch.dtype]
-    channels_last: bool
-    grad_scaler: bool
-    description: str
-
-
-def cpu_has_bf16_matrix_units() -> bool:
-    """True if this CPU has AMX bf16 tiles (Intel Sapphire Rapids and later), where bf16 autocast
-    with channels-last is about 2.5x faster than fp32 for ResNet-50 training. Guarded: the probe
-    moved between PyTorch versions, so each way of asking is tried in turn."""
-    try:
-        return bool(torch.cpu.get_capabilities()["amx_bf16"])
-    except Exception:
-        pass
-    try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except Exception:
-        pass
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return "amx_bf16" in cpuinfo.read().split()
-    except OSError:
-        return False
-
-
-def _fp32_forced_by_env() -> bool:
-    return os.environ.get(FP32_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def choose_device_and_precision(force_fp32: bool = False) -> Precision:
-    """The fastest safe setting for this machine.
-
-    CUDA: mixed precision (bf16 where supported, else fp16 with a gradient scaler) and
-    channels-last. CPU with AMX: bf16 autocast and channels-last. Apple MPS: fp32 on the GPU.
-    Anything else: fp32 on the CPU. ``force_fp32=True`` or ``RESNET_COURSE_FP32=1`` keeps the
-    device but computes in plain fp32 (contiguous layout).
-    """
-    fp32 = force_fp32 or _fp32_forced_by_env()
-    if torch.cuda.is_available():
-        device = torch.device("cuda")
-        name = torch.cuda.get_device_name(0)
-        if fp32:
-            return Precision(device, None, False, False, f"CUDA ({name}), fp32")
-        if torch.cuda.is_bf16_supported():
-            return Precision(device, torch.bfloat16, True, False, f"CUDA ({name}), bf16 mixed precision, channels-last")
-        return Precision(device, torch.float16, True, True, f"CUDA ({name}), fp16 mixed precision with gradient scaling, channels-last")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return Precision(torch.device("mps"), None, False, False, "Apple GPU (MPS), fp32")
-    cpu = torch.device("cpu")
-    if not fp32 and cpu_has_bf16_matrix_units():
-        return Precision(cpu, torch.bfloat16, True, False, "CPU with AMX, bf16 mixed precision, channels-last")
-    return Precision(cpu, None, False, False, "CPU, fp32" + (" (forced)" if fp32 else ""))
-
-
-def _resolve_precision(precision: Union[str, Precision]) -> Precision:
-    if isinstance(precision, Precision):
-        return precision
-    if precision not in ("auto", "fp32"):
-        raise ValueError(f"precision must be 'auto' or 'fp32', not {precision!r}")
-    return choose_device_and_precision(force_fp32=precision == "fp32")
-
-
-def autocast(setup: Precision):
-    """The autocast context for ``setup`` (a no-op in fp32). Losses and metrics are computed
-    outside it, on logits cast to fp32."""
-    if setup.amp_dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=setup.device.type, dtype=setup.amp_dtype)
-
-
-def _to_device(images: torch.Tensor, setup: Precision) -> torch.Tensor:
-    images = images.to(setup.device, non_blocking=True)
-    return images.contiguous(memory_format=torch.channels_last) if setup.channels_last else images
-
-
 # --------------------------------------------------------------------------------------------
 # Several processes (torchrun)
 # --------------------------------------------------------------------------------------------
 
-def init_distributed() -> Tuple[int, int]:
+def init_distributed() -> tuple[int, int]:
     """Join the process group when launched by ``torchrun`` with ``WORLD_SIZE > 1`` (gloo on CPU,
     NCCL on GPU); returns ``(rank, world_size)``, ``(0, 1)`` for an ordinary run. Idempotent."""
     if dist.is_available() and dist.is_initialized():
@@ -191,7 +116,7 @@ def _sharded_loader(loader: DataLoader, rank: int, world_size: int, train: bool,
                       persistent_workers=loader.num_workers > 0 and loader.persistent_workers)
 
 
-def _all_reduce_sums(values: Sequence[float], device: torch.device, world_size: int) -> List[float]:
+def _all_reduce_sums(values: Sequence[float], device: torch.device, world_size: int) -> list[float]:
     if world_size == 1:
         return list(values)
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
@@ -203,7 +128,7 @@ def _all_reduce_sums(values: Sequence[float], device: torch.device, world_size: 
 # Checkpoints
 # --------------------------------------------------------------------------------------------
 
-def save_checkpoint(state: Dict, path: Union[str, os.PathLike]) -> Path:
+def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     """Save a checkpoint dict atomically (see ``checkpoints.atomic_write``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,7 +136,7 @@ def save_checkpoint(state: Dict, path: Union[str, os.PathLike]) -> Path:
     return path
 
 
-def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> Dict:
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Load a checkpoint written by ``fit``. Uses ``weights_only=True``: checkpoints hold only
     tensors, numbers, strings, lists and dicts, so loading one cannot run code. A file that is not
     a course checkpoint (truncated, a whole pickled model, a plain state_dict ...) raises
@@ -219,8 +144,8 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> Dict:
     return read_checkpoint(path, map_location=map_location)
 
 
-def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu"
-               ) -> Tuple[nn.Module, Dict]:
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
+               ) -> tuple[nn.Module, dict]:
     """Rebuild the model a checkpoint was trained as (``models.get_model``), load its weights and
     return ``(model in eval mode, meta)``; ``meta`` holds model_name, num_classes, class_names,
     image_size."""
@@ -246,7 +171,7 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
     return model.to(device).eval(), meta
 
 
-def _rng_state(loader_generators: Sequence[torch.Generator]) -> Dict:
+def _rng_state(loader_generators: Sequence[torch.Generator]) -> dict:
     """Every random generator's state, as tensors and lists (no NumPy objects, so the checkpoint
     loads with ``weights_only=True``)."""
     version, mt_state, gauss = random.getstate()
@@ -262,7 +187,7 @@ def _rng_state(loader_generators: Sequence[torch.Generator]) -> Dict:
     return state
 
 
-def _restore_rng_state(state: Dict, loader_generators: Sequence[torch.Generator]) -> None:
+def _restore_rng_state(state: dict, loader_generators: Sequence[torch.Generator]) -> None:
     version, mt_state, gauss = state["python"]
     random.setstate((version, tuple(mt_state), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
@@ -274,9 +199,9 @@ def _restore_rng_state(state: Dict, loader_generators: Sequence[torch.Generator]
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _loader_generators(loader) -> List[torch.Generator]:
+def _loader_generators(loader) -> list[torch.Generator]:
     """The generators that decide a loader's shuffling (the loader's own and its sampler's)."""
-    found: List[torch.Generator] = []
+    found: list[torch.Generator] = []
     candidates = [getattr(loader, "generator", None), getattr(getattr(loader, "sampler", None), "generator", None)]
     for generator in candidates:
         if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
@@ -284,13 +209,13 @@ def _loader_generators(loader) -> List[torch.Generator]:
     return found
 
 
-def _best_state(state: Dict) -> Dict:
+def _best_state(state: dict) -> dict:
     """What best.pt holds: the epoch's weights, meta and validation accuracy (no optimiser)."""
     best = {key: state[key] for key in ("format", "epoch", "model", "meta")}
     return {**best, "val_acc": state["history"][state["epoch"] - 1]["val_acc"]}
 
 
-def _save_epoch_files(out_dir: Path, state: Dict, improved: bool) -> None:
+def _save_epoch_files(out_dir: Path, state: dict, improved: bool) -> None:
     """After an epoch: checkpoint.pt (to resume), best.pt (weights and meta only, when the
     validation accuracy improved) and history.json, each replaced atomically. checkpoint.pt comes
     first: after a crash before the other two, ``_repair_epoch_files`` rebuilds them from it."""
@@ -300,12 +225,12 @@ def _save_epoch_files(out_dir: Path, state: Dict, improved: bool) -> None:
     _write_history(out_dir, state["history"])
 
 
-def _write_history(out_dir: Path, history: List[Dict]) -> None:
+def _write_history(out_dir: Path, history: list[dict]) -> None:
     history_json = json.dumps(history, indent=1).encode()
     atomic_write(out_dir / HISTORY_NAME, lambda file: file.write(history_json))
 
 
-def _repair_epoch_files(out_dir: Path, state: Dict) -> List[str]:
+def _repair_epoch_files(out_dir: Path, state: dict) -> list[str]:
     """Make history.json and best.pt agree with checkpoint.pt again after a crash between their
     writes (see ``_save_epoch_files``); returns what was repaired, in words."""
     repaired = []
@@ -332,7 +257,7 @@ def _repair_epoch_files(out_dir: Path, state: Dict) -> List[str]:
             repaired.append(f"{BEST_NAME} now holds epoch {best['epoch']} ({best['val_acc']:.1%})")
         else:
             warnings.warn(f"{out_dir / BEST_NAME} does not hold the best epoch ({best['epoch']}, "
-                          f"{best['val_acc']:.1%}) and its weights are gone; it is left as it is.")
+                          f"{best['val_acc']:.1%}) and its weights are gone; it is left as it is.", stacklevel=2)
     return repaired
 
 
@@ -359,7 +284,7 @@ def _claim_run_folder(out_dir: Path) -> RunFolderLock:
     return lock
 
 
-def _check_same_run(checkpoint_path: Path, saved_meta: Dict, meta: Dict) -> None:
+def _check_same_run(checkpoint_path: Path, saved_meta: dict, meta: dict) -> None:
     """Refuse to resume a checkpoint trained with another recipe (``checkpoints.RECIPE_KEYS``),
     naming every difference: continuing it would silently mix two runs."""
     differences = recipe_differences(saved_meta, {key: meta.get(key) for key in RECIPE_KEYS})
@@ -369,7 +294,7 @@ def _check_same_run(checkpoint_path: Path, saved_meta: Dict, meta: Dict) -> None
                              "another folder.")
 
 
-def _restore_training_state(state: Dict, model, optimizer, scheduler, scaler, generators) -> None:
+def _restore_training_state(state: dict, model, optimizer, scheduler, scaler, generators) -> None:
     """Put weights, optimiser, scheduler, gradient scaler and random states back as saved."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -387,7 +312,7 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Raised by ``fit`` when interrupted (Ctrl-C, a notebook's stop button) during an epoch.
     The last finished epoch's checkpoint is untouched; ``history`` holds the finished epochs."""
 
-    def __init__(self, message: str, history: List[Dict], checkpoint: Optional[Path]):
+    def __init__(self, message: str, history: list[dict], checkpoint: Path | None):
         super().__init__(message)
         self.history = history
         self.checkpoint = checkpoint
@@ -398,13 +323,13 @@ class TrainingDiverged(RuntimeError):
     instance). Training stops at once; nothing of that epoch is saved, so the last finished epoch's
     checkpoint (and best.pt) stay as they were. ``history`` holds the finished epochs."""
 
-    def __init__(self, message: str, history: List[Dict], checkpoint: Optional[Path]):
+    def __init__(self, message: str, history: list[dict], checkpoint: Path | None):
         super().__init__(message)
         self.history = history
         self.checkpoint = checkpoint
 
 
-def _what_was_kept(checkpoint_path: Optional[Path], saved_epochs: int) -> str:
+def _what_was_kept(checkpoint_path: Path | None, saved_epochs: int) -> str:
     if checkpoint_path is not None and saved_epochs:
         return (f"kept {checkpoint_path} with {saved_epochs} finished epoch(s); "
                 "resume=True (--resume) continues from there.")
@@ -413,8 +338,8 @@ def _what_was_kept(checkpoint_path: Optional[Path], saved_epochs: int) -> str:
     return "no out_dir was given, so nothing was saved; the model holds the half-trained weights."
 
 
-def _diverged(what: str, lr: float, checkpoint_path: Optional[Path], saved_epochs: int,
-              history: List[Dict]) -> TrainingDiverged:
+def _diverged(what: str, lr: float, checkpoint_path: Path | None, saved_epochs: int,
+              history: list[dict]) -> TrainingDiverged:
     """The error that stops a run whose loss is no longer a number; nothing of the epoch is saved."""
     if checkpoint_path is not None and saved_epochs:
         kept = (f"{checkpoint_path} still holds epoch {saved_epochs}, the last good one, and best.pt the "
@@ -429,7 +354,7 @@ def _diverged(what: str, lr: float, checkpoint_path: Optional[Path], saved_epoch
                             checkpoint_path if saved_epochs else None)
 
 
-def _make_optimizer(model: nn.Module, name: str, lr: Optional[float]) -> torch.optim.Optimizer:
+def _make_optimizer(model: nn.Module, name: str, lr: float | None) -> torch.optim.Optimizer:
     """SGD with momentum 0.9 and weight decay 1e-4 (He et al. 2015, Sec. 3.4) or Adam."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {name!r}")
@@ -454,15 +379,9 @@ def _lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
     raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}")
 
 
-def _num_outputs(model: nn.Module) -> Optional[int]:
+def _num_outputs(model: nn.Module) -> int | None:
     last_linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
     return last_linear[-1].out_features if last_linear else None
-
-
-def _place(model: nn.Module, setup: Precision) -> nn.Module:
-    """Move ``model`` to the setup's device, in channels-last layout where the setup uses it."""
-    model.to(setup.device)
-    return model.to(memory_format=torch.channels_last) if setup.channels_last else model
 
 
 def _train_step(model, images, targets, optimizer, scaler, criterion, setup):
@@ -479,7 +398,7 @@ def _train_step(model, images, targets, optimizer, scaler, criterion, setup):
 
 
 def _train_one_epoch(model, loader, optimizer, scaler, criterion, setup, bar
-                     ) -> Tuple[List[float], int, Optional[Tuple[int, float]]]:
+                     ) -> tuple[list[float], int, tuple[int, float] | None]:
     """One pass over ``loader``; returns ([summed loss, correct predictions, images] of this
     process, the image side seen, None or (step, loss) of the first step whose loss was NaN or
     infinite: the pass stops there). Non-finite losses are looked for where the progress bar
@@ -490,7 +409,7 @@ def _train_one_epoch(model, loader, optimizer, scaler, criterion, setup, bar
     first_bad = torch.zeros(2, dtype=torch.float64, device=setup.device)  # (step, loss); step 0 = none
     seen = 0
     for step, (images, targets) in enumerate(loader, 1):
-        images, targets = _to_device(images, setup), targets.to(setup.device, non_blocking=True)
+        images, targets = place_batch(images, setup), targets.to(setup.device, non_blocking=True)
         logits, loss = _train_step(model, images, targets, optimizer, scaler, criterion, setup)
         new_bad = (first_bad[0] == 0) & ~torch.isfinite(loss.detach())
         first_bad = torch.where(new_bad, torch.stack([torch.full_like(first_bad[0], step), loss.detach().double()]),
@@ -511,7 +430,7 @@ def _train_one_epoch(model, loader, optimizer, scaler, criterion, setup, bar
     return [loss_sum.item(), correct.item(), float(seen)], int(images.shape[-1]), None
 
 
-def _validate(model, loader, setup) -> Tuple[float, float, float]:
+def _validate(model, loader, setup) -> tuple[float, float, float]:
     """Validation of this process's share; (summed loss, correct, images). Plain cross-entropy on
     fp32 logits, the same numbers ``evaluation.evaluate`` reports."""
     from .evaluation import collect_predictions
@@ -522,12 +441,12 @@ def _validate(model, loader, setup) -> Tuple[float, float, float]:
 
 
 def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: str = "sgd",
-        lr: Optional[float] = None, schedule: str = "cosine", label_smoothing: float = 0.0,
-        out_dir: Union[str, os.PathLike, None] = None, resume: bool = False, progress: bool = True,
-        precision: Union[str, Precision] = "auto", seed: Optional[int] = None,
-        class_names: Optional[Sequence[str]] = None, model_name: Optional[str] = None,
-        image_size: Optional[int] = None,
-        on_epoch_end: Optional[Callable[[Dict], None]] = None) -> List[Dict]:
+        lr: float | None = None, schedule: str = "cosine", label_smoothing: float = 0.0,
+        out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
+        precision: str | ComputeSetup = "auto", seed: int | None = None,
+        class_names: Sequence[str] | None = None, model_name: str | None = None,
+        image_size: int | None = None,
+        on_epoch_end: Callable[[dict], None] | None = None) -> list[dict]:
     """Train ``model`` for ``epochs`` epochs in total and return the history: one dict per epoch
     with epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds.
 
@@ -565,7 +484,7 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, not {epochs}")
-    setup = _resolve_precision(precision)
+    setup = resolve_setup(precision)
     rank, world_size = init_distributed()
     if world_size > 1 and setup.device.type == "cuda":
         setup = replace(setup, device=torch.device("cuda", torch.cuda.current_device()))
@@ -574,7 +493,7 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     out_dir = Path(out_dir) if out_dir is not None else None
     checkpoint_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
 
-    _place(model, setup)
+    place_model(model, setup)
     base_model = model
     optim = _make_optimizer(model, optimizer, lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optim, _lr_factor(schedule, epochs))
@@ -588,7 +507,7 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
             "batch_size": getattr(train_loader, "batch_size", None), "world_size": world_size,
             "precision": setup.description, "data": data_fingerprint(train_loader, val_loader)}
 
-    history: List[Dict] = []
+    history: list[dict] = []
     best_val_acc = -1.0
     # rank 0 owns the folder while it trains: checked, created and locked before any work
     lock = _claim_run_folder(out_dir) if main_process and out_dir is not None else None
@@ -672,7 +591,8 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     except KeyboardInterrupt as interrupt:
         if isinstance(interrupt, TrainingInterrupted):
             raise
-        message = f"Training interrupted during epoch {epoch + 1}/{epochs}: {_what_was_kept(checkpoint_path, saved_epochs)}"
+        kept = _what_was_kept(checkpoint_path, saved_epochs)
+        message = f"Training interrupted during epoch {epoch + 1}/{epochs}: {kept}"
         if show:
             tqdm.write(message, file=sys.stderr)
         raise TrainingInterrupted(message, history[:saved_epochs] if checkpoint_path else history,

@@ -3,19 +3,19 @@
 ``explorer_rows`` and ``explorer_html`` are plain functions (tested); ``shape_explorer`` only
 wires them to a dropdown and a slider. Models are built once per name and cached, because
 building ResNet-152 takes a few seconds on a laptop; the stage table itself is computed on
-PyTorch's meta device (see ``inspect.stage_shapes``), so moving the slider is quick.
+PyTorch's meta device (see ``stages.stage_shapes``), so moving the slider is quick.
 """
 
 from __future__ import annotations
 
 import html
-from functools import lru_cache
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from functools import cache
 
 from torch import nn
 
-from resnet_course.inspect import stage_shapes
 from resnet_course.models import MODEL_NAMES, get_model
+from resnet_course.stages import stage_shapes
 
 #: The dropdown's choices: (label, (v1 name, v2 name or None)).
 EXPLORER_CHOICES = (
@@ -29,14 +29,14 @@ EXPLORER_CHOICES = (
 SIZE_MIN, SIZE_MAX, SIZE_STEP, SIZE_DEFAULT = 64, 512, 32, 224
 
 
-@lru_cache(maxsize=None)
+@cache
 def cached_model(name: str) -> nn.Module:
     """``get_model(name)`` (1000 classes, as in the papers' tables), built once per name, in eval mode."""
     return get_model(name).eval()
 
 
-def explorer_rows(v1_name: str = "resnet50", v2_name: Optional[str] = "resnet50v2",
-                  input_size: int = 224) -> list[tuple[Optional[dict], Optional[dict]]]:
+def explorer_rows(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2",
+                  input_size: int = 224) -> list[tuple[dict | None, dict | None]]:
     """Pairs ``(v1 row, v2 row)`` of ``stage_shapes`` rows, stem first and head last.
 
     Either side is None where that model has no such row (or when ``v2_name`` is None).
@@ -51,7 +51,7 @@ def explorer_rows(v1_name: str = "resnet50", v2_name: Optional[str] = "resnet50v
             for i in range(length)]
 
 
-def _cells(row: Optional[dict], tag: str = "td") -> str:
+def _cells(row: dict | None, tag: str = "td") -> str:
     if row is None:
         return f"<{tag}></{tag}>" * 4
     shape = "&times;".join(str(n) for n in row["shape"])
@@ -60,7 +60,7 @@ def _cells(row: Optional[dict], tag: str = "td") -> str:
     return "".join(f'<{tag} style="text-align:{a}">{v}</{tag}>' for v, a in zip(values, aligns))
 
 
-def _total(rows: Sequence[Optional[dict]]) -> Optional[dict]:
+def _total(rows: Sequence[dict | None]) -> dict | None:
     present = [row for row in rows if row is not None]
     if not present:
         return None
@@ -68,7 +68,7 @@ def _total(rows: Sequence[Optional[dict]]) -> Optional[dict]:
             "params": sum(r["params"] for r in present), "macs": sum(r["macs"] for r in present)}
 
 
-def explorer_html(v1_name: str = "resnet50", v2_name: Optional[str] = "resnet50v2",
+def explorer_html(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2",
                   input_size: int = 224) -> str:
     """The side-by-side table as HTML: stage, output shape, parameters and GMACs of each model."""
     pairs = explorer_rows(v1_name, v2_name, input_size)

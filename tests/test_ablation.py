@@ -8,8 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_course.ablation import (AblationRun, classification_error, errors_by_unit, format_ablation,
-                                    operation_order, train_cosine, unit_ablation)
+from resnet_course.ablation import (
+    AblationRun,
+    classification_error,
+    errors_by_unit,
+    format_ablation,
+    operation_order,
+    train_cosine,
+    unit_ablation,
+)
 from resnet_course.blocks import UNIT_ORDERINGS, Bottleneck, PreActBottleneck, ResidualUnit
 from resnet_course.gradients import synthetic_textures
 from resnet_course.models import cifar_resnet

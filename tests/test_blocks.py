@@ -5,9 +5,16 @@ import torch
 import torchvision.models.resnet as tv_resnet
 from torch import nn
 
-from resnet_course.blocks import (KERAS_BN_EPS, UNIT_ORDERINGS, BasicBlock, Bottleneck, PlainUnit,
-                                  PreActBottleneck, ResidualUnit, conv1x1)
-
+from resnet_course.blocks import (
+    KERAS_BN_EPS,
+    UNIT_ORDERINGS,
+    BasicBlock,
+    Bottleneck,
+    PlainUnit,
+    PreActBottleneck,
+    ResidualUnit,
+    conv1x1,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

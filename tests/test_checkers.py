@@ -147,7 +147,8 @@ def test_calling_downsample_when_it_is_none_is_named():
 
 
 def test_missing_final_relu_is_named():
-    assert failed_with(checkers.check_basic_block(NoFinalRelu), "the final ReLU is missing: your block's output has negative values")
+    assert failed_with(checkers.check_basic_block(NoFinalRelu), "the final ReLU is missing: your block's output has "
+                                                                "negative values")
 
 
 def test_relu_before_the_addition_is_named():
@@ -159,7 +160,8 @@ def test_missing_relu_inside_the_branch_is_named():
 
 
 def test_stride_on_the_wrong_conv_is_named():
-    assert failed_with(checkers.check_basic_block(StrideOnConv2), "the stride belongs on conv1 (as in torchvision), yours is on conv2")
+    assert failed_with(checkers.check_basic_block(StrideOnConv2), "the stride belongs on conv1 (as in torchvision), "
+                                                                  "yours is on conv2")
 
 
 def test_conv_biases_are_named_and_explain_the_count():
@@ -232,7 +234,8 @@ def test_bottleneck_checker_passes_correct_blocks(block):
 def test_bottleneck_without_expansion_is_named():
     result = checkers.check_bottleneck(NoExpansionConv3)
     assert failed_with(result, "conv3 should expand to `planes * expansion` = 256 channels, not `planes` = 64")
-    assert failed_with(result, "the addition fails: the branch gives (2, 64, 8, 8) but the shortcut gives (2, 256, 8, 8)")
+    assert failed_with(result, "the addition fails: the branch gives (2, 64, 8, 8) but the shortcut gives (2, 256, 8, "
+                               "8)")
 
 
 def test_stride_in_the_first_1x1_is_v1_not_torchvision_v1_5():
@@ -273,7 +276,8 @@ def test_projection_shortcut_factory_passes():
 def test_identity_where_the_shape_changes_is_named():
     result = checkers.check_shortcut(lambda x: x, 64, 128, 2)
     assert failed_with(result, "the shortcut gives 64 channels, the branch 128")
-    assert failed_with(result, "the shortcut gives 8×8 maps, the branch 4×4: the shortcut must use the block's stride (2)")
+    assert failed_with(result, "the shortcut gives 8×8 maps, the branch 4×4: the shortcut must use the block's stride "
+                               "(2)")
 
 
 def test_shortcut_without_stride_is_named():
@@ -374,7 +378,8 @@ def test_post_activation_order_is_named():
 
 
 def test_strided_shortcut_must_subsample():
-    assert failed_with(checkers.check_preact_block(IdentityWhenStriding), "the shortcut should be a 1×1 max pool with stride 2")
+    assert failed_with(checkers.check_preact_block(IdentityWhenStriding), "the shortcut should be a 1×1 max pool with "
+                                                                          "stride 2")
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,7 +395,8 @@ def test_param_count_difference_is_explained_as_one_conv():
     model = torchvision.models.resnet18(weights=None)
     model.extra = nn.Conv2d(64, 64, 3, bias=False)
     result = checkers.check_param_count(model, 11_689_512)
-    assert result.failures == ["you have 11,726,376 parameters, expected 11,689,512 (difference +36,864 = one 3×3 conv 64→64?)"]
+    assert result.failures == ["you have 11,726,376 parameters, expected 11,689,512 (difference +36,864 = one 3×3 "
+                               "conv 64→64?)"]
 
 
 @pytest.mark.slow
@@ -405,7 +411,8 @@ def test_learner_resnet34_matches_torchvision():
 def test_resnet34_with_a_block_missing_is_explained():
     result = checkers.check_model(ResNet(BasicBlock, [3, 4, 5, 3], num_classes=4), "resnet34")
     assert failed_with(result, "difference -1,180,672 = one BasicBlock of 256 channels?")
-    assert failed_with(result, "`layer3` has 5,641,728 parameters in 5 blocks; in torchvision's resnet34: 6,822,400 in 6 blocks")
+    assert failed_with(result, "`layer3` has 5,641,728 parameters in 5 blocks; in torchvision's resnet34: 6,822,400 "
+                               "in 6 blocks")
     assert failed_with(result, "state_dict entries missing (12): layer3.5.conv1.weight")
 
 

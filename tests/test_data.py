@@ -14,8 +14,18 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from resnet_course import config, data
-from resnet_course.data import (CLASS_NAMES, BirdDataError, BirdDataWarning, eval_transform, import_kaggle,
-                                load_birds, load_rgb, scan_bird_folder, split_samples, train_transform)
+from resnet_course.data import (
+    CLASS_NAMES,
+    BirdDataError,
+    BirdDataWarning,
+    eval_transform,
+    import_kaggle,
+    load_birds,
+    load_rgb,
+    scan_bird_folder,
+    split_samples,
+    train_transform,
+)
 
 # The course's facts (COURSE.md): folder names, photos per class, split sizes.
 COURSE_CLASSES = ("Bananaquit", "Black Skimmer", "Black Throated Bushtiti", "Cockatoo")

@@ -6,8 +6,8 @@ import torchvision
 from torch import nn
 
 from resnet_course.explain import default_gradcam_layer, grad_cam, stage_feature_maps
-from resnet_course.inspect import stage_shapes
 from resnet_course.models import get_model
+from resnet_course.stages import stage_shapes
 
 
 class LinearCamNet(nn.Module):
@@ -107,7 +107,7 @@ def test_grad_cam_on_resnet50v2_looks_after_post_bn_relu():
     classes = torch.tensor([3])
 
     def features(x):
-        for name, stage in model.stages()[:-1]:
+        for _name, stage in model.stages()[:-1]:
             x = stage(x)
         return model.post_relu(model.post_bn(x))
 

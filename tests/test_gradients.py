@@ -5,8 +5,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_course.gradients import (deep_mlp, degradation_experiment, degradation_table,
-                                     gradient_norms, synthetic_textures)
+from resnet_course.gradients import (
+    deep_mlp,
+    degradation_experiment,
+    degradation_table,
+    gradient_norms,
+    synthetic_textures,
+)
 from resnet_course.models import cifar_resnet, plain_cifar_net
 
 

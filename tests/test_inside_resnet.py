@@ -43,7 +43,8 @@ def test_a_correct_grad_cam_written_from_the_paper_passes():
 
 
 def test_the_course_grad_cam_passes_its_own_checker():
-    result = checkers.check_grad_cam(lambda model, image, layer, c: grad_cam(model, image, target_layer=layer, class_idx=c))
+    result = checkers.check_grad_cam(
+        lambda model, image, layer, c: grad_cam(model, image, target_layer=layer, class_idx=c))
     assert result.ok, str(result)
 
 
@@ -80,14 +81,14 @@ def test_the_checker_cases_can_tell_every_bug_from_the_right_map():
     not constant) and every buggy variant differs from them, so no bug can pass unnoticed."""
     from resnet_course.models import cifar_resnet
 
-    with checkers._seeded():
+    with checkers.core._seeded():
         model = cifar_resnet(8, num_classes=4)
-        checkers._randomize_batch_norms(model)
+        checkers.core._randomize_batch_norms(model)
         model.eval()
         images = torch.randn(2, 3, 32, 32)
     ranked = model(images).argsort(dim=1, descending=True)
     for image, c in ((images[0], int(ranked[0, 0])), (images[1], int(ranked[1, 1]))):
         right = grad_cam(model, image, target_layer=model.stage2, class_idx=c)[0]
         assert right.max() == 1 and right.std() > 0.05
-        for bug, variant in checkers._grad_cam_variants(model, image, model.stage2, c).items():
+        for bug, variant in checkers.grad_cam._grad_cam_variants(model, image, model.stage2, c).items():
             assert (variant - right).abs().max() > 1e-3, bug

@@ -60,7 +60,8 @@ def test_notebook_has_checked_cells_with_committed_outputs(path):
     for cell in checked:
         assert cell.get("outputs"), f"{path.name}: checked cell without committed output:\n{_source(cell)[:200]}"
         streams = [o.get("name") for o in cell["outputs"] if o["output_type"] == "stream"]
-        assert "stderr" not in streams, f"{path.name}: stderr (warnings, progress bars) in a checked cell:\n{_source(cell)[:200]}"
+        assert "stderr" not in streams, (f"{path.name}: stderr (warnings, progress bars) in a checked cell:\n"
+                                         f"{_source(cell)[:200]}")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -68,7 +69,8 @@ def test_notebook_opens_with_a_title_and_ends_with_exercises(path):
     cells = _cells(path)
     assert cells[0]["cell_type"] == "markdown" and _source(cells[0]).lstrip().startswith("# ")
     headings = [_source(c) for c in cells if c["cell_type"] == "markdown"]
-    assert any(re.search(r"^#+\s*Exercises", h, re.M) for h in headings[-3:]), f"{path.name}: no Exercises section at the end"
+    assert any(re.search(r"^#+\s*Exercises", h, re.M) for h in headings[-3:]), \
+        f"{path.name}: no Exercises section at the end"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

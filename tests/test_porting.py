@@ -13,10 +13,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet_course.blocks import KERAS_BN_EPS
-from resnet_course.inspect import count_params
 from resnet_course.models import resnet50v2
-from resnet_course.porting import (NAIVE_PORT_PITFALLS, PITFALL_LABELS, dead_channel_bn_eps_change,
-                                   like_a_trained_net, naive_port, pitfall_effects, slipped)
+from resnet_course.porting import (
+    NAIVE_PORT_PITFALLS,
+    PITFALL_LABELS,
+    dead_channel_bn_eps_change,
+    like_a_trained_net,
+    naive_port,
+    pitfall_effects,
+    slipped,
+)
+from resnet_course.stages import count_params
 
 # Keras ResNet50V2's biased convs: the stem (64), one shortcut conv per stage (256 + 512 + 1024 + 2048)
 # and the last 1x1 conv of each of the 3 + 4 + 6 + 3 blocks (256, 512, 1024, 2048 channels).

@@ -10,8 +10,16 @@ from torch import nn
 
 from resnet_course import config
 from resnet_course.data import CLASS_NAMES, load_birds
-from resnet_course.runs import (RUN_FILE, compare_runs, data_fingerprint, epoch_table, per_class_table,
-                                seconds_per_step, train_or_load, validation_predictions)
+from resnet_course.runs import (
+    RUN_FILE,
+    compare_runs,
+    data_fingerprint,
+    epoch_table,
+    per_class_table,
+    seconds_per_step,
+    train_or_load,
+    validation_predictions,
+)
 
 
 def _bird_folder(root, per_class=5, prefix="img"):
@@ -94,8 +102,10 @@ def test_data_fingerprint_tells_other_files_and_other_splits_apart(tmp_path):
 
 HISTORY = [
     {"epoch": 1, "train_loss": 1.25, "train_acc": 0.5, "val_loss": 1.5, "val_acc": 0.5, "lr": 0.01, "seconds": 10.0},
-    {"epoch": 2, "train_loss": 0.75, "train_acc": 0.625, "val_loss": 1.0, "val_acc": 0.75, "lr": 0.005, "seconds": 20.0},
-    {"epoch": 3, "train_loss": 0.5, "train_acc": 0.875, "val_loss": 1.25, "val_acc": 0.625, "lr": 0.001, "seconds": 30.0},
+    {"epoch": 2, "train_loss": 0.75, "train_acc": 0.625, "val_loss": 1.0, "val_acc": 0.75, "lr": 0.005,
+     "seconds": 20.0},
+    {"epoch": 3, "train_loss": 0.5, "train_acc": 0.875, "val_loss": 1.25, "val_acc": 0.625, "lr": 0.001,
+     "seconds": 30.0},
 ]
 
 

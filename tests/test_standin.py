@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from resnet_course import config, data, standin
+from resnet_course import config, data, evaluation, standin
 from resnet_course.data import eval_transform, load_birds, load_rgb, scan_bird_folder, split_samples
 
 COURSE_CLASSES = ("Bananaquit", "Black Skimmer", "Black Throated Bushtiti", "Cockatoo")
@@ -138,7 +138,7 @@ def test_find_bird_data_prefers_real_photos_and_warns_about_a_broken_photo_folde
 # --------------------------------------------------------------------------------------------
 
 def test_mean_colour_alone_classifies_the_standin_poorly(standin_root):
-    accuracies = standin.mean_colour_baseline(standin_root)
+    accuracies = evaluation.mean_colour_baseline(standin_root)
     print(f"\nmean-colour baselines on the 113 validation images: {accuracies}")
     # chance is 29 % (always guessing the biggest class); a small ResNet reaches ~80 % (below)
     assert max(accuracies.values()) < 0.5
@@ -156,7 +156,7 @@ def test_a_small_resnet_learns_what_mean_colour_cannot(standin_root):
     images beats every mean-colour classifier by a wide margin on the 113 validation images."""
     from resnet_course.models import cifar_resnet
 
-    baseline = max(standin.mean_colour_baseline(standin_root).values())
+    baseline = max(evaluation.mean_colour_baseline(standin_root).values())
     train, val = split_samples(scan_bird_folder(standin_root), val_split=0.2, seed=123)
     size, pad = 32, 4
     x_train, y_train = _tensors(train, size + pad)

@@ -1,4 +1,4 @@
-"""Tests for resnet_course.training: seeds, precision choice, fit, checkpoints, resume, interrupts."""
+"""Tests for resnet_course.training: seeds, fit, checkpoints, resume, interrupts."""
 
 import json
 import math
@@ -11,10 +11,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from resnet_course import training
-from resnet_course.training import (FP32_ENV, Precision, TrainingInterrupted, choose_device_and_precision,
-                                    fit, load_checkpoint, load_model, set_seed)
-
-FP32_CPU = Precision(torch.device("cpu"), None, False, False, "CPU, fp32")
+from resnet_course.device import ComputeSetup
+from resnet_course.training import TrainingInterrupted, fit, load_checkpoint, load_model, set_seed
 
 
 def tiny_net(num_classes=4):
@@ -59,7 +57,7 @@ def assert_same_weights(a, b, atol=1e-6):
 
 
 # ------------------------------------------------------------------------------------------
-# Seeds and precision
+# Seeds, and training in bf16
 # ------------------------------------------------------------------------------------------
 
 def test_set_seed_repeats_python_numpy_and_torch():
@@ -74,37 +72,8 @@ def test_set_seed_repeats_python_numpy_and_torch():
     assert draw() != first
 
 
-def test_amx_probe_agrees_with_proc_cpuinfo():
-    try:
-        flags = open("/proc/cpuinfo").read().split()
-    except OSError:
-        pytest.skip("no /proc/cpuinfo on this system")
-    assert training.cpu_has_bf16_matrix_units() == ("amx_bf16" in flags)
-
-
-def test_cpu_with_amx_gets_bf16_and_channels_last(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    monkeypatch.setattr(training, "cpu_has_bf16_matrix_units", lambda: True)
-    monkeypatch.delenv(FP32_ENV, raising=False)
-    setup = choose_device_and_precision()
-    assert (setup.device.type, setup.amp_dtype, setup.channels_last) == ("cpu", torch.bfloat16, True)
-    forced = choose_device_and_precision(force_fp32=True)
-    assert (forced.amp_dtype, forced.channels_last) == (None, False)
-    monkeypatch.setenv(FP32_ENV, "1")
-    assert choose_device_and_precision().amp_dtype is None
-
-
-def test_cpu_without_amx_trains_in_fp32(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    monkeypatch.setattr(training, "cpu_has_bf16_matrix_units", lambda: False)
-    setup = choose_device_and_precision()
-    assert (setup.device.type, setup.amp_dtype, setup.channels_last) == ("cpu", None, False)
-
-
 def test_bf16_autocast_training_reports_fp32_metrics():
-    bf16 = Precision(torch.device("cpu"), torch.bfloat16, True, False, "CPU, bf16, channels-last")
+    bf16 = ComputeSetup(torch.device("cpu"), torch.bfloat16, True, False, "CPU, bf16, channels-last")
     train, val = loaders()
     set_seed(0)
     history = fit(tiny_net(), train, val, 1, precision=bf16, progress=False)

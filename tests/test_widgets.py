@@ -2,10 +2,16 @@
 
 import pytest
 
-from resnet_course.inspect import stage_shapes
 from resnet_course.models import resnet50, resnet50v2
-from resnet_course.widgets import (EXPLORER_CHOICES, SIZE_DEFAULT, cached_model, explorer_html,
-                                   explorer_rows, shape_explorer)
+from resnet_course.stages import stage_shapes
+from resnet_course.widgets import (
+    EXPLORER_CHOICES,
+    SIZE_DEFAULT,
+    cached_model,
+    explorer_html,
+    explorer_rows,
+    shape_explorer,
+)
 
 
 def test_explorer_rows_at_224_are_the_course_shapes():

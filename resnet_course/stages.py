@@ -10,7 +10,7 @@ residual additions are too cheap to matter and are not counted (as in the paper'
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn

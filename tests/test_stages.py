@@ -5,8 +5,8 @@ import torch
 import torchvision
 from torch import nn
 
-from resnet_course.inspect import compare_table, count_params, format_table, model_stages, stage_shapes
 from resnet_course.models import MODEL_NAMES, cifar_resnet, get_model, plain_cifar_net, resnet50
+from resnet_course.stages import compare_table, count_params, format_table, model_stages, stage_shapes
 
 # COURSE.md, "Architecture facts": PyTorch parameters at 1000 classes.
 COURSE_PARAMS = {

@@ -1,0 +1,145 @@
+"""Checker for a learner's Grad-CAM (notebook 08)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..explain import evaluating
+from .core import CheckResult, _first_line, _randomize_batch_norms, _seeded, _shape
+
+# --------------------------------------------------------------------------------------------
+# Grad-CAM (notebook 08)
+# --------------------------------------------------------------------------------------------
+
+
+def _grad_cam_variants(model: nn.Module, image: Tensor, layer: nn.Module, class_idx: int) -> dict:
+    """Grad-CAM of one image as learners commonly get it wrong, keyed by the bug, to name a
+    mismatch. (The right map comes from ``explain.grad_cam``, the one source of truth.)"""
+    import torch.nn.functional as F
+
+    captured = []
+    handle = layer.register_forward_hook(lambda module, inputs, output: captured.append(output))
+    try:
+        with evaluating(model), torch.enable_grad():
+            logits = model(image[None])
+            activations = captured[0]
+            logit_grad, = torch.autograd.grad(logits[0, class_idx], activations, retain_graph=True)
+            prob_grad, = torch.autograd.grad(logits.softmax(1)[0, class_idx], activations)
+    finally:
+        handle.remove()
+    a = activations.detach()
+
+    def per_channel(gradients):
+        return (gradients.mean(dim=(2, 3), keepdim=True) * a).sum(1, keepdim=True)
+
+    def finish(cam, mode="bilinear", align_corners=False):
+        options = {"align_corners": align_corners} if mode == "bilinear" else {}
+        cam = F.interpolate(cam, size=image.shape[-2:], mode=mode, **options)[0, 0]
+        return cam / cam.max() if cam.max() > 0 else torch.zeros_like(cam)
+
+    right = F.relu(per_channel(logit_grad))
+    return {
+        "position by position": finish(F.relu((logit_grad * a).sum(1, keepdim=True))),
+        "softmax": finish(F.relu(per_channel(prob_grad))),
+        "no relu": finish(per_channel(logit_grad)),
+        "nearest": finish(right, mode="nearest"),
+        "align_corners": finish(right, align_corners=True),
+    }
+
+
+_GRAD_CAM_BUGS = {
+    "position by position": "you multiplied the gradients with the activations position by position; Grad-CAM "
+                            "first averages each channel's gradient over the map into one weight per channel, "
+                            "a_k = mean_ij dy_c/dA_k(i, j) (Selvaraju et al. 2017, eq. 1), then weighs the whole map",
+    "softmax": "you took the gradient of the softmax probability; Grad-CAM uses the class score before the "
+               "softmax (the logit), whose gradient does not fade away when the model is confident",
+    "no relu": "the map keeps negative evidence: apply ReLU to the weighted sum before dividing by the maximum "
+               "(Grad-CAM shows only what speaks *for* the class)",
+    "nearest": "you upsampled with nearest-neighbour; use bilinear interpolation (F.interpolate(..., "
+               "mode='bilinear', align_corners=False))",
+    "align_corners": "you upsampled with align_corners=True; use align_corners=False, which maps pixel "
+                     "areas rather than pixel corners",
+}
+
+
+def check_grad_cam(fn) -> CheckResult:
+    """Check a learner's Grad-CAM, ``fn(model, image, layer, class_idx)`` → an ``(H, W)`` map in
+    [0, 1] for one ``(3, H, W)`` image, against ``explain.grad_cam`` on a small seeded ResNet
+    (CIFAR ResNet-8 at 32 px, its middle stage ``stage2`` with 16×16 maps: on the last stage,
+    followed only by pooling and a linear layer, the gradient is the same at every position and
+    some bugs would not show), for the predicted class and for another class.
+
+    A mismatch is named when it is one of the classic bugs: gradients not averaged per channel,
+    the softmax instead of the logit, no ReLU, the wrong class, no or the wrong upsampling, no
+    division by the maximum; and a hook left registered on the layer is reported.
+    """
+    from resnet_course.explain import grad_cam, stage_feature_maps
+    from resnet_course.models import cifar_resnet
+
+    result = CheckResult("Checking your Grad-CAM against explain.grad_cam")
+    with _seeded():
+        model = cifar_resnet(8, num_classes=4)
+        _randomize_batch_norms(model)
+        model.eval()
+        images = torch.randn(2, 3, 32, 32)
+    layer = model.stage2
+    with torch.no_grad():
+        ranked = model(images).argsort(dim=1, descending=True)
+    cases = [(images[0], int(ranked[0, 0]), "the predicted class"), (images[1], int(ranked[1, 1]), "another class")]
+    size = tuple(images.shape[-2:])
+    call = "my_grad_cam(model, image, model.stage2, class_idx)"
+    for image, class_idx, which in cases:
+        hooks_before = sum(len(m._forward_hooks) for m in model.modules())
+        try:
+            out = fn(model, image.clone(), layer, class_idx)
+        except Exception as error:
+            result.add(False, f"{call} raised {_first_line(error)}")
+            return result
+        if sum(len(m._forward_hooks) for m in model.modules()) != hooks_before:
+            result.add(False, "a forward hook is still registered after your function returned: keep the handle "
+                              "register_forward_hook gives you and call handle.remove() (in a finally: block)")
+        try:
+            cam = torch.as_tensor(out.detach() if isinstance(out, Tensor) else out, dtype=torch.float32).cpu()
+        except Exception:
+            result.add(False, f"your function returned {type(out).__name__}, expected an (H, W) tensor")
+            return result
+        while cam.ndim > 2 and cam.shape[0] == 1:
+            cam = cam[0]
+        if tuple(cam.shape) != size:
+            layer_size = tuple(stage_feature_maps(model, image)["stage2"].shape[-2:])
+            if tuple(cam.shape) == layer_size:
+                result.add(False, f"the map is {cam.shape[0]}×{cam.shape[1]}, the size of the layer's output: "
+                                  f"upsample it to the image's {size[0]}×{size[1]} (F.interpolate, bilinear)")
+            else:
+                result.add(False, f"the map has shape {_shape(cam)}; expected {size}, the image's height and width")
+            return result
+        result.add(True, f"the map has the image's size, {size[0]}×{size[1]}")
+        reference = grad_cam(model, image, target_layer=layer, class_idx=class_idx)[0]
+        if torch.allclose(cam, reference, atol=1e-4):
+            result.add(True, f"the same map as explain.grad_cam for {which}")
+            continue
+        if which == "another class":
+            predicted = grad_cam(model, image, target_layer=layer, class_idx=int(ranked[1, 0]))[0]
+            if torch.allclose(cam, predicted, atol=1e-4):
+                result.add(False, "asked for a class the model does not predict, you returned the map of the "
+                                  "predicted class: take the logit of class_idx, not of the argmax")
+                return result
+        if cam.min() < -1e-6:
+            result.add(False, _GRAD_CAM_BUGS["no relu"])
+            return result
+        if cam.max() > 1 + 1e-4 or (cam.max() < 1 - 1e-4 and reference.max() > 0):
+            result.add(False, f"the map's maximum is {cam.max().item():.3g}: divide by the maximum, so the "
+                              "strongest evidence is 1")
+            return result
+        variants = _grad_cam_variants(model, image, layer, class_idx)
+        named = [bug for bug, variant in variants.items() if torch.allclose(cam, variant, atol=1e-4)]
+        if named:
+            result.add(False, _GRAD_CAM_BUGS[named[0]])
+        else:
+            difference = (cam - reference).abs().max().item()
+            result.add(False, f"for {which} your map differs from explain.grad_cam by up to {difference:.2f} "
+                              "(check the three steps: weights = mean gradient per channel, ReLU of the weighted "
+                              "sum, bilinear upsampling and division by the maximum)")
+        return result
+    return result
