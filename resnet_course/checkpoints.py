@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -155,10 +156,13 @@ def check_writable_folder(out_dir: str | os.PathLike) -> Path:
                 where = "is a file" if place == out_dir else f"lies under {place}, which is a file"
                 raise RunFolderError(f"cannot write the run into {out_dir}: it {where}, not a folder. "
                                      "Choose another --out folder.")
-            if not os.access(place, os.W_OK | os.X_OK):
+            try:  # a real write: permissions alone don't tell (root, read-only disks, /proc)
+                with tempfile.TemporaryFile(dir=place, prefix=".write-test-"):
+                    pass
+            except OSError as error:
                 what = "" if place == out_dir else f" (nor create it in {place})"
-                raise RunFolderError(f"cannot write into {out_dir}{what}: permission denied or a "
-                                     "read-only disk. Choose another --out folder.")
+                raise RunFolderError(f"cannot write into {out_dir}{what}: {error.strerror or error}. "
+                                     "Choose another --out folder.") from None
             break
     return out_dir
 

@@ -11,8 +11,10 @@ trainings are two ``python -m resnet_course`` processes.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -41,15 +43,29 @@ def birds(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def fast_disk(tmp_path_factory):
+    """Where the command-line runs write: in memory (/dev/shm) where there is such a folder. Every
+    checkpoint is flushed to disk (fsync), and a 90 MB resnet18 checkpoint takes ~8 s to reach a
+    slow shared disk; what these tests check does not depend on the disk."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield tmp_path_factory.mktemp("runs")
+        return
+    folder = Path(tempfile.mkdtemp(prefix="resnet-course-tests-", dir=shm))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def train_args(birds, out, *extra):
     return ["train", "--model", "resnet18", "--data", str(birds), "--image-size", "32", "--batch-size", "4",
             "--epochs", "1", "--out", str(out), "--no-progress", "--fp32", *map(str, extra)]
 
 
 @pytest.fixture(scope="module")
-def one_epoch_run(birds, tmp_path_factory):
+def one_epoch_run(birds, fast_disk):
     """A finished one-epoch resnet18 run at 32 px, trained in-process."""
-    out = tmp_path_factory.mktemp("run") / "r18"
+    out = fast_disk / "r18"
     assert main(train_args(birds, out)) == 0
     return out
 
@@ -189,9 +205,11 @@ def test_a_folder_locked_by_another_training_is_refused_and_a_dead_lock_is_not(t
     assert not lock.exists()
 
 
-def test_two_trainings_into_one_folder_one_refuses_and_nothing_is_lost(birds, tmp_path):
+@pytest.mark.slow
+def test_two_trainings_into_one_folder_one_refuses_and_nothing_is_lost(birds, fast_disk):
     env = {**os.environ, "RESNET_COURSE_FAST": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "resnet_course", *train_args(birds, tmp_path / "run")]
+    run = fast_disk / "two_at_once"
+    command = [sys.executable, "-m", "resnet_course", *train_args(birds, run)]
     both = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
             for _ in range(2)]
     finished = [(p.wait(timeout=300), *p.communicate()) for p in both]
@@ -200,7 +218,6 @@ def test_two_trainings_into_one_folder_one_refuses_and_nothing_is_lost(birds, tm
     refusal = next(err for code, _, err in finished if code == 2)
     assert ("in use by another training" in refusal or "already holds a training run" in refusal) and \
         "Traceback" not in refusal
-    run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == EPOCH_FILES
     state = load_checkpoint(run / "checkpoint.pt")
     assert json.loads((run / "history.json").read_text()) == state["history"] and len(state["history"]) == 1
@@ -213,7 +230,7 @@ def test_two_trainings_into_one_folder_one_refuses_and_nothing_is_lost(birds, tm
 
 DRIVER = r"""
 import json, os, sys
-from resnet_course.cli import main
+from resnet_course import cli, data, evaluation, models, training  # imported once, before forking
 for argv, crash_at, log in json.loads(sys.argv[1]):
     pid = os.fork()
     if pid == 0:  # the child: one command line, as `python -m resnet_course` would run it
@@ -223,23 +240,33 @@ for argv, crash_at, log in json.loads(sys.argv[1]):
         output = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(output, 1)
         os.dup2(output, 2)
-        code = main(argv)
+        code = cli.main(argv)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    print(json.dumps(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])), flush=True)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    out = argv[argv.index("--out") + 1]
+    print(json.dumps({"code": code, "files": sorted(os.listdir(out)) if os.path.isdir(out) else []}), flush=True)
 """
+#: Where a training is killed: right after the file is in place, or (tmp:) after its temporary
+#: file is complete, before it replaces the old one.
 CRASH_POINTS = ["tmp:checkpoint.pt", "checkpoint.pt", "tmp:best.pt", "best.pt", "tmp:history.json", "history.json"]
 
 
+def _folder(point):
+    return ("while_writing_" if point.startswith("tmp:") else "after_") + point.split(":")[-1].split(".")[0]
+
+
 @pytest.fixture(scope="module")
-def crashed_and_resumed(birds, tmp_path_factory):
+def crashed_and_resumed(birds, fast_disk):
     """For each file write of an epoch: a training killed (SIGKILL) right there, then ``--resume``;
-    plus a training that was never killed, and a training into a folder locked by this process."""
-    root = tmp_path_factory.mktemp("crashes")
+    plus a training that was never killed, and a training into a folder locked by this process.
+    Returns the folder, then per command its exit code and files afterwards, and its output."""
+    root = fast_disk / "crashes"
+    root.mkdir()
     plan = [(train_args(birds, root / "straight"), None, str(root / "straight.log"))]
     for point in CRASH_POINTS:
-        out = root / point.replace(":", "_")
+        out = root / _folder(point)
         plan += [(train_args(birds, out), point, str(root / f"{out.name}.killed.log")),
                  (train_args(birds, out, "--resume"), None, str(root / f"{out.name}.resumed.log"))]
     locked = root / "locked"
@@ -250,45 +277,48 @@ def crashed_and_resumed(birds, tmp_path_factory):
         finished = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(plan)], capture_output=True,
                                   text=True, env=env, timeout=600)
     assert finished.returncode == 0, finished.stderr
-    codes = [json.loads(line) for line in finished.stdout.split()]
-    logs = {Path(log).name: Path(log).read_text() for _, _, log in plan}
-    return root, codes, logs
+    results = [json.loads(line) for line in finished.stdout.splitlines()]
+    logs = [Path(log).read_text() for _, _, log in plan]
+    return root, results, logs
 
 
 @pytest.mark.slow
 def test_a_crash_at_any_write_is_repaired_on_resume(crashed_and_resumed):
-    root, codes, logs = crashed_and_resumed
-    assert codes[0] == 0, logs["straight.log"]
+    root, results, logs = crashed_and_resumed
+    assert results[0]["code"] == 0, logs[0]
     straight = load_checkpoint(root / "straight" / "checkpoint.pt")
     for i, point in enumerate(CRASH_POINTS):
-        name = point.replace(":", "_")
-        killed, resumed = codes[1 + 2 * i], codes[2 + 2 * i]
-        assert killed == -9, (point, logs[f"{name}.killed.log"])  # SIGKILL: no clean-up ran
-        assert resumed == 0, (point, logs[f"{name}.resumed.log"])
-        out = root / name
-        assert sorted(p.name for p in out.iterdir()) == EPOCH_FILES, point  # no temporary, no lock left
+        killed, resumed = results[1 + 2 * i], results[2 + 2 * i]
+        assert killed["code"] == -9, (point, logs[1 + 2 * i])  # SIGKILL: no clean-up ran
+        assert resumed["code"] == 0, (point, logs[2 + 2 * i])
+        out = root / _folder(point)
+        assert resumed["files"] == EPOCH_FILES, point  # no temporary file, no lock left
         state = load_checkpoint(out / "checkpoint.pt")
         assert json.loads((out / "history.json").read_text()) == state["history"], point
         best = load_checkpoint(out / "best.pt")
         assert (best["epoch"], best["val_acc"]) == (1, state["history"][0]["val_acc"]), point
         for key, value in straight["model"].items():  # the same weights as a run never killed
             assert torch.equal(state["model"][key], value) and torch.equal(best["model"][key], value), (point, key)
-    assert "Repaired after a crash: best.pt now holds epoch 1" in logs["checkpoint.pt.resumed.log"]
+    after_checkpoint = CRASH_POINTS.index("checkpoint.pt")
+    assert results[1 + 2 * after_checkpoint]["files"] == ["checkpoint.pt", LOCK_NAME]
+    assert "Repaired after a crash: best.pt now holds epoch 1" in logs[2 + 2 * after_checkpoint]
+    while_checkpoint = CRASH_POINTS.index("tmp:checkpoint.pt")
+    assert any(".checkpoint.pt.tmp-" in name for name in results[1 + 2 * while_checkpoint]["files"])
 
 
 @pytest.mark.slow
 def test_a_killed_training_does_not_leave_its_folder_locked(crashed_and_resumed):
-    root, _, logs = crashed_and_resumed
-    assert "Resuming" in logs["best.pt.resumed.log"] and "in use" not in logs["best.pt.resumed.log"]
+    _, results, logs = crashed_and_resumed
+    for i in range(len(CRASH_POINTS)):
+        assert LOCK_NAME in results[1 + 2 * i]["files"]  # the killed run's lock file stays behind,
+        assert results[2 + 2 * i]["code"] == 0 and "in use" not in logs[2 + 2 * i]  # but holds nothing
 
 
 @pytest.mark.slow
 def test_a_training_into_a_folder_another_process_holds_exits_2(crashed_and_resumed):
-    root, codes, logs = crashed_and_resumed
-    assert codes[-1] == 2
-    assert f"in use by another training (PID {os.getpid()}" in logs["locked.log"]
-    assert "Traceback" not in logs["locked.log"]
-    assert sorted(p.name for p in (root / "locked").iterdir()) == [LOCK_NAME]
+    _, results, logs = crashed_and_resumed
+    assert results[-1] == {"code": 2, "files": [LOCK_NAME]}
+    assert f"in use by another training (PID {os.getpid()}" in logs[-1] and "Traceback" not in logs[-1]
 
 
 def test_resume_repairs_best_and_history_left_stale_by_a_crash(tmp_path):
