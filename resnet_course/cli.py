@@ -11,6 +11,7 @@ import argparse
 import math
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -261,6 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """The data's warnings (a skipped image, a class with no validation image) as one plain
+    ``warning:`` line, not Python's file:line format with a line of source code."""
+    from .birds import BirdDataWarning
+
+    if issubclass(category, BirdDataWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 2 for a usage or data error, a checkpoint or
     folder that cannot be used, a file that cannot be written, or a training that diverged; 130 if
@@ -272,7 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.run(args)
     except TrainingInterrupted as interrupted:
         print(str(interrupted), file=sys.stderr)
         return EXIT_INTERRUPTED
