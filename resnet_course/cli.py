@@ -279,8 +279,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     interrupted)."""
     from .checkpoints import CheckpointError, RunFolderError, SaveFailed
     from .data import BirdDataError
+    from .device import FP32_ENV
     from .training import TrainingDiverged, TrainingInterrupted
 
+    try:  # an on/off variable set to neither (RESNET_COURSE_FAST=maybe) is a usage error too
+        for name in (config.FAST_ENV, FP32_ENV):
+            config.env_flag(name)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

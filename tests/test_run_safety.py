@@ -472,3 +472,11 @@ def test_a_full_disk_is_named_and_the_last_epoch_survives(tmp_path):
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == EPOCH_FILES
     assert len(tiny_fit(tmp_path, 2, resume=True)) == 2  # and the run continues once there is room
+
+
+@pytest.mark.parametrize("variable", ["RESNET_COURSE_FAST", "RESNET_COURSE_FP32"])
+def test_an_on_off_variable_set_to_neither_exits_2_with_a_message(birds, tmp_path, monkeypatch, capsys, variable):
+    monkeypatch.setenv(variable, "maybe")
+    assert main(train_args(birds, tmp_path / "run")) == 2
+    assert f"error: {variable}='maybe' is neither on nor off" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
