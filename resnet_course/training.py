@@ -401,8 +401,8 @@ def _train_one_epoch(model, loader, optimizer, scaler, criterion, setup, bar
                      ) -> tuple[list[float], int, tuple[int, float] | None]:
     """One pass over ``loader``; returns ([summed loss, correct predictions, images] of this
     process, the image side seen, None or (step, loss) of the first step whose loss was NaN or
-    infinite: the pass stops there). Non-finite losses are looked for where the progress bar
-    reads the loss anyway (every 10 steps), so the check costs no extra GPU synchronisation."""
+    infinite: the pass stops there). On a GPU the flag is read where the progress bar reads the
+    loss anyway (every 10 steps), so the check costs no extra synchronisation; on a CPU every step."""
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=setup.device)
     correct = torch.zeros((), dtype=torch.float64, device=setup.device)
@@ -418,12 +418,14 @@ def _train_one_epoch(model, loader, optimizer, scaler, criterion, setup, bar
         correct += (logits.argmax(1) == targets).sum()
         seen += len(targets)
         bar.update(1)
-        if step % 10 == 0 or step == len(loader):
+        shown = step % 10 == 0 or step == len(loader)
+        if shown or setup.device.type == "cpu":  # on a CPU reading the flag costs nothing: stop at once
             if dist.is_available() and dist.is_initialized():  # every process stops at the same step
                 dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
             bad_step, bad_loss = first_bad.tolist()
             if bad_step:
                 return [loss_sum.item(), correct.item(), float(seen)], int(images.shape[-1]), (int(bad_step), bad_loss)
+        if shown:
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.1%}")
     if seen == 0:
         raise ValueError("the training loader yielded no batches (is the dataset empty?)")
