@@ -4,13 +4,14 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 # Notebooks run through nbval inherit this environment: fast mode unless the instructor asked
 # otherwise (RESNET_COURSE_FAST=0 pytest runs the course at default settings).
 os.environ.setdefault("RESNET_COURSE_FAST", "1")
 
 import matplotlib  # noqa: E402  (after the environment is set)
+
+from resnet_course.device import torch_threads  # noqa: E402
 
 matplotlib.use("Agg")  # for tests/ only: notebook kernels keep their inline backend
 
@@ -30,7 +31,5 @@ def birds_sample() -> Path:
 def one_torch_thread():
     """Run a test module on one thread: on a busy shared CPU two OpenMP threads mostly wait for
     each other (a ResNet-50 forward pass took 2.9 s on two threads, 0.15 s on one)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with torch_threads(1):
+        yield

@@ -5,7 +5,7 @@
 - ``unit_ablation``: a 6n+2-layer CIFAR-style net (``models.cifar_resnet``) of each ordering,
   trained with the same budget on the synthetic texture task of ``gradients.synthetic_textures``
   (nothing to download), then tested on held-out images: a small version of the paper's Table 2
-  (``plots.PAPER_CIFAR10_ERRORS``). A few hundred steps on a toy task cannot reproduce the
+  (``PAPER_CIFAR10_ERRORS``). A few hundred steps on a toy task cannot reproduce the
   paper's ranking reliably; ``format_ablation`` prints ours next to the paper's numbers.
 """
 
@@ -15,17 +15,39 @@ import math
 import operator
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from resnet_course.blocks import UNIT_ORDERINGS
-from resnet_course.gradients import synthetic_textures
-from resnet_course.models import cifar_resnet
-from resnet_course.plots import PAPER_CIFAR10_ERRORS, UNIT_LABELS
+from .blocks import UNIT_ORDERINGS
+from .device import evaluating, torch_threads
+from .gradients import synthetic_textures, train_steps
+from .models import cifar_resnet
+from .tables import text_table
+
+__all__ = ["UNIT_LABELS", "PAPER_CIFAR10_ERRORS", "operation_order", "AblationRun", "classification_error",
+           "unit_ablation", "errors_by_unit", "format_ablation"]
+
+#: The five orderings of a residual unit (He et al. 2016, "Identity Mappings in Deep Residual
+#: Networks", Fig. 4 (a)-(e); names from ``blocks.UNIT_ORDERINGS``) in plain words.
+UNIT_LABELS = dict(
+    zip(
+        UNIT_ORDERINGS,
+        ("original", "BN after addition", "ReLU before addition", "ReLU-only pre-activation", "full pre-activation"),
+    )
+)
+
+#: He et al. 2016, Table 2: CIFAR-10 test error (%) of each unit ordering, for (ResNet-110,
+#: ResNet-164). The paper reports the median of 5 runs.
+PAPER_CIFAR10_ERRORS = {
+    "original": (6.61, 5.93),
+    "bn_after_add": (8.17, 6.50),
+    "relu_before_add": (7.84, 6.14),
+    "relu_only_preact": (6.71, 5.91),
+    "full_preact": (6.37, 5.46),
+}
 
 # --------------------------------------------------------------------------------------------
 # The order of operations
@@ -93,53 +115,14 @@ class AblationRun:
         return sum(tail) / len(tail)
 
 
-@contextmanager
-def _threads(num_threads: int | None):
-    """Tiny convolutions gain little from several threads and lose much when cores are shared."""
-    previous = torch.get_num_threads()
-    if num_threads:
-        torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def classification_error(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
     """Percentage of ``images`` the model misclassifies (eval mode, no gradients; mode restored)."""
-    was_training = model.training
-    model.eval()
     wrong = 0
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(model):
         for start in range(0, len(images), batch_size):
             logits = model(images[start:start + batch_size])
             wrong += (logits.argmax(1) != labels[start:start + batch_size]).sum().item()
-    model.train(was_training)
     return 100.0 * wrong / len(images)
-
-
-def train_cosine(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int,
-                 batch_size: int = 32, lr: float = 0.1, weight_decay: float = 1e-4,
-                 seed: int = 0) -> list[float]:
-    """SGD (momentum 0.9, weight decay as in He et al.) on random minibatches, the learning rate
-    falling from ``lr`` to 0 along a cosine, so the final model is not caught mid-bounce; returns
-    the per-step training losses."""
-    if steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    g = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-    model.train()
-    losses = []
-    for _ in range(steps):
-        index = torch.randint(len(images), (batch_size,), generator=g)
-        loss = F.cross_entropy(model(images[index]), labels[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-    return losses
 
 
 def unit_ablation(steps: int, units: Iterable[str] = UNIT_ORDERINGS, depth: int = 20, seeds: Iterable[int] = (0,),
@@ -160,13 +143,14 @@ def unit_ablation(steps: int, units: Iterable[str] = UNIT_ORDERINGS, depth: int 
     train_images, train_labels = synthetic_textures(num_train, image_size=image_size, seed=0)
     test_images, test_labels = synthetic_textures(num_test, image_size=image_size, seed=1)
     runs = []
-    with _threads(num_threads), torch.random.fork_rng(devices=[]):
+    with torch_threads(num_threads), torch.random.fork_rng(devices=[]):
         for seed in seeds:
             for unit in units:
                 start = time.perf_counter()
                 torch.manual_seed(seed)
                 model = cifar_resnet(depth, unit=unit)
-                losses = train_cosine(model, train_images, train_labels, steps, batch_size, lr, seed=seed)
+                losses, _ = train_steps(model, train_images, train_labels, steps, batch_size, lr, seed=seed,
+                                        weight_decay=1e-4, cosine=True)
                 error = classification_error(model, test_images, test_labels)
                 runs.append(AblationRun(unit, seed, error, losses, time.perf_counter() - start))
                 if progress is not None:
@@ -188,8 +172,7 @@ def format_ablation(runs: Iterable[AblationRun], paper: Mapping = PAPER_CIFAR10_
     """Our test errors (mean, min-max over seeds) and final training losses next to the paper's
     CIFAR-10 test errors for ResNet-110 and ResNet-164 (He et al. 2016, Table 2), one row per ordering."""
     runs = list(runs)
-    header = f"{'residual unit':26}  {'paper 110':>9}  {'paper 164':>9}  {'ours: test error %':>20}  {'train loss':>10}"
-    lines = [header, "-" * len(header)]
+    rows = []
     for unit in UNIT_ORDERINGS:
         mine = [r for r in runs if r.unit == unit]
         if not mine:
@@ -197,10 +180,7 @@ def format_ablation(runs: Iterable[AblationRun], paper: Mapping = PAPER_CIFAR10_
         errors = [r.test_error for r in mine]
         spread = f" ({min(errors):.1f}-{max(errors):.1f})" if len(errors) > 1 else ""
         e110, e164 = paper.get(unit, (math.nan, math.nan))
-        lines.append(f"{UNIT_LABELS[unit]:26}  {e110:9.2f}  {e164:9.2f}  {_mean(errors):>6.1f}{spread:>14}  "
-                     f"{_mean([r.final_train_loss for r in mine]):10.3f}")
-    return "\n".join(lines)
-
-
-__all__ = ["operation_order", "AblationRun", "classification_error", "train_cosine", "unit_ablation",
-           "errors_by_unit", "format_ablation"]
+        rows.append([UNIT_LABELS[unit], f"{e110:.2f}", f"{e164:.2f}", f"{_mean(errors):>6.1f}{spread:>14}",
+                     f"{_mean([r.final_train_loss for r in mine]):.3f}"])
+    return text_table(["residual unit", "paper 110", "paper 164", "ours: test error %", "train loss"], rows,
+                      widths=[26, 9, 9, 20, 10])

@@ -15,6 +15,12 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+__all__ = [
+    "KERAS_BN_EPS", "KERAS_BN_MOMENTUM", "UNIT_ORDERINGS", "conv3x3", "conv1x1", "BasicBlock",
+    "Bottleneck", "keras_batch_norm", "PreActBottleneck", "unit_shortcut", "ResidualUnit",
+    "PlainUnit",
+]
+
 #: Keras Applications' BatchNorm epsilon, used everywhere in ResNet v2 (PyTorch's default is 1e-5).
 KERAS_BN_EPS = 1.001e-5
 #: Keras' BatchNorm momentum 0.99 written the PyTorch way (weight of the new batch statistic).
@@ -149,10 +155,11 @@ class PreActBottleneck(nn.Module):
         return shortcut + out
 
 
-def projection_shortcut(inplanes: int, planes: int, stride: int = 1) -> nn.Module:
-    """The shortcut of a unit: identity if the shape is kept, else 1x1 conv (with the stride) + BN.
+def unit_shortcut(inplanes: int, planes: int, stride: int = 1) -> nn.Module:
+    """The shortcut of a unit: ``nn.Identity()`` if the shape is kept, else a projection, 1x1 conv
+    (with the stride) + BN.
 
-    He et al. 2015 call this option B; torchvision names it ``downsample``.
+    He et al. 2015 call this mix option B; torchvision names the projection ``downsample``.
     """
     if stride == 1 and inplanes == planes:
         return nn.Identity()
@@ -171,7 +178,7 @@ class ResidualUnit(nn.Module):
     - ``"full_preact"`` (e): BN-ReLU-conv-BN-ReLU-conv, add
 
     When the unit changes shape, the shortcut is the same for every ordering: a 1x1 conv with the
-    stride, then BN, on the unit's input (``projection_shortcut``). Keeping it identical means an
+    stride, then BN, on the unit's input (``unit_shortcut``). Keeping it identical means an
     ablation compares only the ordering. (The paper's CIFAR nets pad with zeros instead, option A.)
     """
 
@@ -188,7 +195,7 @@ class ResidualUnit(nn.Module):
         self.bn1 = nn.BatchNorm2d(inplanes if ordering == "full_preact" else planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU()
-        self.shortcut = projection_shortcut(inplanes, planes, stride)
+        self.shortcut = unit_shortcut(inplanes, planes, stride)
 
     def residual(self, x: Tensor) -> Tensor:
         """F(x), the residual branch alone (for "bn_after_add": before the BN that follows the add)."""
@@ -225,10 +232,3 @@ class PlainUnit(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
-
-
-__all__ = [
-    "KERAS_BN_EPS", "KERAS_BN_MOMENTUM", "UNIT_ORDERINGS", "conv3x3", "conv1x1", "BasicBlock",
-    "Bottleneck", "keras_batch_norm", "PreActBottleneck", "projection_shortcut", "ResidualUnit",
-    "PlainUnit",
-]

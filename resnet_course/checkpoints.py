@@ -38,10 +38,14 @@ except ImportError:  # Windows
     fcntl = None
     import msvcrt
 
-__all__ = ["LOCK_NAME", "RECIPE_KEYS", "CRASH_ENV", "CheckpointError", "RunFolderError", "SaveFailed",
-           "atomic_write", "check_writable_folder", "RunFolderLock", "remove_temporary_files",
-           "data_fingerprint", "recipe_differences", "read_checkpoint"]
+__all__ = ["CHECKPOINT_NAME", "BEST_NAME", "HISTORY_NAME", "LOCK_NAME", "RECIPE_KEYS", "CRASH_ENV",
+           "CheckpointError", "RunFolderError", "SaveFailed", "atomic_write", "check_writable_folder",
+           "RunFolderLock", "remove_temporary_files", "claim_run_folder", "data_fingerprint",
+           "recipe_differences", "check_same_run", "read_checkpoint"]
 
+CHECKPOINT_NAME = "checkpoint.pt"
+BEST_NAME = "best.pt"
+HISTORY_NAME = "history.json"
 #: The lock file a training holds in its output folder while it runs (removed when it ends).
 LOCK_NAME = "training.lock"
 #: What makes a resumed run the same run: a checkpoint that recorded another value for any of
@@ -271,6 +275,39 @@ def recipe_differences(saved: Mapping, now: Mapping) -> list[str]:
 
     return [f"{key}: {saved[key]!r} there, {value!r} now" for key, value in now.items()
             if value is not None and saved.get(key) is not None and plain(saved[key]) != plain(value)]
+
+
+def claim_run_folder(out_dir: Path) -> RunFolderLock:
+    """Before any training: check ``out_dir`` can be written, create it and lock it (one training
+    per folder), remove the temporary files a killed run left there, and refuse to start over the
+    best.pt/history.json of an earlier run whose checkpoint.pt is gone (they would be overwritten)."""
+    check_writable_folder(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunFolderError(f"cannot create the output folder {out_dir}: {error.strerror or error}") from None
+    lock = RunFolderLock(out_dir).acquire()
+    try:
+        remove_temporary_files(out_dir, [CHECKPOINT_NAME, BEST_NAME, HISTORY_NAME])
+        leftovers = [name for name in (BEST_NAME, HISTORY_NAME) if (out_dir / name).exists()]
+        if leftovers and not (out_dir / CHECKPOINT_NAME).exists():
+            raise RunFolderError(f"{out_dir} holds {' and '.join(leftovers)} of an earlier run but no "
+                                 f"{CHECKPOINT_NAME} to continue it from, and a new run would overwrite "
+                                 "them. Move them away, or train into another folder.")
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def check_same_run(checkpoint_path: Path, saved_meta: dict, meta: dict) -> None:
+    """Refuse to resume a checkpoint trained with another recipe (``checkpoints.RECIPE_KEYS``),
+    naming every difference: continuing it would silently mix two runs."""
+    differences = recipe_differences(saved_meta, {key: meta.get(key) for key in RECIPE_KEYS})
+    if differences:
+        raise RunFolderError(f"{checkpoint_path} holds a run trained differently (" + "; ".join(differences)
+                             + "). Resume it with the settings it was trained with, or train into "
+                             "another folder.")
 
 
 # --------------------------------------------------------------------------------------------

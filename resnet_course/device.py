@@ -1,4 +1,5 @@
-"""Where and how to compute: the device, the autocast precision and the memory layout.
+"""Where and how to compute: the device, the autocast precision and the memory layout; for a
+while, a number of CPU threads (``torch_threads``) or eval mode (``evaluating``).
 
 ``choose_device_and_precision`` picks the fastest safe setting for this machine once; training,
 evaluation and timing then use the same ``ComputeSetup`` to place the model (``place_model``),
@@ -7,7 +8,8 @@ move each batch (``place_batch``) and run the forward pass (``autocast``).
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +19,7 @@ from .config import env_flag
 
 __all__ = [
     "FP32_ENV", "ComputeSetup", "cpu_has_bf16_matrix_units", "choose_device_and_precision",
-    "resolve_setup", "autocast", "place_model", "place_batch",
+    "resolve_setup", "autocast", "place_model", "place_batch", "torch_threads", "evaluating",
 ]
 
 #: Set ``RESNET_COURSE_FP32=1`` to force plain fp32 everywhere (e.g. to compare numbers exactly).
@@ -112,3 +114,29 @@ def place_batch(images: torch.Tensor, setup: ComputeSetup) -> torch.Tensor:
     it (the layout must match the model's, see ``place_model``)."""
     images = images.to(setup.device, non_blocking=True)
     return images.contiguous(memory_format=torch.channels_last) if setup.channels_last else images
+
+
+@contextmanager
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Inside, PyTorch uses ``num_threads`` CPU threads (None: unchanged); outside, as before.
+    Tiny convolutions gain little from several threads and lose much when cores are shared."""
+    previous = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Run in eval mode (BN uses its running statistics and is not updated), then restore the
+    mode of every submodule exactly as it was."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training

@@ -9,30 +9,19 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from resnet_course.stages import model_stages
+from .device import evaluating
+from .stages import model_stages
+
+__all__ = ["stage_feature_maps", "default_gradcam_layer", "grad_cam"]
 
 #: Modules that act on each value separately; a head may start with them before pooling (the
 #: final BN-ReLU of a pre-activation net), and Grad-CAM then looks at their output.
 _ELEMENTWISE = (nn.BatchNorm2d, nn.ReLU, nn.Identity)
-
-
-@contextmanager
-def evaluating(model: nn.Module):
-    """Run in eval mode (BN uses its running statistics and is not updated), then restore the
-    mode of every submodule exactly as it was."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -177,6 +166,3 @@ def grad_cam(
     peak = cam.amax(dim=(1, 2), keepdim=True)
     cam = torch.where(peak > 0, cam / peak.clamp_min(torch.finfo(cam.dtype).tiny), torch.zeros_like(cam))
     return cam.clamp(0, 1).cpu()
-
-
-__all__ = ["evaluating", "stage_feature_maps", "default_gradcam_layer", "grad_cam"]

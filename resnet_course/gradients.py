@@ -21,6 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .device import torch_threads
+from .tables import text_table
+
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -116,10 +119,22 @@ def synthetic_textures(num_images: int = 1024, num_classes: int = 10, image_size
 
 
 def train_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int,
-                batch_size: int = 64, lr: float = 0.1, seed: int = 0) -> tuple[list[float], list[float]]:
-    """Train with SGD (momentum 0.9) on random minibatches; returns per-step training loss and accuracy."""
+                batch_size: int = 64, lr: float = 0.1, seed: int = 0, weight_decay: float = 0.0,
+                cosine: bool = False) -> tuple[list[float], list[float]]:
+    """Train with SGD (momentum 0.9, ``weight_decay``) on random minibatches drawn with ``seed``;
+    returns per-step training loss and accuracy. The demos' one small training loop (the full
+    one, with devices, precision and checkpoints, is ``training.fit``).
+
+    ``cosine=True`` lets the learning rate fall from ``lr`` to 0 along a cosine over the steps, so
+    the final model is not caught mid-bounce (the unit-ordering ablation); else it stays ``lr``.
+    """
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
     g = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    schedule = None
+    if cosine:
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     model.train()
     losses, accuracies = [], []
     for _ in range(steps):
@@ -129,6 +144,8 @@ def train_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, st
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         losses.append(loss.item())
         accuracies.append((logits.argmax(1) == labels[index]).float().mean().item())
     return losses, accuracies
@@ -159,13 +176,8 @@ def degradation_experiment(depths: Sequence[int] | None = None, residual: Iterab
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     images, labels = synthetic_textures(num_images, image_size=image_size, seed=seed)
-    threads_before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _train_each(depths, residual, images, labels, steps, batch_size, lr, seed, verbose)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _train_each(depths, residual, images, labels, steps, batch_size, lr, seed, verbose) -> list[dict]:
@@ -202,7 +214,6 @@ def degradation_table(records: Sequence[dict]) -> str:
     def cell(record: dict | None) -> str:
         return "-" if record is None else f"{record['final_loss']:.3f} ({record['final_acc']:.0%})"
 
-    lines = [f"{'depth':>5}  {'plain: loss (acc)':>18}  {'residual: loss (acc)':>20}"]
-    lines += [f"{d:>5}  {cell(by_run.get((d, False))):>18}  {cell(by_run.get((d, True))):>20}"
-              for d in depths]
-    return "\n".join(lines)
+    rows = [[d, cell(by_run.get((d, False))), cell(by_run.get((d, True)))] for d in depths]
+    return text_table(["depth", "plain: loss (acc)", "residual: loss (acc)"], rows, right=[True] * 3,
+                      widths=[5, 18, 20], rule=False)

@@ -6,8 +6,9 @@
 - ``CifarResNet``: small 6n+2-layer CIFAR nets for the depth and unit-ordering demos (He et al.
   2015 Sec. 4.2, He et al. 2016 Fig. 4), and their plain (shortcut-free) twins.
 
-Every model has ``stages()``: ``(name, module)`` pairs, stem first and head last, whose chained
-application equals ``model(x)``; the inspection tools and plots walk a network through it.
+Each ``forward`` lists its layers in order, as torchvision's does. Every model also has
+``stages()``: ``(name, module)`` pairs, stem first and head last, whose chained application equals
+``model(x)``; the inspection tools and plots walk a network through it.
 """
 
 from __future__ import annotations
@@ -31,39 +32,19 @@ from .blocks import (
     keras_batch_norm,
 )
 
+__all__ = [
+    "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "stack_v2", "ResNetV2", "resnet50v2", "resnet101v2", "resnet152v2",
+    "CifarResNet", "cifar_resnet", "plain_cifar_net", "CIFAR_UNITS",
+    "MODEL_NAMES", "get_model",
+]
+
 Stages = list[tuple[str, nn.Module]]
-POOLINGS = ("avg", "max", None)
 
 
-def _global_pool(pooling: str | None) -> nn.Module | None:
-    """Global average or max pooling over H and W (Keras ``pooling="avg"|"max"``), or None."""
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    if pooling is None:
-        return None
-    return nn.AdaptiveAvgPool2d((1, 1)) if pooling == "avg" else nn.AdaptiveMaxPool2d((1, 1))
-
-
-def _check_top(include_top: bool, pooling: str | None) -> None:
-    _global_pool(pooling)  # validates the name
-    if include_top and pooling is None:
-        raise ValueError("include_top=True needs a pooled vector: use pooling='avg' or 'max'")
-
-
-def _head(pool: nn.Module | None, fc: nn.Module | None, *before: nn.Module) -> nn.Sequential:
-    """The head as one module: [BN, ReLU,] global pool, flatten [, fc]; empty = identity."""
-    parts: list[nn.Module] = list(before)
-    if pool is not None:
-        parts += [pool, nn.Flatten(1)]
-    if fc is not None:
-        parts.append(fc)
-    return nn.Sequential(*parts)
-
-
-def _run_stages(stages: Stages, x: Tensor) -> Tensor:
-    for _, module in stages:
-        x = module(x)
-    return x
+def _head(pool: nn.Module, fc: nn.Module, *before: nn.Module) -> nn.Sequential:
+    """The head as one module, for ``stages()``: [BN, ReLU,] global pool, flatten, fc."""
+    return nn.Sequential(*before, pool, nn.Flatten(1), fc)
 
 
 def _kaiming_init(model: nn.Module) -> None:
@@ -86,23 +67,18 @@ class ResNet(nn.Module):
     """ResNet v1 for ImageNet-size inputs, module for module torchvision's ``ResNet``.
 
     Stem: 7x7/2 conv, BN, ReLU, 3x3/2 max pool; four stages ``layer1``..``layer4`` of ``block``
-    (64, 128, 256, 512 planes; stride 2 from ``layer2`` on); global pool; ``fc``.
-    ``include_top=False`` drops ``fc`` and ``pooling`` ("avg", "max" or None for the feature map)
-    chooses what comes out, as in Keras Applications. ``zero_init_residual`` starts each block's
-    last BN at gamma 0, so every block starts as the identity (Goyal et al. 2017).
+    (64, 128, 256, 512 planes; stride 2 from ``layer2`` on); global average pool; ``fc``.
+    ``zero_init_residual`` starts each block's last BN at gamma 0, so every block starts as the
+    identity (Goyal et al. 2017).
     """
 
     def __init__(self, block: type[BasicBlock | Bottleneck], layers: Sequence[int],
                  num_classes: int = 1000, zero_init_residual: bool = False,
-                 stride_in_1x1: bool = False, include_top: bool = True,
-                 pooling: str | None = "avg") -> None:
+                 stride_in_1x1: bool = False) -> None:
         super().__init__()
-        _check_top(include_top, pooling)
         if stride_in_1x1 and block is not Bottleneck:
             raise ValueError("stride_in_1x1 only applies to Bottleneck blocks (ResNet-50/101/152)")
         self.stride_in_1x1 = stride_in_1x1
-        self.include_top = include_top
-        self.pooling = pooling
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -112,12 +88,8 @@ class ResNet(nn.Module):
         self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
         self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
         self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
-        pool = _global_pool(pooling)
-        if pooling == "max":
-            self.global_maxpool = pool
-        elif pooling == "avg":
-            self.avgpool = pool
-        self.fc = nn.Linear(512 * block.expansion, num_classes) if include_top else None
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
 
         _kaiming_init(self)
         if zero_init_residual:
@@ -142,14 +114,25 @@ class ResNet(nn.Module):
 
     def stages(self) -> Stages:
         """``stem``, ``layer1``..``layer4``, ``head``: chained, they compute ``forward``."""
-        pool = getattr(self, "avgpool", None) or getattr(self, "global_maxpool", None)
         return [("stem", nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool)),
                 ("layer1", self.layer1), ("layer2", self.layer2),
                 ("layer3", self.layer3), ("layer4", self.layer4),
-                ("head", _head(pool, self.fc))]
+                ("head", _head(self.avgpool, self.fc))]
 
     def forward(self, x: Tensor) -> Tensor:
-        return _run_stages(self.stages(), x)
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.relu(x)
+        x = self.maxpool(x)
+
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        x = self.layer4(x)
+
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.fc(x)
 
 
 def resnet18(num_classes: int = 1000, **kwargs) -> ResNet:
@@ -205,48 +188,47 @@ class ResNetV2(nn.Module):
     ``PreActBottleneck``; stride 2 on the last block of conv2..conv4, conv5 keeps the size. After
     the last stage: ``post_bn`` -> ReLU (a pre-activation net ends un-normalised), global pool, fc.
 
-    ``maxpool_padding="neg_inf"`` builds the naive port, PyTorch's ``MaxPool2d(3, 2, padding=1)``:
-    it pads with -inf, which differs from Keras' zeros because the stem output is not ReLU'd.
-    Initialisation is torchvision's (Kaiming), not Keras' (Glorot); architecture and names are Keras'.
+    The stem pool pads with zeros, as Keras does; PyTorch's ``MaxPool2d(3, 2, padding=1)`` would
+    pad with -inf, which differs because the stem output is not ReLU'd (``porting.naive_port``
+    builds that slip). Initialisation is torchvision's (Kaiming), not Keras' (Glorot); architecture
+    and names are Keras'.
     """
 
-    def __init__(self, layers: Sequence[int], num_classes: int = 1000, include_top: bool = True,
-                 pooling: str | None = "avg", maxpool_padding: str = "zeros") -> None:
+    def __init__(self, layers: Sequence[int], num_classes: int = 1000) -> None:
         super().__init__()
-        _check_top(include_top, pooling)
-        if maxpool_padding not in ("zeros", "neg_inf"):
-            raise ValueError(f"maxpool_padding must be 'zeros' (Keras) or 'neg_inf', got {maxpool_padding!r}")
-        self.include_top = include_top
-        self.pooling = pooling
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=True)
-        if maxpool_padding == "zeros":
-            self.pool1 = nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(kernel_size=3, stride=2))
-        else:
-            self.pool1 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.pool1 = nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(kernel_size=3, stride=2))
         self.conv2 = stack_v2(64, 64, layers[0])
         self.conv3 = stack_v2(256, 128, layers[1])
         self.conv4 = stack_v2(512, 256, layers[2])
         self.conv5 = stack_v2(1024, 512, layers[3], stride=1)
         self.post_bn = keras_batch_norm(2048)
         self.post_relu = nn.ReLU()
-        pool = _global_pool(pooling)
-        if pooling == "max":
-            self.global_maxpool = pool
-        elif pooling == "avg":
-            self.avgpool = pool
-        self.fc = nn.Linear(2048, num_classes) if include_top else None
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(2048, num_classes)
         _kaiming_init(self)
 
     def stages(self) -> Stages:
         """``stem``, ``conv2``..``conv5``, ``head`` (post BN-ReLU, pool, fc): chained = ``forward``."""
-        pool = getattr(self, "avgpool", None) or getattr(self, "global_maxpool", None)
         return [("stem", nn.Sequential(self.conv1, self.pool1)),
                 ("conv2", self.conv2), ("conv3", self.conv3),
                 ("conv4", self.conv4), ("conv5", self.conv5),
-                ("head", _head(pool, self.fc, self.post_bn, self.post_relu))]
+                ("head", _head(self.avgpool, self.fc, self.post_bn, self.post_relu))]
 
     def forward(self, x: Tensor) -> Tensor:
-        return _run_stages(self.stages(), x)
+        x = self.conv1(x)
+        x = self.pool1(x)
+
+        x = self.conv2(x)
+        x = self.conv3(x)
+        x = self.conv4(x)
+        x = self.conv5(x)
+
+        x = self.post_bn(x)
+        x = self.post_relu(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.fc(x)
 
 
 def resnet50v2(num_classes: int = 1000, **kwargs) -> ResNetV2:
@@ -262,64 +244,6 @@ def resnet101v2(num_classes: int = 1000, **kwargs) -> ResNetV2:
 def resnet152v2(num_classes: int = 1000, **kwargs) -> ResNetV2:
     """ResNet152V2 as Keras Applications: blocks [3, 8, 36, 3]."""
     return ResNetV2([3, 8, 36, 3], num_classes=num_classes, **kwargs)
-
-
-def keras_v2_module_name(keras_layer_name: str) -> str:
-    """Where a Keras ResNet*V2 layer lives in ``ResNetV2``: ``conv3_block2_1_conv`` -> ``conv3.block2.conv1``.
-
-    ``conv1_conv`` -> ``conv1``, ``post_bn`` -> ``post_bn``, ``predictions`` -> ``fc``,
-    ``{stage}_{block}_0_conv`` -> ``{stage}.{block}.shortcut``, ``..._preact_bn`` -> ``...preact_bn``,
-    ``..._{i}_conv`` / ``..._{i}_bn`` -> ``...conv{i}`` / ``...bn{i}``.
-    """
-    fixed = {"conv1_conv": "conv1", "post_bn": "post_bn", "predictions": "fc"}
-    if keras_layer_name in fixed:
-        return fixed[keras_layer_name]
-    stage, block, *rest = keras_layer_name.split("_")
-    part = "_".join(rest)
-    if part == "preact_bn":
-        return f"{stage}.{block}.preact_bn"
-    if part == "0_conv":
-        return f"{stage}.{block}.shortcut"
-    index, kind = rest
-    return f"{stage}.{block}.{kind}{index}"
-
-
-def load_keras_weights(model: ResNetV2, keras_model) -> dict[str, str]:
-    """Copy every weight of a Keras ResNet*V2 into ``model``; return {our key: Keras weight path}.
-
-    Conv kernels go from Keras' (kh, kw, in, out) to PyTorch's (out, in, kh, kw), dense kernels are
-    transposed, BN's gamma/beta/moving_mean/moving_variance become weight/bias/running_mean/var.
-    Needs no Keras import: it only reads ``keras_model.layers``.
-    """
-    state = model.state_dict()
-    copied: dict[str, str] = {}
-    bn_names = ("weight", "bias", "running_mean", "running_var")
-    for layer in keras_model.layers:
-        if not layer.weights:
-            continue
-        prefix = keras_v2_module_name(layer.name)
-        arrays = layer.get_weights()
-        kind = type(layer).__name__
-        if kind == "BatchNormalization":
-            names = bn_names
-        else:
-            names = ("weight", "bias")[: len(arrays)]
-        for variable, name, array in zip(layer.weights, names, arrays):
-            value = torch.as_tensor(array)
-            if kind == "Conv2D" and name == "weight":
-                value = value.permute(3, 2, 0, 1)
-            elif kind == "Dense" and name == "weight":
-                value = value.t()
-            key = f"{prefix}.{name}"
-            if key not in state or state[key].shape != value.shape:
-                raise ValueError(f"Keras weight {variable.path} {tuple(array.shape)} has no match "
-                                 f"in the model (looked for {key})")
-            if key in copied:
-                raise ValueError(f"{key} would be written twice ({copied[key]}, {variable.path})")
-            state[key] = value.contiguous()
-            copied[key] = variable.path
-    model.load_state_dict(state)
-    return copied
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,7 +308,19 @@ class CifarResNet(nn.Module):
                 ("stage3", self.stage3), ("head", head)]
 
     def forward(self, x: Tensor) -> Tensor:
-        return _run_stages(self.stages(), x)
+        x = self.conv1(x)
+        if self.unit not in PREACT_ORDERINGS:  # post-activation: BN-ReLU in the stem
+            x = self.relu(self.bn1(x))
+
+        x = self.stage1(x)
+        x = self.stage2(x)
+        x = self.stage3(x)
+
+        if self.unit in PREACT_ORDERINGS:  # pre-activation: BN-ReLU after the last addition
+            x = self.post_relu(self.post_bn(x))
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.fc(x)
 
 
 def cifar_resnet(depth: int, unit: str = "original", num_classes: int = 10) -> CifarResNet:
@@ -418,12 +354,3 @@ def get_model(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
     if key not in _FACTORIES:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
     return _FACTORIES[key](num_classes=num_classes, **kwargs)
-
-
-__all__ = [
-    "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "stack_v2", "ResNetV2", "resnet50v2", "resnet101v2", "resnet152v2",
-    "keras_v2_module_name", "load_keras_weights",
-    "CifarResNet", "cifar_resnet", "plain_cifar_net", "CIFAR_UNITS",
-    "MODEL_NAMES", "get_model",
-]

@@ -20,27 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from resnet_course.blocks import UNIT_ORDERINGS
-from resnet_course.data import denormalize
-
-#: The five orderings of a residual unit (He et al. 2016, "Identity Mappings in Deep Residual
-#: Networks", Fig. 4 (a)-(e); names from ``blocks.UNIT_ORDERINGS``) in plain words.
-UNIT_LABELS = dict(
-    zip(
-        UNIT_ORDERINGS,
-        ("original", "BN after addition", "ReLU before addition", "ReLU-only pre-activation", "full pre-activation"),
-    )
-)
-
-#: He et al. 2016, Table 2: CIFAR-10 test error (%) of each unit ordering, for (ResNet-110,
-#: ResNet-164). The paper reports the median of 5 runs.
-PAPER_CIFAR10_ERRORS = {
-    "original": (6.61, 5.93),
-    "bn_after_add": (8.17, 6.50),
-    "relu_before_add": (7.84, 6.14),
-    "relu_only_preact": (6.71, 5.91),
-    "full_preact": (6.37, 5.46),
-}
+from .ablation import PAPER_CIFAR10_ERRORS, UNIT_LABELS
+from .data import denormalize
 
 RIGHT_COLOR = "tab:green"
 WRONG_COLOR = "red"
@@ -369,7 +350,8 @@ def plot_gradient_norms(norms_by_label: Mapping, title: str = "Gradient norm of 
     return fig
 
 
-def plot_training_losses(records, xlabel: str = "training step", title: str = "Training loss: plain vs residual") -> Figure:
+def plot_training_losses(records, xlabel: str = "training step",
+                         title: str = "Training loss: plain vs residual") -> Figure:
     """Training-loss curves of plain and residual networks of growing depth (He et al. 2015,
     Fig. 1 and 6 in miniature): colour by depth, solid line for residual, dashed for plain.
 
@@ -405,7 +387,8 @@ def _mean_and_spread(value):
     return float(values.mean()), (float(values.std()) if len(values) > 1 else 0.0)
 
 
-def plot_ablation(measured: Mapping, paper: Mapping = PAPER_CIFAR10_ERRORS, measured_label: str = "our small run") -> Figure:
+def plot_ablation(measured: Mapping, paper: Mapping = PAPER_CIFAR10_ERRORS,
+                  measured_label: str = "our small run") -> Figure:
     """The five residual-unit orderings (He et al. 2016, Fig. 4): the paper's CIFAR-10 test
     errors (ResNet-110 and ResNet-164) on the left, our small ablation on the right.
 
@@ -446,7 +429,8 @@ def plot_ablation(measured: Mapping, paper: Mapping = PAPER_CIFAR10_ERRORS, meas
 # --------------------------------------------------------------------------------------------
 
 
-def plot_feature_maps(feature_maps_by_stage: Mapping, n_channels: int = 8, title: str = "Feature maps of each stage") -> Figure:
+def plot_feature_maps(feature_maps_by_stage: Mapping, n_channels: int = 8,
+                      title: str = "Feature maps of each stage") -> Figure:
     """One row per stage, ``n_channels`` channels per row, for a single image.
 
     Values are ``(C, H, W)`` (or ``(1, C, H, W)``) activations, e.g. from
@@ -455,9 +439,8 @@ def plot_feature_maps(feature_maps_by_stage: Mapping, n_channels: int = 8, title
     """
     if not feature_maps_by_stage:
         raise ValueError("no feature maps to plot")
-    fig, axes = _figure(
-        len(feature_maps_by_stage), n_channels, figsize=(1.5 * n_channels, 1.6 * len(feature_maps_by_stage)), squeeze=False
-    )
+    rows = len(feature_maps_by_stage)
+    fig, axes = _figure(rows, n_channels, figsize=(1.5 * n_channels, 1.6 * rows), squeeze=False)
     for row, (stage, fmap) in zip(axes, feature_maps_by_stage.items()):
         fmap = torch.as_tensor(fmap).detach().float().cpu()
         if fmap.ndim == 4:

@@ -1,4 +1,5 @@
-"""Porting Keras' ResNet50V2 to PyTorch: the three slips of a naive port, and what each one changes.
+"""Porting Keras' ResNet50V2 to PyTorch: where each Keras weight goes (``keras_v2_module_name``,
+``load_keras_weights``), the three slips of a naive port, and what each one changes.
 
 A port that has the right layers and the right parameter count can still compute another
 function. ``models.ResNetV2`` is the faithful port (tested against Keras Applications in
@@ -25,7 +26,70 @@ from typing import Callable
 import torch
 from torch import nn
 
-from resnet_course.blocks import KERAS_BN_EPS
+from .blocks import KERAS_BN_EPS
+from .models import ResNetV2
+
+__all__ = ["keras_v2_module_name", "load_keras_weights", "NAIVE_PORT_PITFALLS", "PITFALL_LABELS", "PYTORCH_BN_EPS",
+           "like_a_trained_net", "naive_port", "slipped", "pitfall_effects", "dead_channel_bn_eps_change"]
+
+
+def keras_v2_module_name(keras_layer_name: str) -> str:
+    """Where a Keras ResNet*V2 layer lives in ``ResNetV2``: ``conv3_block2_1_conv`` -> ``conv3.block2.conv1``.
+
+    ``conv1_conv`` -> ``conv1``, ``post_bn`` -> ``post_bn``, ``predictions`` -> ``fc``,
+    ``{stage}_{block}_0_conv`` -> ``{stage}.{block}.shortcut``, ``..._preact_bn`` -> ``...preact_bn``,
+    ``..._{i}_conv`` / ``..._{i}_bn`` -> ``...conv{i}`` / ``...bn{i}``.
+    """
+    fixed = {"conv1_conv": "conv1", "post_bn": "post_bn", "predictions": "fc"}
+    if keras_layer_name in fixed:
+        return fixed[keras_layer_name]
+    stage, block, *rest = keras_layer_name.split("_")
+    part = "_".join(rest)
+    if part == "preact_bn":
+        return f"{stage}.{block}.preact_bn"
+    if part == "0_conv":
+        return f"{stage}.{block}.shortcut"
+    index, kind = rest
+    return f"{stage}.{block}.{kind}{index}"
+
+
+def load_keras_weights(model: ResNetV2, keras_model) -> dict[str, str]:
+    """Copy every weight of a Keras ResNet*V2 into ``model``; return {our key: Keras weight path}.
+
+    Conv kernels go from Keras' (kh, kw, in, out) to PyTorch's (out, in, kh, kw), dense kernels are
+    transposed, BN's gamma/beta/moving_mean/moving_variance become weight/bias/running_mean/var.
+    Needs no Keras import: it only reads ``keras_model.layers``.
+    """
+    state = model.state_dict()
+    copied: dict[str, str] = {}
+    bn_names = ("weight", "bias", "running_mean", "running_var")
+    for layer in keras_model.layers:
+        if not layer.weights:
+            continue
+        prefix = keras_v2_module_name(layer.name)
+        arrays = layer.get_weights()
+        kind = type(layer).__name__
+        if kind == "BatchNormalization":
+            names = bn_names
+        else:
+            names = ("weight", "bias")[: len(arrays)]
+        for variable, name, array in zip(layer.weights, names, arrays):
+            value = torch.as_tensor(array)
+            if kind == "Conv2D" and name == "weight":
+                value = value.permute(3, 2, 0, 1)
+            elif kind == "Dense" and name == "weight":
+                value = value.t()
+            key = f"{prefix}.{name}"
+            if key not in state or state[key].shape != value.shape:
+                raise ValueError(f"Keras weight {variable.path} {tuple(array.shape)} has no match "
+                                 f"in the model (looked for {key})")
+            if key in copied:
+                raise ValueError(f"{key} would be written twice ({copied[key]}, {variable.path})")
+            state[key] = value.contiguous()
+            copied[key] = variable.path
+    model.load_state_dict(state)
+    return copied
+
 
 #: The slips of a naive port, in the order notebook 04 shows them.
 NAIVE_PORT_PITFALLS = ("neg_inf_maxpool", "no_conv_biases", "pytorch_bn_eps")
@@ -137,7 +201,3 @@ def dead_channel_bn_eps_change(keras_eps: float = KERAS_BN_EPS, naive_eps: float
     i.e. by 5e-4 for 1.001e-5 vs 1e-5, the largest effect the epsilon slip can have.
     """
     return (keras_eps / naive_eps) ** 0.5 - 1
-
-
-__all__ = ["NAIVE_PORT_PITFALLS", "PITFALL_LABELS", "PYTORCH_BN_EPS", "like_a_trained_net", "naive_port",
-           "slipped", "pitfall_effects", "dead_channel_bn_eps_change"]

@@ -26,7 +26,8 @@ from torch import nn
 
 from . import config
 from .checkpoints import RunFolderLock, atomic_write, data_fingerprint, recipe_differences
-from .training import DEFAULT_LR
+from .tables import text_table
+from .training import BEST_NAME, CHECKPOINT_NAME, DEFAULT_LR, HISTORY_NAME
 
 __all__ = ["RUN_FILE", "TrainedRun", "data_fingerprint", "train_or_load", "epoch_table",
            "compare_runs", "per_class_table", "validation_predictions", "seconds_per_step"]
@@ -54,12 +55,12 @@ class TrainedRun:
     @property
     def checkpoint(self) -> Path:
         """``checkpoint.pt``: the last epoch, with everything needed to resume."""
-        return self.out_dir / "checkpoint.pt"
+        return self.out_dir / CHECKPOINT_NAME
 
     @property
     def best_checkpoint(self) -> Path:
         """``best.pt``: the weights of the epoch with the best validation accuracy."""
-        return self.out_dir / "best.pt"
+        return self.out_dir / BEST_NAME
 
 
 def _epochs(n: int) -> str:
@@ -67,14 +68,14 @@ def _epochs(n: int) -> str:
 
 
 def _finished_epochs(out_dir: Path) -> int:
-    history = out_dir / "history.json"
+    history = out_dir / HISTORY_NAME
     return len(json.loads(history.read_text())) if history.is_file() else 0
 
 
 def _check_recipe(out_dir: Path, recipe: dict) -> None:
     """Refuse to continue or reuse a run that was trained with something else."""
     saved_file = out_dir / RUN_FILE
-    if not (out_dir / "checkpoint.pt").exists() or not saved_file.is_file():
+    if not (out_dir / CHECKPOINT_NAME).exists() or not saved_file.is_file():
         return
     differences = recipe_differences(json.loads(saved_file.read_text()), recipe)
     if differences:
@@ -123,7 +124,7 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     with RunFolderLock(out_dir):  # one notebook trains here at a time; fit takes the same lock again
         _check_recipe(out_dir, recipe)
-        done = _finished_epochs(out_dir) if (out_dir / "checkpoint.pt").exists() else 0
+        done = _finished_epochs(out_dir) if (out_dir / CHECKPOINT_NAME).exists() else 0
         where = config.display_path(out_dir)
         if done >= epochs:
             print(f"Loading the finished run in {where} ({_epochs(done)}); delete that folder to train afresh.")
@@ -149,17 +150,6 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
 # Tables and samples for the notebooks
 # --------------------------------------------------------------------------------------------
 
-def _render(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Text columns: the first left-aligned, the others right-aligned, a rule under the header."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-
-    def line(cells):
-        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return "\n".join([line(header), "-" * len(line(header)), *map(line, rows)])
-
-
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
@@ -169,7 +159,7 @@ def epoch_table(history: Sequence[dict]) -> str:
     rows = [[r["epoch"], f"{r['train_loss']:.3f}", _percent(r["train_acc"]),
              "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}", _percent(r["val_acc"]),
              f"{r['lr']:.2g}", f"{r['seconds']:.0f}"] for r in history]
-    return _render(["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"], rows)
+    return text_table(["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"], rows)
 
 
 def _run_summary(history: Sequence[dict]) -> dict:
@@ -190,14 +180,14 @@ def compare_runs(histories: Mapping[str, Sequence[dict]]) -> str:
         s = _run_summary(history)
         best = "-" if s["best_val_acc"] is None else f"{s['best_val_acc']:.1%} (epoch {s['best_epoch']})"
         rows.append([label, s["epochs"], _percent(s["final_val_acc"]), best, f"{s['seconds_per_epoch']:.0f}"])
-    return _render(["run", "epochs", "final val acc", "best val acc", "seconds/epoch"], rows)
+    return text_table(["run", "epochs", "final val acc", "best val acc", "seconds/epoch"], rows)
 
 
 def per_class_table(report: dict) -> str:
     """Precision, recall and number of images per class, from ``evaluation.evaluate``'s report."""
     rows = [[c["class"], f"{c['precision']:.2f}", f"{c['recall']:.2f}", c["support"]]
             for c in report["per_class"]]
-    return _render(["class", "precision", "recall", "images"], rows)
+    return text_table(["class", "precision", "recall", "images"], rows)
 
 
 @torch.no_grad()

@@ -17,6 +17,9 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
+from .device import evaluating
+from .tables import text_table
+
 #: The attributes of a torchvision ResNet, in forward order (torchvision/models/resnet.py).
 TORCHVISION_RESNET_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3",
                             "layer4", "avgpool", "fc")
@@ -115,22 +118,16 @@ def stage_shapes(model: nn.Module, input_size: int | Sequence[int] = 224,
     dtype = reference.dtype if reference is not None else torch.float32
     x = torch.zeros(batch_size, _input_channels(model), height, width, device=device, dtype=dtype)
 
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            try:
-                return _stage_rows(stages, x, on_meta=True)
-            except (NotImplementedError, ValueError):
-                # A real run gives the same numbers, and the real error message if the input is bad.
-                return _stage_rows(stages, x, on_meta=False)
-    finally:
-        for module, training in modes.items():
-            module.training = training
+    with torch.no_grad(), evaluating(model):
+        try:
+            return _stage_rows(stages, x, on_meta=True)
+        except (NotImplementedError, ValueError):
+            # A real run gives the same numbers, and the real error message if the input is bad.
+            return _stage_rows(stages, x, on_meta=False)
 
 
-def _shape_text(shape: Sequence[int]) -> str:
-    return "x".join(str(n) for n in shape)
+def _shape_text(shape: Sequence[int], times: str = "x") -> str:
+    return times.join(str(n) for n in shape)
 
 
 def _mac_unit(rows: Iterable[dict]) -> tuple[str, float]:
@@ -139,36 +136,32 @@ def _mac_unit(rows: Iterable[dict]) -> tuple[str, float]:
     return ("GMACs", 1e9) if total >= 1e8 else ("MMACs", 1e6)
 
 
-def _total(rows: Sequence[dict]) -> dict:
+def total_row(rows: Sequence[dict]) -> dict:
+    """A "total" row for ``stage_shapes`` rows: the last shape, summed parameters and MACs."""
     return {"stage": "total", "shape": rows[-1]["shape"] if rows else (),
             "params": sum(r["params"] for r in rows), "macs": sum(r["macs"] for r in rows)}
 
 
-def _cells(row: dict | None, scale: float) -> list[str]:
+def row_cells(row: dict | None, scale: float, times: str = "x") -> list[str]:
+    """A ``stage_shapes`` row as the text of its table cells: stage, output shape (its sides joined
+    by ``times``), parameters, MACs divided by ``scale``; four empty cells for None."""
     if row is None:
         return ["", "", "", ""]
-    return [row["stage"], _shape_text(row["shape"]), f"{row['params']:,}",
+    return [row["stage"], _shape_text(row["shape"], times), f"{row['params']:,}",
             f"{row['macs'] / scale:.3f}"]
 
 
 def _render(header: list[str], body: list[list[str]]) -> str:
     """Text columns (numbers right-aligned), a rule under the header and above the total row."""
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     numeric = [h == "params" or h.endswith("MACs") for h in header]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if num else c.ljust(w)
-                         for c, w, num in zip(cells, widths, numeric)).rstrip()
-
-    rule = "-" * len(line(header))
-    return "\n".join([line(header), rule, *map(line, body[:-1]), rule, line(body[-1])])
+    return text_table(header, body, right=numeric, total=True)
 
 
 def format_table(rows: Sequence[dict]) -> str:
     """The rows of ``stage_shapes`` as a small text table with a total row."""
     unit, scale = _mac_unit(rows)
     header = ["stage", "output shape", "params", unit]
-    body = [_cells(row, scale) for row in rows] + [_cells(_total(rows), scale)]
+    body = [row_cells(row, scale) for row in rows] + [row_cells(total_row(rows), scale)]
     return _render(header, body)
 
 
@@ -178,9 +171,9 @@ def compare_table(rows_a: Sequence[dict], rows_b: Sequence[dict],
     unit, scale = _mac_unit([*rows_a, *rows_b])
     columns = ["stage", "output shape", "params", unit]
     length = max(len(rows_a), len(rows_b))
-    body = [_cells(rows_a[i] if i < len(rows_a) else None, scale) + ["|"]
-            + _cells(rows_b[i] if i < len(rows_b) else None, scale) for i in range(length)]
-    body.append(_cells(_total(rows_a), scale) + ["|"] + _cells(_total(rows_b), scale))
+    body = [row_cells(rows_a[i] if i < len(rows_a) else None, scale) + ["|"]
+            + row_cells(rows_b[i] if i < len(rows_b) else None, scale) for i in range(length)]
+    body.append(row_cells(total_row(rows_a), scale) + ["|"] + row_cells(total_row(rows_b), scale))
     text = _render(columns + ["|"] + columns, body)
     left_width = text.splitlines()[0].index("|")
     title = names[0].ljust(left_width) + "| " + names[1]

@@ -29,16 +29,15 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
 from .checkpoints import (
-    RECIPE_KEYS,
+    BEST_NAME,
+    CHECKPOINT_NAME,
+    HISTORY_NAME,
     CheckpointError,
-    RunFolderError,
-    RunFolderLock,
     atomic_write,
-    check_writable_folder,
+    check_same_run,
+    claim_run_folder,
     data_fingerprint,
     read_checkpoint,
-    recipe_differences,
-    remove_temporary_files,
 )
 from .device import ComputeSetup, autocast, place_batch, place_model, resolve_setup
 
@@ -47,9 +46,6 @@ __all__ = [
     "load_checkpoint", "load_model",
 ]
 
-CHECKPOINT_NAME = "checkpoint.pt"
-BEST_NAME = "best.pt"
-HISTORY_NAME = "history.json"
 CHECKPOINT_FORMAT = 1
 #: Learning rates that work for each optimiser on this task when none is given.
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3}
@@ -259,39 +255,6 @@ def _repair_epoch_files(out_dir: Path, state: dict) -> list[str]:
             warnings.warn(f"{out_dir / BEST_NAME} does not hold the best epoch ({best['epoch']}, "
                           f"{best['val_acc']:.1%}) and its weights are gone; it is left as it is.", stacklevel=2)
     return repaired
-
-
-def _claim_run_folder(out_dir: Path) -> RunFolderLock:
-    """Before any training: check ``out_dir`` can be written, create it and lock it (one training
-    per folder), remove the temporary files a killed run left there, and refuse to start over the
-    best.pt/history.json of an earlier run whose checkpoint.pt is gone (they would be overwritten)."""
-    check_writable_folder(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RunFolderError(f"cannot create the output folder {out_dir}: {error.strerror or error}") from None
-    lock = RunFolderLock(out_dir).acquire()
-    try:
-        remove_temporary_files(out_dir, [CHECKPOINT_NAME, BEST_NAME, HISTORY_NAME])
-        leftovers = [name for name in (BEST_NAME, HISTORY_NAME) if (out_dir / name).exists()]
-        if leftovers and not (out_dir / CHECKPOINT_NAME).exists():
-            raise RunFolderError(f"{out_dir} holds {' and '.join(leftovers)} of an earlier run but no "
-                                 f"{CHECKPOINT_NAME} to continue it from, and a new run would overwrite "
-                                 "them. Move them away, or train into another folder.")
-    except BaseException:
-        lock.release()
-        raise
-    return lock
-
-
-def _check_same_run(checkpoint_path: Path, saved_meta: dict, meta: dict) -> None:
-    """Refuse to resume a checkpoint trained with another recipe (``checkpoints.RECIPE_KEYS``),
-    naming every difference: continuing it would silently mix two runs."""
-    differences = recipe_differences(saved_meta, {key: meta.get(key) for key in RECIPE_KEYS})
-    if differences:
-        raise RunFolderError(f"{checkpoint_path} holds a run trained differently (" + "; ".join(differences)
-                             + "). Resume it with the settings it was trained with, or train into "
-                             "another folder.")
 
 
 def _restore_training_state(state: dict, model, optimizer, scheduler, scaler, generators) -> None:
@@ -512,14 +475,14 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     history: list[dict] = []
     best_val_acc = -1.0
     # rank 0 owns the folder while it trains: checked, created and locked before any work
-    lock = _claim_run_folder(out_dir) if main_process and out_dir is not None else None
+    lock = claim_run_folder(out_dir) if main_process and out_dir is not None else None
     try:
         if checkpoint_path is not None and checkpoint_path.exists():
             if not resume:
                 raise FileExistsError(f"{checkpoint_path} already holds a training run; pass resume=True "
                                       "(--resume) to continue it, or choose another output folder.")
             state = load_checkpoint(checkpoint_path)  # on the CPU: random states must stay there
-            _check_same_run(checkpoint_path, state["meta"], meta)
+            check_same_run(checkpoint_path, state["meta"], meta)
             if lock is not None:
                 for repaired in _repair_epoch_files(out_dir, state):
                     tqdm.write(f"Repaired after a crash: {repaired}.", file=sys.stderr)

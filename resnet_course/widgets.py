@@ -14,8 +14,8 @@ from functools import cache
 
 from torch import nn
 
-from resnet_course.models import MODEL_NAMES, get_model
-from resnet_course.stages import stage_shapes
+from .models import MODEL_NAMES, get_model
+from .stages import row_cells, stage_shapes, total_row
 
 #: The dropdown's choices: (label, (v1 name, v2 name or None)).
 EXPLORER_CHOICES = (
@@ -54,18 +54,14 @@ def explorer_rows(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2",
 def _cells(row: dict | None, tag: str = "td") -> str:
     if row is None:
         return f"<{tag}></{tag}>" * 4
-    shape = "&times;".join(str(n) for n in row["shape"])
-    values = [html.escape(row["stage"]), shape, f"{row['params']:,}", f"{row['macs'] / 1e9:.3f}"]
+    stage, *values = row_cells(row, 1e9, times="&times;")
     aligns = ["left", "left", "right", "right"]
-    return "".join(f'<{tag} style="text-align:{a}">{v}</{tag}>' for v, a in zip(values, aligns))
+    return "".join(f'<{tag} style="text-align:{a}">{v}</{tag}>' for v, a in zip([html.escape(stage), *values], aligns))
 
 
 def _total(rows: Sequence[dict | None]) -> dict | None:
     present = [row for row in rows if row is not None]
-    if not present:
-        return None
-    return {"stage": "total", "shape": present[-1]["shape"],
-            "params": sum(r["params"] for r in present), "macs": sum(r["macs"] for r in present)}
+    return total_row(present) if present else None
 
 
 def explorer_html(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2",

@@ -4,21 +4,24 @@ References: the columns of He et al. 2016, Fig. 4 written out by hand; the order
 hooks see the modules run; hand-counted classification errors; the paper's Table 2 numbers.
 """
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 from torch import nn
 
 from resnet_course.ablation import (
+    PAPER_CIFAR10_ERRORS,
+    UNIT_LABELS,
     AblationRun,
     classification_error,
     errors_by_unit,
     format_ablation,
     operation_order,
-    train_cosine,
     unit_ablation,
 )
 from resnet_course.blocks import UNIT_ORDERINGS, Bottleneck, PreActBottleneck, ResidualUnit
-from resnet_course.gradients import synthetic_textures
+from resnet_course.device import torch_threads
+from resnet_course.gradients import synthetic_textures, train_steps
 from resnet_course.models import cifar_resnet
 from resnet_course.plots import plot_ablation
 
@@ -46,8 +49,9 @@ def _hooked_order(module, x):
     """The kinds of the leaf modules in the order they actually run (forward hooks)."""
     seen = []
     names = {"Conv2d": "conv", "BatchNorm2d": "BN", "ReLU": "ReLU"}
-    handles = [m.register_forward_hook(lambda m, i, o: seen.append(names[type(m).__name__]))
-               for n, m in module.named_modules() if type(m).__name__ in names and not n.startswith(("shortcut", "downsample"))]
+    in_branch = [m for n, m in module.named_modules()
+                 if type(m).__name__ in names and not n.startswith(("shortcut", "downsample"))]
+    handles = [m.register_forward_hook(lambda m, i, o: seen.append(names[type(m).__name__])) for m in in_branch]
     with torch.no_grad():
         module(x)
     for h in handles:
@@ -60,7 +64,8 @@ def _hooked_order(module, x):
 def test_order_is_the_order_the_modules_run_in(block):
     order = operation_order(block)
     assert order.count("add") == 1
-    assert [op for op in order if op != "add"] == _hooked_order(block.eval(), torch.randn(1, block.conv1.in_channels, 8, 8))
+    x = torch.randn(1, block.conv1.in_channels, 8, 8)
+    assert [op for op in order if op != "add"] == _hooked_order(block.eval(), x)
 
 
 def test_a_relu_written_as_a_function_after_the_add_is_seen():
@@ -86,24 +91,25 @@ def test_classification_error_counts_wrong_predictions():
 def test_cosine_training_lowers_the_loss():
     images, labels = synthetic_textures(256, seed=0)
     torch.manual_seed(0)
-    losses = train_cosine(cifar_resnet(8), images, labels, steps=30, batch_size=32)
+    losses, _ = train_steps(cifar_resnet(8), images, labels, steps=30, batch_size=32, weight_decay=1e-4, cosine=True)
     assert len(losses) == 30
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
 
 
-def test_ablation_trains_every_ordering_reproducibly_and_leaves_the_random_state():
+def test_ablation_trains_every_ordering_reproducibly_and_leaves_the_random_state_and_threads():
     kwargs = dict(steps=2, depth=8, seeds=(0, 1), batch_size=8, num_train=32, num_test=40)
     torch.manual_seed(5)
     expected = torch.rand(2)
     torch.manual_seed(5)
-    runs = unit_ablation(**kwargs)
+    with torch_threads(2):
+        runs = unit_ablation(**kwargs)  # on one thread (num_threads=1), then back to two
+        assert torch.get_num_threads() == 2
     assert torch.equal(torch.rand(2), expected)
     assert [(r.unit, r.seed) for r in runs] == [(u, s) for s in (0, 1) for u in UNIT_ORDERINGS]
     assert all(0 <= r.test_error <= 100 and len(r.train_losses) == 2 for r in runs)
     assert all(r.test_error * 40 / 100 == pytest.approx(round(r.test_error * 40 / 100)) for r in runs)
     again = unit_ablation(**kwargs)
     assert [(r.test_error, r.train_losses) for r in again] == [(r.test_error, r.train_losses) for r in runs]
-    assert torch.get_num_threads() >= 1
 
 
 def test_unknown_ordering_is_refused_with_the_valid_names():
@@ -120,7 +126,12 @@ def test_errors_by_unit_in_the_papers_order_feed_the_ablation_plot():
     errors = errors_by_unit(reversed(_runs()))
     assert errors == {"original": [1.0, 3.0], "full_preact": [2.0]}
     assert list(errors) == ["original", "full_preact"]
-    assert plot_ablation(errors).axes
+    fig = plot_ablation(errors)
+    _, ours = fig.axes
+    heights = [bar.get_height() for bar in ours.patches]  # one bar per ordering, in UNIT_LABELS' order
+    assert heights[0] == pytest.approx(2.0) and heights[-1] == pytest.approx(2.0)  # mean of 1 and 3; 2
+    assert all(h != h for h in heights[1:-1])  # NaN: orderings without a run get no bar
+    plt.close(fig)
 
 
 def test_table_puts_our_mean_and_spread_next_to_the_papers_table_2():
@@ -131,3 +142,13 @@ def test_table_puts_our_mean_and_spread_next_to_the_papers_table_2():
     preact = next(line for line in table if line.startswith("full pre-activation"))
     assert "6.37" in preact and "5.46" in preact and preact.endswith("0.200")
     assert not any(line.startswith("BN after addition") for line in table)
+
+
+def test_paper_table_is_he_et_al_2016_table_2():
+    # He et al. 2016, "Identity Mappings in Deep Residual Networks", Table 2: CIFAR-10 test error (%),
+    # ResNet-110 / ResNet-164.
+    assert PAPER_CIFAR10_ERRORS == {
+        "original": (6.61, 5.93), "bn_after_add": (8.17, 6.50), "relu_before_add": (7.84, 6.14),
+        "relu_only_preact": (6.71, 5.91), "full_preact": (6.37, 5.46),
+    }
+    assert tuple(UNIT_LABELS) == UNIT_ORDERINGS

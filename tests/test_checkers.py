@@ -383,7 +383,7 @@ def test_strided_shortcut_must_subsample():
 
 
 # --------------------------------------------------------------------------------------------
-# Whole models and parameter counts (reference numbers: COURSE.md)
+# Whole models and parameter counts (reference numbers: torchvision's documentation)
 # --------------------------------------------------------------------------------------------
 
 

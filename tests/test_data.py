@@ -27,7 +27,8 @@ from resnet_course.data import (
     train_transform,
 )
 
-# The course's facts (COURSE.md): folder names, photos per class, split sizes.
+# The course's photo set (four classes of Kaggle's "BIRDS 525 SPECIES", README "The bird photos"):
+# folder names, photos per class, split sizes.
 COURSE_CLASSES = ("Bananaquit", "Black Skimmer", "Black Throated Bushtiti", "Cockatoo")
 COURSE_COUNTS = (166, 122, 111, 166)
 

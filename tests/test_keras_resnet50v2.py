@@ -21,7 +21,8 @@ keras = pytest.importorskip("keras")
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.usefixtures("one_torch_thread")]
 
 from resnet_course.blocks import KERAS_BN_EPS  # noqa: E402
-from resnet_course.models import load_keras_weights, resnet50v2  # noqa: E402
+from resnet_course.models import resnet50v2  # noqa: E402
+from resnet_course.porting import load_keras_weights, naive_port  # noqa: E402
 
 KERAS_PARAMS = 25_613_800  # Keras' count_params(): trainable + BN moving statistics
 OUR_PARAMS = 25_568_360
@@ -125,8 +126,7 @@ def test_neg_inf_maxpool_padding_gives_different_logits(pair_75):
     """PyTorch's MaxPool2d(padding=1) pads with -inf; Keras pads with zeros. The stem output is not
     ReLU'd in v2, so border windows whose values are all negative come out differently."""
     _, ours, _, images, keras_logits = pair_75
-    naive = resnet50v2(maxpool_padding="neg_inf").eval()
-    naive.load_state_dict(ours.state_dict())
+    naive = naive_port(ours, "neg_inf_maxpool").eval()  # the same weights
     stem_output = ours.conv1(torch.from_numpy(images).permute(0, 3, 1, 2))
     assert (stem_output < 0).any()  # the reason the padding value matters
     faithful = np.abs(_our_logits(ours, images) - keras_logits).max()

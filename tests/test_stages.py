@@ -1,4 +1,4 @@
-"""Stage tables: shapes from the conv arithmetic, parameters and MACs from COURSE.md and the papers."""
+"""Stage tables: shapes from the conv arithmetic, parameters and MACs from torchvision, Keras and the papers."""
 
 import pytest
 import torch
@@ -8,7 +8,9 @@ from torch import nn
 from resnet_course.models import MODEL_NAMES, cifar_resnet, get_model, plain_cifar_net, resnet50
 from resnet_course.stages import compare_table, count_params, format_table, model_stages, stage_shapes
 
-# COURSE.md, "Architecture facts": PyTorch parameters at 1000 classes.
+# Parameter counts at 1000 classes: torchvision's model documentation ("Params" of
+# ResNet18_Weights ... ResNet152_Weights); ResNet50V2: Keras Applications' count_params()
+# 25,613,800 less its 45,440 BatchNorm moving statistics, which PyTorch keeps as buffers.
 COURSE_PARAMS = {
     "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
     "resnet101": 44_549_160, "resnet152": 60_192_808, "resnet50v2": 25_568_360,

@@ -14,6 +14,7 @@ from PIL import Image
 
 from resnet_course import config, data, evaluation, standin
 from resnet_course.data import eval_transform, load_birds, load_rgb, scan_bird_folder, split_samples
+from resnet_course.device import torch_threads
 
 COURSE_CLASSES = ("Bananaquit", "Black Skimmer", "Black Throated Bushtiti", "Cockatoo")
 COURSE_COUNTS = (166, 122, 111, 166)
@@ -163,9 +164,7 @@ def test_a_small_resnet_learns_what_mean_colour_cannot(standin_root):
     x_val, y_val = _tensors(val, size + pad)
     x_val = x_val[..., pad // 2: pad // 2 + size, pad // 2: pad // 2 + size]
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small convolutions run faster on one thread than on two busy ones
-    try:
+    with torch_threads(1):  # small convolutions run faster on one thread than on two busy ones
         torch.manual_seed(0)
         generator = torch.Generator().manual_seed(0)
         model = cifar_resnet(8, num_classes=4)
@@ -190,8 +189,6 @@ def test_a_small_resnet_learns_what_mean_colour_cannot(standin_root):
         model.eval()
         with torch.no_grad():
             accuracy = (model(x_val).argmax(1) == y_val).float().mean().item()
-    finally:
-        torch.set_num_threads(threads)
     print(f"\nResNet-8 at 32 px: {accuracy:.1%} on the validation images; best mean-colour classifier: {baseline:.1%}")
     assert accuracy > baseline + 0.2
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from resnet_course.models import resnet50, resnet50v2
+from resnet_course import widgets
+from resnet_course.models import get_model, resnet50, resnet50v2
 from resnet_course.stages import stage_shapes
 from resnet_course.widgets import (
     EXPLORER_CHOICES,
@@ -21,7 +22,7 @@ def test_explorer_rows_at_224_are_the_course_shapes():
         ("layer4", "conv5"), ("head", "head")]
     assert [a["shape"] for a, _ in pairs[1:5]] == [(256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7)]
     assert [b["shape"] for _, b in pairs[1:5]] == [(256, 28, 28), (512, 14, 14), (1024, 7, 7), (2048, 7, 7)]
-    # COURSE.md parameter counts at 1000 classes.
+    # torchvision's documented ResNet-50 parameters; Keras' ResNet50V2 count less its BN moving statistics.
     assert sum(a["params"] for a, _ in pairs) == 25_557_032
     assert sum(b["params"] for _, b in pairs) == 25_568_360
 
@@ -38,8 +39,21 @@ def test_v1_only_choice_leaves_the_v2_side_empty():
     assert pairs[4][0]["shape"] == (512, 7, 7)
 
 
-def test_models_are_built_once_per_name():
-    assert cached_model("resnet50") is cached_model("resnet50")
+def test_models_are_built_once_per_name(monkeypatch):
+    built = []
+
+    def counting_get_model(name):
+        built.append(name)
+        return get_model(name)
+
+    monkeypatch.setattr(widgets, "get_model", counting_get_model)
+    cached_model.cache_clear()
+    try:
+        for size in (224, 320, 224):
+            explorer_rows("resnet18", "resnet50v2", size)
+        assert sorted(built) == ["resnet18", "resnet50v2"]  # three tables, each model built once
+    finally:
+        cached_model.cache_clear()  # later tests build from the real get_model again
 
 
 def test_unknown_model_name_is_refused_clearly():

@@ -18,14 +18,14 @@ shortcuts), ``preact`` (the pre-activation bottleneck), ``networks`` (whole mode
 
 from __future__ import annotations
 
-from .core import RESNET_CHANNELS, CheckResult, count_parameters, difference_hint
+from .core import RESNET_CHANNELS, CheckResult, difference_hint
 from .grad_cam import check_grad_cam
 from .networks import check_model, check_param_count
 from .preact import check_preact_block
 from .v1_blocks import check_basic_block, check_bottleneck, check_shortcut
 
 __all__ = [
-    "CheckResult", "RESNET_CHANNELS", "count_parameters", "difference_hint", "check_basic_block",
+    "CheckResult", "RESNET_CHANNELS", "difference_hint", "check_basic_block",
     "check_bottleneck", "check_shortcut", "check_preact_block", "check_param_count", "check_model",
     "check_grad_cam",
 ]

@@ -80,11 +80,6 @@ def _seeded(seed: int = 0):
         yield
 
 
-def count_parameters(module) -> int:
-    """Number of trainable values (BatchNorm running statistics are buffers, not counted)."""
-    return sum(p.numel() for p in module.parameters()) if isinstance(module, nn.Module) else 0
-
-
 def difference_hint(difference: int, channels: Iterable[int] = RESNET_CHANNELS, num_classes: int | None = None) -> str:
     """Name the layers a parameter-count difference could be, e.g. " = one 3×3 conv 64→64?".
 

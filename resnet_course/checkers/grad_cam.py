@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..explain import evaluating
+from ..device import evaluating
 from .core import CheckResult, _first_line, _randomize_batch_norms, _seeded, _shape
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from ..explain import evaluating
+from ..device import evaluating
+from ..stages import count_params
 from .core import (
     RESNET_CHANNELS,
     CheckResult,
@@ -17,7 +18,6 @@ from .core import (
     _randomize_batch_norms,
     _seeded,
     _shape,
-    count_parameters,
     difference_hint,
 )
 
@@ -30,7 +30,7 @@ def check_param_count(model: nn.Module, expected: int, num_classes: int | None =
     """Compare a model's parameter count with ``expected`` and, when they differ, guess which
     layer the difference could be ("one 3×3 conv 64→64?")."""
     result = CheckResult("Checking the parameter count")
-    n = count_parameters(model)
+    n = count_params(model)
     if n == expected:
         result.add(True, f"{n:,} parameters, as expected")
     else:
@@ -54,12 +54,12 @@ def _children_report(model: nn.Module, reference: nn.Module, ref_text: str) -> l
     mine = dict(model.named_children())
     for name, ref_child in reference.named_children():
         child = mine.get(name)
-        n_ref = count_parameters(ref_child)
+        n_ref = count_params(ref_child)
         if child is None:
             if n_ref:
                 lines.append(f"`{name}` is missing (in {ref_text} it has {n_ref:,} parameters)")
             continue
-        n = count_parameters(child)
+        n = count_params(child)
         if n != n_ref:
             mine_blocks = ref_blocks = ""
             both_sequential = isinstance(child, nn.Sequential) and isinstance(ref_child, nn.Sequential)
@@ -113,7 +113,7 @@ def check_model(model: nn.Module, reference_name: str, num_classes: int | None =
         if num_classes is None:
             num_classes = out.shape[-1] if isinstance(out, Tensor) and out.ndim == 2 else 1000
         reference, ref_text = _reference_model(reference_name, num_classes)
-        n, n_ref = count_parameters(model), count_parameters(reference)
+        n, n_ref = count_params(model), count_params(reference)
         if n == n_ref:
             result.add(True, f"{n:,} parameters, as {ref_text}")
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..stages import count_params
 from .core import (
     CheckResult,
     _close,
@@ -15,7 +16,6 @@ from .core import (
     _randomize_batch_norms,
     _seeded,
     _shape,
-    count_parameters,
     difference_hint,
 )
 
@@ -76,8 +76,8 @@ def check_preact_block(block_cls) -> CheckResult:
 
 def _preact_case(block, reference, call, inplanes, planes, stride, conv_shortcut) -> dict:
     """Findings for one built pre-activation block: {kind: failure message or None}."""
-    found = {"call": call, "conv_shortcut": conv_shortcut, "ref": count_parameters(reference)}
-    n, ref = count_parameters(block), found["ref"]
+    found = {"call": call, "conv_shortcut": conv_shortcut, "ref": count_params(reference)}
+    n, ref = count_params(block), found["ref"]
     found["params"] = None if n == ref else (
         f"{call} has {_count_text(n)}, the reference {ref:,} "
         f"(difference {n - ref:+,}{difference_hint(n - ref, (inplanes, planes, 4 * planes))})"

@@ -11,7 +11,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
 
-from ..explain import evaluating
+from ..device import evaluating
+from ..stages import count_params
 from .core import (
     CheckResult,
     _close,
@@ -21,7 +22,6 @@ from .core import (
     _randomize_batch_norms,
     _seeded,
     _shape,
-    count_parameters,
     difference_hint,
 )
 
@@ -288,7 +288,7 @@ def _check_v1_case(block, spec: _BlockSpec, case: _Case, downsample) -> dict:
         if case.projection and not any(m is downsample for m in block.modules()):
             problems["downsample"] = ("the `downsample` passed to the constructor is not kept: store it "
                                       "(`self.downsample = downsample`)")
-        n, ref = count_parameters(block), count_parameters(reference)
+        n, ref = count_params(block), count_params(reference)
         biases = sum(conv.bias.numel() for conv in convs if conv.bias is not None)
         if biases and n - ref == biases:
             hint = " = your conv biases"
@@ -446,7 +446,7 @@ def check_shortcut(fn_or_module, in_channels: int, out_channels: int, stride: in
             result.add(False, f"the shortcut gives {y.shape[2]}×{y.shape[3]} maps, the branch {size}×{size}: "
                               f"the shortcut must use the block's stride ({stride})")
         return result
-    n = count_parameters(shortcut)
+    n = count_params(shortcut) if isinstance(shortcut, nn.Module) else 0
     if in_channels == out_channels and stride == 1:
         if n == 0 and torch.equal(y, x):
             result.add(True, "identity: the input passes unchanged, with no parameters (He et al. 2015, Eq. 1)")
