@@ -305,8 +305,7 @@ def _diverged(what: str, lr: float, checkpoint_path: Path | None, saved_epochs: 
               history: list[dict]) -> TrainingDiverged:
     """The error that stops a run whose loss is no longer a number; nothing of the epoch is saved."""
     if checkpoint_path is not None and saved_epochs:
-        kept = (f"{checkpoint_path} still holds epoch {saved_epochs}, the last good one, and best.pt the "
-                "best epoch so far.")
+        kept = f"{checkpoint_path} still holds epoch {saved_epochs}, the last good one (best.pt is as it was)."
     elif checkpoint_path is not None:
         kept = "no epoch had finished, so nothing was saved."
     else:
