@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,15 +59,42 @@ def _epoch_line(record: dict, epochs: int) -> str:
     return line + f"  |  lr {record['lr']:.2e}  |  {record['seconds']:.1f} s"
 
 
+def _check_batchnorm_can_train(model, model_name: str, batch_size: int, image_size: int) -> None:
+    """BatchNorm in training mode needs more than one value per channel: with one image per batch
+    every feature map must be larger than 1x1. Checked with one forward pass of a blank image,
+    only when ``batch_size`` is 1, so that the refusal comes before any training."""
+    import torch
+    from torch import nn
+
+    if batch_size > 1:
+        return
+    sizes = []
+    hooks = [m.register_forward_hook(lambda m, inputs, out: sizes.append(inputs[0].shape[-2:].numel()))
+             for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train()
+    if sizes and min(sizes) <= 1:
+        raise UsageError(f"--batch-size 1 cannot train {model_name} at {image_size} px: its last feature "
+                         "maps are 1x1 pixels, so BatchNorm would see a single value per channel. Use "
+                         "--batch-size 2 or more, or a larger --image-size.")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
+    from .checkpoints import check_writable_folder
     from .data import find_bird_data, load_birds
     from .device import choose_device_and_precision
     from .finetune import freeze_backbone
     from .models import get_model
     from .pretrained import normalization_for
-    from .training import fit, init_distributed, set_seed
+    from .training import CHECKPOINT_NAME, fit, init_distributed, set_seed
 
     for name, value, low in (("--epochs", args.epochs, 1), ("--image-size", args.image_size, 16),
                              ("--batch-size", args.batch_size, 1)):
@@ -78,14 +106,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--weight-decay must be a number >= 0, not {args.weight_decay}")
     if not (math.isfinite(args.warmup_epochs) and 0 <= args.warmup_epochs <= args.epochs):
         raise UsageError(f"--warmup-epochs must be between 0 and --epochs ({args.epochs}), not {args.warmup_epochs}")
-    if not 0 <= args.label_smoothing < 1:
-        raise UsageError(f"--label-smoothing must be in [0, 1), not {args.label_smoothing}")
     if args.freeze_backbone and args.weights is None:
         raise UsageError("--freeze-backbone trains only the head on top of pretrained weights: "
                          "add --weights imagenet or --weights PATH")
     if args.weights is not None and args.weights.strip().lower() != "imagenet" \
             and not Path(args.weights).expanduser().is_file():
         raise UsageError(f"--weights: no file at {args.weights} (give 'imagenet' or the path of a weights file)")
+    if not 0 <= args.label_smoothing < 1:
+        raise UsageError(f"--label-smoothing must be in [0, 1), not {args.label_smoothing}")
+    if args.num_workers is not None and args.num_workers < 0:
+        raise UsageError(f"--num-workers must be 0 (load in the training process) or more, not {args.num_workers}")
+    out_dir = Path(args.out) if args.out else config.RUNS_DIR / args.model
+    check_writable_folder(out_dir)  # before any work, not after the first epoch
+    if (out_dir / CHECKPOINT_NAME).exists() and not args.resume:
+        raise UsageError(f"{out_dir / CHECKPOINT_NAME} already holds a training run; pass --resume to "
+                         "continue it, or choose another --out folder.")
     rank, world_size = init_distributed()
     if args.data is not None:
         root, standin = Path(args.data), False
@@ -101,7 +136,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_loader, val_loader, class_names = load_birds(
         root, image_size=args.image_size, batch_size=args.batch_size, num_workers=num_workers,
         normalization=normalization)
-    out_dir = Path(args.out) if args.out else config.RUNS_DIR / args.model
     setup = choose_device_and_precision(force_fp32=args.fp32)
     batch = f"{args.batch_size}" if world_size == 1 else f"{args.batch_size} per process x {world_size}"
     start = "random initialisation" if args.weights is None else f"weights {args.weights}"
@@ -116,6 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       zero_init_residual=not args.no_zero_init)
     if args.freeze_backbone:
         freeze_backbone(model)
+    _check_batchnorm_can_train(model, args.model, args.batch_size, args.image_size)
     history = fit(model, train_loader, val_loader, args.epochs, optimizer=args.optimizer, lr=args.lr,
                   weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                   schedule=args.schedule, label_smoothing=args.label_smoothing, out_dir=out_dir,
@@ -135,6 +170,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .training import load_model
 
     checkpoint = Path(args.checkpoint)
+    if args.topk < 1:
+        raise UsageError(f"--topk must be at least 1, not {args.topk}")
     if not checkpoint.is_file():
         raise UsageError(f"no checkpoint at {checkpoint} (train one with: python -m resnet_course train --out DIR)")
     model, meta = load_model(checkpoint)
@@ -161,8 +198,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_make_standin(args: argparse.Namespace) -> int:
     from .data import make_standin_birds
+    from .standin import standin_is_complete
 
     out = Path(args.out) if args.out else config.STANDIN_DIR
+    if standin_is_complete(out, seed=args.seed):
+        print(f"{out} already holds the complete stand-in (seed {args.seed}): nothing to draw.")
+        return 0
     print(f"Drawing the offline stand-in (565 procedurally drawn 224 px images, not photos) into {out} ...")
     make_standin_birds(out, seed=args.seed)
     print(f"Done: {out}")
@@ -288,22 +329,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit code (0 ok, 2 for a usage or data error, 130 if interrupted)."""
-    from .data import BirdDataError
-    from .pretrained import WeightsError
-    from .training import TrainingInterrupted
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """The data's warnings (a skipped image, a class with no validation image) as one plain
+    ``warning:`` line, not Python's file:line format with a line of source code."""
+    from .birds import BirdDataWarning
 
+    if issubclass(category, BirdDataWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (0 ok, 2 for a usage or data error, a checkpoint or
+    folder that cannot be used, a file that cannot be written, or a training that diverged; 130 if
+    interrupted)."""
+    from .checkpoints import CheckpointError, RunFolderError, SaveFailed
+    from .data import BirdDataError
+    from .device import FP32_ENV
+    from .pretrained import WeightsError
+    from .training import TrainingDiverged, TrainingInterrupted
+
+    try:  # an on/off variable set to neither (RESNET_COURSE_FAST=maybe) is a usage error too
+        for name in (config.FAST_ENV, FP32_ENV):
+            config.env_flag(name)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.run(args)
     except TrainingInterrupted as interrupted:
         print(str(interrupted), file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (UsageError, BirdDataError, WeightsError, FileExistsError, FileNotFoundError) as error:
+    except (UsageError, BirdDataError, WeightsError, CheckpointError, RunFolderError, SaveFailed, TrainingDiverged,
+            FileExistsError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -412,6 +412,7 @@ def load_birds(root: PathLike | None = None, image_size: int = 224, batch_size: 
     scan = scan_bird_folder(config.data_dir() if root is None else root)
     warn_about_skipped(scan)
     train_samples, val_samples = split_samples(scan, val_split=val_split, seed=seed)
+    _warn_about_empty_splits(train_samples, val_samples, val_split)
     train_set = BirdDataset(train_samples, train_transform(image_size, normalization))
     val_set = BirdDataset(val_samples, eval_transform(image_size, normalization))
     generator = torch.Generator().manual_seed(seed)
@@ -425,6 +426,22 @@ def load_birds(root: PathLike | None = None, image_size: int = 224, batch_size: 
     val_loader = DataLoader(val_set, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                             pin_memory=pin, persistent_workers=num_workers > 0)
     return train_loader, val_loader, list(CLASS_NAMES)
+
+
+def _warn_about_empty_splits(train: Sequence[tuple[Path, int]], val: Sequence[tuple[Path, int]],
+                             val_split: float) -> None:
+    """A ``BirdDataWarning`` naming the classes with no training image or, when there is a
+    validation split, no validation image: with so few photos per class, training cannot learn
+    that class or validation cannot measure it."""
+    for split, samples, wanted in (("training", train, True), ("validation", val, val_split > 0)):
+        present = {label for _, label in samples}
+        missing = [name for label, name in enumerate(CLASS_NAMES) if label not in present]
+        if wanted and missing:
+            warnings.warn(f"No {split} image for {', '.join(missing)} (too few photos to split "
+                          f"{1 - val_split:.0%}/{val_split:.0%}): the {split} "
+                          f"{'cannot learn' if split == 'training' else 'accuracy does not measure'} "
+                          f"{'that class' if len(missing) == 1 else 'those classes'}.",
+                          BirdDataWarning, stacklevel=3)
 
 
 def warn_about_skipped(scan: ScanResult) -> None:
@@ -458,10 +475,8 @@ def _kaggle_class_folders(src: Path) -> list[tuple[str, Path, str]]:
     return found
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.stat().st_size != b.stat().st_size:
-        return False
-    return a.read_bytes() == b.read_bytes()
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def import_kaggle(src: PathLike, dst: PathLike | None = None, verbose: bool = True) -> dict[str, int]:
@@ -469,10 +484,12 @@ def import_kaggle(src: PathLike, dst: PathLike | None = None, verbose: bool = Tr
     ``dst/<class>/`` (default ``config.data_dir()``); returns the photos per class now in place.
 
     ``src`` is the download's root (``train/ valid/ test/<UPPER CASE NAME>/``) or a folder holding
-    the class folders directly. Every photo from every split is kept; files are prefixed with their
-    split (``train_1.jpg``) so names cannot collide. Nothing in ``dst`` is ever overwritten: an
-    identical file is left as it is, a different one with the same name gets a numbered name.
-    Only exact names count: GANG GANG COCKATOO and ROSE BREASTED COCKATOO are other species.
+    the class folders directly. Every distinct photo from every split is kept; files are prefixed
+    with their split (``train_1.jpg``) so names cannot collide. Nothing in ``dst`` is ever
+    overwritten: a photo whose bytes are already in its class folder, under any name, is not copied
+    again (a duplicate could sit in both the training and the validation split); a different one
+    with a name already taken gets a numbered name. Only exact names count: GANG GANG COCKATOO and
+    ROSE BREASTED COCKATOO are other species.
     """
     src = Path(src).expanduser()
     dst = config.data_dir() if dst is None else Path(dst).expanduser()
@@ -493,25 +510,31 @@ def import_kaggle(src: PathLike, dst: PathLike | None = None, verbose: bool = Tr
             f"{', '.join(missing)} (expected train/, valid/, test/ with folders such as BANANAQUIT, "
             "BLACK SKIMMER, BLACK THROATED BUSHTIT, COCKATOO).")
 
-    counts = {name: 0 for name in CLASS_NAMES}
-    copied = 0
+    copied = duplicates = 0
+    present_by_class: dict[str, dict[str, Path]] = {}  # class -> content digest -> a file with it
     for prefix, folder, name in found:
         target_dir = dst / name
         target_dir.mkdir(parents=True, exist_ok=True)
+        present = present_by_class.setdefault(name, {_file_digest(p): p for p in _list_image_files(target_dir)})
         for path in _list_image_files(folder):
+            digest = _file_digest(path)
+            if digest in present:  # already there, perhaps under another name: a second copy would
+                duplicates += 1    # put the same photo in both the training and the validation split
+                continue
             relative = path.relative_to(folder).as_posix().replace("/", "_")
             target = target_dir / f"{prefix}{relative}"
             number = 1
-            while target.exists() and not _same_file(path, target):
+            while target.exists():
                 target = target_dir / f"{prefix}{Path(relative).stem}_{number}{path.suffix}"
                 number += 1
-            if not target.exists():
-                shutil.copy2(path, target)
-                copied += 1
-            counts[name] += 1
+            shutil.copy2(path, target)
+            present[digest] = target
+            copied += 1
+    counts = {name: len(_list_image_files(dst / name)) for name in CLASS_NAMES}
     if verbose:
-        print(f"Imported from {src} into {dst}: " + ", ".join(f"{n}: {c}" for n, c in counts.items())
-              + f" ({copied} copied, {sum(counts.values()) - copied} already there).")
+        print(f"Imported from {src} into {dst}: {copied} photos copied, {duplicates} skipped as already "
+              "there (the same bytes, under any name). The folder now holds "
+              + ", ".join(f"{n}: {c}" for n, c in counts.items()) + ".")
     return counts
 
 
@@ -555,6 +578,10 @@ def is_standin_folder(root: PathLike) -> bool:
 def _generate_standin_atomically(root: Path) -> None:
     """Draw the stand-in into a temporary sibling folder, then move it into place, so that an
     interrupted run or two notebooks running at once never leave a half-written stand-in."""
+    from .standin import _refuse_to_mix
+
+    if (root / STANDIN_MARKER).is_file():
+        _refuse_to_mix(root)  # before drawing: a photo put among the drawings must not be deleted
     root.parent.mkdir(parents=True, exist_ok=True)
     temporary = root.parent / f".{root.name}.tmp-{os.getpid()}"
     if temporary.exists():
@@ -568,6 +595,11 @@ def _generate_standin_atomically(root: Path) -> None:
         if standin_is_complete(root):  # another process finished first
             shutil.rmtree(temporary)
             return
+        try:
+            _refuse_to_mix(root)  # again: something may have been put there while drawing
+        except BirdDataError:
+            shutil.rmtree(temporary)
+            raise
         shutil.rmtree(root)
     try:
         os.replace(temporary, root)

@@ -14,7 +14,6 @@ comparison of runs, a per-class table, and a sample of validation predictions fo
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import statistics
 import time
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from . import config
+from .checkpoints import RunFolderLock, atomic_write, data_fingerprint, recipe_differences
 from .tables import text_table
 from .training import (
     BEST_NAME,
@@ -71,20 +71,6 @@ class TrainedRun:
         return self.out_dir / BEST_NAME
 
 
-def data_fingerprint(train_loader, val_loader) -> str | None:
-    """A short hash of which files (by class and file name) are in each split, so a run trained
-    on the stand-in is not mistaken for one trained on real photos, or on another split. None if
-    the loaders' datasets don't list their ``samples``."""
-    digest = hashlib.sha256()
-    for split, loader in (("train", train_loader), ("val", val_loader)):
-        samples = getattr(loader.dataset, "samples", None)
-        if samples is None:
-            return None
-        for path, label in samples:
-            digest.update(f"{split}\t{label}\t{Path(path).name}\n".encode())
-    return digest.hexdigest()[:16]
-
-
 def _epochs(n: int) -> str:
     return f"{n} epoch{'s' if n != 1 else ''}"
 
@@ -99,9 +85,7 @@ def _check_recipe(out_dir: Path, recipe: dict) -> None:
     saved_file = out_dir / RUN_FILE
     if not (out_dir / CHECKPOINT_NAME).exists() or not saved_file.is_file():
         return
-    saved = json.loads(saved_file.read_text())
-    differences = [f"{key}: {saved.get(key)!r} there, {value!r} now" for key, value in recipe.items()
-                   if key in saved and saved[key] != value]
+    differences = recipe_differences(json.loads(saved_file.read_text()), recipe)
     if differences:
         raise ValueError(f"{config.display_path(out_dir)} holds a run trained differently ("
                          + "; ".join(differences) + "). Give this run another name, or delete that "
@@ -158,28 +142,29 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
               "data": data_fingerprint(train_loader, val_loader)}
     if weights is not None:  # recorded only when used, so runs from before keep their recipe
         recipe["weights"] = weights if str(weights).lower() == "imagenet" else Path(weights).name
-    _check_recipe(out_dir, recipe)
-
-    done = _finished_epochs(out_dir) if (out_dir / CHECKPOINT_NAME).exists() else 0
-    where = config.display_path(out_dir)
-    if done >= epochs:
-        print(f"Loading the finished run in {where} ({_epochs(done)}); delete that folder to train afresh.")
-    elif done:
-        print(f"Continuing the run in {where}: {done} of {epochs} epochs were done.")
-    else:
-        print(f"Training {model_name} for {_epochs(epochs)} into {where}.")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / RUN_FILE).write_text(json.dumps(recipe, indent=1))
+    with RunFolderLock(out_dir):  # one notebook trains here at a time; fit takes the same lock again
+        _check_recipe(out_dir, recipe)
+        done = _finished_epochs(out_dir) if (out_dir / CHECKPOINT_NAME).exists() else 0
+        where = config.display_path(out_dir)
+        if done >= epochs:
+            print(f"Loading the finished run in {where} ({_epochs(done)}); delete that folder to train afresh.")
+        elif done:
+            print(f"Continuing the run in {where}: {done} of {epochs} epochs were done.")
+        else:
+            print(f"Training {model_name} for {_epochs(epochs)} into {where}.")
+        recipe_json = json.dumps(recipe, indent=1).encode()
+        atomic_write(out_dir / RUN_FILE, lambda file: file.write(recipe_json))
 
-    set_seed(seed)
-    model = get_model(model_name, num_classes=len(class_names), weights=weights,
-                      zero_init_residual=zero_init_residual)
-    history = fit(model, train_loader, val_loader, max(epochs, done), optimizer=optimizer, lr=lr,
-                  weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-                  label_smoothing=label_smoothing, out_dir=out_dir, resume=True,
-                  progress=progress and done < epochs,
-                  precision=precision, seed=seed, class_names=class_names, model_name=model_name,
-                  image_size=image_size)
+        set_seed(seed)
+        model = get_model(model_name, num_classes=len(class_names), weights=weights,
+                          zero_init_residual=zero_init_residual)
+        history = fit(model, train_loader, val_loader, max(epochs, done), optimizer=optimizer, lr=lr,
+                      weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+                      label_smoothing=label_smoothing, out_dir=out_dir, resume=True,
+                      progress=progress and done < epochs,
+                      precision=precision, seed=seed, class_names=class_names, model_name=model_name,
+                      image_size=image_size)
     return TrainedRun(name, model_name, model, history, out_dir, class_names, image_size,
                       train_loader, val_loader, len(history) - done)
 

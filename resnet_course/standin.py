@@ -22,7 +22,6 @@ import io
 import math
 import os
 import random
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -76,22 +75,63 @@ def standin_is_complete(root: str | os.PathLike, seed: int = 0) -> bool:
     return True
 
 
+def foreign_files(root: str | os.PathLike) -> list[Path]:
+    """What in ``root`` is not the stand-in's own (its drawings, by name, and ``STANDIN.txt``):
+    a photo a learner put there, a note, another folder. Hidden files (.DS_Store) don't count.
+    These must survive a redraw, so ``make_standin_birds`` refuses while there are any."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    own = {STANDIN_MARKER, *CLASS_NAMES}
+    found = [p for p in root.iterdir() if not p.name.startswith(".") and p.name not in own]
+    for name in CLASS_NAMES:
+        folder = root / name
+        if folder.is_dir():
+            drawings = set(standin_file_names(name))
+            found += [p for p in folder.iterdir() if not p.name.startswith(".") and
+                      (p.name not in drawings or not p.is_file())]
+        elif folder.exists():
+            found.append(folder)
+    return sorted(found)
+
+
+def _refuse_to_mix(root: Path) -> None:
+    """Raise ``BirdDataError`` if drawing the stand-in into ``root`` would delete or mix with
+    anything that is not the stand-in's own."""
+    if not root.exists():
+        return
+    if not (root / STANDIN_MARKER).is_file():
+        if not root.is_dir() or any(not p.name.startswith(".") for p in root.iterdir()):
+            raise BirdDataError(f"{root} is not empty and is not a generated stand-in (no {STANDIN_MARKER}); "
+                                "choose an empty or new folder for the stand-in.")
+        return
+    foreign = foreign_files(root)
+    if foreign:
+        shown = ", ".join(p.relative_to(root).as_posix() for p in foreign[:5])
+        raise BirdDataError(f"{root} is a stand-in, but also holds {len(foreign)} file(s) that are not its "
+                            f"drawings ({shown}{' ...' if len(foreign) > 5 else ''}). Redrawing would delete "
+                            "or mix with them: move them away first (real photos go in data/bird_photos).")
+
+
 def make_standin_birds(root: str | os.PathLike, seed: int = 0) -> Path:
     """Write ``root/<class>/<class>_NNN.jpg`` (166/122/111/166 images) and ``root/STANDIN.txt``.
 
     Deterministic: each image is drawn from its own generator seeded by (seed, class, number), so
-    the same seed gives the same pixels. Takes a few seconds on one core. An older stand-in in
-    ``root`` is replaced; a folder that holds anything else is left alone (``BirdDataError``), so
-    that drawings can never end up among real photos.
+    the same seed gives the same pixels. Takes a few seconds on one core. A complete stand-in of
+    this seed and generator version is left as it is (nothing to draw); an older or incomplete one
+    in ``root`` is redrawn; a folder that holds anything else (``foreign_files``: a photo put among
+    the drawings, a folder without the marker) is left alone with a ``BirdDataError``, so that
+    nothing is deleted and drawings never end up among real photos.
     """
     root = Path(root)
-    if root.exists() and any(root.iterdir()):
-        if not (root / STANDIN_MARKER).is_file():
-            raise BirdDataError(f"{root} is not empty and is not a generated stand-in (no {STANDIN_MARKER}); "
-                                "choose an empty or new folder for the stand-in.")
+    if standin_is_complete(root, seed):
+        return root
+    _refuse_to_mix(root)
+    if root.exists():
         for name in CLASS_NAMES:
-            if (root / name).is_dir():
-                shutil.rmtree(root / name)
+            for file_name in standin_file_names(name):
+                if (root / name / file_name).is_file():
+                    (root / name / file_name).unlink()
     root.mkdir(parents=True, exist_ok=True)
     (root / STANDIN_MARKER).write_text(_marker_text(seed), encoding="utf-8")
     for class_index, name in enumerate(CLASS_NAMES):

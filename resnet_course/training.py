@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import os
 import random
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +28,17 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
+from .checkpoints import (
+    BEST_NAME,
+    CHECKPOINT_NAME,
+    HISTORY_NAME,
+    CheckpointError,
+    atomic_write,
+    check_same_run,
+    claim_run_folder,
+    data_fingerprint,
+    read_checkpoint,
+)
 from .device import ComputeSetup, autocast, place_batch, place_model, resolve_setup
 from .recipe import (
     DEFAULT_LR,
@@ -40,15 +53,12 @@ from .recipe import (
 )
 
 __all__ = [
-    "set_seed", "init_distributed", "TrainingInterrupted", "fit", "save_checkpoint",
+    "set_seed", "init_distributed", "TrainingInterrupted", "TrainingDiverged", "fit", "save_checkpoint",
     "load_checkpoint", "load_model",
     # the recipe's names, defined in recipe, kept importable from here
     "DEFAULT_LR", "DEFAULT_WEIGHT_DECAY", "DEFAULT_OPTIMIZER", "DEFAULT_WARMUP_EPOCHS", "OPTIMIZERS", "SCHEDULES",
 ]
 
-CHECKPOINT_NAME = "checkpoint.pt"
-BEST_NAME = "best.pt"
-HISTORY_NAME = "history.json"
 CHECKPOINT_FORMAT = 1
 
 
@@ -123,36 +133,20 @@ def _all_reduce_sums(values: Sequence[float], device: torch.device, world_size: 
 # Checkpoints
 # --------------------------------------------------------------------------------------------
 
-def _atomic_write(path: Path, write: Callable) -> None:
-    """Write to a temporary file in the same folder, flush it to disk, then rename it over
-    ``path``: an interrupt or a full disk leaves the old file whole, never a half-written one."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
-    """Save a checkpoint dict atomically (see ``_atomic_write``)."""
+    """Save a checkpoint dict atomically (see ``checkpoints.atomic_write``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda file: torch.save(state, file))
+    atomic_write(path, lambda file: torch.save(state, file))
     return path
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Load a checkpoint written by ``fit``. Uses ``weights_only=True``: checkpoints hold only
-    tensors, numbers, strings, lists and dicts, so loading one cannot run code."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    tensors, numbers, strings, lists and dicts, so loading one cannot run code. A file that is not
+    a course checkpoint (truncated, a whole pickled model, a plain state_dict ...) raises
+    ``checkpoints.CheckpointError`` saying what it is not."""
+    return read_checkpoint(path, map_location=map_location)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
@@ -163,12 +157,22 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     from .models import get_model
 
     checkpoint = load_checkpoint(path)
-    meta = dict(checkpoint.get("meta", {}))
+    meta = dict(checkpoint.get("meta") or {})
     if not meta.get("model_name") or not meta.get("num_classes"):
-        raise ValueError(f"{path} does not record which model it holds (model_name/num_classes); "
-                         "build the model yourself and load load_checkpoint(path)['model'] into it.")
+        raise CheckpointError(f"{path} does not record which model it holds (model_name/num_classes); "
+                              "build the model yourself and load load_checkpoint(path)['model'] into it.")
+    bad = [name for name, tensor in checkpoint["model"].items()
+           if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise CheckpointError(f"{path} holds weights that are not finite numbers (NaN or infinite, in "
+                              f"{bad[0]} and {len(bad) - 1} more): the training it comes from diverged.")
     model = get_model(meta["model_name"], num_classes=meta["num_classes"])
-    model.load_state_dict(checkpoint["model"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        raise CheckpointError(f"{path} says it holds a {meta['model_name']} with {meta['num_classes']} "
+                              f"classes, but its weights do not fit one ({first})") from None
     model.input_normalization = meta.get("normalization") or "imagenet"  # older checkpoints: ImageNet
     return model.to(device).eval(), meta
 
@@ -211,15 +215,56 @@ def _loader_generators(loader) -> list[torch.Generator]:
     return found
 
 
+def _best_state(state: dict) -> dict:
+    """What best.pt holds: the epoch's weights, meta and validation accuracy (no optimiser)."""
+    best = {key: state[key] for key in ("format", "epoch", "model", "meta")}
+    return {**best, "val_acc": state["history"][state["epoch"] - 1]["val_acc"]}
+
+
 def _save_epoch_files(out_dir: Path, state: dict, improved: bool) -> None:
     """After an epoch: checkpoint.pt (to resume), best.pt (weights and meta only, when the
-    validation accuracy improved) and history.json, each replaced atomically."""
+    validation accuracy improved) and history.json, each replaced atomically. checkpoint.pt comes
+    first: after a crash before the other two, ``_repair_epoch_files`` rebuilds them from it."""
     save_checkpoint(state, out_dir / CHECKPOINT_NAME)
     if improved:
-        best = {key: state[key] for key in ("format", "epoch", "model", "meta")}
-        save_checkpoint({**best, "val_acc": state["history"][-1]["val_acc"]}, out_dir / BEST_NAME)
-    history_json = json.dumps(state["history"], indent=1).encode()
-    _atomic_write(out_dir / HISTORY_NAME, lambda file: file.write(history_json))
+        save_checkpoint(_best_state(state), out_dir / BEST_NAME)
+    _write_history(out_dir, state["history"])
+
+
+def _write_history(out_dir: Path, history: list[dict]) -> None:
+    history_json = json.dumps(history, indent=1).encode()
+    atomic_write(out_dir / HISTORY_NAME, lambda file: file.write(history_json))
+
+
+def _repair_epoch_files(out_dir: Path, state: dict) -> list[str]:
+    """Make history.json and best.pt agree with checkpoint.pt again after a crash between their
+    writes (see ``_save_epoch_files``); returns what was repaired, in words."""
+    repaired = []
+    history = state["history"]
+    try:
+        on_disk = json.loads((out_dir / HISTORY_NAME).read_text())
+    except (OSError, ValueError):
+        on_disk = None
+    if on_disk != json.loads(json.dumps(history)):
+        _write_history(out_dir, history)
+        repaired.append(f"{HISTORY_NAME} now lists the {len(history)} epoch(s) of {CHECKPOINT_NAME}")
+    scored = [r for r in history if r.get("val_acc") is not None]
+    if not scored:
+        return repaired
+    best = max(scored, key=lambda r: r["val_acc"])  # the first of equals, as fit keeps it
+    try:
+        saved = load_checkpoint(out_dir / BEST_NAME)
+        saved = (saved.get("epoch"), saved.get("val_acc"))
+    except (OSError, ValueError):
+        saved = None
+    if saved != (best["epoch"], best["val_acc"]):
+        if best["epoch"] == state["epoch"]:  # the weights of the best epoch are the checkpoint's
+            save_checkpoint(_best_state(state), out_dir / BEST_NAME)
+            repaired.append(f"{BEST_NAME} now holds epoch {best['epoch']} ({best['val_acc']:.1%})")
+        else:
+            warnings.warn(f"{out_dir / BEST_NAME} does not hold the best epoch ({best['epoch']}, "
+                          f"{best['val_acc']:.1%}) and its weights are gone; it is left as it is.", stacklevel=2)
+    return repaired
 
 
 def _restore_training_state(state: dict, model, optimizer, scheduler, scaler, generators) -> None:
@@ -246,6 +291,41 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.checkpoint = checkpoint
 
 
+class TrainingDiverged(RuntimeError):
+    """Raised by ``fit`` when the loss becomes NaN or infinite (a learning rate far too large, for
+    instance). Training stops at once; nothing of that epoch is saved, so the last finished epoch's
+    checkpoint (and best.pt) stay as they were. ``history`` holds the finished epochs."""
+
+    def __init__(self, message: str, history: list[dict], checkpoint: Path | None):
+        super().__init__(message)
+        self.history = history
+        self.checkpoint = checkpoint
+
+
+def _what_was_kept(checkpoint_path: Path | None, saved_epochs: int) -> str:
+    if checkpoint_path is not None and saved_epochs:
+        return (f"kept {checkpoint_path} with {saved_epochs} finished epoch(s); "
+                "resume=True (--resume) continues from there.")
+    if checkpoint_path is not None:
+        return "no epoch had finished, so nothing was saved."
+    return "no out_dir was given, so nothing was saved; the model holds the half-trained weights."
+
+
+def _diverged(what: str, lr: float, checkpoint_path: Path | None, saved_epochs: int,
+              history: list[dict]) -> TrainingDiverged:
+    """The error that stops a run whose loss is no longer a number; nothing of the epoch is saved."""
+    if checkpoint_path is not None and saved_epochs:
+        kept = f"{checkpoint_path} still holds epoch {saved_epochs}, the last good one (best.pt is as it was)."
+    elif checkpoint_path is not None:
+        kept = "no epoch had finished, so nothing was saved."
+    else:
+        kept = "no out_dir was given; the model holds the diverged weights."
+    message = (f"Training stopped: {what} (learning rate {lr:.3g}), so the weights are no longer "
+               f"numbers. Nothing of this epoch was saved: {kept} Try a smaller learning rate (--lr).")
+    return TrainingDiverged(message, history[:saved_epochs] if checkpoint_path else list(history),
+                            checkpoint_path if saved_epochs else None)
+
+
 def _num_outputs(model: nn.Module) -> int | None:
     last_linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
     return last_linear[-1].out_features if last_linear else None
@@ -264,26 +344,41 @@ def _train_step(model, images, targets, optimizer, scaler, criterion, setup):
     return logits, loss
 
 
-def _train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, setup, bar) -> tuple[list[float], int]:
+def _train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, setup, bar
+                     ) -> tuple[list[float], int, tuple[int, float] | None]:
     """One pass over ``loader``, stepping the learning-rate schedule after every batch; returns
-    ([summed loss, correct predictions, images] of this process, the image side seen)."""
+    ([summed loss, correct predictions, images] of this process, the image side seen, None or
+    (step, loss) of the first step whose loss was NaN or infinite: the pass stops there). On a GPU
+    the flag is read where the progress bar reads the loss anyway (every 10 steps), so the check
+    costs no extra synchronisation; on a CPU every step."""
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=setup.device)
     correct = torch.zeros((), dtype=torch.float64, device=setup.device)
+    first_bad = torch.zeros(2, dtype=torch.float64, device=setup.device)  # (step, loss); step 0 = none
     seen = 0
     for step, (images, targets) in enumerate(loader, 1):
         images, targets = place_batch(images, setup), targets.to(setup.device, non_blocking=True)
         logits, loss = _train_step(model, images, targets, optimizer, scaler, criterion, setup)
         scheduler.step()
+        new_bad = (first_bad[0] == 0) & ~torch.isfinite(loss.detach())
+        first_bad = torch.where(new_bad, torch.stack([torch.full_like(first_bad[0], step), loss.detach().double()]),
+                                first_bad)
         loss_sum += loss.detach() * len(targets)
         correct += (logits.argmax(1) == targets).sum()
         seen += len(targets)
         bar.update(1)
-        if step % 10 == 0 or step == len(loader):
+        shown = step % 10 == 0 or step == len(loader)
+        if shown or setup.device.type == "cpu":  # on a CPU reading the flag costs nothing: stop at once
+            if dist.is_available() and dist.is_initialized():  # every process stops at the same step
+                dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
+            bad_step, bad_loss = first_bad.tolist()
+            if bad_step:
+                return [loss_sum.item(), correct.item(), float(seen)], int(images.shape[-1]), (int(bad_step), bad_loss)
+        if shown:
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.1%}")
     if seen == 0:
         raise ValueError("the training loader yielded no batches (is the dataset empty?)")
-    return [loss_sum.item(), correct.item(), float(seen)], int(images.shape[-1])
+    return [loss_sum.item(), correct.item(), float(seen)], int(images.shape[-1]), None
 
 
 def _validate(model, loader, setup) -> tuple[float, float, float]:
@@ -331,7 +426,15 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
       and writes files. BatchNorm statistics stay per process (no SyncBatchNorm), as in
       torchvision's reference scripts by default.
     - An interrupt during an epoch raises ``TrainingInterrupted`` (a ``KeyboardInterrupt``) saying
-      what was kept; the last finished epoch's checkpoint is intact.
+      what was kept; the last finished epoch's checkpoint is intact. A loss that becomes NaN or
+      infinite raises ``TrainingDiverged`` naming the epoch and step; that epoch is not saved, so
+      a diverged model never becomes checkpoint.pt or best.pt.
+    - The folder is the run's while it trains (``checkpoints.RunFolderLock``: a second training
+      into it is refused). ``resume=True`` refuses a checkpoint trained with another recipe
+      (model, classes, data, image size, batch size, optimiser, lr, schedule, label smoothing,
+      seed; see ``checkpoints.RECIPE_KEYS``), naming every difference, and first repairs
+      best.pt/history.json if a crash came between their writes. Earlier best.pt/history.json
+      without a checkpoint.pt are never overwritten.
     ``on_epoch_end(record)`` is called on rank 0 after each epoch (the CLI prints a line there).
     """
     if epochs < 1:
@@ -367,7 +470,7 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
             "warmup_epochs": warmup_epochs, "schedule": schedule,
             "label_smoothing": label_smoothing, "epochs": epochs, "seed": seed,
             "batch_size": getattr(train_loader, "batch_size", None), "world_size": world_size,
-            "precision": setup.description,
+            "precision": setup.description, "data": data_fingerprint(train_loader, val_loader),
             # the input scaling the weights expect ("imagenet" or "tf"); predict uses the same
             "normalization": getattr(model, "input_normalization", "imagenet"),
             "weights": (getattr(model, "weights_source", None) or {}).get("file"),
@@ -375,24 +478,33 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
 
     history: list[dict] = []
     best_val_acc = -1.0
-    if checkpoint_path is not None and checkpoint_path.exists():
-        if not resume:
-            raise FileExistsError(f"{checkpoint_path} already holds a training run; pass resume=True "
-                                  "(--resume) to continue it, or choose another output folder.")
-        state = load_checkpoint(checkpoint_path)  # on the CPU: random states must stay there
-        saved_name = state["meta"].get("model_name")
-        if model_name and saved_name and saved_name != model_name:
-            raise ValueError(f"{checkpoint_path} holds a {saved_name}, not a {model_name}.")
-        _restore_training_state(state, base_model, optim, scheduler, scaler, generators)
-        for group, base_lr in zip(optim.param_groups, scheduler.base_lrs):  # the schedule for `epochs`
-            group["lr"] = base_lr * schedule_factor(scheduler.last_epoch)
-        history, best_val_acc = list(state["history"]), state["best_val_acc"]
-        meta = {**state["meta"], "epochs": epochs, "world_size": world_size, "precision": setup.description}
-        if show:
-            tqdm.write(f"Resuming {checkpoint_path}: {len(history)} of {epochs} epochs done.", file=sys.stderr)
-    if world_size > 1:
-        model = nn.parallel.DistributedDataParallel(
-            base_model, device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
+    # rank 0 owns the folder while it trains: checked, created and locked before any work
+    lock = claim_run_folder(out_dir) if main_process and out_dir is not None else None
+    try:
+        if checkpoint_path is not None and checkpoint_path.exists():
+            if not resume:
+                raise FileExistsError(f"{checkpoint_path} already holds a training run; pass resume=True "
+                                      "(--resume) to continue it, or choose another output folder.")
+            state = load_checkpoint(checkpoint_path)  # on the CPU: random states must stay there
+            check_same_run(checkpoint_path, state["meta"], meta)
+            if lock is not None:
+                for repaired in _repair_epoch_files(out_dir, state):
+                    tqdm.write(f"Repaired after a crash: {repaired}.", file=sys.stderr)
+            _restore_training_state(state, base_model, optim, scheduler, scaler, generators)
+            for group, base_lr in zip(optim.param_groups, scheduler.base_lrs):  # the schedule for `epochs`
+                group["lr"] = base_lr * schedule_factor(scheduler.last_epoch)
+            history, best_val_acc = list(state["history"]), state["best_val_acc"]
+            meta = {**meta, **state["meta"], "epochs": epochs, "world_size": world_size,
+                    "precision": setup.description}
+            if show:
+                tqdm.write(f"Resuming {checkpoint_path}: {len(history)} of {epochs} epochs done.", file=sys.stderr)
+        if world_size > 1:
+            model = nn.parallel.DistributedDataParallel(
+                base_model, device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
 
     epoch = saved_epochs = len(history)
     try:
@@ -407,14 +519,21 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
             current_lr = optim.param_groups[0]["lr"]
             with tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
                       disable=not show, file=sys.stderr, leave=True, dynamic_ncols=True) as bar:
-                sums, seen_size = _train_one_epoch(model, train_loader, optim, scheduler, scaler, criterion,
-                                                   setup, bar)
+                sums, seen_size, diverged = _train_one_epoch(model, train_loader, optim, scheduler, scaler,
+                                                             criterion, setup, bar)
+                if diverged:
+                    raise _diverged(f"the training loss became {diverged[1]} at epoch {epoch + 1}/{epochs}, "
+                                    f"step {diverged[0]}/{len(train_loader)}", current_lr,
+                                    checkpoint_path, saved_epochs, history)
                 loss, correct, seen = _all_reduce_sums(sums, setup.device, world_size)
                 val_loss = val_acc = None
                 if val_loader is not None:
                     v_loss, v_correct, v_seen = _all_reduce_sums(_validate(base_model, val_loader, setup),
                                                                  setup.device, world_size)
                     val_loss, val_acc = v_loss / max(v_seen, 1), v_correct / max(v_seen, 1)
+                    if not math.isfinite(val_loss):
+                        raise _diverged(f"the validation loss after epoch {epoch + 1}/{epochs} is {val_loss}",
+                                        current_lr, checkpoint_path, saved_epochs, history)
                     bar.set_postfix(loss=f"{loss / seen:.3f}", acc=f"{correct / seen:.1%}",
                                     val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.1%}")
             record = {"epoch": epoch + 1, "train_loss": loss / seen, "train_acc": correct / seen,
@@ -437,17 +556,14 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     except KeyboardInterrupt as interrupt:
         if isinstance(interrupt, TrainingInterrupted):
             raise
-        if checkpoint_path is not None and saved_epochs:
-            kept = (f"kept {checkpoint_path} with {saved_epochs} finished epoch(s); "
-                    "resume=True (--resume) continues from there.")
-        elif checkpoint_path is not None:
-            kept = "no epoch had finished, so nothing was saved."
-        else:
-            kept = "no out_dir was given, so nothing was saved; the model holds the half-trained weights."
+        kept = _what_was_kept(checkpoint_path, saved_epochs)
         message = f"Training interrupted during epoch {epoch + 1}/{epochs}: {kept}"
         if show:
             tqdm.write(message, file=sys.stderr)
         raise TrainingInterrupted(message, history[:saved_epochs] if checkpoint_path else history,
                                   checkpoint_path if saved_epochs else None) from None
+    finally:
+        if lock is not None:
+            lock.release()
     base_model.eval()
     return history

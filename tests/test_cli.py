@@ -163,10 +163,10 @@ def test_help_shows_the_commands_and_examples():
 
 def test_import_kaggle_copies_the_four_classes(tmp_path, capsys):
     src = tmp_path / "birds-525"
-    for split in ("train", "valid"):
+    for shade, split in enumerate(("train", "valid")):
         for folder in ("BANANAQUIT", "BLACK SKIMMER", "BLACK THROATED BUSHTIT", "COCKATOO", "GANG GANG COCKATOO"):
-            (src / split / folder).mkdir(parents=True)
-            Image.new("RGB", (8, 8)).save(src / split / folder / "1.jpg")
+            (src / split / folder).mkdir(parents=True)  # two different photos (identical ones are one photo)
+            Image.new("RGB", (8, 8), (100 * shade, 0, 0)).save(src / split / folder / "1.jpg")
     dst = tmp_path / "bird_photos"
     assert main(["import-kaggle", str(src), "--out", str(dst)]) == 0
     assert sorted(p.name for p in dst.iterdir()) == sorted(CLASS_NAMES)

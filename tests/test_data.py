@@ -441,3 +441,34 @@ def test_find_bird_data_reports_a_broken_data_folder_named_in_the_environment(tm
     monkeypatch.setenv(config.DATA_ENV, str(tmp_path))
     with pytest.raises(BirdDataError, match="Black Skimmer"):
         data.find_bird_data()
+
+
+def test_import_kaggle_never_copies_a_photo_already_there_under_another_name(tmp_path, capsys):
+    expected = _fake_kaggle(tmp_path / "kaggle")
+    kaggle = tmp_path / "kaggle"
+    # the download repeats a photo across splits, and the learner already has one under their own name
+    shutil.copy(kaggle / "train" / "COCKATOO" / "1.jpg", kaggle / "test" / "COCKATOO" / "2.jpg")
+    dst = tmp_path / "bird_photos"
+    (dst / "Bananaquit").mkdir(parents=True)
+    shutil.copy(kaggle / "valid" / "BANANAQUIT" / "2.jpg", dst / "Bananaquit" / "my_bananaquit.jpg")
+    counts = import_kaggle(kaggle, dst)
+    on_disk = {name: sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in (dst / name).iterdir())
+               for name in COURSE_CLASSES}
+    assert all(len(set(digests)) == len(digests) for digests in on_disk.values())  # no duplicate bytes
+    assert counts == {name: len(digests) for name, digests in on_disk.items()}  # counts are the folder's
+    assert counts == {**expected, "Cockatoo": expected["Cockatoo"] - 1}  # Bananaquit: 7 copied + the learner's
+    printed = capsys.readouterr().out
+    assert "2 skipped as already there" in printed and "Cockatoo: 7" in printed
+    assert import_kaggle(kaggle, dst, verbose=False) == counts  # a second import adds nothing
+
+
+def test_classes_without_a_validation_or_training_image_are_named_in_a_warning(tmp_path):
+    _small_folder(tmp_path, per_class=1)
+    with pytest.warns(BirdDataWarning) as warned:
+        train_loader, val_loader, _ = load_birds(tmp_path, image_size=32, batch_size=2)
+    messages = " ".join(str(w.message) for w in warned)
+    no_val = [CLASS_NAMES[label] for label in range(4) if label not in val_loader.dataset.targets]
+    no_train = [CLASS_NAMES[label] for label in range(4) if label not in train_loader.dataset.targets]
+    assert len(no_val) == 3 and len(no_train) == 1
+    assert f"No validation image for {', '.join(no_val)}" in messages
+    assert f"No training image for {no_train[0]}" in messages

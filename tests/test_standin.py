@@ -200,3 +200,31 @@ def test_make_standin_never_writes_into_a_folder_of_real_photos(tmp_path):
     with pytest.raises(data.BirdDataError, match="not a generated stand-in"):
         data.make_standin_birds(photos)
     assert [p.name for p in photos.rglob("*")] == ["Cockatoo", "mine.jpg"]
+
+
+def test_make_standin_leaves_a_complete_standin_as_it_is(standin_root, tmp_path, capsys):
+    from resnet_course.cli import main
+
+    copy = tmp_path / "standin_birds"
+    shutil.copytree(standin_root, copy)
+    before = {p: p.stat().st_mtime_ns for p in copy.glob("*/*.jpg")}
+    start = time.perf_counter()
+    assert main(["make-standin", "--out", str(copy)]) == 0
+    assert time.perf_counter() - start < 3  # redrawing the 565 images takes ~9 s on one core
+    assert "nothing to draw" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in copy.glob("*/*.jpg")} == before
+
+
+def test_a_photo_put_into_the_standin_survives_a_redraw(standin_root, tmp_path, no_real_photos):
+    mine = tmp_path / "my_standin"
+    for root in (mine, no_real_photos):
+        shutil.copytree(standin_root, root, dirs_exist_ok=True)
+        (root / "Cockatoo" / "Cockatoo_007.jpg").unlink()  # incomplete: would be redrawn
+        (root / "Cockatoo" / "my_cockatoo.jpg").write_bytes(b"a learner's photo")
+    with pytest.raises(data.BirdDataError, match="not its drawings \\(Cockatoo/my_cockatoo.jpg\\)"):
+        data.make_standin_birds(mine)
+    with pytest.raises(data.BirdDataError, match="my_cockatoo.jpg"):
+        data.find_bird_data(verbose=False)  # generates the stand-in in config.STANDIN_DIR when needed
+    for root in (mine, no_real_photos):
+        assert (root / "Cockatoo" / "my_cockatoo.jpg").read_bytes() == b"a learner's photo"
+        assert len(list((root / "Cockatoo").iterdir())) == 166
