@@ -550,3 +550,14 @@ def test_weights_or_standin_says_which_and_writes_the_published_format(tmp_path,
     cached.path.write_bytes(torchvision_file[1].read_bytes())
     assert finetune.weights_or_standin("resnet50", folder=tmp_path) == (cached.path, True)
     assert "ImageNet weights found" in capsys.readouterr().out
+
+
+def test_cli_train_with_imagenet_and_no_network_exits_2_saying_which_file(tiny_birds, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(pretrained.OFFLINE_ENV, "1")
+    start = time.perf_counter()
+    code = main(["train", "--model", "resnet18", "--data", str(tiny_birds), "--image-size", "32", "--no-progress",
+                 "--out", str(tmp_path / "r"), "--weights", "imagenet"])
+    assert code == 2 and time.perf_counter() - start < 30
+    err = capsys.readouterr().err
+    assert "resnet18-f37072fd.pth" in err and "download-weights --model resnet18" in err and "Traceback" not in err
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
