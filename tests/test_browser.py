@@ -2,7 +2,7 @@
 
 A ``jupyter lab`` server starts on 127.0.0.1 with a random token and a free port, serving copies
 of the notebooks (so nothing it saves can touch the committed files), in fast mode, training into
-a folder of its own (``runs/browser-test``, removed afterwards) so that notebook 06 really trains
+a folder of its own (``runs/browser-test-<pid>``, removed afterwards) so that notebook 06 really trains
 and shows its progress bars. Chromium is Debian's ``chromium`` package driven by the
 ``playwright`` Python package (``executable_path``; Playwright's own browser download is not
 used). Without either, every test here is skipped with the reason.
@@ -44,7 +44,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO_ROOT / "notebooks"
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
-RUNS = REPO_ROOT / "runs" / "browser-test"
+RUNS = REPO_ROOT / "runs" / f"browser-test-{os.getpid()}"  # one per session: sessions may overlap
 DEFAULT_NOTEBOOKS = ("02_basic_block.ipynb", "03_bottleneck.ipynb", "06_train_resnet50.ipynb")
 #: Seconds allowed for one notebook's cells (fast mode; notebook 06 takes about one minute).
 RUN_TIMEOUT = float(os.environ.get("RESNET_COURSE_BROWSER_TIMEOUT", 600))
@@ -214,6 +214,13 @@ CELLS = """() => window.jupyterapp.shell.currentWidget.content.widgets.map(cell 
                    text: Array.isArray(o.text) ? o.text.join('') : (o.text || '')}))};
 })"""
 
+SCROLL_TO_FIRST_ERROR = """() => {
+  const notebook = window.jupyterapp.shell.currentWidget.content;
+  const cell = notebook.widgets.find(c => c.model.type === 'code'
+                                      && c.model.toJSON().outputs.some(o => o.output_type === 'error'));
+  if (cell) { notebook.scrollToCell(cell, 'center'); }
+}"""
+
 #: What tqdm's text fallback leaves in an output ("epoch 1/1:  40%|████      | 23/57 [...]"),
 #: and what it prints when it cannot make a widget.
 TEXT_PROGRESS = re.compile(r"\d+%\|.*\|\s*\d+/\d+|IProgress not found|it/s\]|batch/s\]")
@@ -221,7 +228,10 @@ TEXT_PROGRESS = re.compile(r"\d+%\|.*\|\s*\d+/\d+|IProgress not found|it/s\]|bat
 
 def run_all_cells(page, base: str, token: str, notebook: str) -> list[dict]:
     """Open ``notebook`` in JupyterLab, run all its cells and return its cells as JupyterLab holds them."""
-    page.goto(f"{base}/lab/tree/notebooks/{notebook}?token={token}")
+    # a workspace of its own: JupyterLab would otherwise reopen (and start kernels for) the
+    # notebooks the previous tests opened
+    workspace = notebook.removesuffix(".ipynb")
+    page.goto(f"{base}/lab/workspaces/{workspace}/tree/notebooks/{notebook}?token={token}")
     page.wait_for_function(KERNEL_IDLE, timeout=SERVER_START_TIMEOUT * 1000, polling=500)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.wait_for_function(RUN_FINISHED, timeout=RUN_TIMEOUT * 1000, polling=1000)
@@ -354,6 +364,9 @@ def test_notebook_in_jupyterlab(page, lab, notebook):
     except Exception as error:  # a timeout: show what the page looked like
         pytest.fail(f"{notebook}: {error}\n(screenshot: {screenshot(page, name)})", pytrace=False)
     errors = errors_in(cells)
+    if errors:  # show the first failing cell in the screenshot
+        page.evaluate(SCROLL_TO_FIRST_ERROR)
+        page.wait_for_timeout(1000)
     check(not errors, page, name, f"{notebook} shows errors in JupyterLab: {errors}")
     code = [c for c in cells if c["type"] == "code"]
     check(all(c["count"] is not None for c in code), page, name, f"{notebook}: not every cell ran")
