@@ -431,10 +431,10 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
       a diverged model never becomes checkpoint.pt or best.pt.
     - The folder is the run's while it trains (``checkpoints.RunFolderLock``: a second training
       into it is refused). ``resume=True`` refuses a checkpoint trained with another recipe
-      (model, classes, data, image size, batch size, optimiser, lr, schedule, label smoothing,
-      seed; see ``checkpoints.RECIPE_KEYS``), naming every difference, and first repairs
-      best.pt/history.json if a crash came between their writes. Earlier best.pt/history.json
-      without a checkpoint.pt are never overwritten.
+      (model, classes, data, image size, batch size, optimiser, lr, weight decay, warm-up,
+      schedule, label smoothing, seed; see ``checkpoints.RECIPE_KEYS``), naming every difference,
+      and first repairs best.pt/history.json if a crash came between their writes. Earlier
+      best.pt/history.json without a checkpoint.pt are never overwritten.
     ``on_epoch_end(record)`` is called on rank 0 after each epoch (the CLI prints a line there).
     """
     if epochs < 1:
