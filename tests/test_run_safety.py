@@ -137,9 +137,10 @@ def test_resume_with_another_recipe_is_refused_naming_every_difference(tmp_path)
     before = files_of(tmp_path)
     with pytest.raises(RunFolderError) as refused:  # was: KeyError 'step' deep inside Adam
         tiny_fit(tmp_path, 2, resume=True, optimizer="adam", lr=0.1, label_smoothing=0.1, schedule="step",
-                 loaders=tiny_loaders(batch_size=4))
+                 weight_decay=0.5, warmup_epochs=0, loaders=tiny_loaders(batch_size=4))
     for difference in ("optimizer: 'sgd' there, 'adam' now", "lr: 0.01 there, 0.1 now", "batch_size: 8 there, 4 now",
-                       "label_smoothing: 0.0 there, 0.1 now", "schedule: 'cosine' there, 'step' now"):
+                       "label_smoothing: 0.0 there, 0.1 now", "schedule: 'cosine' there, 'step' now",
+                       "weight_decay: 0.0001 there, 0.5 now", "warmup_epochs: 1.0 there, 0 now"):
         assert difference in str(refused.value)
     with pytest.raises(RunFolderError, match="data: '[0-9a-f]+' there, '[0-9a-f]+' now"):
         tiny_fit(tmp_path, 2, resume=True, loaders=tiny_loaders(prefix="other"))
