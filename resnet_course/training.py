@@ -565,5 +565,7 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     finally:
         if lock is not None:
             lock.release()
+    if world_size > 1:  # every process returns once rank 0's files are written, and they leave together
+        dist.barrier()
     base_model.eval()
     return history
