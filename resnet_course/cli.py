@@ -230,7 +230,7 @@ def cmd_download_weights(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .device import FP32_ENV
     from .models import MODEL_NAMES
-    from .training import (
+    from .recipe import (
         DEFAULT_LR,
         DEFAULT_OPTIMIZER,
         DEFAULT_WARMUP_EPOCHS,
