@@ -33,6 +33,7 @@ from .checkpoints import (
     CHECKPOINT_NAME,
     HISTORY_NAME,
     CheckpointError,
+    RunFolderError,
     atomic_write,
     check_same_run,
     claim_run_folder,
@@ -267,10 +268,16 @@ def _repair_epoch_files(out_dir: Path, state: dict) -> list[str]:
     return repaired
 
 
-def _restore_training_state(state: dict, model, optimizer, scheduler, scaler, generators) -> None:
-    """Put weights, optimiser, scheduler, gradient scaler and random states back as saved."""
+def _restore_training_state(state: dict, model, optimizer, scheduler, scaler, generators, path: Path) -> None:
+    """Put weights, optimiser, scheduler, gradient scaler and random states back as saved (from ``path``)."""
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError) as error:  # e.g. one parameter group saved, two now
+        raise RunFolderError(
+            f"{path}: its optimiser state does not fit the current recipe ({error}); it was "
+            "probably saved by an earlier version of the course (before weight decay was split into "
+            "groups). Train into another folder, or delete that one to train afresh.") from None
     scheduler.load_state_dict(state["scheduler"])
     if state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
@@ -490,7 +497,7 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
             if lock is not None:
                 for repaired in _repair_epoch_files(out_dir, state):
                     tqdm.write(f"Repaired after a crash: {repaired}.", file=sys.stderr)
-            _restore_training_state(state, base_model, optim, scheduler, scaler, generators)
+            _restore_training_state(state, base_model, optim, scheduler, scaler, generators, checkpoint_path)
             for group, base_lr in zip(optim.param_groups, scheduler.base_lrs):  # the schedule for `epochs`
                 group["lr"] = base_lr * schedule_factor(scheduler.last_epoch)
             history, best_val_acc = list(state["history"]), state["best_val_acc"]

@@ -481,3 +481,18 @@ def test_an_on_off_variable_set_to_neither_exits_2_with_a_message(birds, tmp_pat
     assert main(train_args(birds, tmp_path / "run")) == 2
     assert f"error: {variable}='maybe' is neither on nor off" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_resuming_a_checkpoint_whose_optimiser_state_does_not_fit_is_one_clear_error(tmp_path):
+    """A checkpoint from before the recipe split weight decay into two parameter groups holds one
+    group; resuming it must say so (RunFolderError, the CLI's exit 2), not fail inside torch."""
+    tiny_fit(tmp_path, optimizer="sgd")
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    groups = state["optimizer"]["param_groups"]
+    state["optimizer"]["param_groups"] = [{**groups[0], "params": groups[0]["params"] + groups[1]["params"]}]
+    torch.save(state, tmp_path / "checkpoint.pt")
+    before = files_of(tmp_path)
+    with pytest.raises(RunFolderError, match="optimiser state does not fit the current recipe"):
+        tiny_fit(tmp_path, 2, resume=True, optimizer="sgd")
+    assert files_of(tmp_path) == before
+    assert not (tmp_path / LOCK_NAME).exists()  # the lock was released
