@@ -37,7 +37,7 @@ def test_env_flag_rejects_anything_else_naming_the_variable_and_the_choices(monk
 
 def test_fast_mode_and_fp32_use_the_same_parser(monkeypatch):
     monkeypatch.setenv(config.FAST_ENV, "Off")
-    assert config.fast_mode() is False and config.settings().image_size == 224
+    assert config.fast_mode() is False and config.settings().image_size == 112
     monkeypatch.setenv(config.FAST_ENV, "YES")
     assert config.fast_mode() is True and config.settings().image_size == 64
     monkeypatch.setenv(config.FAST_ENV, "maybe")
@@ -55,3 +55,26 @@ def test_runs_folder_can_be_moved_by_environment(monkeypatch, tmp_path):
     assert config.run_dir("resnet50") == config.RUNS_DIR / "fast" / "resnet50"
     monkeypatch.setenv(config.RUNS_ENV, str(tmp_path))
     assert config.run_dir("resnet50") == tmp_path / "fast" / "resnet50"
+
+
+def test_the_notebooks_switch_sets_fast_mode_for_everything_that_reads_it(monkeypatch):
+    # the FAST = ... cell at the top of notebooks 01, 04 and 06-09: run folders follow the switch too
+    monkeypatch.setenv(config.FAST_ENV, "1")
+    monkeypatch.delenv(config.RUNS_ENV, raising=False)
+    full = config.use_fast_mode(False)
+    assert not full.fast and (full.image_size, full.epochs) == (112, 30)
+    assert config.settings() == full and config.run_dir("resnet50") == config.RUNS_DIR / "full" / "resnet50"
+    fast = config.use_fast_mode(True)
+    assert fast.fast and (fast.image_size, fast.epochs) == (64, 1)
+    assert config.run_dir("resnet50") == config.RUNS_DIR / "fast" / "resnet50"
+    assert config.use_fast_mode(None) == fast  # None leaves the environment alone
+    monkeypatch.setenv(config.FAST_ENV, "0")
+    assert config.use_fast_mode() == full
+
+
+@pytest.mark.parametrize("value", ["yes", 1, 0.0])
+def test_the_switch_takes_only_true_false_or_none(monkeypatch, value):
+    monkeypatch.setenv(config.FAST_ENV, "0")
+    with pytest.raises(TypeError, match="FAST must be True, False or None"):
+        config.use_fast_mode(value)
+    assert config.fast_mode() is False
