@@ -178,11 +178,12 @@ def _percent(value: float | None) -> str:
 
 
 def epoch_table(history: Sequence[dict]) -> str:
-    """One line per epoch: training and validation loss and accuracy, learning rate, seconds."""
+    """One line per epoch: training and validation loss and accuracy, the learning rate at the
+    epoch's first step (it changes every step: warm-up, then cosine), seconds."""
     rows = [[r["epoch"], f"{r['train_loss']:.3f}", _percent(r["train_acc"]),
              "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}", _percent(r["val_acc"]),
              f"{r['lr']:.2g}", f"{r['seconds']:.0f}"] for r in history]
-    return text_table(["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"], rows)
+    return text_table(["epoch", "train loss", "train acc", "val loss", "val acc", "first lr", "seconds"], rows)
 
 
 def _run_summary(history: Sequence[dict]) -> dict:
