@@ -97,3 +97,28 @@ def test_no_photos_are_committed():
         pytest.skip("not a git checkout")
     photos = [f for f in tracked.splitlines() if re.search(r"\.(jpe?g|png|webp|bmp)$", f, re.I)]
     assert photos == [], f"image files are committed: {photos[:5]}"
+
+
+MAX_NOTEBOOK_BYTES, MAX_COURSE_BYTES = 1_000_000, 5_000_000
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_small_enough_to_open_anywhere(path):
+    # photo grids are stored as JPEG (plots.as_photo), so a notebook stays quick to load and to diff
+    assert path.stat().st_size <= MAX_NOTEBOOK_BYTES, f"{path.name} is {path.stat().st_size:,} bytes"
+
+
+def test_the_course_notebooks_together_stay_under_5_mb():
+    total = sum(path.stat().st_size for path in NOTEBOOKS)
+    assert total <= MAX_COURSE_BYTES, f"the notebooks weigh {total:,} bytes together"
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem[:2] in ("01", "04", "06", "07", "08", "09")],
+                         ids=lambda p: p.stem)
+def test_long_notebooks_show_the_fast_mode_switch_at_the_top(path):
+    cells = _cells(path)
+    first_code = next(c for c in cells if c["cell_type"] == "code")
+    assert re.search(r"^FAST = None\b", _source(first_code), re.M) and "use_fast_mode(FAST)" in _source(first_code)
+    before = " ".join(_source(c) for c in cells[:cells.index(first_code)] if c["cell_type"] == "markdown")
+    assert "`FAST = True`" in before and "`FAST = False`" in before, f"{path.name}: the switch is not explained"
+    assert not re.search(r"\{[A-Z_]+\}", before), f"{path.name}: a placeholder is left in the text"
