@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from matplotlib.collections import PathCollection
 
 from resnet_course.comparison import (
     BENCHMARK_RUNS,
@@ -84,8 +85,8 @@ def test_seed_table_and_plot_show_every_seed(runs_file):
     assert "4.6%" in text  # binomial SE at 60 % on 113 images: sqrt(0.24 / 113) = 4.61 points
     fig = plot_seed_comparison(summary, 113, num_classes=4)
     ax = fig.axes[0]
-    dots = [point for collection in ax.collections if collection.get_offsets().shape[1:] == (2,)
-            for point in collection.get_offsets().tolist() if collection.get_label().startswith("_")]
+    dots = [point for collection in ax.collections if isinstance(collection, PathCollection)  # the scatter dots
+            for point in collection.get_offsets().tolist()]
     assert sorted(round(y) for _, y in dots) == [50, 60, 60, 70, 80]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["resnet50\n(3 seeds)", "resnet50v2\n(2 seeds)"]
 
