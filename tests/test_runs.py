@@ -113,7 +113,8 @@ HISTORY = [
 
 def test_epoch_table_shows_each_epoch_in_percent():
     lines = epoch_table(HISTORY).splitlines()
-    assert lines[0].split() == ["epoch", "train", "loss", "train", "acc", "val", "loss", "val", "acc", "first", "lr", "seconds"]
+    assert lines[0].split() == ["epoch", "train", "loss", "train", "acc", "val", "loss", "val", "acc", "first", "lr",
+                                "seconds"]
     assert lines[2].split() == ["1", "1.250", "50.0%", "1.500", "50.0%", "0.01", "10"]
     assert lines[4].split() == ["3", "0.500", "87.5%", "1.250", "62.5%", "0.001", "30"]
 
