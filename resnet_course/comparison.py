@@ -19,13 +19,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .config import REPO_ROOT
+from .images import TRAIN_CROP_SCALE
 from .tables import text_table
 
 __all__ = ["BENCHMARK_RUNS", "load_runs", "seed_summary", "binomial_se", "seed_table", "plot_seed_comparison"]
 
 #: Where ``benchmarks/bench_recipe.py`` records its runs.
 BENCHMARK_RUNS = REPO_ROOT / "benchmarks" / "recipe_runs.jsonl"
-DEFAULT_CROPS = (0.5, 1.0)
 
 
 def load_runs(path: str | os.PathLike = BENCHMARK_RUNS, *, models: Sequence[str] | None = None,
@@ -50,7 +50,7 @@ def load_runs(path: str | os.PathLike = BENCHMARK_RUNS, *, models: Sequence[str]
         if epochs is not None and run.get("epochs") != epochs:
             continue
         if default_recipe and (run.get("recipe") or not run.get("zero_init_residual", True)
-                               or tuple(run.get("crop_scale", DEFAULT_CROPS)) != DEFAULT_CROPS):
+                               or tuple(run.get("crop_scale", TRAIN_CROP_SCALE)) != tuple(TRAIN_CROP_SCALE)):
             continue
         runs.append(run)
     if models is not None:
