@@ -66,7 +66,7 @@ def table(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         recipe = ", ".join(f"{k}={v}" for k, v in r["recipe"].items()) or "default"
-        if tuple(r.get("crop_scale", (0.5, 1.0))) != (0.5, 1.0):
+        if tuple(r.get("crop_scale", images.DEFAULT_TRAIN_CROP_SCALE)) != images.DEFAULT_TRAIN_CROP_SCALE:
             recipe += f", crops {r['crop_scale'][0]}-{r['crop_scale'][1]}"
         lines.append(f"| {r['model']} | {r['image_size']} | {r['epochs']} | {r['seed']} | {recipe} | "
                      f"{'yes' if r['zero_init_residual'] else 'no'} | {r['final_val_acc']:.1%} | "

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .config import REPO_ROOT
-from .images import TRAIN_CROP_SCALE
+from .images import DEFAULT_TRAIN_CROP_SCALE
+from .plots import _chance_lines
 from .tables import text_table
 
 __all__ = ["BENCHMARK_RUNS", "load_runs", "seed_summary", "binomial_se", "seed_table", "plot_seed_comparison"]
@@ -50,7 +51,7 @@ def load_runs(path: str | os.PathLike = BENCHMARK_RUNS, *, models: Sequence[str]
         if epochs is not None and run.get("epochs") != epochs:
             continue
         if default_recipe and (run.get("recipe") or not run.get("zero_init_residual", True)
-                               or tuple(run.get("crop_scale", TRAIN_CROP_SCALE)) != tuple(TRAIN_CROP_SCALE)):
+                               or tuple(run.get("crop_scale", DEFAULT_TRAIN_CROP_SCALE)) != DEFAULT_TRAIN_CROP_SCALE):
             continue
         runs.append(run)
     if models is not None:
@@ -121,9 +122,8 @@ def plot_seed_comparison(summary: Sequence[Mapping], num_images: int, title: str
             ax.errorbar(x, mean, yerr=100 * row["std"], color=f"C{x}", capsize=6, linewidth=1.5)
         se = 100 * binomial_se(row["mean"], num_images)
         ax.errorbar(x + 0.35, mean, yerr=se, color="0.55", capsize=4, linewidth=1.2)
-    if num_classes:
-        ax.axhline(100 / num_classes, color="0.4", linestyle=(0, (1, 2)), linewidth=1.2,
-                   label=f"chance: 1/{num_classes} classes = {100 / num_classes:.0f} %")
+    for level, label in _chance_lines(num_classes, None):  # the same chance line as plot_history's
+        ax.axhline(level, color="0.4", linestyle=(0, (1, 2)), linewidth=1.2, label=label)
     ax.errorbar([], [], yerr=[], color="0.55", capsize=4, label=f"binomial SE of one run on {num_images} images")
     ax.errorbar([], [], yerr=[], color="0.2", capsize=6, label="mean ± std over the seeds (dots: each seed)")
     ax.set_xticks(range(len(summary)), [f"{row['model']}\n({row['n']} seeds)" for row in summary])

@@ -15,8 +15,8 @@ import torch
 from PIL import Image, ImageOps
 from torchvision import transforms
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "NORMALIZATIONS", "TRAIN_CROP_SCALE", "load_rgb", "mean_std",
-           "train_transform", "eval_transform", "denormalize"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "NORMALIZATIONS", "TRAIN_CROP_SCALE", "DEFAULT_TRAIN_CROP_SCALE",
+           "load_rgb", "mean_std", "train_transform", "eval_transform", "denormalize"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -33,8 +33,10 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
     "tf": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
 #: RandomResizedCrop keeps 50-100 % of the area: the torchvision default of 8 % often crops the
-#: bird out of the picture, which a 452-image training set cannot afford.
-TRAIN_CROP_SCALE: tuple[float, float] = (0.5, 1.0)
+#: bird out of the picture, which a 452-image training set cannot afford. ``TRAIN_CROP_SCALE`` is
+#: what the transform uses now (``benchmarks/bench_recipe.py --crop-scale`` changes it for a run).
+DEFAULT_TRAIN_CROP_SCALE: tuple[float, float] = (0.5, 1.0)
+TRAIN_CROP_SCALE: tuple[float, float] = DEFAULT_TRAIN_CROP_SCALE
 
 
 # --------------------------------------------------------------------------------------------
