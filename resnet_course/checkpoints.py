@@ -20,16 +20,20 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
+import random
 import shutil
 import signal
 import socket
 import tempfile
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Callable
 
+import numpy as np
 import torch
 
 try:
@@ -38,21 +42,30 @@ except ImportError:  # Windows
     fcntl = None
     import msvcrt
 
-__all__ = ["CHECKPOINT_NAME", "BEST_NAME", "HISTORY_NAME", "LOCK_NAME", "RECIPE_KEYS", "CRASH_ENV",
-           "CheckpointError", "RunFolderError", "SaveFailed", "atomic_write", "check_writable_folder",
-           "RunFolderLock", "remove_temporary_files", "claim_run_folder", "data_fingerprint",
-           "recipe_differences", "check_same_run", "read_checkpoint"]
+__all__ = ["CHECKPOINT_NAME", "BEST_NAME", "HISTORY_NAME", "RUN_FILE", "LOCK_NAME", "CHECKPOINT_FORMAT",
+           "RECIPE_KEYS", "RESUME_KEYS", "CRASH_ENV", "CheckpointError", "RunFolderError", "SaveFailed",
+           "atomic_write", "save_checkpoint", "check_writable_folder", "RunFolderLock", "remove_temporary_files",
+           "claim_run_folder", "data_fingerprint", "recipe_differences", "check_same_run", "read_checkpoint",
+           "read_resumable", "meta_problem", "rng_state", "restore_rng_state", "best_state", "save_epoch_files",
+           "repair_epoch_files"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
 HISTORY_NAME = "history.json"
+#: A readable copy of the recipe the checkpoint records (``RECIPE_KEYS``), for people; the
+#: checkpoint's own record is the one a resume is checked against.
+RUN_FILE = "run.json"
+CHECKPOINT_FORMAT = 1
 #: The lock file a training holds in its output folder while it runs (removed when it ends).
 LOCK_NAME = "training.lock"
 #: What makes a resumed run the same run: a checkpoint that recorded another value for any of
 #: these is not continued. The number of epochs may grow; device, precision and process count may
 #: change.
 RECIPE_KEYS = ("model_name", "num_classes", "class_names", "image_size", "batch_size", "optimizer",
-               "lr", "weight_decay", "warmup_epochs", "schedule", "label_smoothing", "seed", "data")
+               "lr", "weight_decay", "warmup_epochs", "schedule", "label_smoothing", "seed", "data",
+               "zero_init_residual", "weights", "normalization", "backbone_frozen")
+#: What checkpoint.pt holds besides weights and meta, so a run can go on (best.pt holds none of it).
+RESUME_KEYS = ("epoch", "optimizer", "scheduler", "rng", "history", "best_val_acc")
 #: For tests only: ``RESNET_COURSE_CRASH_AT=checkpoint.pt`` makes the process kill itself (SIGKILL,
 #: no clean-up) right after it replaced ``checkpoint.pt``; ``tmp:checkpoint.pt`` right after the
 #: temporary file is complete but before it replaces the old one. Any file name written with
@@ -122,6 +135,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
         _crash_point(f"tmp:{path.name}")
         os.replace(temporary, path)
     except (OSError, RuntimeError) as error:
+        if isinstance(error.__context__, KeyboardInterrupt):  # torch's writer wraps Ctrl-C in its own error
+            raise KeyboardInterrupt from None
         reason = _write_failure(path, error)
         kept = f"; the previous {path.name} is kept as it was" if path.exists() else ""
         raise SaveFailed(f"could not write {path}: {reason}{kept}") from error
@@ -137,6 +152,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
         finally:
             os.close(folder)
     _crash_point(path.name)
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
+    """Save a checkpoint dict with ``torch.save``, atomically (``atomic_write``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda file: torch.save(state, file))
+    return path
+
+
+def write_json(path: Path, value: object) -> None:
+    """Write ``value`` as indented JSON, atomically."""
+    text = json.dumps(value, indent=1).encode()
+    atomic_write(path, lambda file: file.write(text))
 
 
 def remove_temporary_files(folder: Path, names: list[str]) -> list[Path]:
@@ -205,7 +234,10 @@ class RunFolderLock:
             self._held[key][1] += 1
             return self
         while True:
-            file = open(self.path, "a+", encoding="utf-8")
+            try:
+                file = open(self.path, "a+", encoding="utf-8")
+            except OSError as error:
+                raise SaveFailed(f"could not create {self.path}: {_write_failure(self.path, error)}") from None
             if not _try_lock(file):
                 file.seek(0)
                 owner = file.read().strip() or "another process"
@@ -219,10 +251,15 @@ class RunFolderLock:
             if same:
                 break
             file.close()
-        file.seek(0)
-        file.truncate()
-        file.write(f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        file.flush()
+        try:
+            file.seek(0)
+            file.truncate()
+            file.write(f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            file.flush()
+        except OSError as error:  # a full disk: leave no empty lock file behind
+            self.path.unlink(missing_ok=True)
+            file.close()
+            raise SaveFailed(f"could not write {self.path}: {_write_failure(self.path, error)}") from None
         self._held[key] = [file, 1]
         return self
 
@@ -253,28 +290,52 @@ class RunFolderLock:
 # The same run: recipe and data
 # --------------------------------------------------------------------------------------------
 
+def _content_key(path: str | os.PathLike) -> str:
+    """A file's size and a hash of its first 4 KiB: new bytes under an old name change it, and it
+    costs one small read per image."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4096)
+            size = os.fstat(file.fileno()).st_size
+    except OSError:
+        return "unreadable"
+    return f"{size}:{hashlib.sha256(head).hexdigest()[:16]}"
+
+
 def data_fingerprint(train_loader, val_loader) -> str | None:
-    """A short hash of which files (by class and file name) are in each split, so a run trained
-    on the stand-in is not mistaken for one trained on real photos, or on another split. None if
-    the loaders' datasets don't list their ``samples``."""
+    """A short hash of which files (by class, file name, size and first 4 KiB) are in each split,
+    so a run trained on the stand-in is not mistaken for one trained on real photos, on another
+    split, or on files whose bytes were replaced under the same names. None if the loaders'
+    datasets don't list their ``samples``."""
     digest = hashlib.sha256()
     for split, loader in (("train", train_loader), ("val", val_loader)):
         samples = getattr(getattr(loader, "dataset", None), "samples", None)
         if samples is None:
             return None
         for path, label in samples:
-            digest.update(f"{split}\t{label}\t{Path(path).name}\n".encode())
+            digest.update(f"{split}\t{label}\t{Path(path).name}\t{_content_key(path)}\n".encode())
     return digest.hexdigest()[:16]
 
 
+#: Settings where "none" is itself a setting (no weights file, not frozen): a run recorded with
+#: None differs from one asked for with a value, and the other way round.
+COMPARED_EVEN_IF_NONE = ("weights", "normalization", "backbone_frozen", "zero_init_residual")
+
+
 def recipe_differences(saved: Mapping, now: Mapping) -> list[str]:
-    """``"key: X there, Y now"`` for every setting in ``now`` that ``saved`` recorded otherwise
-    (settings either side left unrecorded, None, are not compared)."""
+    """``"key: X there, Y now"`` for every setting in ``now`` that ``saved`` recorded otherwise.
+    Settings left unrecorded (None) either side are not compared, except ``COMPARED_EVEN_IF_NONE``
+    where ``saved`` has the key at all."""
     def plain(value):
         return list(value) if isinstance(value, tuple) else value
 
-    return [f"{key}: {saved[key]!r} there, {value!r} now" for key, value in now.items()
-            if value is not None and saved.get(key) is not None and plain(saved[key]) != plain(value)]
+    def compared(key, value):
+        if key in COMPARED_EVEN_IF_NONE and key in saved:
+            return True
+        return value is not None and saved.get(key) is not None
+
+    return [f"{key}: {saved.get(key)!r} there, {value!r} now" for key, value in now.items()
+            if compared(key, value) and plain(saved.get(key)) != plain(value)]
 
 
 def claim_run_folder(out_dir: Path) -> RunFolderLock:
@@ -288,7 +349,7 @@ def claim_run_folder(out_dir: Path) -> RunFolderLock:
         raise RunFolderError(f"cannot create the output folder {out_dir}: {error.strerror or error}") from None
     lock = RunFolderLock(out_dir).acquire()
     try:
-        remove_temporary_files(out_dir, [CHECKPOINT_NAME, BEST_NAME, HISTORY_NAME])
+        remove_temporary_files(out_dir, [CHECKPOINT_NAME, BEST_NAME, HISTORY_NAME, RUN_FILE])
         leftovers = [name for name in (BEST_NAME, HISTORY_NAME) if (out_dir / name).exists()]
         if leftovers and not (out_dir / CHECKPOINT_NAME).exists():
             raise RunFolderError(f"{out_dir} holds {' and '.join(leftovers)} of an earlier run but no "
@@ -308,6 +369,148 @@ def check_same_run(checkpoint_path: Path, saved_meta: dict, meta: dict) -> None:
         raise RunFolderError(f"{checkpoint_path} holds a run trained differently (" + "; ".join(differences)
                              + "). Resume it with the settings it was trained with, or train into "
                              "another folder.")
+
+
+# --------------------------------------------------------------------------------------------
+# What a checkpoint holds: weights, meta, and for checkpoint.pt the state to resume from
+# --------------------------------------------------------------------------------------------
+
+def rng_state(loader_generators: Sequence[torch.Generator]) -> dict:
+    """Every random generator's state, as tensors and lists (no NumPy objects, so the checkpoint
+    loads with ``weights_only=True``)."""
+    version, mt_state, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(mt_state), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+        "loader": [g.get_state() for g in loader_generators],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict, loader_generators: Sequence[torch.Generator]) -> None:
+    """Put back what ``rng_state`` saved."""
+    version, mt_state, gauss = state["python"]
+    random.setstate((version, tuple(mt_state), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    for generator, saved in zip(loader_generators, state.get("loader", [])):
+        generator.set_state(saved)
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def best_state(state: dict) -> dict:
+    """What best.pt holds: the epoch's weights, meta and validation accuracy (no optimiser)."""
+    best = {key: state[key] for key in ("format", "epoch", "model", "meta")}
+    return {**best, "val_acc": state["history"][state["epoch"] - 1]["val_acc"]}
+
+
+def recipe_of(meta: Mapping) -> dict:
+    """The part of a checkpoint's meta that makes a run the run it is (``RECIPE_KEYS``)."""
+    return {key: meta.get(key) for key in RECIPE_KEYS}
+
+
+def save_epoch_files(out_dir: Path, state: dict, improved: bool) -> None:
+    """After an epoch: checkpoint.pt (to resume), best.pt (weights and meta only, when the
+    validation accuracy improved), history.json and run.json, each replaced atomically.
+    checkpoint.pt comes first: after a crash before the others, ``repair_epoch_files`` rebuilds
+    them from it."""
+    save_checkpoint(state, out_dir / CHECKPOINT_NAME)
+    if improved:
+        save_checkpoint(best_state(state), out_dir / BEST_NAME)
+    write_json(out_dir / HISTORY_NAME, state["history"])
+    write_json(out_dir / RUN_FILE, recipe_of(state["meta"]))
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _saved_best(path: Path) -> tuple | None:
+    try:
+        saved = read_checkpoint(path)
+    except (OSError, ValueError):
+        return None
+    return saved.get("epoch"), saved.get("val_acc")
+
+
+def repair_epoch_files(out_dir: Path, state: dict) -> list[str]:
+    """Make history.json, run.json and best.pt agree with checkpoint.pt again after a crash
+    between their writes (see ``save_epoch_files``); returns what was repaired, in words."""
+    repaired = []
+    history = state["history"]
+    if _read_json(out_dir / HISTORY_NAME) != json.loads(json.dumps(history)):
+        write_json(out_dir / HISTORY_NAME, history)
+        repaired.append(f"{HISTORY_NAME} now lists the {len(history)} epoch(s) of {CHECKPOINT_NAME}")
+    recipe = recipe_of(state["meta"])
+    if _read_json(out_dir / RUN_FILE) != json.loads(json.dumps(recipe)):
+        write_json(out_dir / RUN_FILE, recipe)
+    scored = [r for r in history if r.get("val_acc") is not None]
+    if not scored:
+        return repaired
+    best = max(scored, key=lambda r: r["val_acc"])  # the first of equals, as fit keeps it
+    if _saved_best(out_dir / BEST_NAME) == (best["epoch"], best["val_acc"]):
+        return repaired
+    if best["epoch"] == state["epoch"]:  # the weights of the best epoch are the checkpoint's
+        save_checkpoint(best_state(state), out_dir / BEST_NAME)
+        repaired.append(f"{BEST_NAME} now holds epoch {best['epoch']} ({best['val_acc']:.1%})")
+    else:
+        warnings.warn(f"{out_dir / BEST_NAME} does not hold the best epoch ({best['epoch']}, "
+                      f"{best['val_acc']:.1%}) and its weights are gone; it is left as it is.", stacklevel=2)
+    return repaired
+
+
+#: Bounds a checkpoint's meta must keep before anything is built from it.
+MAX_CLASSES = 100_000
+IMAGE_SIZES = range(8, 4097)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def meta_problem(meta: object, model_names: Sequence[str]) -> str | None:
+    """What is wrong with a checkpoint's meta, in words, or None: checked before a model is built
+    from it, so a file cannot make the course allocate a model of a billion classes."""
+    if not isinstance(meta, dict):
+        return f"its record of the run ('meta') is a {type(meta).__name__}, not a dict"
+    name, classes = meta.get("model_name"), meta.get("num_classes")
+    if not name or not classes:
+        return "it does not record which model it holds (model_name/num_classes)"
+    if name not in model_names:
+        return f"it names a model the course does not build ({name!r})"
+    if not _is_int(classes) or not 1 <= classes <= MAX_CLASSES:
+        return f"its number of classes ({classes!r}) is not a whole number from 1 to {MAX_CLASSES:,}"
+    names = meta.get("class_names")
+    if names is not None and (not isinstance(names, list) or len(names) != classes
+                              or not all(isinstance(n, str) for n in names)):
+        return f"its class names do not list {classes} names"
+    size = meta.get("image_size")
+    if size is not None and (not _is_int(size) or size not in IMAGE_SIZES):
+        return f"its image size ({size!r}) is not a whole number of pixels from 8 to 4096"
+    return None
+
+
+def read_resumable(path: Path) -> dict:
+    """Read checkpoint.pt to resume from it: a course checkpoint that also holds the optimiser,
+    scheduler, random states and history (best.pt holds weights only)."""
+    state = read_checkpoint(path)
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{path} cannot be resumed: it holds weights but not the training state "
+                              f"({', '.join(missing)}), as best.pt does. Resume from the run's own "
+                              f"{CHECKPOINT_NAME}, or train into another folder.")
+    if not isinstance(state["history"], list) or not isinstance(state.get("meta"), dict):
+        raise CheckpointError(f"{path} cannot be resumed: its history or meta is not what train writes.")
+    return state
 
 
 # --------------------------------------------------------------------------------------------

@@ -369,6 +369,7 @@ def get_model(name: str, num_classes: int = 1000, weights=None, **kwargs) -> nn.
     if key not in _FACTORIES:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
     model = _FACTORIES[key](num_classes=num_classes, **kwargs)
+    model.zero_init_residual = bool(kwargs.get("zero_init_residual", False))  # recorded by training.fit
     model.input_normalization = pretrained.normalization_for(key, weights)
     model.weights_source = None
     if weights is not None:

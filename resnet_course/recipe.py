@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 __all__ = ["DEFAULT_LR", "DEFAULT_WEIGHT_DECAY", "OPTIMIZERS", "DEFAULT_OPTIMIZER", "DEFAULT_WARMUP_EPOCHS",
-           "SCHEDULES", "check_number", "parameter_groups", "make_optimizer", "lr_factor"]
+           "SCHEDULES", "RECIPE_OPTIONS", "RecipeError", "validate", "parameter_groups", "make_optimizer", "lr_factor"]
 
 #: Learning rates that work for each optimiser on this task when none is given.
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3}
@@ -30,11 +30,51 @@ DEFAULT_WARMUP_EPOCHS = 1.0
 SCHEDULES = ("cosine", "step", "none")
 
 
-def check_number(name: str, value: float, low: float = 0.0, allow_low: bool = True) -> None:
-    """Refuse NaN, infinity and values below ``low`` (or equal to it unless ``allow_low``)."""
-    if not math.isfinite(value) or value < low or (value == low and not allow_low):
-        bound = f">= {low}" if allow_low else f"> {low}"
-        raise ValueError(f"{name} must be a finite number {bound}, not {value!r}")
+class RecipeError(ValueError):
+    """A recipe setting that cannot train; ``option`` names it, and ``message(flag)`` says what it
+    must be with option names written by ``flag`` (the command line writes ``--warmup-epochs``)."""
+
+    def __init__(self, option: str, requirement: str, value: object):
+        self.option, self.requirement, self.value = option, requirement, value
+        super().__init__(self.message())
+
+    def message(self, flag: Callable[[str], str] = str) -> str:
+        names = {name: flag(name) for name in RECIPE_OPTIONS}
+        return f"{flag(self.option)} must be {self.requirement.format(**names)}, not {self.value!r}"
+
+
+#: The settings ``validate`` checks, in the order the command line lists them.
+RECIPE_OPTIONS = ("epochs", "optimizer", "lr", "weight_decay", "warmup_epochs", "schedule", "label_smoothing")
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate(epochs: int, optimizer: str = DEFAULT_OPTIMIZER, lr: float | None = None,
+             weight_decay: float | None = None, warmup_epochs: float = DEFAULT_WARMUP_EPOCHS,
+             schedule: str = "cosine", label_smoothing: float = 0.0) -> dict:
+    """Check a training recipe before any work and return it whole, with ``lr`` and
+    ``weight_decay`` resolved to the optimiser's defaults where None. The one check of the recipe:
+    ``training.fit`` and the command line both call it; a bad value raises ``RecipeError``."""
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise RecipeError("epochs", "at least 1", epochs)
+    if optimizer not in OPTIMIZERS:
+        raise RecipeError("optimizer", f"one of {', '.join(OPTIMIZERS)}", optimizer)
+    lr = DEFAULT_LR[optimizer] if lr is None else lr
+    weight_decay = DEFAULT_WEIGHT_DECAY[optimizer] if weight_decay is None else weight_decay
+    if not (_finite(lr) and lr > 0):
+        raise RecipeError("lr", "a positive number", lr)
+    if not (_finite(weight_decay) and weight_decay >= 0):
+        raise RecipeError("weight_decay", "a number >= 0", weight_decay)
+    if not (_finite(warmup_epochs) and 0 <= warmup_epochs <= epochs):
+        raise RecipeError("warmup_epochs", f"between 0 and {{epochs}} ({epochs})", warmup_epochs)
+    if schedule not in SCHEDULES:
+        raise RecipeError("schedule", f"one of {', '.join(SCHEDULES)}", schedule)
+    if not (_finite(label_smoothing) and 0 <= label_smoothing < 1):
+        raise RecipeError("label_smoothing", "in [0, 1)", label_smoothing)
+    return {"optimizer": optimizer, "lr": float(lr), "weight_decay": float(weight_decay),
+            "warmup_epochs": warmup_epochs, "schedule": schedule, "label_smoothing": label_smoothing}
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -56,11 +96,9 @@ def make_optimizer(model: nn.Module, name: str, lr: float | None,
     2019: decoupled weight decay). ``lr`` and ``weight_decay`` default per optimiser
     (``DEFAULT_LR``, ``DEFAULT_WEIGHT_DECAY``); decay applies to weights, not BN or biases."""
     if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {name!r}")
+        raise RecipeError("optimizer", f"one of {', '.join(OPTIMIZERS)}", name)
     lr = DEFAULT_LR[name] if lr is None else lr
     weight_decay = DEFAULT_WEIGHT_DECAY[name] if weight_decay is None else weight_decay
-    check_number("lr", lr, allow_low=False)
-    check_number("weight_decay", weight_decay)
     groups = parameter_groups(model, weight_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=0.9)
@@ -79,11 +117,7 @@ def lr_factor(schedule: str, epochs: int, steps_per_epoch: int = 1,
     constant. Without warm-up, the value at the start of epoch ``e`` is the per-epoch schedule's:
     cosine 0.5 (1 + cos(pi e / epochs)), step 0.1 ** (e // round(epochs / 3)).
     """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}")
-    check_number("warmup_epochs", warmup_epochs)
-    if warmup_epochs > epochs:
-        raise ValueError(f"warmup_epochs ({warmup_epochs}) cannot exceed the number of epochs ({epochs})")
+    validate(epochs, warmup_epochs=warmup_epochs, schedule=schedule)
     total = epochs * steps_per_epoch
     warmup = round(warmup_epochs * steps_per_epoch)
     step_epochs = max(1, round(epochs / 3))

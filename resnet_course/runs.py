@@ -4,8 +4,9 @@
 (``config.settings()``) and keeps the run in ``config.run_dir("resnet50")``. Called again (later
 in the same notebook, in notebook 07 or 08, after a restart or an interrupt) it loads that run
 instead of training again, or finishes it if it was interrupted (``training.fit`` with
-``resume=True``). A small ``run.json`` records what the run was trained with, so a folder trained
-on other data or other settings is never silently reused.
+``resume=True``). The checkpoint records what the run was trained with, and ``fit`` checks it
+before anything is written, so a folder trained on other data or other settings is never
+silently reused.
 
 The helpers below turn a finished run into what notebooks 06 and 07 show: a table per epoch, a
 comparison of runs, a per-class table, and a sample of validation predictions for a grid.
@@ -14,7 +15,6 @@ comparison of runs, a per-class table, and a sample of validation predictions fo
 from __future__ import annotations
 
 import copy
-import json
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -25,23 +25,19 @@ import torch
 from torch import nn
 
 from . import config
-from .checkpoints import RunFolderLock, atomic_write, data_fingerprint, recipe_differences
+from .birds import CLASS_NAMES
+from .checkpoints import BEST_NAME, CHECKPOINT_NAME, read_resumable
+from .data import find_bird_data, load_birds
+from .device import place_batch, place_model, resolve_setup
+from .evaluation import collect_predictions
+from .models import get_model
+from .pretrained import normalization_for
+from .recipe import DEFAULT_OPTIMIZER, DEFAULT_WARMUP_EPOCHS
 from .tables import text_table
-from .training import (
-    BEST_NAME,
-    CHECKPOINT_NAME,
-    DEFAULT_LR,
-    DEFAULT_OPTIMIZER,
-    DEFAULT_WARMUP_EPOCHS,
-    DEFAULT_WEIGHT_DECAY,
-    HISTORY_NAME,
-)
+from .training import fit, set_seed, train_step
 
-__all__ = ["RUN_FILE", "TrainedRun", "data_fingerprint", "train_or_load", "epoch_table",
-           "compare_runs", "per_class_table", "validation_predictions", "seconds_per_step"]
-
-#: What a run was trained with (model, image size, batch, optimiser, data ...), next to its checkpoint.
-RUN_FILE = "run.json"
+__all__ = ["TrainedRun", "train_or_load", "epoch_table", "compare_runs", "per_class_table",
+           "validation_predictions", "seconds_per_step"]
 
 
 @dataclass
@@ -76,20 +72,10 @@ def _epochs(n: int) -> str:
 
 
 def _finished_epochs(out_dir: Path) -> int:
-    history = out_dir / HISTORY_NAME
-    return len(json.loads(history.read_text())) if history.is_file() else 0
-
-
-def _check_recipe(out_dir: Path, recipe: dict) -> None:
-    """Refuse to continue or reuse a run that was trained with something else."""
-    saved_file = out_dir / RUN_FILE
-    if not (out_dir / CHECKPOINT_NAME).exists() or not saved_file.is_file():
-        return
-    differences = recipe_differences(json.loads(saved_file.read_text()), recipe)
-    if differences:
-        raise ValueError(f"{config.display_path(out_dir)} holds a run trained differently ("
-                         + "; ".join(differences) + "). Give this run another name, or delete that "
-                         "folder to train afresh.")
+    """Epochs checkpoint.pt holds (0 without one); a file that is not a course checkpoint is a
+    ``CheckpointError`` here, before anything is built or written."""
+    path = out_dir / CHECKPOINT_NAME
+    return len(read_resumable(path)["history"]) if path.is_file() else 0
 
 
 def train_or_load(name: str, model_name: str | None = None, *, epochs: int | None = None,
@@ -106,26 +92,18 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
     bird data is found (``find_bird_data``, which says which data it is) and split with
     ``load_birds``. The recipe is ``fit``'s default (AdamW, one epoch of warm-up, cosine decay)
     on a model built with ``zero_init_residual=True``; ``lr=None`` and ``weight_decay=None`` mean
-    the optimiser's defaults (``training.DEFAULT_LR``, ``DEFAULT_WEIGHT_DECAY``). The
-    weights are initialised with ``set_seed(seed)`` and ``fit`` reseeds every epoch, so a run
-    repeats on the same machine with the same number of CPU threads (with another thread count the
+    the optimiser's defaults (``recipe.DEFAULT_LR``, ``DEFAULT_WEIGHT_DECAY``). The weights are
+    initialised with ``set_seed(seed)`` and ``fit`` reseeds every epoch, so a run repeats on the
+    same machine with the same number of CPU threads (with another thread count the
     floating-point sums are split, and so rounded, differently, and training amplifies that).
     A run is never shortened: asking for fewer epochs than are saved returns the saved run. A
-    folder whose ``run.json`` records another model, image size, batch size, optimiser, learning
-    rate, label smoothing, seed or data is an error.
+    folder whose checkpoint records another recipe is an error from ``fit`` naming every
+    difference, raised before anything in the folder is written.
     ``weights`` (None, "imagenet" or a file, see ``models.get_model``) starts from pretrained
-    weights, and the loaders it makes then use the input scaling those weights expect; the file's
-    name is part of the recipe.
+    weights, and the loaders it makes then use the input scaling those weights expect.
     """
-    from .data import CLASS_NAMES, find_bird_data, load_birds
-    from .models import get_model
-    from .pretrained import normalization_for
-    from .training import fit, set_seed
-
     defaults = config.settings()
     model_name = model_name or name
-    lr = DEFAULT_LR.get(optimizer) if lr is None else lr
-    weight_decay = DEFAULT_WEIGHT_DECAY.get(optimizer) if weight_decay is None else weight_decay
     epochs = defaults.epochs if epochs is None else epochs
     image_size = image_size or defaults.image_size
     if train_loader is None or val_loader is None:
@@ -135,36 +113,21 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
             normalization=normalization_for(model_name, weights))
     class_names = list(class_names or CLASS_NAMES)
     out_dir = config.run_dir(name)
-    recipe = {"model_name": model_name, "image_size": image_size,
-              "batch_size": getattr(train_loader, "batch_size", None), "optimizer": optimizer,
-              "lr": lr, "weight_decay": weight_decay, "warmup_epochs": warmup_epochs,
-              "zero_init_residual": zero_init_residual, "label_smoothing": label_smoothing, "seed": seed,
-              "data": data_fingerprint(train_loader, val_loader)}
-    if weights is not None:  # recorded only when used, so runs from before keep their recipe
-        recipe["weights"] = weights if str(weights).lower() == "imagenet" else Path(weights).name
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with RunFolderLock(out_dir):  # one notebook trains here at a time; fit takes the same lock again
-        _check_recipe(out_dir, recipe)
-        done = _finished_epochs(out_dir) if (out_dir / CHECKPOINT_NAME).exists() else 0
-        where = config.display_path(out_dir)
-        if done >= epochs:
-            print(f"Loading the finished run in {where} ({_epochs(done)}); delete that folder to train afresh.")
-        elif done:
-            print(f"Continuing the run in {where}: {done} of {epochs} epochs were done.")
-        else:
-            print(f"Training {model_name} for {_epochs(epochs)} into {where}.")
-        recipe_json = json.dumps(recipe, indent=1).encode()
-        atomic_write(out_dir / RUN_FILE, lambda file: file.write(recipe_json))
-
-        set_seed(seed)
-        model = get_model(model_name, num_classes=len(class_names), weights=weights,
-                          zero_init_residual=zero_init_residual)
-        history = fit(model, train_loader, val_loader, max(epochs, done), optimizer=optimizer, lr=lr,
-                      weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-                      label_smoothing=label_smoothing, out_dir=out_dir, resume=True,
-                      progress=progress and done < epochs,
-                      precision=precision, seed=seed, class_names=class_names, model_name=model_name,
-                      image_size=image_size)
+    done = _finished_epochs(out_dir)
+    where = config.display_path(out_dir)
+    if done >= epochs:
+        print(f"Loading the finished run in {where} ({_epochs(done)}); delete that folder to train afresh.")
+    elif done:
+        print(f"Continuing the run in {where}: {done} of {epochs} epochs were done.")
+    else:
+        print(f"Training {model_name} for {_epochs(epochs)} into {where}.")
+    set_seed(seed)
+    model = get_model(model_name, num_classes=len(class_names), weights=weights,
+                      zero_init_residual=zero_init_residual)
+    history = fit(model, train_loader, val_loader, max(epochs, done), optimizer=optimizer, lr=lr,
+                  weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
+                  out_dir=out_dir, resume=True, progress=progress and done < epochs, precision=precision,
+                  seed=seed, class_names=class_names, model_name=model_name, image_size=image_size)
     return TrainedRun(name, model_name, model, history, out_dir, class_names, image_size,
                       train_loader, val_loader, len(history) - done)
 
@@ -220,8 +183,6 @@ def validation_predictions(model: nn.Module, loader, n: int = 12, precision="aut
     """``n`` validation images spread evenly over ``loader``'s dataset (so every class shows up;
     the same images every time), with true labels, predicted labels and softmax probabilities:
     the arguments ``plots.plot_prediction_grid(images, true, predicted, class_names, probs)`` takes."""
-    from .evaluation import collect_predictions
-
     dataset = loader.dataset
     if len(dataset) == 0:
         raise ValueError("the validation set is empty")
@@ -243,9 +204,6 @@ def seconds_per_step(models: Mapping[str, nn.Module], loader, steps: int = 5, wa
     comparison of their cost, which the seconds in histories recorded at different times are not.
     The median ignores a step slowed down by something else running.
     """
-    from .device import place_batch, place_model, resolve_setup
-    from .training import _train_step
-
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
     setup = resolve_setup(precision)
@@ -264,7 +222,7 @@ def seconds_per_step(models: Mapping[str, nn.Module], loader, steps: int = 5, wa
         images, targets = place_batch(images, setup), targets.to(setup.device)
         for label, twin in twins.items():
             start = time.perf_counter()
-            _train_step(twin, images, targets, optimizers[label], scaler, nn.functional.cross_entropy, setup)
+            train_step(twin, images, targets, optimizers[label], scaler, nn.functional.cross_entropy, setup)
             if setup.device.type == "cuda":
                 torch.cuda.synchronize()
             if step >= warmup:

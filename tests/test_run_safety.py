@@ -29,7 +29,7 @@ from resnet_course.data import CLASS_NAMES
 from resnet_course.training import TrainingDiverged, fit, load_checkpoint
 
 COLOURS = [(230, 200, 30), (20, 20, 20), (120, 90, 60), (240, 240, 240)]
-EPOCH_FILES = ["best.pt", "checkpoint.pt", "history.json"]
+EPOCH_FILES = ["best.pt", "checkpoint.pt", "history.json", "run.json"]
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +251,8 @@ for argv, crash_at, log in json.loads(sys.argv[1]):
 """
 #: Where a training is killed: right after the file is in place, or (tmp:) after its temporary
 #: file is complete, before it replaces the old one.
-CRASH_POINTS = ["tmp:checkpoint.pt", "checkpoint.pt", "tmp:best.pt", "best.pt", "tmp:history.json", "history.json"]
+CRASH_POINTS = ["tmp:checkpoint.pt", "checkpoint.pt", "tmp:best.pt", "best.pt", "tmp:history.json", "history.json",
+                "tmp:run.json", "run.json"]
 
 
 def _folder(point):

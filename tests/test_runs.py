@@ -10,10 +10,9 @@ from torch import nn
 
 from resnet_course import config
 from resnet_course.data import CLASS_NAMES, load_birds
+from resnet_course.checkpoints import RUN_FILE, data_fingerprint
 from resnet_course.runs import (
-    RUN_FILE,
     compare_runs,
-    data_fingerprint,
     epoch_table,
     per_class_table,
     seconds_per_step,

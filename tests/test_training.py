@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from resnet_course import training
+from resnet_course import checkpoints
 from resnet_course.device import ComputeSetup
 from resnet_course.training import TrainingInterrupted, fit, load_checkpoint, load_model, set_seed
 
@@ -292,7 +292,7 @@ def test_interrupt_in_first_epoch_says_nothing_was_saved(tmp_path):
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
-    path = training.save_checkpoint({"epoch": 1, "weights": torch.ones(3)}, tmp_path / "checkpoint.pt")
+    path = checkpoints.save_checkpoint({"epoch": 1, "weights": torch.ones(3)}, tmp_path / "checkpoint.pt")
     before = path.read_bytes()
 
     def half_write(obj, file):
@@ -301,7 +301,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatc
 
     monkeypatch.setattr(torch, "save", half_write)
     with pytest.raises(OSError, match="disk full"):
-        training.save_checkpoint({"epoch": 2}, path)
+        checkpoints.save_checkpoint({"epoch": 2}, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
 
