@@ -1,22 +1,56 @@
 """The command line: ``python -m resnet_course train | predict | make-standin | import-kaggle |
 download-weights``.
 
-Each command is a thin layer over the package (``training.fit``, ``evaluation.predict``,
-``data``). Mistakes a user can make (a missing folder, an unknown model, an unreadable image)
-end with a one-paragraph message and exit code 2, not a traceback.
+Each command checks what it was given, says what it is about to do, and calls the package
+(``training.fit``, ``evaluation.predict``, ``data``). Mistakes a user can make (a missing folder,
+an unknown model, an unreadable image) end with a one-paragraph message and exit code 2, not a
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
+from torch import nn
+
 from . import config
+from .birds import BirdDataError, BirdDataWarning
+from .checkpoints import (
+    BEST_NAME,
+    CHECKPOINT_NAME,
+    HISTORY_NAME,
+    CheckpointError,
+    RunFolderError,
+    SaveFailed,
+    check_writable_folder,
+    read_checkpoint,
+)
+from .data import find_bird_data, import_kaggle, load_birds, make_standin_birds
+from .device import FP32_ENV, choose_device_and_precision
+from .evaluation import predict
+from .finetune import freeze_backbone
+from .images import load_rgb
+from .models import MODEL_NAMES, get_model
+from .pretrained import WeightsError, download_weights, normalization_for, weights_files
+from .recipe import (
+    DEFAULT_LR,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_WARMUP_EPOCHS,
+    DEFAULT_WEIGHT_DECAY,
+    OPTIMIZERS,
+    SCHEDULES,
+    RecipeError,
+    validate,
+)
+from .standin import standin_is_complete
+from .training import TrainingDiverged, TrainingInterrupted, fit, init_distributed, load_model, set_seed
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -46,7 +80,6 @@ def _say(message: str, rank: int = 0) -> None:
 def _default_num_workers() -> int:
     """Loader processes: none on a CPU (they would compete with training for the cores), a few on
     a GPU machine so that JPEG decoding keeps up."""
-    import torch
 
     return min(4, max((os.cpu_count() or 1) - 1, 0)) if torch.cuda.is_available() else 0
 
@@ -63,8 +96,6 @@ def _check_batchnorm_can_train(model, model_name: str, batch_size: int, image_si
     """BatchNorm in training mode needs more than one value per channel: with one image per batch
     every feature map must be larger than 1x1. Checked with one forward pass of a blank image,
     only when ``batch_size`` is 1, so that the refusal comes before any training."""
-    import torch
-    from torch import nn
 
     if batch_size > 1:
         return
@@ -85,52 +116,67 @@ def _check_batchnorm_can_train(model, model_name: str, batch_size: int, image_si
                          "--batch-size 2 or more, or a larger --image-size.")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    import torch.distributed as dist
-
-    from .checkpoints import check_writable_folder
-    from .data import find_bird_data, load_birds
-    from .device import choose_device_and_precision
-    from .finetune import freeze_backbone
-    from .models import get_model
-    from .pretrained import normalization_for
-    from .training import CHECKPOINT_NAME, fit, init_distributed, set_seed
-
-    for name, value, low in (("--epochs", args.epochs, 1), ("--image-size", args.image_size, 16),
-                             ("--batch-size", args.batch_size, 1)):
+def _check_train_options(args: argparse.Namespace) -> dict:
+    """Refuse bad options before any work: the recipe through ``recipe.validate`` (the one check
+    ``fit`` uses too, its message naming the option as typed), then what only the command line
+    sets. Returns the validated recipe."""
+    try:
+        recipe = validate(args.epochs, args.optimizer, args.lr, args.weight_decay, args.warmup_epochs,
+                          args.schedule, args.label_smoothing)
+    except RecipeError as error:
+        raise UsageError(error.message(lambda name: "--" + name.replace("_", "-"))) from None
+    for name, value, low in (("--image-size", args.image_size, 16), ("--batch-size", args.batch_size, 1)):
         if value < low:
             raise UsageError(f"{name} must be at least {low}, not {value}")
-    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
-        raise UsageError(f"--lr must be a positive number, not {args.lr}")
-    if args.weight_decay is not None and not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
-        raise UsageError(f"--weight-decay must be a number >= 0, not {args.weight_decay}")
-    if not (math.isfinite(args.warmup_epochs) and 0 <= args.warmup_epochs <= args.epochs):
-        raise UsageError(f"--warmup-epochs must be between 0 and --epochs ({args.epochs}), not {args.warmup_epochs}")
+    if args.num_workers is not None and args.num_workers < 0:
+        raise UsageError(f"--num-workers must be 0 (load in the training process) or more, not {args.num_workers}")
     if args.freeze_backbone and args.weights is None:
         raise UsageError("--freeze-backbone trains only the head on top of pretrained weights: "
                          "add --weights imagenet or --weights PATH")
     if args.weights is not None and args.weights.strip().lower() != "imagenet" \
             and not Path(args.weights).expanduser().is_file():
         raise UsageError(f"--weights: no file at {args.weights} (give 'imagenet' or the path of a weights file)")
-    if not 0 <= args.label_smoothing < 1:
-        raise UsageError(f"--label-smoothing must be in [0, 1), not {args.label_smoothing}")
-    if args.num_workers is not None and args.num_workers < 0:
-        raise UsageError(f"--num-workers must be 0 (load in the training process) or more, not {args.num_workers}")
+    return recipe
+
+
+def _training_data(args: argparse.Namespace, rank: int, world_size: int) -> tuple[Path, bool]:
+    """The data folder and whether it is the stand-in; under torchrun rank 0 draws the stand-in
+    if needed while the others wait, then find it in place."""
+    if args.data is not None:
+        return Path(args.data), False
+    if rank == 0:
+        found = find_bird_data()
+    if world_size > 1:
+        dist.barrier()
+    return found if rank == 0 else find_bird_data(verbose=False)
+
+
+def _done_line(history: list[dict], out_dir: Path) -> str:
+    """The last line of a training: where the run is, and the best epoch if best.pt holds it."""
+    line = f"Done: {len(history)} epochs in {out_dir / CHECKPOINT_NAME} and {HISTORY_NAME}"
+    scored = [r for r in history if r["val_acc"] is not None]
+    if not scored:
+        return line
+    best = max(scored, key=lambda r: r["val_acc"])
+    try:
+        saved = read_checkpoint(out_dir / BEST_NAME)
+    except (OSError, ValueError):
+        saved = {}
+    if (saved.get("epoch"), saved.get("val_acc")) == (best["epoch"], best["val_acc"]):
+        return line + f"; best val accuracy {best['val_acc']:.1%} (epoch {best['epoch']}) in {out_dir / BEST_NAME}"
+    return line + (f"; the best epoch was {best['epoch']} ({best['val_acc']:.1%}), but {out_dir / BEST_NAME} "
+                   "does not hold it (it is missing or cannot be read)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    recipe = _check_train_options(args)
     out_dir = Path(args.out) if args.out else config.RUNS_DIR / args.model
     check_writable_folder(out_dir)  # before any work, not after the first epoch
     if (out_dir / CHECKPOINT_NAME).exists() and not args.resume:
         raise UsageError(f"{out_dir / CHECKPOINT_NAME} already holds a training run; pass --resume to "
                          "continue it, or choose another --out folder.")
     rank, world_size = init_distributed()
-    if args.data is not None:
-        root, standin = Path(args.data), False
-    else:  # rank 0 generates the stand-in if needed; the others wait, then find it in place
-        if rank == 0:
-            root, standin = find_bird_data()
-        if world_size > 1:
-            dist.barrier()
-        if rank != 0:
-            root, standin = find_bird_data(verbose=False)
+    root, standin = _training_data(args, rank, world_size)
     num_workers = _default_num_workers() if args.num_workers is None else args.num_workers
     normalization = normalization_for(args.model, args.weights)  # what the weights expect
     train_loader, val_loader, class_names = load_birds(
@@ -151,23 +197,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.freeze_backbone:
         freeze_backbone(model)
     _check_batchnorm_can_train(model, args.model, args.batch_size, args.image_size)
-    history = fit(model, train_loader, val_loader, args.epochs, optimizer=args.optimizer, lr=args.lr,
-                  weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-                  schedule=args.schedule, label_smoothing=args.label_smoothing, out_dir=out_dir,
+    history = fit(model, train_loader, val_loader, args.epochs, **recipe, out_dir=out_dir,
                   resume=args.resume, progress=not args.no_progress, precision=setup, seed=args.seed,
                   class_names=class_names, model_name=args.model, image_size=args.image_size,
                   on_epoch_end=lambda record: _say(_epoch_line(record, args.epochs)))
-    if history and history[-1]["val_acc"] is not None:
-        best = max(history, key=lambda r: r["val_acc"])
-        _say(f"Done: {len(history)} epochs in {out_dir / 'checkpoint.pt'} and history.json; "
-             f"best val accuracy {best['val_acc']:.1%} (epoch {best['epoch']}) in {out_dir / 'best.pt'}", rank)
+    _say(_done_line(history, out_dir), rank)
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .data import load_rgb
-    from .evaluation import predict
-    from .training import load_model
 
     checkpoint = Path(args.checkpoint)
     if args.topk < 1:
@@ -197,8 +235,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_make_standin(args: argparse.Namespace) -> int:
-    from .data import make_standin_birds
-    from .standin import standin_is_complete
 
     out = Path(args.out) if args.out else config.STANDIN_DIR
     if standin_is_complete(out, seed=args.seed):
@@ -211,14 +247,12 @@ def cmd_make_standin(args: argparse.Namespace) -> int:
 
 
 def cmd_import_kaggle(args: argparse.Namespace) -> int:
-    from .data import import_kaggle
 
     import_kaggle(args.src, Path(args.out) if args.out else None)
     return 0
 
 
 def cmd_download_weights(args: argparse.Namespace) -> int:
-    from .pretrained import download_weights, weights_files
 
     for name in args.model or ["resnet50", "resnet50v2"]:
         for file in weights_files(name):
@@ -228,16 +262,6 @@ def cmd_download_weights(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .device import FP32_ENV
-    from .models import MODEL_NAMES
-    from .recipe import (
-        DEFAULT_LR,
-        DEFAULT_OPTIMIZER,
-        DEFAULT_WARMUP_EPOCHS,
-        DEFAULT_WEIGHT_DECAY,
-        OPTIMIZERS,
-        SCHEDULES,
-    )
 
     defaults = config.settings()
     parser = argparse.ArgumentParser(
@@ -332,7 +356,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """The data's warnings (a skipped image, a class with no validation image) as one plain
     ``warning:`` line, not Python's file:line format with a line of source code."""
-    from .birds import BirdDataWarning
 
     if issubclass(category, BirdDataWarning):
         print(f"warning: {message}", file=sys.stderr)
@@ -344,12 +367,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 2 for a usage or data error, a checkpoint or
     folder that cannot be used, a file that cannot be written, or a training that diverged; 130 if
     interrupted)."""
-    from .checkpoints import CheckpointError, RunFolderError, SaveFailed
-    from .data import BirdDataError
-    from .device import FP32_ENV
-    from .pretrained import WeightsError
-    from .training import TrainingDiverged, TrainingInterrupted
-
     try:  # an on/off variable set to neither (RESNET_COURSE_FAST=maybe) is a usage error too
         for name in (config.FAST_ENV, FP32_ENV):
             config.env_flag(name)
