@@ -4,6 +4,8 @@ import os
 from pathlib import Path
 
 import pytest
+from PIL import Image
+from torch import nn
 
 # Notebooks run through nbval inherit this environment: fast mode unless the instructor asked
 # otherwise (RESNET_COURSE_FAST=0 pytest runs the course at default settings).
@@ -11,6 +13,7 @@ os.environ.setdefault("RESNET_COURSE_FAST", "1")
 
 import matplotlib  # noqa: E402  (after the environment is set)
 
+from resnet_course.birds import CLASS_NAMES  # noqa: E402
 from resnet_course.device import torch_threads  # noqa: E402
 
 matplotlib.use("Agg")  # for tests/ only: notebook kernels keep their inline backend
@@ -33,3 +36,38 @@ def one_torch_thread():
     each other (a ResNet-50 forward pass took 2.9 s on two threads, 0.15 s on one)."""
     with torch_threads(1):
         yield
+
+
+#: One colour per course class, so even a tiny net can tell the tiny birds apart.
+BIRD_COLOURS = [(230, 200, 30), (20, 20, 20), (120, 90, 60), (240, 240, 240)]
+
+
+def make_bird_folder(root: Path, per_class: int = 5, prefix: str = "", size: tuple = (40, 36)) -> Path:
+    """A tiny bird folder: ``per_class`` small JPEGs ``{prefix}{i}.jpg`` in each course class
+    folder, each class its own colour, each image a shade of it."""
+    for name, colour in zip(CLASS_NAMES, BIRD_COLOURS):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            shade = tuple(min(255, c + 9 * i) for c in colour)
+            Image.new("RGB", size, shade).save(root / name / f"{prefix}{i}.jpg")
+    return root
+
+
+@pytest.fixture(scope="session")
+def bird_folder():
+    """``bird_folder(root, per_class=5, prefix="", size=(40, 36))`` makes a tiny bird folder at
+    ``root`` (see ``make_bird_folder``) and returns it."""
+    return make_bird_folder
+
+
+def make_tiny_net(num_classes: int = 4) -> nn.Module:
+    """A small conv net without BatchNorm (its forward is the same in train and eval mode)."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, num_classes))
+
+
+@pytest.fixture(scope="session")
+def tiny_net():
+    """``tiny_net(num_classes=4)`` builds a small conv net without BatchNorm (see ``make_tiny_net``)."""
+    return make_tiny_net

@@ -1,0 +1,256 @@
+"""Hostile cases against train, resume and predict: each is refused with one message and exit
+code 2 (130 for an interrupt), no traceback, and every file that existed before is unchanged.
+
+One finished one-epoch resnet18 run at 32 px (from random weights) and one started from a weights
+file (a torchvision-format resnet18 state_dict made here) are copied for each case, which then
+damages the copy or its data the way a hurried student or an attacker would, and runs the command
+line in-process (``cli.main``: an escaping exception fails the test, so exit code 2 with a message
+means no traceback).
+"""
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from resnet_course import cli, config
+from resnet_course.checkpoints import LOCK_NAME, RUN_FILE, RunFolderError
+from resnet_course.data import load_birds
+from resnet_course.runs import train_or_load
+from resnet_course.training import fit, load_checkpoint, set_seed
+
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
+
+def train_args(data, out, *extra):
+    return ["train", "--model", "resnet18", "--data", str(data), "--image-size", "32", "--batch-size", "4",
+            "--epochs", "1", "--out", str(out), "--no-progress", "--fp32", *map(str, extra)]
+
+
+def tree(*folders) -> dict:
+    """Every file under ``folders`` with a hash of its bytes (symlinks by their target)."""
+    found = {}
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_symlink():
+                found[str(path)] = "-> " + os.readlink(path)
+            elif path.is_file():
+                found[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "resnet18-lookalike.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_runs(bird_folder, weights_file, tmp_path_factory):
+    """A finished run from random weights and one from ``weights_file``."""
+    root = tmp_path_factory.mktemp("finished")
+    data = bird_folder(root / "birds")
+    assert cli.main(train_args(data, root / "scratch")) == 0
+    assert cli.main(train_args(data, root / "weighted", "--weights", weights_file)) == 0
+    return root
+
+
+def _copy_run(finished_runs, tmp_path, which="scratch"):
+    shutil.copytree(finished_runs / which, tmp_path / "run")
+    shutil.copytree(finished_runs / "birds", tmp_path / "birds")
+    return tmp_path / "run", tmp_path / "birds"
+
+
+def _damage_meta(run, **changes):
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["meta"] = changes.pop("meta") if "meta" in changes else {**state["meta"], **changes}
+    torch.save(state, run / "checkpoint.pt")
+
+
+def _replace_a_photo(data):
+    photo = sorted((data / "Cockatoo").iterdir())[0]
+    photo.write_bytes((data / "Bananaquit" / "0.jpg").read_bytes())  # same name, other bytes
+
+
+# name: (which run to copy, how to damage it (run, data, weights) -> None, extra options, message)
+RESUME_CASES = {
+    "resume adding --weights": ("scratch", None, lambda w: ["--weights", w], "weights: None there"),
+    "resume dropping --weights": ("weighted", None, lambda w: [], "now"),
+    "resume adding --freeze-backbone": ("weighted", None, lambda w: ["--weights", w, "--freeze-backbone"],
+                                        "backbone_frozen: False there, True now"),
+    "resume with --no-zero-init": ("scratch", None, lambda w: ["--no-zero-init"],
+                                   "zero_init_residual: True there, False now"),
+    "resume with another seed": ("scratch", None, lambda w: ["--seed", "1"], "seed: 0 there, 1 now"),
+    "same file names, new image bytes": ("scratch", lambda run, data: _replace_a_photo(data), lambda w: [],
+                                         "data: "),
+    "best.pt copied to checkpoint.pt": ("scratch", lambda run, data: shutil.copy(run / "best.pt",
+                                                                                 run / "checkpoint.pt"),
+                                        lambda w: [], "cannot be resumed: it holds weights but not the training"),
+    "meta is a list": ("scratch", lambda run, data: _damage_meta(run, meta=["resnet18", 4]), lambda w: [],
+                       "cannot be resumed: its history or meta"),
+    "meta names another model": ("scratch", lambda run, data: _damage_meta(run, model_name="resnet9000"),
+                                 lambda w: [], "model_name: 'resnet9000' there, 'resnet18' now"),
+    "checkpoint.pt is a folder": ("scratch", lambda run, data: (os.remove(run / "checkpoint.pt"),
+                                                                os.mkdir(run / "checkpoint.pt")),
+                                  lambda w: [], "checkpoint.pt"),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_a_resume_that_would_not_be_the_same_run_exits_2_and_changes_nothing(case, finished_runs, weights_file,
+                                                                          tmp_path, capsys):
+    which, damage, extra, message = RESUME_CASES[case]
+    run, data = _copy_run(finished_runs, tmp_path, which)
+    if damage is not None:
+        damage(run, data)
+    if case == "resume dropping --weights":
+        message = f"weights: {str(weights_file)!r} there, None now"
+    before = tree(run, data)
+    capsys.readouterr()
+    code = cli.main(train_args(data, run, "--resume", "--epochs", "2", *extra(weights_file)))
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE, err
+    assert message in err, err
+    assert err.count("error:") == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert tree(run, data) == before
+
+
+# name: (how to damage the checkpoint's meta, message)
+PREDICT_CASES = {
+    "unknown model name": (dict(model_name="resnet9000"), "names a model the course does not build"),
+    "negative class count": (dict(num_classes=-4), "number of classes (-4)"),
+    "huge class count": (dict(num_classes=10**12), "number of classes (1000000000000)"),
+    "class count not a number": (dict(num_classes="4"), "number of classes ('4')"),
+    "class names of the wrong length": (dict(class_names=["a", "b"]), "class names do not list 4 names"),
+    "huge image size": (dict(image_size=10**9), "image size (1000000000)"),
+    "meta a list": (dict(meta=[1, 2, 3]), "'meta') is a list, not a dict"),
+}
+
+
+@pytest.mark.parametrize("case", list(PREDICT_CASES))
+def test_predict_with_a_checkpoint_whose_meta_is_nonsense_exits_2(case, finished_runs, tmp_path, capsys):
+    changes, message = PREDICT_CASES[case]
+    run, data = _copy_run(finished_runs, tmp_path)
+    _damage_meta(run, **changes)
+    before = tree(run, data)
+    capsys.readouterr()
+    code = cli.main(["predict", "--checkpoint", str(run / "checkpoint.pt"), str(data / "Cockatoo" / "0.jpg")])
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE and message in err, err
+    assert err.count("error:") == 1 and "Traceback" not in err, err
+    assert tree(run, data) == before
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full, a device that is always full")
+def test_a_full_disk_when_the_lock_is_taken_exits_2_and_leaves_no_empty_lock(finished_runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK_NAME).symlink_to("/dev/full")  # writing the lock's owner line fails, as on a full disk
+    assert cli.main(train_args(finished_runs / "birds", run)) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"could not write {run / LOCK_NAME}: " in err and err.count("error:") == 1, err
+    assert "Traceback" not in err and list(run.iterdir()) == []
+
+
+def test_an_interrupt_while_best_pt_is_written_exits_130_and_keeps_the_run(finished_runs, tmp_path, capsys,
+                                                                           monkeypatch):
+    run, data = _copy_run(finished_runs, tmp_path)
+    before = {name: (run / name).read_bytes() for name in ("checkpoint.pt", "best.pt")}
+    real_save = torch.save
+
+    def interrupted_save(obj, file, *args, **kwargs):
+        if "best.pt" in getattr(file, "name", ""):
+            try:  # as torch's zip writer does when Ctrl-C arrives inside it
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise RuntimeError("[enforce fail at inline_container.cc] PytorchStreamWriter failed") from None
+        return real_save(obj, file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    code = cli.main(train_args(data, tmp_path / "new", "--epochs", "1"))
+    err = capsys.readouterr().err
+    assert code == EXIT_INTERRUPTED, err
+    assert "Traceback" not in err and "could not write" not in err
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+
+def test_the_done_line_never_points_to_a_best_pt_that_cannot_be_read(finished_runs, tmp_path, capsys):
+    run, data = _copy_run(finished_runs, tmp_path)
+    assert cli.main(train_args(data, run, "--epochs", "2", "--resume")) == 0
+    (run / "best.pt").write_bytes(b"damaged")
+    capsys.readouterr()
+    assert cli.main(train_args(data, run, "--epochs", "2", "--resume")) == 0
+    out = capsys.readouterr().out
+    try:
+        best = load_checkpoint(run / "best.pt")
+    except ValueError:
+        best = None
+    if best is None:  # the best epoch was not the last one: its weights are gone, and the line says so
+        assert "does not hold it" in out and "best val accuracy" not in out, out
+    else:  # repaired from checkpoint.pt (the best epoch was the last one)
+        assert f"best val accuracy {best['val_acc']:.1%} (epoch {best['epoch']})" in out, out
+
+
+# ------------------------------------------------------------------------------------------
+# train_or_load: nothing written before the checks pass; damaged side files are repaired
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def tiny_loaders(bird_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "RUNS_DIR", tmp_path / "runs")
+    train_loader, val_loader, class_names = load_birds(bird_folder(tmp_path / "birds"), image_size=32, batch_size=4)
+    return dict(train_loader=train_loader, val_loader=val_loader, class_names=class_names, image_size=32)
+
+
+def test_a_wrong_call_of_train_or_load_writes_nothing_and_the_right_one_still_loads(tiny_loaders):
+    run = train_or_load("r18", "resnet18", epochs=1, progress=False, **tiny_loaders)
+    (run.out_dir / RUN_FILE).unlink()  # a folder from before run.json, or a student who deleted it
+    before = tree(run.out_dir)
+    with pytest.raises(RunFolderError, match="lr: 0.001 there, 0.1 now"):
+        train_or_load("r18", "resnet18", epochs=1, lr=0.1, progress=False, **tiny_loaders)
+    assert tree(run.out_dir) == before
+    again = train_or_load("r18", "resnet18", epochs=1, progress=False, **tiny_loaders)
+    assert again.epochs_trained_now == 0 and again.history == run.history
+
+
+@pytest.mark.parametrize("damage", ["run.json garbage", "run.json a list", "history.json garbage",
+                                    "history.json a number"])
+def test_damaged_run_and_history_files_are_repaired_from_the_checkpoint(tiny_loaders, damage):
+    run = train_or_load("r18", "resnet18", epochs=1, progress=False, **tiny_loaders)
+    name, what = damage.split(" ", 1)
+    (run.out_dir / name).write_text({"garbage": "{not json", "a list": "[1, 2]", "a number": "7"}[what])
+    again = train_or_load("r18", "resnet18", epochs=1, progress=False, **tiny_loaders)
+    assert again.epochs_trained_now == 0 and again.history == run.history
+    assert (run.out_dir / "history.json").read_text().startswith("[")
+    assert '"model_name": "resnet18"' in (run.out_dir / RUN_FILE).read_text()
+
+
+# ------------------------------------------------------------------------------------------
+# A resumed run is the same run, with loader processes too
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_with_loader_processes_a_resumed_run_equals_one_never_stopped(bird_folder, tmp_path):
+    data = bird_folder(tmp_path / "birds", per_class=8)
+
+    def run(out, epochs, resume=False):
+        train, val, names = load_birds(data, image_size=32, batch_size=4, num_workers=2)
+        set_seed(0)
+        model = torchvision.models.resnet18(num_classes=4)
+        history = fit(model, train, val, epochs, out_dir=out, resume=resume, progress=False, precision="fp32",
+                      seed=0, class_names=names, model_name="resnet18", image_size=32)
+        return history, model
+
+    straight, straight_model = run(tmp_path / "straight", 3)
+    run(tmp_path / "split", 1)
+    split, split_model = run(tmp_path / "split", 3, resume=True)
+    assert [r["train_loss"] for r in split] == [r["train_loss"] for r in straight]
+    assert [r["val_acc"] for r in split] == [r["val_acc"] for r in straight]
+    for key, value in straight_model.state_dict().items():
+        assert torch.equal(split_model.state_dict()[key], value), key
