@@ -13,16 +13,15 @@
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
 
 from .blocks import UNIT_ORDERINGS, ResidualUnit
 from .device import torch_threads
+from .diagrams import trace_operations
 from .tables import text_table
 
 __all__ = ["UNIT_LABELS", "PAPER_CIFAR10_ERRORS", "PAPER_IMAGENET_TOP1", "operation_order", "zero_branch",
@@ -55,45 +54,17 @@ PAPER_IMAGENET_TOP1 = {"ResNet-152": (21.3, 21.1), "ResNet-200": (21.8, 20.7)}
 # The order of operations
 # --------------------------------------------------------------------------------------------
 
-#: How each kind of operation is written in an order of operations.
-MODULE_LABELS = ((nn.Conv2d, "conv"), (nn.modules.batchnorm._BatchNorm, "BN"), (nn.ReLU, "ReLU"),
-                 (nn.MaxPool2d, "max pool"), (nn.Linear, "fc"))
-FUNCTION_LABELS = {operator.add: "add", operator.iadd: "add", torch.add: "add",
-                   torch.relu: "ReLU", F.relu: "ReLU"}
-METHOD_LABELS = {"add": "add", "add_": "add", "relu": "ReLU", "relu_": "ReLU"}
-
-
-def _module_label(module: nn.Module) -> str:
-    for kind, label in MODULE_LABELS:
-        if isinstance(module, kind):
-            return label
-    return type(module).__name__
-
-
 def operation_order(module: nn.Module, skip: Sequence[str] = ("shortcut", "downsample")) -> list[str]:
     """The operations ``module.forward`` performs, in order, e.g. ``["conv", "BN", "ReLU", ..., "add"]``.
 
-    Read from a ``torch.fx`` trace, so it is what the code does. Submodules are named by kind
-    ("conv", "BN", "ReLU", "max pool", "fc"), additions are "add"; the shortcut's own operations
+    Read from a ``torch.fx`` trace (``diagrams.trace_operations``, which draws the same blocks), so
+    it is what the code does. Submodules are named by kind ("conv", "BN", "ReLU", "max pool",
+    "fc"), additions are "add"; the shortcut's own operations
     (submodules whose name starts with one of ``skip``) and identities are left out, so a unit
     reads like a column of He et al. 2016, Fig. 4. A forward with data-dependent control flow
     cannot be traced and raises fx's error.
     """
-    traced = fx.symbolic_trace(module)
-    order = []
-    for node in traced.graph.nodes:
-        if node.op == "call_module":
-            if str(node.target).split(".")[0] in skip:
-                continue
-            submodule = traced.get_submodule(node.target)
-            if isinstance(submodule, nn.Identity):
-                continue
-            order.append(_module_label(submodule))
-        elif node.op == "call_function":
-            order.append(FUNCTION_LABELS.get(node.target, getattr(node.target, "__name__", str(node.target))))
-        elif node.op == "call_method":
-            order.append(METHOD_LABELS.get(node.target, str(node.target)))
-    return order
+    return [op.kind for op in trace_operations(module) if op.target.split(".")[0] not in skip]
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from matplotlib.patches import Circle, FancyBboxPatch, Polygon
 from torch import fx, nn
 
 from .stages import model_stages, stage_shapes
+from .tables import shape_text
 
 #: Box colours by kind of operation (the same in every figure of the course).
 KIND_COLORS = {"conv": "#cfe2f3", "BN": "#fff2cc", "ReLU": "#d9ead3", "max pool": "#ead1dc",
@@ -99,8 +100,9 @@ def _describe(module: nn.Module) -> tuple[str, str, int]:
     return name, name, 1
 
 
-def _trace_ops(module: nn.Module) -> list[Op]:
-    """The operations of ``module.forward`` in forward order, identities and plumbing left out."""
+def trace_operations(module: nn.Module) -> list[Op]:
+    """The operations of ``module.forward`` in forward order, read from a ``torch.fx`` trace
+    (so it is what the code does), identities and plumbing left out."""
     traced = fx.symbolic_trace(module)
     index: dict = {}  # fx node -> op index (-1: the input); identities map to their input
     ops: list[Op] = []
@@ -160,7 +162,7 @@ def block_graph(module: nn.Module) -> BlockGraph:
     uses go in column 1; the addition and what follows it go below the branch. The shortcut is
     the term of the addition with fewer operations (an identity has none).
     """
-    ops = _trace_ops(module)
+    ops = trace_operations(module)
     adds = [i for i, op in enumerate(ops) if op.kind == "add"]
     column, row = [0] * len(ops), [0] * len(ops)
     if len(adds) != 1 or len(ops[adds[0]].inputs) != 2:
@@ -314,10 +316,6 @@ def drawn_operations(fig: Figure) -> list[list[str]]:
 # Drawing a network stage by stage
 # --------------------------------------------------------------------------------------------
 
-def _shape_text(shape: Sequence[int]) -> str:
-    return "×".join(str(n) for n in shape)
-
-
 def stage_summary(name: str, stage: nn.Module) -> dict:
     """What a stage is made of: ``blocks`` (how many), ``block`` (class name) and ``lines``
     (the first block's operations, convolutions with kernel, channels and stride), or for a
@@ -332,7 +330,7 @@ def stage_summary(name: str, stage: nn.Module) -> dict:
         strided = [i + 1 for i, g in enumerate(graphs) if any(op.stride > 1 for op in g.ops)]
         lines = convs + ([f"stride 2 in block {', '.join(map(str, strided))}"] if strided else [])
         return {"stage": name, "blocks": len(children), "block": type(children[0]).__name__, "lines": lines}
-    ops = _trace_ops(stage)
+    ops = trace_operations(stage)
     return {"stage": name, "blocks": 0, "block": "", "lines": [op.text.replace("\n", ", ") for op in ops]}
 
 
@@ -356,8 +354,8 @@ def draw_network(model: nn.Module, input_size: int = 224, title: str = "") -> Fi
                 fontweight="bold", gid=f"stage{i}:{name}:{info['blocks']}")
         ax.text(x + width / 2, height - 0.55, "\n".join(info["lines"]), ha="center", va="top",
                 fontsize=6.8, linespacing=1.25)
-        ax.text(x + width / 2, -0.12, _shape_text(shape), ha="center", va="top", fontsize=8,
-                color="#0b5394", gid=f"shape{i}:{_shape_text(shape)}")
+        ax.text(x + width / 2, -0.12, shape_text(shape), ha="center", va="top", fontsize=8,
+                color="#0b5394", gid=f"shape{i}:{shape_text(shape)}")
         if i + 1 < n:
             ax.annotate("", xy=(x + 1.85, height / 2), xytext=(x + width, height / 2),
                         arrowprops=dict(arrowstyle="-|>", color="#444444", shrinkA=0, shrinkB=0))
@@ -447,7 +445,7 @@ def draw_stage_tensors(models: Sequence[tuple[str, Sequence[dict]]], input_size:
                 gid=f"model{k}:{name}")
         for i, (x, row) in enumerate(boxes):
             shape = _chw(row["shape"])
-            gid = f"box{k}.{i}:{row['stage']}:{_shape_text(shape)}"
+            gid = f"box{k}.{i}:{row['stage']}:{shape_text(shape)}"
             before = len(ax.patches), len(ax.texts)
             _cuboid(ax, x, shape, colors[k % len(colors)], gid)
             for patch in ax.patches[before[0]:]:  # move the box into its model's row
@@ -455,7 +453,7 @@ def draw_stage_tensors(models: Sequence[tuple[str, Sequence[dict]]], input_size:
             for text in ax.texts[before[1]:]:
                 tx, ty = text.get_position()
                 text.set_position((tx, ty + y0))
-            ax.text(x + side_length(shape[2]) / 2, y0 - 1.3, f"{row['stage']}\n{_shape_text(row['shape'])}",
+            ax.text(x + side_length(shape[2]) / 2, y0 - 1.3, f"{row['stage']}\n{shape_text(row['shape'])}",
                     ha="center", va="top", fontsize=7.5, color="#0b5394")
     ax.set_xlim(-1.2, width)
     ax.set_ylim(bottom, top)
@@ -490,6 +488,6 @@ def drawn_boxes(fig: Figure) -> list[dict]:
     return sorted(boxes, key=lambda b: (b["model"], b["index"]))
 
 
-__all__ = ["KIND_COLORS", "STRIDE_COLOR", "Op", "BlockGraph", "block_graph", "draw_blocks", "draw_block",
-           "drawn_operations", "stage_summary", "draw_network", "side_length", "draw_stage_tensors",
+__all__ = ["KIND_COLORS", "STRIDE_COLOR", "Op", "BlockGraph", "trace_operations", "block_graph", "draw_blocks",
+           "draw_block", "drawn_operations", "stage_summary", "draw_network", "side_length", "draw_stage_tensors",
            "drawn_boxes"]

@@ -18,7 +18,7 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from .device import evaluating
-from .tables import text_table
+from .tables import shape_text, text_table
 
 #: The attributes of a torchvision ResNet, in forward order (torchvision/models/resnet.py).
 TORCHVISION_RESNET_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3",
@@ -126,10 +126,6 @@ def stage_shapes(model: nn.Module, input_size: int | Sequence[int] = 224,
             return _stage_rows(stages, x, on_meta=False)
 
 
-def _shape_text(shape: Sequence[int], times: str = "x") -> str:
-    return times.join(str(n) for n in shape)
-
-
 def _mac_unit(rows: Iterable[dict]) -> tuple[str, float]:
     """GMACs for ImageNet-sized models, MMACs for the small CIFAR nets."""
     total = sum(row["macs"] for row in rows)
@@ -147,7 +143,7 @@ def row_cells(row: dict | None, scale: float, times: str = "x") -> list[str]:
     by ``times``), parameters, MACs divided by ``scale``; four empty cells for None."""
     if row is None:
         return ["", "", "", ""]
-    return [row["stage"], _shape_text(row["shape"], times), f"{row['params']:,}",
+    return [row["stage"], shape_text(row["shape"], times), f"{row['params']:,}",
             f"{row['macs'] / scale:.3f}"]
 
 

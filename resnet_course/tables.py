@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["text_table"]
+__all__ = ["text_table", "shape_text"]
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[object]], *,
@@ -32,3 +32,8 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[object]], *,
     if total and body:
         body[-1:] = [*dashes, body[-1]]
     return "\n".join([line(header), *dashes, *body])
+
+
+def shape_text(shape: Sequence[int], times: str = "×") -> str:
+    """A tensor shape as people write it, e.g. ``256×56×56`` (``times="x"`` for plain ASCII)."""
+    return times.join(str(n) for n in shape)
