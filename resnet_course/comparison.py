@@ -18,9 +18,11 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from .config import REPO_ROOT
 from .images import DEFAULT_TRAIN_CROP_SCALE
-from .plots import _chance_lines
+from .plots import chance_lines
 from .tables import text_table
 
 __all__ = ["BENCHMARK_RUNS", "load_runs", "seed_summary", "binomial_se", "seed_table", "plot_seed_comparison"]
@@ -108,8 +110,6 @@ def plot_seed_comparison(summary: Sequence[Mapping], num_images: int, title: str
     standard deviation over the seeds, and beside it (grey) the binomial standard error of a
     single run at that mean, so the two kinds of noise can be compared. ``num_classes`` draws
     the chance level 1/k."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(1.6 + 1.5 * len(summary), 4), layout="constrained")
     ax = fig.add_subplot()
     for x, row in enumerate(summary):
@@ -122,7 +122,7 @@ def plot_seed_comparison(summary: Sequence[Mapping], num_images: int, title: str
             ax.errorbar(x, mean, yerr=100 * row["std"], color=f"C{x}", capsize=6, linewidth=1.5)
         se = 100 * binomial_se(row["mean"], num_images)
         ax.errorbar(x + 0.35, mean, yerr=se, color="0.55", capsize=4, linewidth=1.2)
-    for level, label in _chance_lines(num_classes, None):  # the same chance line as plot_history's
+    for level, label in chance_lines(num_classes, None):  # the same chance line as plot_history's
         ax.axhline(level, color="0.4", linestyle=(0, (1, 2)), linewidth=1.2, label=label)
     ax.errorbar([], [], yerr=[], color="0.55", capsize=4, label=f"binomial SE of one run on {num_images} images")
     ax.errorbar([], [], yerr=[], color="0.2", capsize=6, label="mean ± std over the seeds (dots: each seed)")

@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import settings
 from .device import torch_threads
+from .models import cifar_resnet, plain_cifar_net
 from .tables import text_table
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
@@ -159,8 +161,6 @@ def degradation_experiment(depths: Sequence[int] | None = None, residual: Iterab
     on the machine. Expect what He et al. 2015 show in Fig. 1 and 6: the deeper plain nets end
     with a higher training loss; the residual nets of the same depths do not.
     """
-    from resnet_course.config import settings
-
     if depths is None:
         depths = settings().degradation_depths
     if steps is None:
@@ -173,8 +173,6 @@ def degradation_experiment(depths: Sequence[int] | None = None, residual: Iterab
 
 
 def _train_each(depths, residual, images, labels, steps, batch_size, lr, seed, verbose) -> list[dict]:
-    from resnet_course.models import cifar_resnet, plain_cifar_net
-
     last = max(steps // 10, 1)
     records = []
     for is_residual in residual:

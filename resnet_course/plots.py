@@ -9,6 +9,7 @@ plain words, and sizes are chosen to read well at notebook width.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from .ablation import UNIT_LABELS, by_unit
-from .data import denormalize
+from .images import denormalize
 
 RIGHT_COLOR = "tab:green"
 WRONG_COLOR = "red"
@@ -246,7 +247,7 @@ def _draw_history(axes, rows, label_prefix: str = "", color=None, percent: bool 
             ax.plot(x, y, style, marker=marker, color=color, label=f"{label_prefix}{name}")
 
 
-def _chance_lines(num_classes: int | None, majority: float | None) -> list[tuple[float, str]]:
+def chance_lines(num_classes: int | None, majority: float | None) -> list[tuple[float, str]]:
     """The chance levels to draw on an accuracy axis, as (accuracy in %, legend label)."""
     lines = []
     if num_classes is not None:
@@ -261,7 +262,7 @@ def _chance_lines(num_classes: int | None, majority: float | None) -> list[tuple
 
 
 def _finish_history_axes(axes, percent: bool, num_classes: int | None = None, majority: float | None = None) -> None:
-    for level, (y, label) in enumerate(_chance_lines(num_classes, majority)):
+    for level, (y, label) in enumerate(chance_lines(num_classes, majority)):
         axes[0].axhline(y if percent else y / 100, color="0.4", linestyle=(0, (1, 2 + 2 * level)), linewidth=1.2,
                         label=label)
     axes[0].set_title("Accuracy")
@@ -540,8 +541,6 @@ class PhotoFigure:
 
     def jpeg(self) -> bytes:
         """The figure as JPEG bytes (white background: JPEG has no transparency)."""
-        import io
-
         buffer = io.BytesIO()
         self.figure.savefig(buffer, format="png", dpi=self.dpi, facecolor="white")
         buffer.seek(0)

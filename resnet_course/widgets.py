@@ -14,8 +14,10 @@ import io
 from collections.abc import Sequence
 from functools import cache
 
+import ipywidgets as widgets
 from torch import nn
 
+from .diagrams import draw_stage_tensors
 from .models import MODEL_NAMES, get_model
 from .stages import row_cells, stage_shapes, total_row
 
@@ -84,8 +86,6 @@ def explorer_html(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2",
 def explorer_figure(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2",
                     input_size: int = 224):
     """Each stage's output tensor drawn as a box (``diagrams.draw_stage_tensors``), v1 above v2."""
-    from .diagrams import draw_stage_tensors
-
     pairs = explorer_rows(v1_name, v2_name, input_size)
     models = [(v1_name, [a for a, _ in pairs if a is not None])]
     if v2_name:
@@ -104,8 +104,6 @@ def explorer_png(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2",
 def shape_explorer():
     """An ipywidgets box: a model dropdown, an input-size slider, the live drawing and below it
     the side-by-side table."""
-    import ipywidgets as widgets
-
     dropdown = widgets.Dropdown(options=list(EXPLORER_CHOICES), value=EXPLORER_CHOICES[0][1],
                                 description="model")
     slider = widgets.IntSlider(value=SIZE_DEFAULT, min=SIZE_MIN, max=SIZE_MAX, step=SIZE_STEP,
