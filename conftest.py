@@ -1,6 +1,8 @@
 """Shared test setup for tests/ and notebooks/: fast mode by default, and the real-photo sample when it exists."""
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,18 @@ def make_tiny_net(num_classes: int = 4) -> nn.Module:
 def tiny_net():
     """``tiny_net(num_classes=4)`` builds a small conv net without BatchNorm (see ``make_tiny_net``)."""
     return make_tiny_net
+
+
+@pytest.fixture(scope="session")
+def fast_disk(tmp_path_factory):
+    """A folder in memory (/dev/shm) where there is one, for tests that train into run folders:
+    every checkpoint is flushed to disk (fsync), and a one-epoch resnet18 checkpoint with its AdamW
+    state is 128 MB, which takes seconds to reach a slow shared disk; what these tests check does
+    not depend on the disk."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield tmp_path_factory.mktemp("runs")
+        return
+    folder = Path(tempfile.mkdtemp(prefix="resnet-course-tests-", dir=shm))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

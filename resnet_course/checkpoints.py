@@ -1,5 +1,6 @@
-"""Keeping a run folder safe: one training at a time, files that survive a crash, checkpoint
-files checked before they are trusted, and a resumed run that is the same run.
+"""A run folder and its checkpoints: one training at a time, files that survive a crash, what a
+checkpoint holds (this module owns the format), files checked before they are trusted, and a
+resumed run that is the same run.
 
 What ``training.fit`` and the command line promise (see the README, "What train and resume
 promise"):
@@ -8,12 +9,16 @@ promise"):
   file, which the OS lets go of when the process dies, so a crashed run never leaves it stuck); a
   second training into the same folder is refused.
 - Every file is written to a temporary file and renamed over the old one (``atomic_write``), so a
-  crash or a full disk leaves the old file whole. ``checkpoint.pt`` is written first in an epoch;
-  ``best.pt`` and ``history.json`` follow it and are repaired from it on resume if a crash came in
-  between; temporary files a crash left behind are removed.
-- A resumed run must have the same recipe (``RECIPE_KEYS``): every difference is named.
-- A file that is not a course checkpoint raises ``CheckpointError`` saying what it is not. Files
-  are read with ``torch.load(weights_only=True)``: loading one can never run code.
+  crash or a full disk leaves the old file whole. ``checkpoint.pt`` is written first in an epoch
+  (``save_epoch_files``); ``best.pt``, ``history.json`` and ``run.json`` follow it and are repaired
+  from it on resume if a crash came in between (``repair_epoch_files``); temporary files a crash
+  left behind are removed.
+- A resumed run must have the same recipe: the meta the checkpoint recorded is compared with the
+  new run's (``RECIPE_KEYS``, ``check_same_run``), and every difference is named.
+- A file that is not a course checkpoint raises ``CheckpointError`` saying what it is not; its
+  meta is checked (``meta_problem``) before anything is built from it, and only a checkpoint.pt,
+  not a best.pt, can be resumed (``read_resumable``). Files are read with
+  ``torch.load(weights_only=True)``: loading one can never run code.
 """
 
 from __future__ import annotations

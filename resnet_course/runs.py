@@ -196,9 +196,9 @@ def validation_predictions(model: nn.Module, loader, n: int = 12, precision="aut
 
 def seconds_per_step(models: Mapping[str, nn.Module], loader, steps: int = 5, warmup: int = 1,
                      precision="auto") -> dict[str, float]:
-    """Median wall-clock seconds of one training step (``fit``'s step: forward, backward, SGD
-    update) for each model, on the same batches from ``loader``, measured on copies so the models
-    stay as they are.
+    """Median wall-clock seconds of one training step (``training.train_step``, here with plain
+    SGD: forward, backward, update) for each model, on the same batches from ``loader``, measured
+    on copies so the models stay as they are.
 
     The models take turns step by step, so a change in the machine's load hits them alike: a fair
     comparison of their cost, which the seconds in histories recorded at different times are not.

@@ -37,9 +37,9 @@ def tiny_birds(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained_run(tiny_birds, tmp_path_factory):
+def trained_run(tiny_birds, fast_disk):
     """One epoch of resnet18 at 32 px, then resumed to two epochs; returns (out_dir, outputs)."""
-    out = tmp_path_factory.mktemp("run")
+    out = fast_disk / "cli-run"
     common = ["train", "--model", "resnet18", "--data", str(tiny_birds), "--image-size", "32",
               "--batch-size", "4", "--out", str(out), "--no-progress"]
     printed = io.StringIO()

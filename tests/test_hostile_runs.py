@@ -52,13 +52,22 @@ def weights_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def finished_runs(bird_folder, weights_file, tmp_path_factory):
+def finished_runs(bird_folder, weights_file, fast_disk):
     """A finished run from random weights and one from ``weights_file``."""
-    root = tmp_path_factory.mktemp("finished")
+    root = fast_disk / "finished"
     data = bird_folder(root / "birds")
     assert cli.main(train_args(data, root / "scratch")) == 0
     assert cli.main(train_args(data, root / "weighted", "--weights", weights_file)) == 0
     return root
+
+
+@pytest.fixture
+def case_dir(fast_disk, request):
+    """A folder of its own for one case, in memory where possible (see ``fast_disk``)."""
+    folder = fast_disk / f"case-{request.node.name}".replace("/", "_").replace(" ", "_")
+    folder.mkdir()
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _copy_run(finished_runs, tmp_path, which="scratch"):
@@ -104,9 +113,9 @@ RESUME_CASES = {
 
 @pytest.mark.parametrize("case", list(RESUME_CASES))
 def test_a_resume_that_would_not_be_the_same_run_exits_2_and_changes_nothing(case, finished_runs, weights_file,
-                                                                          tmp_path, capsys):
+                                                                          case_dir, capsys):
     which, damage, extra, message = RESUME_CASES[case]
-    run, data = _copy_run(finished_runs, tmp_path, which)
+    run, data = _copy_run(finished_runs, case_dir, which)
     if damage is not None:
         damage(run, data)
     if case == "resume dropping --weights":
@@ -134,9 +143,9 @@ PREDICT_CASES = {
 
 
 @pytest.mark.parametrize("case", list(PREDICT_CASES))
-def test_predict_with_a_checkpoint_whose_meta_is_nonsense_exits_2(case, finished_runs, tmp_path, capsys):
+def test_predict_with_a_checkpoint_whose_meta_is_nonsense_exits_2(case, finished_runs, case_dir, capsys):
     changes, message = PREDICT_CASES[case]
-    run, data = _copy_run(finished_runs, tmp_path)
+    run, data = _copy_run(finished_runs, case_dir)
     _damage_meta(run, **changes)
     before = tree(run, data)
     capsys.readouterr()
@@ -158,9 +167,9 @@ def test_a_full_disk_when_the_lock_is_taken_exits_2_and_leaves_no_empty_lock(fin
     assert "Traceback" not in err and list(run.iterdir()) == []
 
 
-def test_an_interrupt_while_best_pt_is_written_exits_130_and_keeps_the_run(finished_runs, tmp_path, capsys,
+def test_an_interrupt_while_best_pt_is_written_exits_130_and_keeps_the_run(finished_runs, case_dir, capsys,
                                                                            monkeypatch):
-    run, data = _copy_run(finished_runs, tmp_path)
+    run, data = _copy_run(finished_runs, case_dir)
     before = {name: (run / name).read_bytes() for name in ("checkpoint.pt", "best.pt")}
     real_save = torch.save
 
@@ -173,15 +182,15 @@ def test_an_interrupt_while_best_pt_is_written_exits_130_and_keeps_the_run(finis
         return real_save(obj, file, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", interrupted_save)
-    code = cli.main(train_args(data, tmp_path / "new", "--epochs", "1"))
+    code = cli.main(train_args(data, case_dir / "new", "--epochs", "1"))
     err = capsys.readouterr().err
     assert code == EXIT_INTERRUPTED, err
     assert "Traceback" not in err and "could not write" not in err
     assert {name: (run / name).read_bytes() for name in before} == before
 
 
-def test_the_done_line_never_points_to_a_best_pt_that_cannot_be_read(finished_runs, tmp_path, capsys):
-    run, data = _copy_run(finished_runs, tmp_path)
+def test_the_done_line_never_points_to_a_best_pt_that_cannot_be_read(finished_runs, case_dir, capsys):
+    run, data = _copy_run(finished_runs, case_dir)
     assert cli.main(train_args(data, run, "--epochs", "2", "--resume")) == 0
     (run / "best.pt").write_bytes(b"damaged")
     capsys.readouterr()
@@ -201,34 +210,48 @@ def test_the_done_line_never_points_to_a_best_pt_that_cannot_be_read(finished_ru
 # train_or_load: nothing written before the checks pass; damaged side files are repaired
 # ------------------------------------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def loaders_and_run(bird_folder, fast_disk):
+    """Loaders over a tiny bird folder, and a finished one-epoch train_or_load run on them."""
+    root = fast_disk / "train_or_load"
+    train_loader, val_loader, class_names = load_birds(bird_folder(root / "birds"), image_size=32, batch_size=4)
+    loaders = dict(train_loader=train_loader, val_loader=val_loader, class_names=class_names, image_size=32)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(config, "RUNS_DIR", root / "runs")
+        run = train_or_load("r18", "resnet18", epochs=1, progress=False, **loaders)
+    return loaders, root / "runs", run.history
+
+
 @pytest.fixture
-def tiny_loaders(bird_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(config, "RUNS_DIR", tmp_path / "runs")
-    train_loader, val_loader, class_names = load_birds(bird_folder(tmp_path / "birds"), image_size=32, batch_size=4)
-    return dict(train_loader=train_loader, val_loader=val_loader, class_names=class_names, image_size=32)
+def tiny_loaders(loaders_and_run, case_dir, monkeypatch):
+    """The loaders, with RUNS_DIR a copy of the finished run's for this case alone."""
+    loaders, runs, _ = loaders_and_run
+    shutil.copytree(runs, case_dir / "runs")
+    monkeypatch.setattr(config, "RUNS_DIR", case_dir / "runs")
+    return loaders
 
 
-def test_a_wrong_call_of_train_or_load_writes_nothing_and_the_right_one_still_loads(tiny_loaders):
-    run = train_or_load("r18", "resnet18", epochs=1, progress=False, **tiny_loaders)
-    (run.out_dir / RUN_FILE).unlink()  # a folder from before run.json, or a student who deleted it
-    before = tree(run.out_dir)
+def test_a_wrong_call_of_train_or_load_writes_nothing_and_the_right_one_still_loads(tiny_loaders, loaders_and_run):
+    out_dir = config.run_dir("r18")
+    (out_dir / RUN_FILE).unlink()  # a folder from before run.json, or a student who deleted it
+    before = tree(out_dir)
     with pytest.raises(RunFolderError, match="lr: 0.001 there, 0.1 now"):
         train_or_load("r18", "resnet18", epochs=1, lr=0.1, progress=False, **tiny_loaders)
-    assert tree(run.out_dir) == before
+    assert tree(out_dir) == before
     again = train_or_load("r18", "resnet18", epochs=1, progress=False, **tiny_loaders)
-    assert again.epochs_trained_now == 0 and again.history == run.history
+    assert again.epochs_trained_now == 0 and again.history == loaders_and_run[2]
 
 
 @pytest.mark.parametrize("damage", ["run.json garbage", "run.json a list", "history.json garbage",
                                     "history.json a number"])
-def test_damaged_run_and_history_files_are_repaired_from_the_checkpoint(tiny_loaders, damage):
-    run = train_or_load("r18", "resnet18", epochs=1, progress=False, **tiny_loaders)
+def test_damaged_run_and_history_files_are_repaired_from_the_checkpoint(tiny_loaders, loaders_and_run, damage):
+    out_dir = config.run_dir("r18")
     name, what = damage.split(" ", 1)
-    (run.out_dir / name).write_text({"garbage": "{not json", "a list": "[1, 2]", "a number": "7"}[what])
+    (out_dir / name).write_text({"garbage": "{not json", "a list": "[1, 2]", "a number": "7"}[what])
     again = train_or_load("r18", "resnet18", epochs=1, progress=False, **tiny_loaders)
-    assert again.epochs_trained_now == 0 and again.history == run.history
-    assert (run.out_dir / "history.json").read_text().startswith("[")
-    assert '"model_name": "resnet18"' in (run.out_dir / RUN_FILE).read_text()
+    assert again.epochs_trained_now == 0 and again.history == loaders_and_run[2]
+    assert (out_dir / "history.json").read_text().startswith("[")
+    assert '"model_name": "resnet18"' in (out_dir / RUN_FILE).read_text()
 
 
 # ------------------------------------------------------------------------------------------
@@ -236,20 +259,20 @@ def test_damaged_run_and_history_files_are_repaired_from_the_checkpoint(tiny_loa
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_with_loader_processes_a_resumed_run_equals_one_never_stopped(bird_folder, tmp_path):
-    data = bird_folder(tmp_path / "birds", per_class=8)
+def test_with_loader_processes_a_resumed_run_equals_one_never_stopped(bird_folder, tiny_net, case_dir):
+    data = bird_folder(case_dir / "birds", per_class=4)
 
     def run(out, epochs, resume=False):
         train, val, names = load_birds(data, image_size=32, batch_size=4, num_workers=2)
         set_seed(0)
-        model = torchvision.models.resnet18(num_classes=4)
+        model = tiny_net()
         history = fit(model, train, val, epochs, out_dir=out, resume=resume, progress=False, precision="fp32",
-                      seed=0, class_names=names, model_name="resnet18", image_size=32)
+                      seed=0, class_names=names, image_size=32)
         return history, model
 
-    straight, straight_model = run(tmp_path / "straight", 3)
-    run(tmp_path / "split", 1)
-    split, split_model = run(tmp_path / "split", 3, resume=True)
+    straight, straight_model = run(case_dir / "straight", 2)
+    run(case_dir / "split", 1)
+    split, split_model = run(case_dir / "split", 2, resume=True)
     assert [r["train_loss"] for r in split] == [r["train_loss"] for r in straight]
     assert [r["val_acc"] for r in split] == [r["val_acc"] for r in straight]
     for key, value in straight_model.state_dict().items():

@@ -11,10 +11,8 @@ trainings are two ``python -m resnet_course`` processes.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -41,20 +39,6 @@ def birds(tmp_path_factory):
         for i in range(5):
             Image.new("RGB", (40, 36), tuple(min(255, c + 9 * i) for c in colour)).save(root / name / f"{i}.jpg")
     return root
-
-
-@pytest.fixture(scope="module")
-def fast_disk(tmp_path_factory):
-    """Where the command-line runs write: in memory (/dev/shm) where there is such a folder. Every
-    checkpoint is flushed to disk (fsync), and a 90 MB resnet18 checkpoint takes ~8 s to reach a
-    slow shared disk; what these tests check does not depend on the disk."""
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        yield tmp_path_factory.mktemp("runs")
-        return
-    folder = Path(tempfile.mkdtemp(prefix="resnet-course-tests-", dir=shm))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def train_args(birds, out, *extra):
