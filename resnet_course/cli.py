@@ -165,8 +165,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .data import load_rgb
     from .evaluation import predict
+    from .images import check_image
     from .training import load_model
 
     checkpoint = Path(args.checkpoint)
@@ -177,12 +177,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model, meta = load_model(checkpoint)
     class_names = meta.get("class_names") or [str(i) for i in range(meta["num_classes"])]
     readable, problems = [], []
-    for image in args.images:
-        try:
-            load_rgb(image)
+    for image in args.images:  # every file is checked first: one bad photo does not stop the others
+        reason = check_image(image)
+        if reason is None:
             readable.append(image)
-        except (OSError, ValueError) as error:
-            problems.append(f"cannot read {image}: {error}")
+        else:
+            problems.append(f"cannot read {config.printable_path(image)}: {reason}")
     results = predict(model, readable, class_names, image_size=meta.get("image_size") or 224,
                       topk=args.topk, precision="fp32" if args.fp32 else "auto",
                       normalization=meta.get("normalization") or "imagenet") if readable else []

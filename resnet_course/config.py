@@ -96,10 +96,20 @@ def run_dir(name: str) -> Path:
     return Path(os.environ.get(RUNS_ENV) or RUNS_DIR) / ("fast" if fast_mode() else "full") / name
 
 
+def printable_path(path: str | os.PathLike) -> str:
+    """``path`` as text any terminal prints as one line: bytes of a file name that are not UTF-8
+    (which Python keeps as surrogates) and control characters (a newline, a terminal escape) are
+    shown as backslash escapes, so ``b"bad\\xff.jpg"`` is shown as ``bad\\xff.jpg``."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def display_path(path: Path) -> str:
     """``path`` relative to the repository when it lies inside it (short, machine-independent
-    messages), else as given."""
+    messages), else as given; printable either way (``printable_path``)."""
     try:
-        return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+        return printable_path(Path(path).resolve().relative_to(REPO_ROOT).as_posix())
     except ValueError:
-        return str(path)
+        return printable_path(path)

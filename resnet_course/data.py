@@ -23,17 +23,20 @@ from pathlib import Path
 from typing import Union
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from . import config
 from .birds import CLASS_ALIASES, CLASS_COUNTS, CLASS_NAMES, BirdDataError, BirdDataWarning
+from .config import printable_path
 from .images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     NORMALIZATIONS,
+    UnreadableImage,
+    check_image,
     denormalize,
     eval_transform,
+    file_problem,
     load_rgb,
     mean_std,
     train_transform,
@@ -86,29 +89,19 @@ def _is_hidden(path: Path) -> bool:
     return path.name.startswith(".") or path.name.startswith("~$")
 
 
-def _is_image_file(path: Path) -> bool:
-    return path.is_file() and not _is_hidden(path) and path.suffix.lower() in IMAGE_EXTENSIONS
+def _is_image_name(path: Path) -> bool:
+    return not _is_hidden(path) and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _check_image(path: Path) -> str | None:
-    """None if ``path`` decodes as an image, else the reason it does not."""
-    try:
-        if path.stat().st_size == 0:
-            return "empty file (0 bytes)"
-        with Image.open(path) as image:
-            if image.format == "JPEG":
-                image.draft(image.mode, (64, 64))  # decode at 1/8 scale: fast, still reads every byte
-            image.load()
-            if image.width < 1 or image.height < 1:
-                return "image has no pixels"
-    except Image.DecompressionBombError as error:
-        return f"too large to open safely ({error})"
-    except Exception as error:  # PIL raises many types: UnidentifiedImageError, OSError, SyntaxError...
-        text = str(error) or type(error).__name__
-        if "cannot identify image file" in text:
-            text = "not an image (cannot identify image file)"
-        return text
-    return None
+LINKED_FOLDER = "a link to a folder (not followed: put the photos themselves in the class folder)"
+
+
+def _skip_reason(path: Path, check_images: bool) -> str | None:
+    """Why the scan skips ``path`` (see ``images.check_image``), or None to use it. Without
+    ``check_images`` only what is not a regular file is skipped (a pipe would block a reader)."""
+    if path.is_symlink() and path.is_dir():
+        return LINKED_FOLDER
+    return check_image(path) if check_images else file_problem(path)
 
 
 @dataclass
@@ -135,24 +128,27 @@ class ScanResult:
 
     def report(self) -> str:
         """A short plain-text report: counts per class, then every skipped file with its reason."""
-        lines = [f"{self.root}: {self.total} images (" + ", ".join(f"{n}: {c}" for n, c in self.counts.items()) + ")"]
+        counts = ", ".join(f"{n}: {c}" for n, c in self.counts.items())
+        lines = [f"{printable_path(self.root)}: {self.total} images ({counts})"]
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} unreadable file(s):")
-            lines += [f"  {path.relative_to(self.root)}: {reason}" for path, reason in self.skipped]
+            lines += [f"  {printable_path(path.relative_to(self.root))}: {reason}" for path, reason in self.skipped]
         if self.ignored_folders:
-            lines.append("ignored folders that are not course classes: " + ", ".join(self.ignored_folders))
+            lines.append("ignored folders that are not course classes: "
+                         + ", ".join(map(printable_path, self.ignored_folders)))
         return "\n".join(lines)
 
 
 def _list_image_files(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (subfolders included, hidden ones not), sorted by relative path."""
+    """Everything under ``folder`` named like an image (subfolders included, hidden ones not),
+    sorted by relative path: regular files, and also what a reader must not open (a link that leads
+    nowhere, a pipe) and links to folders (not followed), so that the scan names them, not drops them."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            path = Path(dirpath) / name
-            if _is_image_file(path):
-                found.append(path)
+        linked = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in linked]
+        found += [Path(dirpath) / name for name in filenames if _is_image_name(Path(dirpath) / name)]
+        found += [Path(dirpath) / name for name in linked if not _is_hidden(Path(dirpath) / name)]
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -166,9 +162,9 @@ def scan_bird_folder(root: PathLike, check_images: bool = True) -> ScanResult:
     """
     root = Path(root).expanduser()
     if not root.exists():
-        raise BirdDataError(f"The bird photo folder {root} does not exist.\n{HOW_TO_GET_PHOTOS}")
+        raise BirdDataError(f"The bird photo folder {printable_path(root)} does not exist.\n{HOW_TO_GET_PHOTOS}")
     if not root.is_dir():
-        raise BirdDataError(f"{root} is a file, not a folder of class folders.\n{HOW_TO_GET_PHOTOS}")
+        raise BirdDataError(f"{printable_path(root)} is a file, not a folder of class folders.\n{HOW_TO_GET_PHOTOS}")
 
     class_dirs: dict[str, list[Path]] = {name: [] for name in CLASS_NAMES}
     ignored = []
@@ -185,7 +181,7 @@ def scan_bird_folder(root: PathLike, check_images: bool = True) -> ScanResult:
         raise BirdDataError(_missing_classes_message(root, missing, subfolders))
     doubled = {name: [d.name for d in dirs] for name, dirs in class_dirs.items() if len(dirs) > 1}
     if doubled:
-        raise BirdDataError(f"{root} has more than one folder for the same class: {doubled}. "
+        raise BirdDataError(f"{printable_path(root)} has more than one folder for the same class: {doubled}. "
                             "Keep one folder per class (merge the photos into it).")
 
     files: dict[str, list[Path]] = {}
@@ -194,34 +190,48 @@ def scan_bird_folder(root: PathLike, check_images: bool = True) -> ScanResult:
         folder = class_dirs[name][0]
         usable = []
         for path in _list_image_files(folder):
-            reason = _check_image(path) if check_images else None
+            reason = _skip_reason(path, check_images)
             if reason is None:
                 usable.append(path)
             else:
                 skipped.append((path, reason))
         files[name] = usable
 
-    empty = [class_dirs[name][0].name for name, paths in files.items() if not paths]
+    empty = [printable_path(class_dirs[name][0].name) for name, paths in files.items() if not paths]
     if empty:
-        detail = "".join(f"\n  {p.relative_to(root)}: {r}" for p, r in skipped)
-        raise BirdDataError(f"No readable images in the class folder(s) {empty} under {root}."
+        detail = "".join(f"\n  {printable_path(p.relative_to(root))}: {r}" for p, r in skipped)
+        raise BirdDataError(f"No readable images in the class folder(s) {', '.join(empty)} under "
+                            f"{printable_path(root)}."
                             + (f"\nSkipped as unreadable:{detail}" if detail else "") + f"\n{HOW_TO_GET_PHOTOS}")
     return ScanResult(root=root, files=files, skipped=skipped, ignored_folders=ignored)
 
 
+def _not_folders(root: Path, missing: list[str]) -> str:
+    """What stands where a missing class folder should be (a file, a link that leads nowhere or
+    in a loop), as text for the message; empty if nothing does."""
+    found = []
+    for entry in sorted(root.iterdir()):
+        if course_class_for(entry.name) in missing and not _is_hidden(entry):
+            problem = file_problem(entry)
+            found.append(f"{printable_path(entry.name)} is {'a file' if problem is None else problem}, not a folder")
+    return f" ({'; '.join(found)})" if found else ""
+
+
 def _missing_classes_message(root: Path, missing: list[str], subfolders: list[Path]) -> str:
-    found = [p.name for p in subfolders]
+    found = [printable_path(p.name) for p in subfolders]
+    shown_root = printable_path(root)
     if not found:
-        message = f"{root} has no class folders (expected {', '.join(CLASS_NAMES)})."
+        message = f"{shown_root} has no class folders (expected {', '.join(CLASS_NAMES)}){_not_folders(root, missing)}."
     else:
-        message = (f"{root} is missing the class folder(s) {', '.join(missing)}. "
+        message = (f"{shown_root} is missing the class folder(s) {', '.join(missing)}{_not_folders(root, missing)}. "
                    f"Found: {', '.join(found[:12])}{' ...' if len(found) > 12 else ''}.")
     splits = [p.name for p in subfolders if p.name.lower() in {"train", "valid", "test"}]
     if splits:
         message += (f"\nThis looks like the Kaggle 'BIRDS 525 SPECIES' layout ({', '.join(splits)}); "
-                    f"copy the course's four classes out of it with: python -m resnet_course import-kaggle {root}")
+                    "copy the course's four classes out of it with: python -m resnet_course import-kaggle "
+                    f"{shown_root}")
     elif len(subfolders) == 1:
-        message += f"\nDid you mean the folder inside it, {subfolders[0]}?"
+        message += f"\nDid you mean the folder inside it, {printable_path(subfolders[0])}?"
     return f"{message}\n{HOW_TO_GET_PHOTOS}"
 
 
@@ -232,7 +242,7 @@ def _missing_classes_message(root: Path, missing: list[str], subfolders: list[Pa
 def _split_key(seed: int, class_name: str, relative_path: str) -> str:
     """A stable pseudo-random key per file: the same on every machine, OS and Python version,
     and independent of the order in which the file system lists the files."""
-    return hashlib.sha256(f"{seed}/{class_name}/{relative_path}".encode()).hexdigest()
+    return hashlib.sha256(os.fsencode(f"{seed}/{class_name}/{relative_path}")).hexdigest()  # any file name
 
 
 def split_samples(scan: ScanResult, val_split: float = 0.2, seed: int = 123
@@ -282,9 +292,8 @@ class BirdDataset(Dataset):
         path, label = self.samples[index]
         try:
             image = load_rgb(path)
-        except Exception as error:  # the file changed after the up-front scan
-            raise BirdDataError(f"Could not read {path} (it was readable when the folder was scanned): "
-                                f"{error}") from error
+        except UnreadableImage as error:  # the file changed after the up-front scan
+            raise BirdDataError(f"{error} (it was readable when the folder was scanned)") from None
         return (self.transform(image) if self.transform else image), label
 
 
@@ -339,12 +348,12 @@ def _warn_about_empty_splits(train: Sequence[tuple[Path, int]], val: Sequence[tu
 def warn_about_skipped(scan: ScanResult) -> None:
     """Issue a ``BirdDataWarning`` naming every skipped file and ignored folder, if any."""
     if scan.skipped:
-        names = "\n".join(f"  {p.relative_to(scan.root)}: {reason}" for p, reason in scan.skipped)
-        warnings.warn(f"Skipped {len(scan.skipped)} unreadable image(s) in {scan.root} "
+        names = "\n".join(f"  {printable_path(p.relative_to(scan.root))}: {reason}" for p, reason in scan.skipped)
+        warnings.warn(f"Skipped {len(scan.skipped)} unreadable image(s) in {printable_path(scan.root)} "
                       f"(using the other {scan.total}):\n{names}", BirdDataWarning, stacklevel=3)
     if scan.ignored_folders:
-        warnings.warn(f"Ignored folder(s) in {scan.root} that are not course classes: "
-                      f"{', '.join(scan.ignored_folders)}", BirdDataWarning, stacklevel=3)
+        warnings.warn(f"Ignored folder(s) in {printable_path(scan.root)} that are not course classes: "
+                      f"{', '.join(map(printable_path, scan.ignored_folders))}", BirdDataWarning, stacklevel=3)
 
 
 # --------------------------------------------------------------------------------------------
