@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import config
 from .birds import CLASS_ALIASES, CLASS_COUNTS, CLASS_NAMES, BirdDataError, BirdDataWarning
+from .checkpoints import check_writable_folder
 from .config import printable_path
 from .images import (
     IMAGENET_MEAN,
@@ -41,7 +42,7 @@ from .images import (
     mean_std,
     train_transform,
 )
-from .standin import STANDIN_MARKER, standin_is_complete
+from .standin import STANDIN_MARKER, check_can_draw_into, standin_is_complete
 from .standin import make_standin_birds as _draw_standin
 
 __all__ = [
@@ -380,22 +381,51 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def import_kaggle(src: PathLike, dst: PathLike | None = None, verbose: bool = True) -> dict[str, int]:
-    """Copy the course's four classes out of a Kaggle "BIRDS 525 SPECIES" download into
-    ``dst/<class>/`` (default ``config.data_dir()``); returns the photos per class now in place.
+def _digest_or_problem(path: Path) -> tuple[str | None, str | None]:
+    """``(SHA-256 of the file's bytes, None)``, or ``(None, why it cannot be read)`` for what is not
+    a readable file (a pipe would block the reader forever)."""
+    problem = file_problem(path)
+    if problem is None:
+        try:
+            return _file_digest(path), None
+        except OSError as error:
+            problem = (error.strerror or str(error)).lower()
+    return None, problem
 
-    ``src`` is the download's root (``train/ valid/ test/<UPPER CASE NAME>/``) or a folder holding
-    the class folders directly. Every distinct photo from every split is kept; files are prefixed
-    with their split (``train_1.jpg``) so names cannot collide. Nothing in ``dst`` is ever
-    overwritten: a photo whose bytes are already in its class folder, under any name, is not copied
-    again (a duplicate could sit in both the training and the validation split); a different one
-    with a name already taken gets a numbered name. Only exact names count: GANG GANG COCKATOO and
-    ROSE BREASTED COCKATOO are other species.
-    """
-    src = Path(src).expanduser()
-    dst = config.data_dir() if dst is None else Path(dst).expanduser()
+
+def _refuse_nested_folders(src: Path, dst: Path) -> None:
+    """``BirdDataError`` if the import would read what it writes: ``dst`` inside ``src`` (the copies
+    would be read back, other species would land in a class folder), ``src`` inside ``dst``, or both
+    the same folder."""
+    source, target = src.resolve(), dst.resolve()
+    if source == target or source in target.parents or target in source.parents:
+        relation = ("is the same folder as" if source == target else
+                    "lies inside" if source in target.parents else "holds")
+        raise BirdDataError(f"--out {printable_path(dst)} {relation} the source {printable_path(src)}: the import "
+                            "would read its own copies. Choose an --out folder outside the download "
+                            "(the default is data/bird_photos).")
+
+
+def _copy_photo(path: Path, target: Path, copied: int) -> None:
+    """Copy ``path`` to ``target`` through a hidden temporary file, so a full disk or an interruption
+    never leaves half a photo under a real name; a failure is a ``BirdDataError`` saying what is in place."""
+    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        shutil.copy2(path, temporary)
+        os.replace(temporary, target)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise BirdDataError(f"could not copy {printable_path(path)} to {printable_path(target)}: "
+                            f"{(error.strerror or str(error)).lower()}. The {copied} photo(s) copied before it are "
+                            "in place and nothing else changed; run import-kaggle again once it can write "
+                            "(photos already there are not copied twice).") from None
+
+
+def _find_kaggle_classes(src: Path) -> list[tuple[str, Path, str]]:
+    """The course-class folders of a Kaggle download at ``src`` (or one folder level below it);
+    ``BirdDataError`` naming the classes it lacks."""
     if not src.is_dir():
-        raise BirdDataError(f"{src} is not a folder. Point import-kaggle at the unpacked Kaggle "
+        raise BirdDataError(f"{printable_path(src)} is not a folder. Point import-kaggle at the unpacked Kaggle "
                             "'BIRDS 525 SPECIES' download (the folder holding train/, valid/, test/).")
     found = _kaggle_class_folders(src)
     if not found:  # perhaps the zip unpacked into one more folder level
@@ -407,35 +437,65 @@ def import_kaggle(src: PathLike, dst: PathLike | None = None, verbose: bool = Tr
     missing = [name for name in CLASS_NAMES if name not in present]
     if missing:
         raise BirdDataError(
-            f"{src} does not look like the Kaggle 'BIRDS 525 SPECIES' download: no folder for "
+            f"{printable_path(src)} does not look like the Kaggle 'BIRDS 525 SPECIES' download: no folder for "
             f"{', '.join(missing)} (expected train/, valid/, test/ with folders such as BANANAQUIT, "
             "BLACK SKIMMER, BLACK THROATED BUSHTIT, COCKATOO).")
+    return found
+
+
+def import_kaggle(src: PathLike, dst: PathLike | None = None, verbose: bool = True) -> dict[str, int]:
+    """Copy the course's four classes out of a Kaggle "BIRDS 525 SPECIES" download into
+    ``dst/<class>/`` (default ``config.data_dir()``); returns the photos per class now in place.
+
+    ``src`` is the download's root (``train/ valid/ test/<UPPER CASE NAME>/``) or a folder holding
+    the class folders directly. Every distinct photo from every split is kept; files are prefixed
+    with their split (``train_1.jpg``) so names cannot collide. Nothing in ``dst`` is ever
+    overwritten: a photo whose bytes are already in its class folder, under any name, is not copied
+    again (a duplicate could sit in both the training and the validation split); a different one
+    with a name already taken gets a numbered name. Only exact names count: GANG GANG COCKATOO and
+    ROSE BREASTED COCKATOO are other species. Refused before copying anything (``BirdDataError``,
+    ``RunFolderError``): ``dst`` and ``src`` inside one another, a ``dst`` that cannot be written.
+    What is not a readable file (a pipe, a link that leads nowhere) is not copied, and named.
+    """
+    src = Path(src).expanduser()
+    dst = config.data_dir() if dst is None else Path(dst).expanduser()
+    found = _find_kaggle_classes(src)
+    _refuse_nested_folders(src, dst)
+    for name in CLASS_NAMES:
+        check_writable_folder(dst / name, what="the photos")
 
     copied = duplicates = 0
+    not_copied: list[str] = []
     present_by_class: dict[str, dict[str, Path]] = {}  # class -> content digest -> a file with it
     for prefix, folder, name in found:
         target_dir = dst / name
         target_dir.mkdir(parents=True, exist_ok=True)
-        present = present_by_class.setdefault(name, {_file_digest(p): p for p in _list_image_files(target_dir)})
+        present = present_by_class.setdefault(name, {_file_digest(p): p for p in _list_image_files(target_dir)
+                                                     if file_problem(p) is None})
         for path in _list_image_files(folder):
-            digest = _file_digest(path)
+            digest, problem = _digest_or_problem(path)
+            if problem is not None:
+                not_copied.append(f"{printable_path(path.relative_to(src))} ({problem})")
+                continue
             if digest in present:  # already there, perhaps under another name: a second copy would
                 duplicates += 1    # put the same photo in both the training and the validation split
                 continue
             relative = path.relative_to(folder).as_posix().replace("/", "_")
             target = target_dir / f"{prefix}{relative}"
             number = 1
-            while target.exists():
+            while os.path.lexists(target):
                 target = target_dir / f"{prefix}{Path(relative).stem}_{number}{path.suffix}"
                 number += 1
-            shutil.copy2(path, target)
+            _copy_photo(path, target, copied)
             present[digest] = target
             copied += 1
-    counts = {name: len(_list_image_files(dst / name)) for name in CLASS_NAMES}
+    counts = {name: len([p for p in _list_image_files(dst / name) if file_problem(p) is None]) for name in CLASS_NAMES}
     if verbose:
-        print(f"Imported from {src} into {dst}: {copied} photos copied, {duplicates} skipped as already "
-              "there (the same bytes, under any name). The folder now holds "
-              + ", ".join(f"{n}: {c}" for n, c in counts.items()) + ".")
+        print(f"Imported from {printable_path(src)} into {printable_path(dst)}: {copied} photos copied, {duplicates} "
+              "skipped as already there (the same bytes, under any name)"
+              + (f", {len(not_copied)} not copied as they are not readable files: {', '.join(not_copied)}"
+                 if not_copied else "")
+              + ". The folder now holds " + ", ".join(f"{n}: {c}" for n, c in counts.items()) + ".")
     return counts
 
 
@@ -454,7 +514,7 @@ def find_bird_data(verbose: bool = True) -> tuple[Path, bool]:
             scan = scan_bird_folder(real)
         except BirdDataError as error:
             if explicit:
-                raise
+                raise BirdDataError(f"{config.DATA_ENV} names a folder the course cannot use: {error}") from None
             warnings.warn(f"Not using {real}: {error}", BirdDataWarning, stacklevel=2)
         else:
             warn_about_skipped(scan)
@@ -479,10 +539,8 @@ def is_standin_folder(root: PathLike) -> bool:
 def _generate_standin_atomically(root: Path) -> None:
     """Draw the stand-in into a temporary sibling folder, then move it into place, so that an
     interrupted run or two notebooks running at once never leave a half-written stand-in."""
-    from .standin import _refuse_to_mix
-
     if (root / STANDIN_MARKER).is_file():
-        _refuse_to_mix(root)  # before drawing: a photo put among the drawings must not be deleted
+        check_can_draw_into(root)  # before drawing: a photo put among the drawings must not be deleted
     root.parent.mkdir(parents=True, exist_ok=True)
     temporary = root.parent / f".{root.name}.tmp-{os.getpid()}"
     if temporary.exists():
@@ -491,14 +549,14 @@ def _generate_standin_atomically(root: Path) -> None:
     if root.exists():
         if not (root / STANDIN_MARKER).exists() and any(root.iterdir()):
             shutil.rmtree(temporary)
-            raise BirdDataError(f"{root} exists, is not a generated stand-in and is not usable; "
+            raise BirdDataError(f"{printable_path(root)} exists, is not a generated stand-in and is not usable; "
                                 "move it away so the stand-in can be generated there.")
         if standin_is_complete(root):  # another process finished first
             shutil.rmtree(temporary)
             return
         try:
-            _refuse_to_mix(root)  # again: something may have been put there while drawing
-        except BirdDataError:
+            check_can_draw_into(root)  # again: something may have been put there while drawing
+        except Exception:
             shutil.rmtree(temporary)
             raise
         shutil.rmtree(root)
