@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import config
@@ -36,6 +36,48 @@ examples:
 
 class UsageError(Exception):
     """A mistake in how the command was called; its message is shown without a traceback."""
+
+
+class CourseArgumentParser(argparse.ArgumentParser):
+    """argparse, but a mistake in the options is one line (``error: ...`` and where the help is) and
+    exit code 2, like every other refusal of the command line."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"error: {message} (see: {self.prog} --help)\n")
+
+
+def number_in(kind: type, low: float, high: float, *, low_excluded: bool = False,
+              high_excluded: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number of ``kind`` (int or float) from ``low`` to ``high``; nan,
+    inf, a fraction where a whole number is due, or a value out of range is refused naming the range."""
+    kind_text = "a whole number" if kind is int else "a number"
+    allowed = (f"{kind_text} {'above' if low_excluded else 'from'} {low:g} "
+               f"{'and below' if high_excluded else 'to'} {high:g}")
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low or value > high \
+                or (low_excluded and value == low) or (high_excluded and value == high):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, not {text!r}")
+        return value
+
+    return parse
+
+
+#: The sane range of every numeric option, defined once: a value outside it is refused before any work.
+EPOCHS = number_in(int, 1, 10_000)
+IMAGE_SIZE = number_in(int, 16, 1024)
+BATCH_SIZE = number_in(int, 1, 1024)
+LEARNING_RATE = number_in(float, 0, 10, low_excluded=True)
+WEIGHT_DECAY = number_in(float, 0, 1)
+WARMUP_EPOCHS = number_in(float, 0, 10_000)
+LABEL_SMOOTHING = number_in(float, 0, 1, high_excluded=True)
+SEED = number_in(int, 0, 2**32 - 1)
+NUM_WORKERS = number_in(int, 0, 256)
+TOPK = number_in(int, 1, 1000)
 
 
 def _say(message: str, rank: int = 0) -> None:
@@ -166,7 +208,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .evaluation import predict
-    from .images import check_image
+    from .images import UnreadableImage, check_image
     from .training import load_model
 
     checkpoint = Path(args.checkpoint)
@@ -183,9 +225,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             readable.append(image)
         else:
             problems.append(f"cannot read {config.printable_path(image)}: {reason}")
-    results = predict(model, readable, class_names, image_size=meta.get("image_size") or 224,
-                      topk=args.topk, precision="fp32" if args.fp32 else "auto",
-                      normalization=meta.get("normalization") or "imagenet") if readable else []
+    try:
+        results = predict(model, readable, class_names, image_size=meta.get("image_size") or 224,
+                          topk=args.topk, precision="fp32" if args.fp32 else "auto",
+                          normalization=meta.get("normalization") or "imagenet") if readable else []
+    except UnreadableImage as error:  # a file that changed since it was checked
+        raise UsageError(str(error)) from None
     for result in results:
         line = f"{result['image']}: {result['label']} ({result['probability']:.1%})"
         if args.topk > 1:
@@ -240,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     defaults = config.settings()
-    parser = argparse.ArgumentParser(
+    parser = CourseArgumentParser(
         prog="python -m resnet_course", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train ResNets on the four-class bird dataset, predict with a checkpoint, get the data.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -255,11 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", default=None, metavar="DIR",
                        help="folder with one sub-folder per class (default: the real photos in "
                             "data/bird_photos or $RESNET_COURSE_DATA, else the offline stand-in)")
-    train.add_argument("--epochs", type=int, default=defaults.epochs,
+    train.add_argument("--epochs", type=EPOCHS, default=defaults.epochs,
                        help="total epochs, counting resumed ones (default: %(default)s)")
-    train.add_argument("--image-size", type=int, default=defaults.image_size,
+    train.add_argument("--image-size", type=IMAGE_SIZE, default=defaults.image_size,
                        help="image side in pixels (default: %(default)s)")
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size,
+    train.add_argument("--batch-size", type=BATCH_SIZE, default=defaults.batch_size,
                        help="images per step, per process (default: %(default)s)")
     train.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/MODEL)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
@@ -268,23 +313,23 @@ def build_parser() -> argparse.ArgumentParser:
                             "the default), "
                             f"sgd (momentum 0.9, lr {DEFAULT_LR['sgd']}, weight decay {DEFAULT_WEIGHT_DECAY['sgd']}) "
                             f"or adam (lr {DEFAULT_LR['adam']}, no decay)")
-    train.add_argument("--lr", type=float, default=None, help="peak learning rate (default: per optimiser)")
-    train.add_argument("--weight-decay", type=float, default=None,
+    train.add_argument("--lr", type=LEARNING_RATE, default=None, help="peak learning rate (default: per optimiser)")
+    train.add_argument("--weight-decay", type=WEIGHT_DECAY, default=None,
                        help="weight decay on conv and linear weights, never on BN or biases "
                             "(default: per optimiser)")
-    train.add_argument("--warmup-epochs", type=float, default=DEFAULT_WARMUP_EPOCHS,
+    train.add_argument("--warmup-epochs", type=WARMUP_EPOCHS, default=DEFAULT_WARMUP_EPOCHS,
                        help="epochs of linear learning-rate warm-up (default: %(default)s)")
     train.add_argument("--schedule", default="cosine", choices=SCHEDULES,
                        help="learning-rate schedule after the warm-up, stepped every batch (default: %(default)s)")
     train.add_argument("--no-zero-init", action="store_true",
                        help="don't start each residual branch at zero (zero_init_residual, on by default)")
-    train.add_argument("--label-smoothing", type=float, default=0.0,
+    train.add_argument("--label-smoothing", type=LABEL_SMOOTHING, default=0.0,
                        help="label smoothing for the training loss (default: %(default)s)")
     train.add_argument("--fp32", action="store_true",
                        help=f"plain fp32 instead of automatic mixed precision (or set {FP32_ENV}=1)")
-    train.add_argument("--seed", type=int, default=0,
+    train.add_argument("--seed", type=SEED, default=0,
                        help="seed for weights, data order and augmentation (default: %(default)s)")
-    train.add_argument("--num-workers", type=int, default=None,
+    train.add_argument("--num-workers", type=NUM_WORKERS, default=None,
                        help="data loading processes (default: 0 on a CPU, up to 4 with a GPU)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars (per-epoch lines still print)")
     train.add_argument("--weights", default=None, metavar="imagenet|PATH",
@@ -298,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="classify image files with a trained checkpoint",
                                   description="Print the predicted class and its probability for each image.")
     predict.add_argument("--checkpoint", required=True, metavar="FILE", help="checkpoint.pt or best.pt from train")
-    predict.add_argument("--topk", type=int, default=1, help="also list the K most likely classes")
+    predict.add_argument("--topk", type=TOPK, default=1, help="also list the K most likely classes")
     predict.add_argument("--fp32", action="store_true", help="plain fp32 instead of automatic mixed precision")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size, any mode)")
     predict.set_defaults(run=cmd_predict)
@@ -307,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Draw 565 procedural bird images (not photos) with the course's "
                                               "classes and counts.")
     standin.add_argument("--out", default=None, metavar="DIR", help="target folder (default: data/standin_birds)")
-    standin.add_argument("--seed", type=int, default=0, help="drawing seed")
+    standin.add_argument("--seed", type=SEED, default=0, help="drawing seed")
     standin.set_defaults(run=cmd_make_standin)
 
     kaggle = commands.add_parser("import-kaggle", help="copy the four classes out of a Kaggle BIRDS 525 download",
@@ -347,12 +392,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .checkpoints import CheckpointError, RunFolderError, SaveFailed
     from .data import BirdDataError
     from .device import FP32_ENV
-    from .pretrained import WeightsError
+    from .pretrained import OFFLINE_ENV, WeightsError
     from .training import TrainingDiverged, TrainingInterrupted
 
     try:  # an on/off variable set to neither (RESNET_COURSE_FAST=maybe) is a usage error too
-        for name in (config.FAST_ENV, FP32_ENV):
-            config.env_flag(name)
+        config.check_environment(FP32_ENV, OFFLINE_ENV)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
