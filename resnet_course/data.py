@@ -214,7 +214,7 @@ def _not_folders(root: Path, missing: list[str]) -> str:
     for entry in sorted(root.iterdir()):
         if course_class_for(entry.name) in missing and not _is_hidden(entry):
             problem = file_problem(entry)
-            found.append(f"{printable_path(entry.name)} is {'a file' if problem is None else problem}, not a folder")
+            found.append(f"{printable_path(entry.name)}: {'a file, not a folder' if problem is None else problem}")
     return f" ({'; '.join(found)})" if found else ""
 
 

@@ -94,8 +94,12 @@ def _pillow_failure_reason(error: Exception) -> str:
         return error.strerror.lower()
     if isinstance(error, MemoryError):
         return "not enough memory to decode it"
-    text = str(error) or type(error).__name__
-    return text if isinstance(error, (OSError, ValueError)) else f"damaged image data ({type(error).__name__}: {text})"
+    text, kind = str(error), type(error).__name__
+    if "truncated" in text.lower():
+        return "the file is cut short (truncated: damaged, or not completely downloaded or copied)"
+    if isinstance(error, (OSError, ValueError)) and text:
+        return text
+    return f"damaged image data ({kind}: {text})" if text else f"damaged image data ({kind})"
 
 
 def open_image(path: PathLike, draft_size: tuple[int, int] | None = None) -> Image.Image:
