@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -43,41 +44,44 @@ class CourseArgumentParser(argparse.ArgumentParser):
     exit code 2, like every other refusal of the command line."""
 
     def error(self, message: str):
+        option = re.match(r"argument (\S+): (\S+) must be ", message)
+        if option and option.group(1).split("/")[0] == option.group(2):  # "argument --lr: --lr must be": once
+            message = message[len("argument ") + len(option.group(1)) + 2:]
         self.exit(EXIT_USAGE, f"error: {message} (see: {self.prog} --help)\n")
 
 
-def number_in(kind: type, low: float, high: float, *, low_excluded: bool = False,
+def number_in(option: str, kind: type, low: float, high: float, low_text: str, *,
               high_excluded: bool = False) -> Callable[[str], float]:
-    """An argparse type: a finite number of ``kind`` (int or float) from ``low`` to ``high``; nan,
-    inf, a fraction where a whole number is due, or a value out of range is refused naming the range."""
-    kind_text = "a whole number" if kind is int else "a number"
-    allowed = (f"{kind_text} {'above' if low_excluded else 'from'} {low:g} "
-               f"{'and below' if high_excluded else 'to'} {high:g}")
-
+    """An argparse type for ``option``: a finite number of ``kind`` (int or float) from ``low`` to
+    ``high`` (``high`` itself excluded if ``high_excluded``). Anything else (a fraction where a whole
+    number is due, nan, inf, below ``low``: "must be {low_text}", above ``high``) is refused, naming it."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            value = None
-        if value is None or not math.isfinite(value) or value < low or value > high \
-                or (low_excluded and value == low) or (high_excluded and value == high):
-            raise argparse.ArgumentTypeError(f"must be {allowed}, not {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"{option} must be {'a whole number' if kind is int else 'a number'}, not {text!r}") from None
+        if not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"{option} must be {low_text}, not {value}")
+        if value > high or (high_excluded and value == high):
+            raise argparse.ArgumentTypeError(f"{option} must be {'below' if high_excluded else 'at most'} "
+                                             f"{high:g}, not {value}")
         return value
 
     return parse
 
 
 #: The sane range of every numeric option, defined once: a value outside it is refused before any work.
-EPOCHS = number_in(int, 1, 10_000)
-IMAGE_SIZE = number_in(int, 16, 1024)
-BATCH_SIZE = number_in(int, 1, 1024)
-LEARNING_RATE = number_in(float, 0, 10, low_excluded=True)
-WEIGHT_DECAY = number_in(float, 0, 1)
-WARMUP_EPOCHS = number_in(float, 0, 10_000)
-LABEL_SMOOTHING = number_in(float, 0, 1, high_excluded=True)
-SEED = number_in(int, 0, 2**32 - 1)
-NUM_WORKERS = number_in(int, 0, 256)
-TOPK = number_in(int, 1, 1000)
+EPOCHS = number_in("--epochs", int, 1, 10_000, "at least 1")
+IMAGE_SIZE = number_in("--image-size", int, 16, 1024, "at least 16")
+BATCH_SIZE = number_in("--batch-size", int, 1, 1024, "at least 1")
+# no upper bound for these two: a value too large ends the training at its first non-finite loss, saying so
+LEARNING_RATE = number_in("--lr", float, math.ulp(0.0), math.inf, "a positive number")
+WEIGHT_DECAY = number_in("--weight-decay", float, 0, math.inf, "a number >= 0")
+LABEL_SMOOTHING = number_in("--label-smoothing", float, 0, 1, "in [0, 1)", high_excluded=True)
+SEED = number_in("--seed", int, 0, 2**32 - 1, "a whole number >= 0")
+NUM_WORKERS = number_in("--num-workers", int, 0, 256, "0 (load in the training process) or more")
+TOPK = number_in("--topk", int, 1, 1000, "at least 1")
 
 
 def _say(message: str, rank: int = 0) -> None:
@@ -317,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight-decay", type=WEIGHT_DECAY, default=None,
                        help="weight decay on conv and linear weights, never on BN or biases "
                             "(default: per optimiser)")
-    train.add_argument("--warmup-epochs", type=WARMUP_EPOCHS, default=DEFAULT_WARMUP_EPOCHS,
+    train.add_argument("--warmup-epochs", type=float, default=DEFAULT_WARMUP_EPOCHS,
                        help="epochs of linear learning-rate warm-up (default: %(default)s)")
     train.add_argument("--schedule", default="cosine", choices=SCHEDULES,
                        help="learning-rate schedule after the warm-up, stepped every batch (default: %(default)s)")
@@ -401,7 +405,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exited:  # a mistake in the options, already said in one line; --help exits as usual
+        if exited.code == EXIT_USAGE:
+            return EXIT_USAGE
+        raise
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
