@@ -258,6 +258,30 @@ def test_a_class_folder_that_is_not_a_folder_is_named(case, birds_copy, tmp_path
     assert tree_state(birds_copy) == before and not (tmp_path / "run").exists()
 
 
+def test_a_class_folder_of_nothing_but_hostile_files_is_one_message_naming_each(birds_copy, tmp_path, capsys):
+    for path in (birds_copy / "Cockatoo").iterdir():
+        path.unlink()
+    for case in ("decompression bomb (400 megapixels)", "a pipe named x.jpg", "a link that leads nowhere"):
+        HOSTILE_FILES[case][0](birds_copy / "Cockatoo" / f"{case}.jpg")
+    before = tree_state(birds_copy)
+    code, _, err = run_cli(["train", "--data", birds_copy, "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "Traceback" not in err and err.startswith("error: No readable images in the class folder")
+    for case in ("decompression bomb (400 megapixels)", "a pipe named x.jpg", "a link that leads nowhere"):
+        assert f"Cockatoo/{case}.jpg: " in err and HOSTILE_FILES[case][1] in err
+    assert tree_state(birds_copy) == before and not (tmp_path / "run").exists()
+
+
+def test_import_kaggle_names_what_is_not_a_readable_file_and_copies_the_rest(kaggle, tmp_path, capsys):
+    os.mkfifo(kaggle / "train" / "COCKATOO" / "pipe.jpg")  # reading it would wait forever
+    os.symlink(kaggle / "gone.jpg", kaggle / "train" / "COCKATOO" / "gone.jpg")
+    before = tree_state(kaggle)
+    code, out, err = run_cli(["import-kaggle", kaggle, "--out", tmp_path / "photos"], capsys)
+    assert code == 0 and err == ""
+    assert "16 photos copied" in out and "2 not copied as they are not readable files: " in out
+    assert "train/COCKATOO/gone.jpg (a link to" in out and "train/COCKATOO/pipe.jpg (not a regular file" in out
+    assert tree_state(kaggle) == before
+
+
 # ------------------------------------------------------------------------------------------
 # 3. Unusual but valid images are read, without a warning
 # ------------------------------------------------------------------------------------------
@@ -310,7 +334,8 @@ def kaggle(tmp_path) -> Path:
                                         "GANG GANG COCKATOO")):
             (src / split / folder).mkdir(parents=True)
             for number in range(2):
-                (src / split / folder / f"{number}.jpg").write_bytes(jpeg_bytes((40 * index, 100 * shade, number)))
+                colour = (40 * index, 100 * shade, 120 * number)
+                (src / split / folder / f"{number}.jpg").write_bytes(jpeg_bytes(colour))
     return src
 
 
