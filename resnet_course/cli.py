@@ -41,47 +41,44 @@ class UsageError(Exception):
 
 class CourseArgumentParser(argparse.ArgumentParser):
     """argparse, but a mistake in the options is one line (``error: ...`` and where the help is) and
-    exit code 2, like every other refusal of the command line."""
+    exit code 2, like every other refusal of the command line: ``error: --epochs must be at least 1, not 0``."""
 
     def error(self, message: str):
-        option = re.match(r"argument (\S+): (\S+) must be ", message)
-        if option and option.group(1).split("/")[0] == option.group(2):  # "argument --lr: --lr must be": once
-            message = message[len("argument ") + len(option.group(1)) + 2:]
+        message = re.sub(r"^argument (--[\w-]+): must be ", r"\1 must be ", message)
         self.exit(EXIT_USAGE, f"error: {message} (see: {self.prog} --help)\n")
 
 
-def number_in(option: str, kind: type, low: float, high: float, low_text: str, *,
+def number_in(kind: type, low: float, high: float, low_text: str, *,
               high_excluded: bool = False) -> Callable[[str], float]:
-    """An argparse type for ``option``: a finite number of ``kind`` (int or float) from ``low`` to
-    ``high`` (``high`` itself excluded if ``high_excluded``). Anything else (a fraction where a whole
-    number is due, nan, inf, below ``low``: "must be {low_text}", above ``high``) is refused, naming it."""
+    """An argparse type: a finite number of ``kind`` (int or float) from ``low`` to ``high`` (``high``
+    itself excluded if ``high_excluded``). Anything else is refused saying what is allowed: a
+    fraction where a whole number is due, nan, inf, below ``low`` ("must be {low_text}"), above ``high``."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"{option} must be {'a whole number' if kind is int else 'a number'}, not {text!r}") from None
+                f"must be {'a whole number' if kind is int else 'a number'}, not {text!r}") from None
         if not math.isfinite(value) or value < low:
-            raise argparse.ArgumentTypeError(f"{option} must be {low_text}, not {value}")
+            raise argparse.ArgumentTypeError(f"must be {low_text}, not {value}")
         if value > high or (high_excluded and value == high):
-            raise argparse.ArgumentTypeError(f"{option} must be {'below' if high_excluded else 'at most'} "
-                                             f"{high:g}, not {value}")
+            raise argparse.ArgumentTypeError(f"must be {'below' if high_excluded else 'at most'} {high:g}, not {value}")
         return value
 
     return parse
 
 
 #: The sane range of every numeric option, defined once: a value outside it is refused before any work.
-EPOCHS = number_in("--epochs", int, 1, 10_000, "at least 1")
-IMAGE_SIZE = number_in("--image-size", int, 16, 1024, "at least 16")
-BATCH_SIZE = number_in("--batch-size", int, 1, 1024, "at least 1")
+EPOCHS = number_in(int, 1, 10_000, "at least 1")
+IMAGE_SIZE = number_in(int, 16, 1024, "at least 16")
+BATCH_SIZE = number_in(int, 1, 1024, "at least 1")
 # no upper bound for these two: a value too large ends the training at its first non-finite loss, saying so
-LEARNING_RATE = number_in("--lr", float, math.ulp(0.0), math.inf, "a positive number")
-WEIGHT_DECAY = number_in("--weight-decay", float, 0, math.inf, "a number >= 0")
-LABEL_SMOOTHING = number_in("--label-smoothing", float, 0, 1, "in [0, 1)", high_excluded=True)
-SEED = number_in("--seed", int, 0, 2**32 - 1, "a whole number >= 0")
-NUM_WORKERS = number_in("--num-workers", int, 0, 256, "0 (load in the training process) or more")
-TOPK = number_in("--topk", int, 1, 1000, "at least 1")
+LEARNING_RATE = number_in(float, math.ulp(0.0), math.inf, "a positive number")
+WEIGHT_DECAY = number_in(float, 0, math.inf, "a number >= 0")
+LABEL_SMOOTHING = number_in(float, 0, 1, "in [0, 1)", high_excluded=True)
+SEED = number_in(int, 0, 2**32 - 1, "a whole number >= 0")
+NUM_WORKERS = number_in(int, 0, 256, "0 (load in the training process) or more")
+TOPK = number_in(int, 1, 1000, "at least 1")
 
 
 def _say(message: str, rank: int = 0) -> None:
