@@ -185,6 +185,7 @@ def scan_bird_folder(root: PathLike, check_images: bool = True) -> ScanResult:
         raise BirdDataError(f"{printable_path(root)} has more than one folder for the same class: {doubled}. "
                             "Keep one folder per class (merge the photos into it).")
 
+    _refuse_overlapping_class_folders(root, [class_dirs[name][0] for name in CLASS_NAMES])
     files: dict[str, list[Path]] = {}
     skipped: list[tuple[Path, str]] = []
     for name in CLASS_NAMES:
@@ -205,6 +206,22 @@ def scan_bird_folder(root: PathLike, check_images: bool = True) -> ScanResult:
                             f"{printable_path(root)}."
                             + (f"\nSkipped as unreadable:{detail}" if detail else "") + f"\n{HOW_TO_GET_PHOTOS}")
     return ScanResult(root=root, files=files, skipped=skipped, ignored_folders=ignored)
+
+
+def _refuse_overlapping_class_folders(root: Path, folders: list[Path]) -> None:
+    """``BirdDataError`` if a class folder is (a link to) the photo folder or a folder above it, or
+    two class folders are the same folder or one holds the other: their photos would be read under
+    two labels, wrong in silence."""
+    resolved = [folder.resolve() for folder in folders]
+    for folder, place in zip(folders, resolved):
+        if place == root.resolve() or place in root.resolve().parents:
+            raise BirdDataError(f"The class folder {printable_path(folder)} leads to {printable_path(place)}, the "
+                                "photo folder itself or a folder above it: each class needs its own folder.")
+        for other, other_place in zip(folders, resolved):
+            if other != folder and (other_place == place or place in other_place.parents):
+                raise BirdDataError(f"The class folders {printable_path(folder.name)} and {printable_path(other.name)} "
+                                    f"overlap (both lead into {printable_path(place)}): their photos would get two "
+                                    "labels. Each class needs its own folder.")
 
 
 def _not_folders(root: Path, missing: list[str]) -> str:

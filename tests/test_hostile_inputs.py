@@ -282,6 +282,19 @@ def test_import_kaggle_names_what_is_not_a_readable_file_and_copies_the_rest(kag
     assert tree_state(kaggle) == before
 
 
+@pytest.mark.parametrize("target, says", [(".", "the photo folder itself"), ("..", "a folder above it"),
+                                          ("Bananaquit", "overlap"), ("Bananaquit/inner", "overlap")])
+def test_a_class_folder_linked_to_another_or_above_is_refused_not_mislabelled(target, says, birds_copy, tmp_path,
+                                                                              capsys):
+    shutil.rmtree(birds_copy / "Cockatoo")
+    (birds_copy / "Bananaquit" / "inner").mkdir()
+    os.symlink(target, birds_copy / "Cockatoo")
+    before = tree_state(birds_copy)
+    code, _, err = run_cli(["train", "--data", birds_copy, "--out", tmp_path / "run"], capsys)
+    assert_one_refusal(code, err, says)
+    assert tree_state(birds_copy) == before and not (tmp_path / "run").exists()
+
+
 # ------------------------------------------------------------------------------------------
 # 3. Unusual but valid images are read, without a warning
 # ------------------------------------------------------------------------------------------
