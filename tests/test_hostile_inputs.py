@@ -16,6 +16,7 @@ import stat
 import struct
 import subprocess
 import sys
+import warnings
 import zlib
 from pathlib import Path
 
@@ -170,7 +171,8 @@ def test_a_class_folder_skips_an_unreadable_image_by_name_and_uses_the_others(ca
 @pytest.mark.parametrize("raised", [Image.DecompressionBombError("Image size (400000000 pixels) exceeds limit"),
                                     ValueError("bad"), SyntaxError("broken PNG file"), struct.error("unpack"),
                                     EOFError(), IndexError("tile"), TypeError("mode"), ZeroDivisionError(),
-                                    KeyError("tag"), MemoryError(), OSError("decoder error -2")])
+                                    KeyError("tag"), MemoryError(), OSError("decoder error -2"),
+                                    PermissionError(errno.EACCES, "Permission denied")])
 @pytest.mark.parametrize("when", ["opening", "decoding"])
 def test_every_exception_pillow_raises_is_one_message(raised, when, checkpoint, tmp_path, capsys, monkeypatch):
     """Pillow raises many types besides OSError while opening or decoding a damaged file."""
@@ -195,6 +197,18 @@ def test_pillows_decompression_bomb_limits_are_one_refusal_and_no_warning(checkp
     assert code == 0 and "warned.png: " in out and err == ""
     code, out, err = run_cli(["predict", "--checkpoint", checkpoint, tmp_path / "refused.png"], capsys)
     assert_one_refusal(code, err, "refused.png: too large to open safely", "over 0 megapixels")
+
+
+def test_a_class_folder_reads_an_image_in_pillows_warning_zone_without_its_warning(birds_copy, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    Image.new("RGB", (50, 50), "red").save(birds_copy / "Cockatoo" / "large.png")  # 2500 pixels: a warning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_loader, val_loader, _ = data.load_birds(birds_copy, image_size=16)
+        batches = [labels for loader in (train_loader, val_loader) for _, labels in loader]  # every image decoded
+    assert sum(len(labels) for labels in batches) == 25
+    assert len(train_loader.dataset) + len(val_loader.dataset) == 25
+    assert [w for w in caught if not issubclass(w.category, data.BirdDataWarning)] == []
 
 
 # ------------------------------------------------------------------------------------------
