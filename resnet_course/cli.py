@@ -213,10 +213,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .training import load_model
 
     checkpoint = Path(args.checkpoint)
-    if args.topk < 1:
-        raise UsageError(f"--topk must be at least 1, not {args.topk}")
     if not checkpoint.is_file():
-        raise UsageError(f"no checkpoint at {checkpoint} (train one with: python -m resnet_course train --out DIR)")
+        raise UsageError(f"no checkpoint at {config.printable_path(checkpoint)} "
+                         "(train one with: python -m resnet_course train --out DIR)")
     model, meta = load_model(checkpoint)
     class_names = meta.get("class_names") or [str(i) for i in range(meta["num_classes"])]
     readable, problems = [], []
