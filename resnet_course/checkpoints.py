@@ -184,15 +184,16 @@ def remove_temporary_files(folder: Path, names: list[str]) -> list[Path]:
     return removed
 
 
-def check_writable_folder(out_dir: str | os.PathLike) -> Path:
+def check_writable_folder(out_dir: str | os.PathLike, what: str = "the run") -> Path:
     """Refuse early (``RunFolderError``), before any training, an output folder that is a file,
-    lies under a file, or cannot be written. Creates nothing: the folder is made by the training."""
+    lies under a file, or cannot be written. Creates nothing: the folder is made by the training.
+    ``what`` names what would be written there, for the message."""
     out_dir = Path(out_dir)
     for place in (out_dir, *out_dir.parents):
         if place.exists():
             if not place.is_dir():
                 where = "is a file" if place == out_dir else f"lies under {place}, which is a file"
-                raise RunFolderError(f"cannot write the run into {out_dir}: it {where}, not a folder. "
+                raise RunFolderError(f"cannot write {what} into {out_dir}: it {where}, not a folder. "
                                      "Choose another --out folder.")
             try:  # a real write: permissions alone don't tell (root, read-only disks, /proc)
                 with tempfile.TemporaryFile(dir=place, prefix=".write-test-"):
@@ -318,7 +319,8 @@ def data_fingerprint(train_loader, val_loader) -> str | None:
         if samples is None:
             return None
         for path, label in samples:
-            digest.update(f"{split}\t{label}\t{Path(path).name}\t{_content_key(path)}\n".encode())
+            line = f"{split}\t{label}\t{Path(path).name}\t{_content_key(path)}\n"
+            digest.update(line.encode("utf-8", "surrogateescape"))  # names need not be UTF-8
     return digest.hexdigest()[:16]
 
 

@@ -10,10 +10,12 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -36,9 +38,9 @@ from .data import find_bird_data, import_kaggle, load_birds, make_standin_birds
 from .device import FP32_ENV, choose_device_and_precision
 from .evaluation import predict
 from .finetune import freeze_backbone
-from .images import load_rgb
+from .images import UnreadableImage, check_image
 from .models import MODEL_NAMES, get_model
-from .pretrained import WeightsError, download_weights, normalization_for, weights_files
+from .pretrained import OFFLINE_ENV, WeightsError, download_weights, normalization_for, weights_files
 from .recipe import (
     DEFAULT_LR,
     DEFAULT_OPTIMIZER,
@@ -70,6 +72,46 @@ examples:
 
 class UsageError(Exception):
     """A mistake in how the command was called; its message is shown without a traceback."""
+
+
+class CourseArgumentParser(argparse.ArgumentParser):
+    """argparse, but a mistake in the options is one line (``error: ...`` and where the help is) and
+    exit code 2, like every other refusal of the command line: ``error: --epochs must be at least 1, not 0``."""
+
+    def error(self, message: str):
+        message = re.sub(r"^argument (--[\w-]+): must be ", r"\1 must be ", message)
+        self.exit(EXIT_USAGE, f"error: {message} (see: {self.prog} --help)\n")
+
+
+def number_in(kind: type, low: float, high: float, low_text: str, *,
+              high_excluded: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number of ``kind`` (int or float) from ``low`` to ``high`` (``high``
+    itself excluded if ``high_excluded``). Anything else is refused saying what is allowed: a
+    fraction where a whole number is due, nan, inf, below ``low`` ("must be {low_text}"), above ``high``."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be {'a whole number' if kind is int else 'a number'}, not {text!r}") from None
+        if not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"must be {low_text}, not {value}")
+        if value > high or (high_excluded and value == high):
+            raise argparse.ArgumentTypeError(f"must be {'below' if high_excluded else 'at most'} {high:g}, not {value}")
+        return value
+
+    return parse
+
+
+#: The sane range of every numeric option, defined once: a value outside it is refused before any work.
+EPOCHS = number_in(int, 1, 10_000, "at least 1")
+IMAGE_SIZE = number_in(int, 16, 1024, "at least 16")
+BATCH_SIZE = number_in(int, 1, 1024, "at least 1")
+# --lr, --weight-decay, --warmup-epochs and --label-smoothing are plain floats here: recipe.validate,
+# the one check of the recipe (fit's too), refuses them in cmd_train, naming the option.
+SEED = number_in(int, 0, 2**32 - 1, "a whole number >= 0")
+NUM_WORKERS = number_in(int, 0, 256, "0 (load in the training process) or more")
+TOPK = number_in(int, 1, 1000, "at least 1")
 
 
 def _say(message: str, rank: int = 0) -> None:
@@ -117,19 +159,14 @@ def _check_batchnorm_can_train(model, model_name: str, batch_size: int, image_si
 
 
 def _check_train_options(args: argparse.Namespace) -> dict:
-    """Refuse bad options before any work: the recipe through ``recipe.validate`` (the one check
-    ``fit`` uses too, its message naming the option as typed), then what only the command line
-    sets. Returns the validated recipe."""
+    """Refuse bad options before any work (the parser has checked the ranges of the other numbers):
+    the recipe through ``recipe.validate``, the one check ``fit`` uses too, its message naming the
+    option as typed, then the starting weights. Returns the validated recipe."""
     try:
         recipe = validate(args.epochs, args.optimizer, args.lr, args.weight_decay, args.warmup_epochs,
                           args.schedule, args.label_smoothing)
     except RecipeError as error:
         raise UsageError(error.message(lambda name: "--" + name.replace("_", "-"))) from None
-    for name, value, low in (("--image-size", args.image_size, 16), ("--batch-size", args.batch_size, 1)):
-        if value < low:
-            raise UsageError(f"{name} must be at least {low}, not {value}")
-    if args.num_workers is not None and args.num_workers < 0:
-        raise UsageError(f"--num-workers must be 0 (load in the training process) or more, not {args.num_workers}")
     if args.freeze_backbone and args.weights is None:
         raise UsageError("--freeze-backbone trains only the head on top of pretrained weights: "
                          "add --weights imagenet or --weights PATH")
@@ -208,22 +245,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
 
     checkpoint = Path(args.checkpoint)
-    if args.topk < 1:
-        raise UsageError(f"--topk must be at least 1, not {args.topk}")
     if not checkpoint.is_file():
-        raise UsageError(f"no checkpoint at {checkpoint} (train one with: python -m resnet_course train --out DIR)")
+        raise UsageError(f"no checkpoint at {config.printable_path(checkpoint)} "
+                         "(train one with: python -m resnet_course train --out DIR)")
     model, meta = load_model(checkpoint)
     class_names = meta.get("class_names") or [str(i) for i in range(meta["num_classes"])]
     readable, problems = [], []
-    for image in args.images:
-        try:
-            load_rgb(image)
+    for image in args.images:  # every file is checked first: one bad photo does not stop the others
+        reason = check_image(image)
+        if reason is None:
             readable.append(image)
-        except (OSError, ValueError) as error:
-            problems.append(f"cannot read {image}: {error}")
-    results = predict(model, readable, class_names, image_size=meta.get("image_size") or 224,
-                      topk=args.topk, precision="fp32" if args.fp32 else "auto",
-                      normalization=meta.get("normalization") or "imagenet") if readable else []
+        else:
+            problems.append(f"cannot read {config.printable_path(image)}: {reason}")
+    try:
+        results = predict(model, readable, class_names, image_size=meta.get("image_size") or 224,
+                          topk=args.topk, precision="fp32" if args.fp32 else "auto",
+                          normalization=meta.get("normalization") or "imagenet") if readable else []
+    except UnreadableImage as error:  # a file that changed since it was checked
+        raise UsageError(str(error)) from None
     for result in results:
         line = f"{result['image']}: {result['label']} ({result['probability']:.1%})"
         if args.topk > 1:
@@ -264,7 +303,7 @@ def cmd_download_weights(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
 
     defaults = config.settings()
-    parser = argparse.ArgumentParser(
+    parser = CourseArgumentParser(
         prog="python -m resnet_course", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train ResNets on the four-class bird dataset, predict with a checkpoint, get the data.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -279,11 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", default=None, metavar="DIR",
                        help="folder with one sub-folder per class (default: the real photos in "
                             "data/bird_photos or $RESNET_COURSE_DATA, else the offline stand-in)")
-    train.add_argument("--epochs", type=int, default=defaults.epochs,
+    train.add_argument("--epochs", type=EPOCHS, default=defaults.epochs,
                        help="total epochs, counting resumed ones (default: %(default)s)")
-    train.add_argument("--image-size", type=int, default=defaults.image_size,
+    train.add_argument("--image-size", type=IMAGE_SIZE, default=defaults.image_size,
                        help="image side in pixels (default: %(default)s)")
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size,
+    train.add_argument("--batch-size", type=BATCH_SIZE, default=defaults.batch_size,
                        help="images per step, per process (default: %(default)s)")
     train.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/MODEL)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
@@ -306,9 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="label smoothing for the training loss (default: %(default)s)")
     train.add_argument("--fp32", action="store_true",
                        help=f"plain fp32 instead of automatic mixed precision (or set {FP32_ENV}=1)")
-    train.add_argument("--seed", type=int, default=0,
+    train.add_argument("--seed", type=SEED, default=0,
                        help="seed for weights, data order and augmentation (default: %(default)s)")
-    train.add_argument("--num-workers", type=int, default=None,
+    train.add_argument("--num-workers", type=NUM_WORKERS, default=None,
                        help="data loading processes (default: 0 on a CPU, up to 4 with a GPU)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars (per-epoch lines still print)")
     train.add_argument("--weights", default=None, metavar="imagenet|PATH",
@@ -322,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="classify image files with a trained checkpoint",
                                   description="Print the predicted class and its probability for each image.")
     predict.add_argument("--checkpoint", required=True, metavar="FILE", help="checkpoint.pt or best.pt from train")
-    predict.add_argument("--topk", type=int, default=1, help="also list the K most likely classes")
+    predict.add_argument("--topk", type=TOPK, default=1, help="also list the K most likely classes")
     predict.add_argument("--fp32", action="store_true", help="plain fp32 instead of automatic mixed precision")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size, any mode)")
     predict.set_defaults(run=cmd_predict)
@@ -331,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Draw 565 procedural bird images (not photos) with the course's "
                                               "classes and counts.")
     standin.add_argument("--out", default=None, metavar="DIR", help="target folder (default: data/standin_birds)")
-    standin.add_argument("--seed", type=int, default=0, help="drawing seed")
+    standin.add_argument("--seed", type=SEED, default=0, help="drawing seed")
     standin.set_defaults(run=cmd_make_standin)
 
     kaggle = commands.add_parser("import-kaggle", help="copy the four classes out of a Kaggle BIRDS 525 download",
@@ -368,13 +407,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder that cannot be used, a file that cannot be written, or a training that diverged; 130 if
     interrupted)."""
     try:  # an on/off variable set to neither (RESNET_COURSE_FAST=maybe) is a usage error too
-        for name in (config.FAST_ENV, FP32_ENV):
-            config.env_flag(name)
+        config.check_environment(FP32_ENV, OFFLINE_ENV)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exited:  # a mistake in the options, already said in one line; --help exits as usual
+        if exited.code == EXIT_USAGE:
+            return EXIT_USAGE
+        raise
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning

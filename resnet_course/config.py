@@ -42,6 +42,49 @@ def env_flag(name: str) -> bool:
                      "empty or unset) to turn it off.")
 
 
+#: What torchrun sets for each process of a distributed run; the course reads WORLD_SIZE and LOCAL_RANK.
+DISTRIBUTED_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+#: Folders other libraries keep downloaded weights in (torch.hub, Keras Applications).
+CACHE_VARIABLES = ("TORCH_HOME", "KERAS_HOME")
+
+
+def _check_distributed_variables() -> None:
+    """``ValueError`` if torchrun's variables are not whole numbers, or WORLD_SIZE asks for several
+    processes without the rest of what torchrun sets."""
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        value = os.environ.get(name)
+        if value is not None and not (value.strip().isdigit() and (name != "WORLD_SIZE" or int(value) >= 1)):
+            raise ValueError(f"{name}={value!r} is not a process count or number: torchrun sets it; unset it "
+                             "to train in one process.")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        missing = [name for name in DISTRIBUTED_VARIABLES if not os.environ.get(name)]
+        if missing:
+            raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} asks for a distributed run, but "
+                             f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: launch it "
+                             "with torchrun (torchrun --nproc_per_node=2 -m resnet_course train ...), or unset "
+                             "WORLD_SIZE.")
+
+
+def check_environment(*flags: str) -> None:
+    """Check every environment variable the course reads, up front: the on/off ``flags`` (and
+    ``RESNET_COURSE_FAST``), torchrun's process numbers, and the weight caches (a folder, not a
+    file). ``ValueError`` with one message naming the variable and what it should be."""
+    for name in (FAST_ENV, *flags):
+        env_flag(name)
+    _check_distributed_variables()
+    for name in (*CACHE_VARIABLES, DATA_ENV, RUNS_ENV):
+        value = os.environ.get(name)
+        if not value:
+            continue
+        place = Path(value).expanduser()
+        for parent in (place, *place.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    where = "is a file" if parent == place else f"lies under {printable_path(parent)}, a file"
+                    raise ValueError(f"{name}={printable_path(value)!r} {where}; it should name a folder.")
+                break
+
+
 def fast_mode() -> bool:
     """True when ``RESNET_COURSE_FAST`` is on (see ``env_flag``)."""
     return env_flag(FAST_ENV)
@@ -49,7 +92,7 @@ def fast_mode() -> bool:
 
 def data_dir() -> Path:
     """The real-photo folder: ``$RESNET_COURSE_DATA`` if set, else ``data/bird_photos``."""
-    return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR)
+    return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR).expanduser()
 
 
 @dataclass(frozen=True)
@@ -96,10 +139,20 @@ def run_dir(name: str) -> Path:
     return Path(os.environ.get(RUNS_ENV) or RUNS_DIR) / ("fast" if fast_mode() else "full") / name
 
 
+def printable_path(path: str | os.PathLike) -> str:
+    """``path`` as text any terminal prints as one line: bytes of a file name that are not UTF-8
+    (which Python keeps as surrogates) and control characters (a newline, a terminal escape) are
+    shown as backslash escapes, so ``b"bad\\xff.jpg"`` is shown as ``bad\\xff.jpg``."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def display_path(path: Path) -> str:
     """``path`` relative to the repository when it lies inside it (short, machine-independent
-    messages), else as given."""
+    messages), else as given; printable either way (``printable_path``)."""
     try:
-        return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+        return printable_path(Path(path).resolve().relative_to(REPO_ROOT).as_posix())
     except ValueError:
-        return str(path)
+        return printable_path(path)

@@ -23,22 +23,26 @@ from pathlib import Path
 from typing import Union
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from . import config
 from .birds import CLASS_ALIASES, CLASS_COUNTS, CLASS_NAMES, BirdDataError, BirdDataWarning
+from .checkpoints import check_writable_folder
+from .config import printable_path
 from .images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     NORMALIZATIONS,
+    UnreadableImage,
+    check_image,
     denormalize,
     eval_transform,
+    file_problem,
     load_rgb,
     mean_std,
     train_transform,
 )
-from .standin import STANDIN_MARKER, standin_is_complete
+from .standin import STANDIN_MARKER, check_can_draw_into, standin_is_complete
 from .standin import make_standin_birds as _draw_standin
 
 __all__ = [
@@ -86,29 +90,19 @@ def _is_hidden(path: Path) -> bool:
     return path.name.startswith(".") or path.name.startswith("~$")
 
 
-def _is_image_file(path: Path) -> bool:
-    return path.is_file() and not _is_hidden(path) and path.suffix.lower() in IMAGE_EXTENSIONS
+def _is_image_name(path: Path) -> bool:
+    return not _is_hidden(path) and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _check_image(path: Path) -> str | None:
-    """None if ``path`` decodes as an image, else the reason it does not."""
-    try:
-        if path.stat().st_size == 0:
-            return "empty file (0 bytes)"
-        with Image.open(path) as image:
-            if image.format == "JPEG":
-                image.draft(image.mode, (64, 64))  # decode at 1/8 scale: fast, still reads every byte
-            image.load()
-            if image.width < 1 or image.height < 1:
-                return "image has no pixels"
-    except Image.DecompressionBombError as error:
-        return f"too large to open safely ({error})"
-    except Exception as error:  # PIL raises many types: UnidentifiedImageError, OSError, SyntaxError...
-        text = str(error) or type(error).__name__
-        if "cannot identify image file" in text:
-            text = "not an image (cannot identify image file)"
-        return text
-    return None
+LINKED_FOLDER = "a link to a folder (not followed: put the photos themselves in the class folder)"
+
+
+def _skip_reason(path: Path, check_images: bool) -> str | None:
+    """Why the scan skips ``path`` (see ``images.check_image``), or None to use it. Without
+    ``check_images`` only what is not a regular file is skipped (a pipe would block a reader)."""
+    if path.is_symlink() and path.is_dir():
+        return LINKED_FOLDER
+    return check_image(path) if check_images else file_problem(path)
 
 
 @dataclass
@@ -135,24 +129,27 @@ class ScanResult:
 
     def report(self) -> str:
         """A short plain-text report: counts per class, then every skipped file with its reason."""
-        lines = [f"{self.root}: {self.total} images (" + ", ".join(f"{n}: {c}" for n, c in self.counts.items()) + ")"]
+        counts = ", ".join(f"{n}: {c}" for n, c in self.counts.items())
+        lines = [f"{printable_path(self.root)}: {self.total} images ({counts})"]
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} unreadable file(s):")
-            lines += [f"  {path.relative_to(self.root)}: {reason}" for path, reason in self.skipped]
+            lines += [f"  {printable_path(path.relative_to(self.root))}: {reason}" for path, reason in self.skipped]
         if self.ignored_folders:
-            lines.append("ignored folders that are not course classes: " + ", ".join(self.ignored_folders))
+            lines.append("ignored folders that are not course classes: "
+                         + ", ".join(map(printable_path, self.ignored_folders)))
         return "\n".join(lines)
 
 
 def _list_image_files(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (subfolders included, hidden ones not), sorted by relative path."""
+    """Everything under ``folder`` named like an image (subfolders included, hidden ones not),
+    sorted by relative path: regular files, and also what a reader must not open (a link that leads
+    nowhere, a pipe) and links to folders (not followed), so that the scan names them, not drops them."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            path = Path(dirpath) / name
-            if _is_image_file(path):
-                found.append(path)
+        linked = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in linked]
+        found += [Path(dirpath) / name for name in filenames if _is_image_name(Path(dirpath) / name)]
+        found += [Path(dirpath) / name for name in linked if not _is_hidden(Path(dirpath) / name)]
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -166,9 +163,9 @@ def scan_bird_folder(root: PathLike, check_images: bool = True) -> ScanResult:
     """
     root = Path(root).expanduser()
     if not root.exists():
-        raise BirdDataError(f"The bird photo folder {root} does not exist.\n{HOW_TO_GET_PHOTOS}")
+        raise BirdDataError(f"The bird photo folder {printable_path(root)} does not exist.\n{HOW_TO_GET_PHOTOS}")
     if not root.is_dir():
-        raise BirdDataError(f"{root} is a file, not a folder of class folders.\n{HOW_TO_GET_PHOTOS}")
+        raise BirdDataError(f"{printable_path(root)} is a file, not a folder of class folders.\n{HOW_TO_GET_PHOTOS}")
 
     class_dirs: dict[str, list[Path]] = {name: [] for name in CLASS_NAMES}
     ignored = []
@@ -185,43 +182,74 @@ def scan_bird_folder(root: PathLike, check_images: bool = True) -> ScanResult:
         raise BirdDataError(_missing_classes_message(root, missing, subfolders))
     doubled = {name: [d.name for d in dirs] for name, dirs in class_dirs.items() if len(dirs) > 1}
     if doubled:
-        raise BirdDataError(f"{root} has more than one folder for the same class: {doubled}. "
+        raise BirdDataError(f"{printable_path(root)} has more than one folder for the same class: {doubled}. "
                             "Keep one folder per class (merge the photos into it).")
 
+    _refuse_overlapping_class_folders(root, [class_dirs[name][0] for name in CLASS_NAMES])
     files: dict[str, list[Path]] = {}
     skipped: list[tuple[Path, str]] = []
     for name in CLASS_NAMES:
         folder = class_dirs[name][0]
         usable = []
         for path in _list_image_files(folder):
-            reason = _check_image(path) if check_images else None
+            reason = _skip_reason(path, check_images)
             if reason is None:
                 usable.append(path)
             else:
                 skipped.append((path, reason))
         files[name] = usable
 
-    empty = [class_dirs[name][0].name for name, paths in files.items() if not paths]
+    empty = [printable_path(class_dirs[name][0].name) for name, paths in files.items() if not paths]
     if empty:
-        detail = "".join(f"\n  {p.relative_to(root)}: {r}" for p, r in skipped)
-        raise BirdDataError(f"No readable images in the class folder(s) {empty} under {root}."
+        detail = "".join(f"\n  {printable_path(p.relative_to(root))}: {r}" for p, r in skipped)
+        raise BirdDataError(f"No readable images in the class folder(s) {', '.join(empty)} under "
+                            f"{printable_path(root)}."
                             + (f"\nSkipped as unreadable:{detail}" if detail else "") + f"\n{HOW_TO_GET_PHOTOS}")
     return ScanResult(root=root, files=files, skipped=skipped, ignored_folders=ignored)
 
 
+def _refuse_overlapping_class_folders(root: Path, folders: list[Path]) -> None:
+    """``BirdDataError`` if a class folder is (a link to) the photo folder or a folder above it, or
+    two class folders are the same folder or one holds the other: their photos would be read under
+    two labels, wrong in silence."""
+    resolved = [folder.resolve() for folder in folders]
+    for folder, place in zip(folders, resolved):
+        if place == root.resolve() or place in root.resolve().parents:
+            raise BirdDataError(f"The class folder {printable_path(folder)} leads to {printable_path(place)}, the "
+                                "photo folder itself or a folder above it: each class needs its own folder.")
+        for other, other_place in zip(folders, resolved):
+            if other != folder and (other_place == place or place in other_place.parents):
+                raise BirdDataError(f"The class folders {printable_path(folder.name)} and {printable_path(other.name)} "
+                                    f"overlap (both lead into {printable_path(place)}): their photos would get two "
+                                    "labels. Each class needs its own folder.")
+
+
+def _not_folders(root: Path, missing: list[str]) -> str:
+    """What stands where a missing class folder should be (a file, a link that leads nowhere or
+    in a loop), as text for the message; empty if nothing does."""
+    found = []
+    for entry in sorted(root.iterdir()):
+        if course_class_for(entry.name) in missing and not _is_hidden(entry):
+            problem = file_problem(entry)
+            found.append(f"{printable_path(entry.name)}: {'a file, not a folder' if problem is None else problem}")
+    return f" ({'; '.join(found)})" if found else ""
+
+
 def _missing_classes_message(root: Path, missing: list[str], subfolders: list[Path]) -> str:
-    found = [p.name for p in subfolders]
+    found = [printable_path(p.name) for p in subfolders]
+    shown_root = printable_path(root)
     if not found:
-        message = f"{root} has no class folders (expected {', '.join(CLASS_NAMES)})."
+        message = f"{shown_root} has no class folders (expected {', '.join(CLASS_NAMES)}){_not_folders(root, missing)}."
     else:
-        message = (f"{root} is missing the class folder(s) {', '.join(missing)}. "
+        message = (f"{shown_root} is missing the class folder(s) {', '.join(missing)}{_not_folders(root, missing)}. "
                    f"Found: {', '.join(found[:12])}{' ...' if len(found) > 12 else ''}.")
     splits = [p.name for p in subfolders if p.name.lower() in {"train", "valid", "test"}]
     if splits:
         message += (f"\nThis looks like the Kaggle 'BIRDS 525 SPECIES' layout ({', '.join(splits)}); "
-                    f"copy the course's four classes out of it with: python -m resnet_course import-kaggle {root}")
+                    "copy the course's four classes out of it with: python -m resnet_course import-kaggle "
+                    f"{shown_root}")
     elif len(subfolders) == 1:
-        message += f"\nDid you mean the folder inside it, {subfolders[0]}?"
+        message += f"\nDid you mean the folder inside it, {printable_path(subfolders[0])}?"
     return f"{message}\n{HOW_TO_GET_PHOTOS}"
 
 
@@ -232,7 +260,7 @@ def _missing_classes_message(root: Path, missing: list[str], subfolders: list[Pa
 def _split_key(seed: int, class_name: str, relative_path: str) -> str:
     """A stable pseudo-random key per file: the same on every machine, OS and Python version,
     and independent of the order in which the file system lists the files."""
-    return hashlib.sha256(f"{seed}/{class_name}/{relative_path}".encode()).hexdigest()
+    return hashlib.sha256(os.fsencode(f"{seed}/{class_name}/{relative_path}")).hexdigest()  # any file name
 
 
 def split_samples(scan: ScanResult, val_split: float = 0.2, seed: int = 123
@@ -282,9 +310,8 @@ class BirdDataset(Dataset):
         path, label = self.samples[index]
         try:
             image = load_rgb(path)
-        except Exception as error:  # the file changed after the up-front scan
-            raise BirdDataError(f"Could not read {path} (it was readable when the folder was scanned): "
-                                f"{error}") from error
+        except UnreadableImage as error:  # the file changed after the up-front scan
+            raise BirdDataError(f"{error} (it was readable when the folder was scanned)") from None
         return (self.transform(image) if self.transform else image), label
 
 
@@ -339,12 +366,12 @@ def _warn_about_empty_splits(train: Sequence[tuple[Path, int]], val: Sequence[tu
 def warn_about_skipped(scan: ScanResult) -> None:
     """Issue a ``BirdDataWarning`` naming every skipped file and ignored folder, if any."""
     if scan.skipped:
-        names = "\n".join(f"  {p.relative_to(scan.root)}: {reason}" for p, reason in scan.skipped)
-        warnings.warn(f"Skipped {len(scan.skipped)} unreadable image(s) in {scan.root} "
+        names = "\n".join(f"  {printable_path(p.relative_to(scan.root))}: {reason}" for p, reason in scan.skipped)
+        warnings.warn(f"Skipped {len(scan.skipped)} unreadable image(s) in {printable_path(scan.root)} "
                       f"(using the other {scan.total}):\n{names}", BirdDataWarning, stacklevel=3)
     if scan.ignored_folders:
-        warnings.warn(f"Ignored folder(s) in {scan.root} that are not course classes: "
-                      f"{', '.join(scan.ignored_folders)}", BirdDataWarning, stacklevel=3)
+        warnings.warn(f"Ignored folder(s) in {printable_path(scan.root)} that are not course classes: "
+                      f"{', '.join(map(printable_path, scan.ignored_folders))}", BirdDataWarning, stacklevel=3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,22 +398,51 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def import_kaggle(src: PathLike, dst: PathLike | None = None, verbose: bool = True) -> dict[str, int]:
-    """Copy the course's four classes out of a Kaggle "BIRDS 525 SPECIES" download into
-    ``dst/<class>/`` (default ``config.data_dir()``); returns the photos per class now in place.
+def _digest_or_problem(path: Path) -> tuple[str | None, str | None]:
+    """``(SHA-256 of the file's bytes, None)``, or ``(None, why it cannot be read)`` for what is not
+    a readable file (a pipe would block the reader forever)."""
+    problem = file_problem(path)
+    if problem is None:
+        try:
+            return _file_digest(path), None
+        except OSError as error:
+            problem = (error.strerror or str(error)).lower()
+    return None, problem
 
-    ``src`` is the download's root (``train/ valid/ test/<UPPER CASE NAME>/``) or a folder holding
-    the class folders directly. Every distinct photo from every split is kept; files are prefixed
-    with their split (``train_1.jpg``) so names cannot collide. Nothing in ``dst`` is ever
-    overwritten: a photo whose bytes are already in its class folder, under any name, is not copied
-    again (a duplicate could sit in both the training and the validation split); a different one
-    with a name already taken gets a numbered name. Only exact names count: GANG GANG COCKATOO and
-    ROSE BREASTED COCKATOO are other species.
-    """
-    src = Path(src).expanduser()
-    dst = config.data_dir() if dst is None else Path(dst).expanduser()
+
+def _refuse_nested_folders(src: Path, dst: Path) -> None:
+    """``BirdDataError`` if the import would read what it writes: ``dst`` inside ``src`` (the copies
+    would be read back, other species would land in a class folder), ``src`` inside ``dst``, or both
+    the same folder."""
+    source, target = src.resolve(), dst.resolve()
+    if source == target or source in target.parents or target in source.parents:
+        relation = ("is the same folder as" if source == target else
+                    "lies inside" if source in target.parents else "holds")
+        raise BirdDataError(f"--out {printable_path(dst)} {relation} the source {printable_path(src)}: the import "
+                            "would read its own copies. Choose an --out folder outside the download "
+                            "(the default is data/bird_photos).")
+
+
+def _copy_photo(path: Path, target: Path, copied: int) -> None:
+    """Copy ``path`` to ``target`` through a hidden temporary file, so a full disk or an interruption
+    never leaves half a photo under a real name; a failure is a ``BirdDataError`` saying what is in place."""
+    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        shutil.copy2(path, temporary)
+        os.replace(temporary, target)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise BirdDataError(f"could not copy {printable_path(path)} to {printable_path(target)}: "
+                            f"{(error.strerror or str(error)).lower()}. The {copied} photo(s) copied before it are "
+                            "in place and nothing else changed; run import-kaggle again once it can write "
+                            "(photos already there are not copied twice).") from None
+
+
+def _find_kaggle_classes(src: Path) -> list[tuple[str, Path, str]]:
+    """The course-class folders of a Kaggle download at ``src`` (or one folder level below it);
+    ``BirdDataError`` naming the classes it lacks."""
     if not src.is_dir():
-        raise BirdDataError(f"{src} is not a folder. Point import-kaggle at the unpacked Kaggle "
+        raise BirdDataError(f"{printable_path(src)} is not a folder. Point import-kaggle at the unpacked Kaggle "
                             "'BIRDS 525 SPECIES' download (the folder holding train/, valid/, test/).")
     found = _kaggle_class_folders(src)
     if not found:  # perhaps the zip unpacked into one more folder level
@@ -398,35 +454,65 @@ def import_kaggle(src: PathLike, dst: PathLike | None = None, verbose: bool = Tr
     missing = [name for name in CLASS_NAMES if name not in present]
     if missing:
         raise BirdDataError(
-            f"{src} does not look like the Kaggle 'BIRDS 525 SPECIES' download: no folder for "
+            f"{printable_path(src)} does not look like the Kaggle 'BIRDS 525 SPECIES' download: no folder for "
             f"{', '.join(missing)} (expected train/, valid/, test/ with folders such as BANANAQUIT, "
             "BLACK SKIMMER, BLACK THROATED BUSHTIT, COCKATOO).")
+    return found
+
+
+def import_kaggle(src: PathLike, dst: PathLike | None = None, verbose: bool = True) -> dict[str, int]:
+    """Copy the course's four classes out of a Kaggle "BIRDS 525 SPECIES" download into
+    ``dst/<class>/`` (default ``config.data_dir()``); returns the photos per class now in place.
+
+    ``src`` is the download's root (``train/ valid/ test/<UPPER CASE NAME>/``) or a folder holding
+    the class folders directly. Every distinct photo from every split is kept; files are prefixed
+    with their split (``train_1.jpg``) so names cannot collide. Nothing in ``dst`` is ever
+    overwritten: a photo whose bytes are already in its class folder, under any name, is not copied
+    again (a duplicate could sit in both the training and the validation split); a different one
+    with a name already taken gets a numbered name. Only exact names count: GANG GANG COCKATOO and
+    ROSE BREASTED COCKATOO are other species. Refused before copying anything (``BirdDataError``,
+    ``RunFolderError``): ``dst`` and ``src`` inside one another, a ``dst`` that cannot be written.
+    What is not a readable file (a pipe, a link that leads nowhere) is not copied, and named.
+    """
+    src = Path(src).expanduser()
+    dst = config.data_dir() if dst is None else Path(dst).expanduser()
+    found = _find_kaggle_classes(src)
+    _refuse_nested_folders(src, dst)
+    for name in CLASS_NAMES:
+        check_writable_folder(dst / name, what="the photos")
 
     copied = duplicates = 0
+    not_copied: list[str] = []
     present_by_class: dict[str, dict[str, Path]] = {}  # class -> content digest -> a file with it
     for prefix, folder, name in found:
         target_dir = dst / name
         target_dir.mkdir(parents=True, exist_ok=True)
-        present = present_by_class.setdefault(name, {_file_digest(p): p for p in _list_image_files(target_dir)})
+        present = present_by_class.setdefault(name, {_file_digest(p): p for p in _list_image_files(target_dir)
+                                                     if file_problem(p) is None})
         for path in _list_image_files(folder):
-            digest = _file_digest(path)
+            digest, problem = _digest_or_problem(path)
+            if problem is not None:
+                not_copied.append(f"{printable_path(path.relative_to(src))} ({problem})")
+                continue
             if digest in present:  # already there, perhaps under another name: a second copy would
                 duplicates += 1    # put the same photo in both the training and the validation split
                 continue
             relative = path.relative_to(folder).as_posix().replace("/", "_")
             target = target_dir / f"{prefix}{relative}"
             number = 1
-            while target.exists():
+            while os.path.lexists(target):
                 target = target_dir / f"{prefix}{Path(relative).stem}_{number}{path.suffix}"
                 number += 1
-            shutil.copy2(path, target)
+            _copy_photo(path, target, copied)
             present[digest] = target
             copied += 1
-    counts = {name: len(_list_image_files(dst / name)) for name in CLASS_NAMES}
+    counts = {name: len([p for p in _list_image_files(dst / name) if file_problem(p) is None]) for name in CLASS_NAMES}
     if verbose:
-        print(f"Imported from {src} into {dst}: {copied} photos copied, {duplicates} skipped as already "
-              "there (the same bytes, under any name). The folder now holds "
-              + ", ".join(f"{n}: {c}" for n, c in counts.items()) + ".")
+        print(f"Imported from {printable_path(src)} into {printable_path(dst)}: {copied} photos copied, {duplicates} "
+              "skipped as already there (the same bytes, under any name)"
+              + (f", {len(not_copied)} not copied as they are not readable files: {', '.join(not_copied)}"
+                 if not_copied else "")
+              + ". The folder now holds " + ", ".join(f"{n}: {c}" for n, c in counts.items()) + ".")
     return counts
 
 
@@ -445,7 +531,7 @@ def find_bird_data(verbose: bool = True) -> tuple[Path, bool]:
             scan = scan_bird_folder(real)
         except BirdDataError as error:
             if explicit:
-                raise
+                raise BirdDataError(f"{config.DATA_ENV} names a folder the course cannot use: {error}") from None
             warnings.warn(f"Not using {real}: {error}", BirdDataWarning, stacklevel=2)
         else:
             warn_about_skipped(scan)
@@ -470,10 +556,8 @@ def is_standin_folder(root: PathLike) -> bool:
 def _generate_standin_atomically(root: Path) -> None:
     """Draw the stand-in into a temporary sibling folder, then move it into place, so that an
     interrupted run or two notebooks running at once never leave a half-written stand-in."""
-    from .standin import _refuse_to_mix
-
     if (root / STANDIN_MARKER).is_file():
-        _refuse_to_mix(root)  # before drawing: a photo put among the drawings must not be deleted
+        check_can_draw_into(root)  # before drawing: a photo put among the drawings must not be deleted
     root.parent.mkdir(parents=True, exist_ok=True)
     temporary = root.parent / f".{root.name}.tmp-{os.getpid()}"
     if temporary.exists():
@@ -482,14 +566,14 @@ def _generate_standin_atomically(root: Path) -> None:
     if root.exists():
         if not (root / STANDIN_MARKER).exists() and any(root.iterdir()):
             shutil.rmtree(temporary)
-            raise BirdDataError(f"{root} exists, is not a generated stand-in and is not usable; "
+            raise BirdDataError(f"{printable_path(root)} exists, is not a generated stand-in and is not usable; "
                                 "move it away so the stand-in can be generated there.")
         if standin_is_complete(root):  # another process finished first
             shutil.rmtree(temporary)
             return
         try:
-            _refuse_to_mix(root)  # again: something may have been put there while drawing
-        except BirdDataError:
+            check_can_draw_into(root)  # again: something may have been put there while drawing
+        except Exception:
             shutil.rmtree(temporary)
             raise
         shutil.rmtree(root)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from .birds import CLASS_NAMES
+from .config import printable_path
 from .data import eval_transform, load_rgb, scan_bird_folder, split_samples
 from .device import ComputeSetup, autocast, place_batch, resolve_setup
 
@@ -129,7 +129,7 @@ def predict(model: nn.Module, images: Iterable | str | os.PathLike | Image.Image
         probabilities = logits.float().softmax(1).cpu()
         best = probabilities.topk(topk, dim=1)
         for offset, (image, values, indices) in enumerate(zip(chunk, best.values, best.indices)):
-            name = str(image) if isinstance(image, (str, Path, os.PathLike)) else f"image {start + offset}"
+            name = printable_path(image) if isinstance(image, (str, os.PathLike)) else f"image {start + offset}"
             ranked = [(class_names[i], p) for i, p in zip(indices.tolist(), values.tolist())]
             results.append({"image": name, "label": ranked[0][0], "probability": ranked[0][1], "topk": ranked})
     return results

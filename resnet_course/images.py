@@ -1,13 +1,20 @@
 """Images in, tensors out: reading any image file as RGB, the training and validation transforms,
 and the input normalisations (ImageNet mean/std, or [-1, 1] for Keras' weights).
 
-``data`` builds the bird dataset's loaders with these; ``data`` also re-exports every public name
-here, so ``from resnet_course.data import train_transform`` keeps working.
+Every image file the course reads is opened here (``open_image``), so every way a file can fail
+(not a file, a pipe, empty, damaged, too large to decode safely, ...) becomes one ``UnreadableImage``
+that names the file and says why, whatever Pillow raised or warned.
+
+``data`` builds the bird dataset's loaders with these and re-exports the transforms, the
+normalisations and ``load_rgb``, so ``from resnet_course.data import train_transform`` keeps working.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import stat
+import warnings
 from typing import Union
 
 import numpy as np
@@ -15,8 +22,11 @@ import torch
 from PIL import Image, ImageOps
 from torchvision import transforms
 
+from .config import printable_path
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "NORMALIZATIONS", "TRAIN_CROP_SCALE", "DEFAULT_TRAIN_CROP_SCALE",
-           "load_rgb", "mean_std", "train_transform", "eval_transform", "denormalize"]
+           "UnreadableImage", "file_problem", "open_image", "check_image", "to_rgb", "load_rgb", "mean_std",
+           "train_transform", "eval_transform", "denormalize"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -40,6 +50,82 @@ TRAIN_CROP_SCALE: tuple[float, float] = DEFAULT_TRAIN_CROP_SCALE
 
 
 # --------------------------------------------------------------------------------------------
+# Opening an image file: every failure is one UnreadableImage
+# --------------------------------------------------------------------------------------------
+
+class UnreadableImage(ValueError):
+    """An image file that cannot be used; ``reason`` says why, the message names the file too."""
+
+    def __init__(self, path: PathLike, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"cannot read {printable_path(path)}: {reason}")
+
+
+def file_problem(path: PathLike) -> str | None:
+    """Why ``path`` is not a regular, non-empty file (a missing file, a dangling link, a folder, a
+    pipe that would block the reader forever), or None if it is one."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"a link to {printable_path(os.readlink(path))}, which does not exist"
+        return "no such file"
+    except OSError as error:  # permission denied on a folder, a symlink loop, a name too long
+        return (error.strerror or str(error)).lower()
+    if stat.S_ISDIR(info.st_mode):
+        return "a folder, not an image file"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (a pipe, socket or device)"
+    if info.st_size == 0:
+        return "empty file (0 bytes)"
+    return None
+
+
+def _pillow_failure_reason(error: Exception) -> str:
+    """Plain words for whatever Pillow raised while opening or decoding a file."""
+    if isinstance(error, Image.DecompressionBombError):
+        size = re.search(r"\((\d+) pixels\)", str(error))
+        shown = f" ({int(size.group(1)) / 1e6:,.0f} megapixels)" if size else ""
+        return (f"too large to open safely{shown}: Pillow refuses images over "
+                f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:,.0f} megapixels as possible decompression bombs")
+    if isinstance(error, Image.UnidentifiedImageError):
+        return "not an image (cannot identify image file)"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    if isinstance(error, MemoryError):
+        return "not enough memory to decode it"
+    text, kind = str(error), type(error).__name__
+    if "truncated" in text.lower():
+        return "the file is cut short (truncated: damaged, or not completely downloaded or copied)"
+    if isinstance(error, (OSError, ValueError)) and text:
+        return text
+    return f"damaged image data ({kind}: {text})" if text else f"damaged image data ({kind})"
+
+
+def open_image(path: PathLike, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Open and fully decode the image file ``path`` (any mode); every failure, whatever Pillow
+    raises or warns, is an ``UnreadableImage``. A JPEG may be decoded at a reduced scale no smaller
+    than ``draft_size`` (fast, still reads every byte). Images up to twice Pillow's
+    ``MAX_IMAGE_PIXELS`` open without its warning; larger ones are refused before decoding."""
+    reason = file_problem(path)
+    if reason is not None:
+        raise UnreadableImage(path, reason)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning, odd EXIF or palettes: handled here
+            with Image.open(path) as opened:
+                if draft_size is not None and opened.format == "JPEG":
+                    opened.draft(opened.mode, draft_size)
+                opened.load()
+                image = opened.copy()
+    except Exception as error:  # Pillow raises many types: OSError, ValueError, SyntaxError, struct.error, ...
+        raise UnreadableImage(path, _pillow_failure_reason(error)) from None
+    if image.width < 1 or image.height < 1:
+        raise UnreadableImage(path, "image has no pixels")
+    return image
+
+
+# --------------------------------------------------------------------------------------------
 # Images of any mode -> RGB
 # --------------------------------------------------------------------------------------------
 
@@ -51,8 +137,9 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
 
 
 def _high_bit_depth_to_rgb(image: Image.Image) -> Image.Image:
-    """16/32-bit integer or float greyscale to 8-bit RGB (PIL's own convert would clip at 255)."""
-    values = np.asarray(image, dtype=np.float64)
+    """16/32-bit integer or float greyscale to 8-bit RGB (PIL's own convert would clip at 255);
+    NaN is black and infinities are the extremes."""
+    values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=65535.0, neginf=0.0)
     if image.mode.startswith("I;16"):
         values = values / 257.0  # 0..65535 -> 0..255
     elif image.mode == "F":
@@ -63,39 +150,54 @@ def _high_bit_depth_to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(gray, mode="L").convert("RGB")
 
 
-def load_rgb(path_or_pil: PathLike | Image.Image) -> Image.Image:
-    """Open an image of any mode (L, P, RGBA, CMYK, 16-bit, ...) as an 8-bit RGB PIL image.
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An image of any mode (L, P, RGBA, CMYK, 16-bit, ...) as 8-bit RGB: EXIF rotation applied
+    (phone photos), transparency flattened on white, 16-bit greyscale rescaled instead of clipped."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's advice on palettes with transparency, numpy's casts
+        try:
+            image = ImageOps.exif_transpose(image)
+        except Exception:  # a malformed EXIF block is no reason to lose the photo
+            pass
+        mode = image.mode
+        if mode == "RGB":
+            return image
+        if mode == "P":
+            return _flatten_alpha(image) if "transparency" in image.info else image.convert("RGB")
+        if mode in {"RGBA", "LA", "PA", "La", "RGBa"}:
+            return _flatten_alpha(image)
+        if mode.startswith("I") or mode == "F":
+            return _high_bit_depth_to_rgb(image)
+        return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
-    EXIF rotation is applied (phone photos), transparency is flattened on white, and 16-bit
-    greyscale is rescaled instead of clipped. A file is fully decoded here, so a broken one raises.
-    """
+
+def load_rgb(path_or_pil: PathLike | Image.Image, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Open an image file (or take a PIL image) of any mode as an 8-bit RGB PIL image (``to_rgb``).
+    A file is fully decoded here (``open_image``), so a broken one raises ``UnreadableImage``."""
     if isinstance(path_or_pil, Image.Image):
-        image = path_or_pil
-    else:
-        with Image.open(path_or_pil) as opened:
-            opened.load()
-            image = opened.copy()
+        return to_rgb(path_or_pil)
+    image = open_image(path_or_pil, draft_size)
     try:
-        image = ImageOps.exif_transpose(image)
-    except Exception:  # a malformed EXIF block is no reason to lose the photo
-        pass
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode == "P":
-        return _flatten_alpha(image) if "transparency" in image.info else image.convert("RGB")
-    if mode in {"RGBA", "LA", "PA", "La", "RGBa"}:
-        return _flatten_alpha(image)
-    if mode.startswith("I") or mode == "F":
-        return _high_bit_depth_to_rgb(image)
-    return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+        return to_rgb(image)
+    except Exception as error:
+        raise UnreadableImage(path_or_pil, f"its {image.mode} pixels cannot be converted to RGB ({error})") from None
+
+
+def check_image(path: PathLike) -> str | None:
+    """None if the file ``path`` reads as an RGB image, else the reason it does not. Fast: a JPEG is
+    decoded at 1/8 scale (every byte is still read)."""
+    try:
+        load_rgb(path, draft_size=(64, 64))
+    except UnreadableImage as error:
+        return error.reason
+    return None
 
 
 class _ToRGB:
     """Transform step: any PIL image -> RGB (a class, not a lambda, so DataLoader workers can pickle it)."""
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        return load_rgb(image)
+        return to_rgb(image)
 
     def __repr__(self) -> str:
         return "ToRGB()"

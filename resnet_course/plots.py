@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from .ablation import UNIT_LABELS, by_unit
-from .images import denormalize
+from .images import denormalize, load_rgb
 
 RIGHT_COLOR = "tab:green"
 WRONG_COLOR = "red"
@@ -41,8 +41,7 @@ def to_display_image(image, normalized: bool = True) -> np.ndarray:
     denormalized unless ``normalized=False``; values end up clipped to [0, 1].
     """
     if isinstance(image, (str, Path)):
-        with Image.open(image) as im:
-            return np.asarray(im.convert("RGB"))
+        return np.asarray(load_rgb(image))
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
     if isinstance(image, torch.Tensor):
@@ -188,8 +187,7 @@ def plot_augmentations(image, transform, n: int = 8, seed: int = 0, ncols: int =
     notebook shows the same preview every run. ``image`` is a PIL image or a path.
     """
     if isinstance(image, (str, Path)):
-        with Image.open(image) as im:
-            image = im.convert("RGB")
+        image = load_rgb(image)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         augmented = [transform(image) for _ in range(n)]

@@ -22,6 +22,7 @@ import io
 import math
 import os
 import random
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .birds import CLASS_COUNTS, CLASS_NAMES, BirdDataError
+from .checkpoints import check_writable_folder
+from .config import printable_path
 
 #: Bumped whenever the drawing changes, so that an older stand-in on disk is redrawn.
 GENERATOR_VERSION = 1
@@ -57,11 +60,21 @@ def standin_file_names(class_name: str) -> list[str]:
     return [f"{class_name}_{i:03d}.jpg" for i in range(CLASS_COUNTS[class_name])]
 
 
+def _marker_seed(root: Path) -> int | None:
+    """The seed in ``root``'s marker if this generator version wrote it, else None (no marker, one
+    of another version, or not the course's text)."""
+    try:
+        text = (root / STANDIN_MARKER).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = re.search(r"^seed: (-?\d+)$", text, re.MULTILINE)
+    return int(found.group(1)) if found and text == _marker_text(int(found.group(1))) else None
+
+
 def standin_is_complete(root: str | os.PathLike, seed: int = 0) -> bool:
     """True if ``root`` holds a stand-in of the current generator version with exactly its files."""
     root = Path(root)
-    marker = root / STANDIN_MARKER
-    if not marker.is_file() or marker.read_text(encoding="utf-8") != _marker_text(seed):
+    if _marker_seed(root) != seed:
         return False
     for name in CLASS_NAMES:
         folder = root / name
@@ -70,47 +83,67 @@ def standin_is_complete(root: str | os.PathLike, seed: int = 0) -> bool:
         present = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
         if present != set(standin_file_names(name)):
             return False
-        if any((folder / f).stat().st_size == 0 for f in present):
+        if any(not (folder / f).is_file() or (folder / f).stat().st_size == 0 for f in present):
             return False
     return True
 
 
+def _is_own_drawing(path: Path, class_index: int, number: int, seed: int | None) -> bool:
+    """True if ``path`` holds drawing ``number`` of class ``class_index`` at ``seed`` (the marker's),
+    whole or cut short by an interrupted write. Checked by bytes, not by name, so that a photo
+    named like a drawing (``Cockatoo_000.jpg``) is never taken for one and overwritten."""
+    if seed is None or not path.is_file():
+        return False
+    try:
+        return draw_standin_jpeg(class_index, number, seed).startswith(path.read_bytes())
+    except OSError:
+        return False
+
+
 def foreign_files(root: str | os.PathLike) -> list[Path]:
-    """What in ``root`` is not the stand-in's own (its drawings, by name, and ``STANDIN.txt``):
-    a photo a learner put there, a note, another folder. Hidden files (.DS_Store) don't count.
-    These must survive a redraw, so ``make_standin_birds`` refuses while there are any."""
+    """What in ``root`` is not the stand-in's own (its drawings, checked by bytes, and
+    ``STANDIN.txt``): a photo a learner put there, even under a drawing's name, a note, another
+    folder. Hidden files (.DS_Store) don't count. These must survive a redraw, so
+    ``make_standin_birds`` refuses while there are any."""
     root = Path(root)
     if not root.is_dir():
         return []
     own = {STANDIN_MARKER, *CLASS_NAMES}
     found = [p for p in root.iterdir() if not p.name.startswith(".") and p.name not in own]
-    for name in CLASS_NAMES:
+    seed = _marker_seed(root)
+    for class_index, name in enumerate(CLASS_NAMES):
         folder = root / name
         if folder.is_dir():
-            drawings = set(standin_file_names(name))
+            drawings = {file_name: number for number, file_name in enumerate(standin_file_names(name))}
             found += [p for p in folder.iterdir() if not p.name.startswith(".") and
-                      (p.name not in drawings or not p.is_file())]
-        elif folder.exists():
+                      (p.name not in drawings or not _is_own_drawing(p, class_index, drawings[p.name], seed))]
+        elif folder.exists() or folder.is_symlink():
             found.append(folder)
     return sorted(found)
 
 
-def _refuse_to_mix(root: Path) -> None:
-    """Raise ``BirdDataError`` if drawing the stand-in into ``root`` would delete or mix with
-    anything that is not the stand-in's own."""
+def check_can_draw_into(root: str | os.PathLike) -> None:
+    """Raise ``BirdDataError`` (or ``RunFolderError`` for a place that cannot be written) if drawing
+    the stand-in into ``root`` would delete or mix with anything that is not the stand-in's own."""
+    root = Path(root)
+    check_writable_folder(root, what="the stand-in")
     if not root.exists():
         return
     if not (root / STANDIN_MARKER).is_file():
-        if not root.is_dir() or any(not p.name.startswith(".") for p in root.iterdir()):
-            raise BirdDataError(f"{root} is not empty and is not a generated stand-in (no {STANDIN_MARKER}); "
-                                "choose an empty or new folder for the stand-in.")
+        if any(not p.name.startswith(".") for p in root.iterdir()):
+            raise BirdDataError(f"{printable_path(root)} is not empty and is not a generated stand-in (no "
+                                f"{STANDIN_MARKER}); choose an empty or new folder for the stand-in.")
         return
     foreign = foreign_files(root)
     if foreign:
-        shown = ", ".join(p.relative_to(root).as_posix() for p in foreign[:5])
-        raise BirdDataError(f"{root} is a stand-in, but also holds {len(foreign)} file(s) that are not its "
-                            f"drawings ({shown}{' ...' if len(foreign) > 5 else ''}). Redrawing would delete "
-                            "or mix with them: move them away first (real photos go in data/bird_photos).")
+        shown = ", ".join(printable_path(p.relative_to(root)) for p in foreign[:5])
+        older = ("" if _marker_seed(root) is not None else
+                 f" Its {STANDIN_MARKER} is from another version of the course, whose drawings cannot be told "
+                 "apart from photos: if it holds only drawings, delete the folder and draw it again.")
+        raise BirdDataError(f"{printable_path(root)} is a stand-in, but also holds {len(foreign)} file(s) that are "
+                            f"not its drawings ({shown}{' ...' if len(foreign) > 5 else ''}). Redrawing would "
+                            "delete or mix with them: move them away first (real photos go in data/bird_photos)."
+                            + older)
 
 
 def make_standin_birds(root: str | os.PathLike, seed: int = 0) -> Path:
@@ -120,17 +153,31 @@ def make_standin_birds(root: str | os.PathLike, seed: int = 0) -> Path:
     the same seed gives the same pixels. Takes a few seconds on one core. A complete stand-in of
     this seed and generator version is left as it is (nothing to draw); an older or incomplete one
     in ``root`` is redrawn; a folder that holds anything else (``foreign_files``: a photo put among
-    the drawings, a folder without the marker) is left alone with a ``BirdDataError``, so that
-    nothing is deleted and drawings never end up among real photos.
+    the drawings, even under a drawing's name, a folder without the marker) is left alone with a
+    ``BirdDataError``, so that nothing is deleted and drawings never end up among real photos. A
+    full or read-only disk is a ``BirdDataError`` too; each drawing is whole or absent.
     """
     root = Path(root)
     if standin_is_complete(root, seed):
         return root
-    _refuse_to_mix(root)
+    check_can_draw_into(root)
+    try:
+        _draw_all(root, seed)
+    except OSError as error:
+        raise BirdDataError(f"could not write the stand-in into {printable_path(root)}: "
+                            f"{(error.strerror or str(error)).lower()}. The drawings written so far are whole; "
+                            "draw it again once there is room (make-standin redraws an incomplete "
+                            "stand-in).") from None
+    return root
+
+
+def _draw_all(root: Path, seed: int) -> None:
+    """Remove the old drawings (``check_can_draw_into`` has made sure they are drawings), write the
+    marker, then every drawing through a hidden temporary file."""
     if root.exists():
         for name in CLASS_NAMES:
             for file_name in standin_file_names(name):
-                if (root / name / file_name).is_file():
+                if os.path.lexists(root / name / file_name):
                     (root / name / file_name).unlink()
     root.mkdir(parents=True, exist_ok=True)
     (root / STANDIN_MARKER).write_text(_marker_text(seed), encoding="utf-8")
@@ -138,9 +185,12 @@ def make_standin_birds(root: str | os.PathLike, seed: int = 0) -> Path:
         folder = root / name
         folder.mkdir(exist_ok=True)
         for number, file_name in enumerate(standin_file_names(name)):
-            data = draw_standin_jpeg(class_index, number, seed)
-            (folder / file_name).write_bytes(data)
-    return root
+            temporary = folder / f".{file_name}.tmp-{os.getpid()}"
+            try:
+                temporary.write_bytes(draw_standin_jpeg(class_index, number, seed))
+                os.replace(temporary, folder / file_name)
+            finally:
+                temporary.unlink(missing_ok=True)
 
 
 def draw_standin_jpeg(class_index: int, number: int, seed: int = 0) -> bytes:

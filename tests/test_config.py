@@ -1,5 +1,7 @@
 """Tests for resnet_course.config: the one parser of on/off environment variables, and fast mode."""
 
+import os
+
 import pytest
 
 from resnet_course import config
@@ -78,3 +80,21 @@ def test_the_switch_takes_only_true_false_or_none(monkeypatch, value):
     with pytest.raises(TypeError, match="FAST must be True, False or None"):
         config.use_fast_mode(value)
     assert config.fast_mode() is False
+
+
+@pytest.mark.parametrize("name, shown", [(b"bad\xff.jpg", "bad\\xff.jpg"), ("two\nlines.jpg", "two\\nlines.jpg"),
+                                         ("red\x1b[31m.jpg", "red\\x1b[31m.jpg"), ("été 1.jpg", "été 1.jpg")])
+def test_printable_path_escapes_what_a_terminal_cannot_show_on_one_line(name, shown):
+    path = os.fsdecode(name)
+    assert config.printable_path(path) == shown
+    assert config.printable_path(path).encode("utf-8")  # never a UnicodeEncodeError when printed
+
+
+def test_check_environment_accepts_a_clean_environment_and_names_the_first_bad_variable(monkeypatch, tmp_path):
+    for name in (*config.DISTRIBUTED_VARIABLES, *config.CACHE_VARIABLES, config.DATA_ENV, config.RUNS_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(config.DATA_ENV, str(tmp_path / "not yet made"))  # a folder to be: fine
+    config.check_environment(FP32_ENV)
+    monkeypatch.setenv("WORLD_SIZE", "0")
+    with pytest.raises(ValueError, match="WORLD_SIZE='0' is not a process count"):
+        config.check_environment()

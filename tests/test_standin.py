@@ -228,3 +228,19 @@ def test_a_photo_put_into_the_standin_survives_a_redraw(standin_root, tmp_path, 
     for root in (mine, no_real_photos):
         assert (root / "Cockatoo" / "my_cockatoo.jpg").read_bytes() == b"a learner's photo"
         assert len(list((root / "Cockatoo").iterdir())) == 166
+
+
+def test_own_drawings_are_known_by_their_bytes_not_their_names(tmp_path):
+    """A drawing cut short by an interrupted write is the stand-in's own (it may be redrawn); bytes
+    that are not the drawing its name and the marker's seed say (a photo, another seed's drawing,
+    another number's) are foreign and survive."""
+    root = tmp_path / "standin_birds"
+    (root / "Cockatoo").mkdir(parents=True)
+    (root / standin.STANDIN_MARKER).write_text(standin._marker_text(0), encoding="utf-8")
+    drawing = standin.draw_standin_jpeg(3, 0, seed=0)
+    (root / "Cockatoo" / "Cockatoo_000.jpg").write_bytes(drawing[: len(drawing) // 2])  # cut short
+    (root / "Cockatoo" / "Cockatoo_001.jpg").write_bytes(standin.draw_standin_jpeg(3, 1, seed=1))  # another seed
+    (root / "Cockatoo" / "Cockatoo_002.jpg").write_bytes(drawing)  # the right bytes under the wrong number
+    assert standin.foreign_files(root) == [root / "Cockatoo" / f"Cockatoo_00{i}.jpg" for i in (1, 2)]
+    (root / standin.STANDIN_MARKER).write_text(standin._marker_text(0) + "edited by hand\n", encoding="utf-8")
+    assert len(standin.foreign_files(root)) == 3  # a marker this version did not write vouches for nothing
