@@ -1,6 +1,8 @@
 """Transfer learning inside the course: any folder of class folders is a dataset, a stratified
 fraction of the training split, and a course checkpoint as the weights another run starts from."""
 
+import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from resnet_course.pretraining import make_pretraining_set
 from resnet_course.training import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+REPO = Path(__file__).resolve().parent.parent
 COLOURS = ((200, 40, 40), (40, 160, 40), (40, 40, 200), (200, 200, 40), (160, 40, 160))
 
 
@@ -272,3 +275,28 @@ def test_cli_wrong_model_for_a_checkpoint_exits_2_naming_the_tensor(tmp_path, ti
     assert code == 2 and "layer1.2.conv1.weight" in captured.err and "Traceback" not in captured.err
     assert not (out / "checkpoint.pt").exists()
 
+
+
+def test_bench_transfer_runs_end_to_end_at_tiny_sizes(tmp_path, tiny_birds, capsys):
+    spec = importlib.util.spec_from_file_location("bench_transfer", REPO / "benchmarks" / "bench_transfer.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "runs.jsonl"
+    bench.main(["--tiny", "--data", str(tiny_birds), "--work", str(tmp_path / "work"), "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["kind"] for r in rows] == ["pretrain"] + ["transfer"] * 6
+    assert rows[0]["chance"] == pytest.approx(1 / 3) and 0 <= rows[0]["final_val_acc"] <= 1
+    transfer = rows[1:]
+    assert [(r["method"], r["train_fraction"]) for r in transfer] == [
+        (m, f) for f in (1.0, 0.5) for m in ("scratch", "probe", "finetune")]
+    assert len({r["val_split"] for r in transfer}) == 1 and {r["val_images"] for r in transfer} == {5}
+    assert {r["train_images"] for r in transfer if r["train_fraction"] == 1.0} == {19}
+    assert {r["train_images"] for r in transfer if r["train_fraction"] == 0.5} == {8}  # round(n / 2) of 4, 5, 5, 5
+    assert all(r["weights"] is None for r in transfer if r["method"] == "scratch")
+    assert {r["weights"] for r in transfer if r["method"] != "scratch"} == {
+        "pretrain_resnet18_32px_1ep_pretraining_set_3x5_seed0"}
+    capsys.readouterr()
+    bench.main(["--table", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "pretraining: resnet18 32 px, 3 species x 5" in printed
+    assert printed.count("| resnet18 | 32 |") == 6
