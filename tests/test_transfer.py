@@ -248,7 +248,12 @@ def test_tiny_transfer_end_to_end(tmp_path, tiny_birds, capsys):
               "--no-progress", "--seed", "0"]
     assert main(["train", "--data", str(drawn), "--out", str(tmp_path / "pre"), *common]) == 0
     pretrained = load_checkpoint(tmp_path / "pre" / "checkpoint.pt")
-    assert pretrained["meta"]["class_names"] == sorted(p.name for p in drawn.iterdir() if p.is_dir())
+    species = sorted(p.name for p in drawn.iterdir() if p.is_dir())
+    assert pretrained["meta"]["class_names"] == species
+    capsys.readouterr()
+    image = next((drawn / species[0]).iterdir())
+    assert main(["predict", "--checkpoint", str(tmp_path / "pre" / "checkpoint.pt"), "--fp32", str(image)]) == 0
+    assert capsys.readouterr().out.split(": ", 1)[1].rsplit(" (", 1)[0] in species  # predict names a species
 
     weights = str(tmp_path / "pre" / "checkpoint.pt")
     assert main(["train", "--data", str(tiny_birds), "--out", str(tmp_path / "probe"), "--weights", weights,
