@@ -14,6 +14,9 @@ Pose, size, position, background, clutter, lighting and JPEG noise vary, and bac
 share the birds' colours, so that colour alone is a weak cue: a classifier on an image's mean
 colour stays near 40-50 %, while a small ResNet learns the shapes (see
 ``evaluation.mean_colour_baseline``).
+
+Birds of other species, for the drawn pretraining set (``pretraining``), are drawn here too, from
+their ``FieldMarks`` (``draw_marked_bird``), in the same scenes (``draw_scene_with_bird``).
 """
 
 from __future__ import annotations
