@@ -5,7 +5,9 @@ The folder is scanned once, up front: files that are not images are ignored, ima
 be decoded are skipped *and named*, and a folder that cannot work raises ``BirdDataError`` with a
 message that says how to get the photos. So nothing crashes mid-epoch and nothing shrinks silently.
 Folders that are not one of the four classes (say ``GANG GANG COCKATOO``) are not used, since the
-models have four outputs, and a warning names them.
+models have four outputs, and a warning names them. A folder none of whose class folders is a
+course class (a drawn pretraining set, your own classes) is any other dataset, read as torchvision's
+ImageFolder reads one: its classes are its sorted folder names (``scan_dataset_folder``).
 
 Without the real photos the course uses an offline stand-in (``resnet_course.standin``) with the
 same class names, counts and image size; ``find_bird_data`` picks one and says which.
@@ -48,7 +50,8 @@ from .standin import make_standin_birds as _draw_standin
 __all__ = [
     "CLASS_NAMES", "CLASS_ALIASES", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "NORMALIZATIONS",
     "BirdDataError", "BirdDataWarning", "ScanResult", "BirdDataset",
-    "scan_bird_folder", "split_samples", "load_birds", "load_rgb", "train_transform",
+    "scan_bird_folder", "is_bird_folder", "scan_class_folders", "scan_dataset_folder", "split_samples",
+    "training_subset", "load_birds", "load_rgb", "train_transform",
     "eval_transform", "denormalize", "import_kaggle", "find_bird_data", "is_standin_folder",
     "make_standin_birds",
 ]
@@ -97,12 +100,23 @@ def _is_image_name(path: Path) -> bool:
 LINKED_FOLDER = "a link to a folder (not followed: put the photos themselves in the class folder)"
 
 
-def _skip_reason(path: Path, check_images: bool) -> str | None:
-    """Why the scan skips ``path`` (see ``images.check_image``), or None to use it. Without
-    ``check_images`` only what is not a regular file is skipped (a pipe would block a reader)."""
+def _skip_reason(path: Path) -> str | None:
+    """Why the scan skips ``path`` (see ``images.check_image``), or None to use it."""
     if path.is_symlink() and path.is_dir():
         return LINKED_FOLDER
-    return check_image(path) if check_images else file_problem(path)
+    return check_image(path)
+
+
+def _usable_images(folder: Path, skipped: list[tuple[Path, str]]) -> list[Path]:
+    """The images of one class folder that decode; the others are appended to ``skipped`` with why."""
+    usable = []
+    for path in _list_image_files(folder):
+        reason = _skip_reason(path)
+        if reason is None:
+            usable.append(path)
+        else:
+            skipped.append((path, reason))
+    return usable
 
 
 @dataclass
@@ -123,9 +137,14 @@ class ScanResult:
         return sum(self.counts.values())
 
     @property
+    def class_names(self) -> list[str]:
+        """The classes in label order: ``CLASS_NAMES`` for bird data, else the sorted folder names."""
+        return list(self.files)
+
+    @property
     def samples(self) -> list[tuple[Path, int]]:
-        """(path, label) pairs, label = index in CLASS_NAMES, like torchvision's ImageFolder."""
-        return [(path, CLASS_NAMES.index(name)) for name, paths in self.files.items() for path in paths]
+        """(path, label) pairs, label = index in ``class_names``, like torchvision's ImageFolder."""
+        return [(path, label) for label, paths in enumerate(self.files.values()) for path in paths]
 
     def report(self) -> str:
         """A short plain-text report: counts per class, then every skipped file with its reason."""
@@ -153,11 +172,11 @@ def _list_image_files(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
-def scan_bird_folder(root: PathLike, check_images: bool = True) -> ScanResult:
+def scan_bird_folder(root: PathLike) -> ScanResult:
     """Scan ``root/<class>/`` once, up front, and return the usable images per class.
 
     Non-image files and hidden files are ignored silently; images that fail to decode are skipped
-    and listed in ``skipped`` (with ``check_images=False`` nothing is decoded). Folders that are not
+    and listed in ``skipped``. Folders that are not
     course classes are listed in ``ignored_folders`` and not used: the models have four outputs.
     Raises ``BirdDataError`` for a missing folder, a missing or empty class folder.
     """
@@ -189,15 +208,7 @@ def scan_bird_folder(root: PathLike, check_images: bool = True) -> ScanResult:
     files: dict[str, list[Path]] = {}
     skipped: list[tuple[Path, str]] = []
     for name in CLASS_NAMES:
-        folder = class_dirs[name][0]
-        usable = []
-        for path in _list_image_files(folder):
-            reason = _skip_reason(path, check_images)
-            if reason is None:
-                usable.append(path)
-            else:
-                skipped.append((path, reason))
-        files[name] = usable
+        files[name] = _usable_images(class_dirs[name][0], skipped)
 
     empty = [printable_path(class_dirs[name][0].name) for name, paths in files.items() if not paths]
     if empty:
@@ -253,6 +264,49 @@ def _missing_classes_message(root: Path, missing: list[str], subfolders: list[Pa
     return f"{message}\n{HOW_TO_GET_PHOTOS}"
 
 
+def _visible_subfolders(root: Path) -> list[Path]:
+    return sorted((p for p in root.iterdir() if p.is_dir() and not _is_hidden(p)), key=lambda p: p.name)
+
+
+def is_bird_folder(root: PathLike) -> bool:
+    """True if ``root`` is read as the course's bird data: it does not exist, has no class folders,
+    or one of them is a course class (or an alias) or a Kaggle split (train/valid/test). Any other
+    folder of class folders (a drawn pretraining set, your own classes) is a general dataset."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return True
+    names = [p.name for p in _visible_subfolders(root)]
+    return not names or any(course_class_for(n) is not None or n.lower() in KAGGLE_SPLITS for n in names)
+
+
+def scan_class_folders(root: PathLike) -> ScanResult:
+    """Scan any folder of class folders, as torchvision's ImageFolder reads one: the classes are the
+    sorted names of its visible subfolders, each needs at least one readable image, and unreadable
+    images are skipped and listed as in ``scan_bird_folder``. Raises ``BirdDataError`` for fewer
+    than two classes or a class without a readable image."""
+    root = Path(root).expanduser()
+    folders = _visible_subfolders(root)
+    if len(folders) < 2:
+        found = f" (only {folders[0].name}; did you mean that folder?)" if folders else ""
+        raise BirdDataError(f"{root} needs one folder per class and at least two classes{found}.")
+    files: dict[str, list[Path]] = {}
+    skipped: list[tuple[Path, str]] = []
+    for folder in folders:
+        files[folder.name] = _usable_images(folder, skipped)
+    empty = [name for name, paths in files.items() if not paths]
+    if empty:
+        raise BirdDataError(f"No readable images in the class folder(s) {empty} under {root}: every class "
+                            "folder needs at least one image.")
+    return ScanResult(root=root, files=files, skipped=skipped)
+
+
+def scan_dataset_folder(root: PathLike) -> ScanResult:
+    """``scan_bird_folder`` for the course's bird data (``is_bird_folder``), else
+    ``scan_class_folders``: any folder of class folders is a dataset."""
+    scan = scan_bird_folder if is_bird_folder(root) else scan_class_folders
+    return scan(root)
+
+
 # --------------------------------------------------------------------------------------------
 # The deterministic split, the Dataset and the loaders
 # --------------------------------------------------------------------------------------------
@@ -274,15 +328,16 @@ def split_samples(scan: ScanResult, val_split: float = 0.2, seed: int = 123
     if not 0.0 <= val_split < 1.0:
         raise ValueError(f"val_split must be in [0, 1), got {val_split}")
     counts = scan.counts
+    names = scan.class_names
     n_val_total = int(round(scan.total * val_split))
     exact = {name: count * val_split for name, count in counts.items()}
     n_val = {name: int(exact[name]) for name in counts}
-    by_remainder = sorted(counts, key=lambda n: (-(exact[n] - n_val[n]), CLASS_NAMES.index(n)))
+    by_remainder = sorted(counts, key=lambda n: (-(exact[n] - n_val[n]), names.index(n)))
     for name in by_remainder[: n_val_total - sum(n_val.values())]:
         n_val[name] += 1
 
     train, val = [], []
-    for label, name in enumerate(CLASS_NAMES):
+    for label, name in enumerate(names):
         folder_root = scan.root
         ordered = sorted(scan.files[name],
                          key=lambda p: _split_key(seed, name, p.relative_to(folder_root).as_posix().split("/", 1)[-1]))
@@ -315,9 +370,27 @@ class BirdDataset(Dataset):
         return (self.transform(image) if self.transform else image), label
 
 
+def training_subset(train: Sequence[tuple[Path, int]], fraction: float, seed: int = 123
+                    ) -> list[tuple[Path, int]]:
+    """A deterministic, stratified ``fraction`` of the training samples: ``round(n * fraction)``
+    images of each class's ``n`` (at least one), chosen by a SHA-256 hash of (seed, label, file
+    name), so a smaller fraction keeps a subset of a larger one. The validation split is not touched."""
+    if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+        raise ValueError(f"train_fraction must be in (0, 1], got {fraction!r}")
+    by_label: dict[int, list[tuple[Path, int]]] = {}
+    for sample in train:
+        by_label.setdefault(sample[1], []).append(sample)
+    kept = []
+    for label, samples in by_label.items():
+        ordered = sorted(samples, key=lambda s: _split_key(seed, f"fraction/{label}", Path(s[0]).name))
+        kept += ordered[:max(1, round(len(samples) * fraction))]
+    return sorted(kept, key=lambda s: (s[1], str(s[0])))
+
+
 def load_birds(root: PathLike | None = None, image_size: int = 224, batch_size: int = 8,
                val_split: float = 0.2, seed: int = 123, num_workers: int = 0,
-               normalization: str = "imagenet") -> tuple[DataLoader, DataLoader, list[str]]:
+               normalization: str = "imagenet", train_fraction: float = 1.0
+               ) -> tuple[DataLoader, DataLoader, list[str]]:
     """The course's data loaders: ``(train_loader, val_loader, class_names)``.
 
     ``root`` defaults to ``config.data_dir()``. The folder is scanned first (skipped files are
@@ -326,14 +399,18 @@ def load_birds(root: PathLike | None = None, image_size: int = 224, batch_size: 
     ``loader.dataset.samples`` holds the (path, label) pairs, e.g. for prediction grids.
     ``normalization`` ("imagenet" or "tf", see ``NORMALIZATIONS``) must match the model's weights:
     ``pretrained.normalization_for(name, weights)`` or ``model.input_normalization`` says which.
+    Any folder of class folders works (``scan_dataset_folder``: the classes are then its sorted
+    folder names); ``train_fraction`` < 1 trains on a stratified subset (``training_subset``).
     """
     mean_std(normalization)  # an unknown name fails here, not in the first batch
-    scan = scan_bird_folder(config.data_dir() if root is None else root)
+    scan = scan_dataset_folder(config.data_dir() if root is None else root)
     warn_about_skipped(scan)
     train_samples, val_samples = split_samples(scan, val_split=val_split, seed=seed)
-    _warn_about_empty_splits(train_samples, val_samples, val_split)
-    train_set = BirdDataset(train_samples, train_transform(image_size, normalization))
-    val_set = BirdDataset(val_samples, eval_transform(image_size, normalization))
+    if train_fraction != 1:
+        train_samples = training_subset(train_samples, train_fraction, seed=seed)
+    _warn_about_empty_splits(train_samples, val_samples, val_split, scan.class_names)
+    train_set = BirdDataset(train_samples, train_transform(image_size, normalization), scan.class_names)
+    val_set = BirdDataset(val_samples, eval_transform(image_size, normalization), scan.class_names)
     generator = torch.Generator().manual_seed(seed)
     pin = torch.cuda.is_available()
     train_loader = DataLoader(
@@ -344,17 +421,17 @@ def load_birds(root: PathLike | None = None, image_size: int = 224, batch_size: 
     )
     val_loader = DataLoader(val_set, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                             pin_memory=pin, persistent_workers=num_workers > 0)
-    return train_loader, val_loader, list(CLASS_NAMES)
+    return train_loader, val_loader, scan.class_names
 
 
 def _warn_about_empty_splits(train: Sequence[tuple[Path, int]], val: Sequence[tuple[Path, int]],
-                             val_split: float) -> None:
+                             val_split: float, class_names: Sequence[str] = CLASS_NAMES) -> None:
     """A ``BirdDataWarning`` naming the classes with no training image or, when there is a
     validation split, no validation image: with so few photos per class, training cannot learn
     that class or validation cannot measure it."""
     for split, samples, wanted in (("training", train, True), ("validation", val, val_split > 0)):
         present = {label for _, label in samples}
-        missing = [name for label, name in enumerate(CLASS_NAMES) if label not in present]
+        missing = [name for label, name in enumerate(class_names) if label not in present]
         if wanted and missing:
             warnings.warn(f"No {split} image for {', '.join(missing)} (too few photos to split "
                           f"{1 - val_split:.0%}/{val_split:.0%}): the {split} "

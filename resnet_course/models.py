@@ -356,14 +356,16 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
 MODEL_NAMES = tuple(_FACTORIES)
 
 
-def get_model(name: str, num_classes: int = 1000, weights=None, **kwargs) -> nn.Module:
+def get_model(name: str, num_classes: int = 1000, weights=None, class_names=None, **kwargs) -> nn.Module:
     """Build a model by name (one of ``MODEL_NAMES``), e.g. ``get_model("resnet50", num_classes=4)``.
 
     ``weights``: None (random initialisation), ``"imagenet"`` (torchvision's ImageNet weights for
     v1, Keras Applications' for v2, from the cache or downloaded) or the path of such a file; the
     backbone loads strictly and, for ``num_classes`` other than 1000, the head stays fresh (see
-    ``pretrained.load_weights``). The model's ``input_normalization`` names the input scaling its
-    weights expect ("imagenet" or "tf"), for ``data.load_birds(normalization=...)``.
+    ``pretrained.load_weights``). ``weights`` may also be a checkpoint written by ``train`` for
+    the same architecture: its head is kept only when it was trained on ``class_names``. The
+    model's ``input_normalization`` names the input scaling its weights expect ("imagenet" or
+    "tf"), for ``data.load_birds(normalization=...)``; ``weights_source`` says where they came from.
     """
     key = str(name).strip().lower()
     if key not in _FACTORIES:
@@ -375,5 +377,5 @@ def get_model(name: str, num_classes: int = 1000, weights=None, **kwargs) -> nn.
     if weights is not None:
         if isinstance(weights, str) and weights.strip().lower() == "imagenet":
             weights = pretrained.imagenet_weights(key, include_top=num_classes == 1000)
-        model.weights_source = pretrained.load_weights(model, key, weights)
+        model.weights_source = pretrained.load_weights(model, key, weights, class_names=class_names)
     return model

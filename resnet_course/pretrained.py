@@ -8,6 +8,10 @@ reading them, and loading them exactly (``finetune`` uses them: frozen backbone,
   alone: Keras' legacy layout has one group per layer whose ``weight_names`` attribute lists its
   arrays (``conv1_conv/kernel:0`` in Keras 2 files, ``conv1_conv/kernel`` in what Keras 3 writes).
 
+- every model: a checkpoint written by ``train`` for the same architecture (``load_course_checkpoint``),
+  e.g. a backbone pretrained on the drawn other species (``pretraining``), the course's offline
+  stand-in for ImageNet; its input normalisation comes with it.
+
 Loading is strict: every tensor of the backbone must come from the file with the right shape and
 every tensor in the file must find a place, else ``WeightsError`` names the first mismatch. The
 classifier is loaded only when it fits (1000 classes); otherwise the model keeps a fresh head.
@@ -22,6 +26,7 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -33,7 +38,8 @@ from torch import nn
 __all__ = [
     "OFFLINE_ENV", "WeightsError", "WeightsUnavailable", "WeightsFile", "V1_NAMES", "V2_NAMES",
     "cache_dir", "imagenet_file", "weights_files", "find_weights", "download_weights",
-    "imagenet_weights", "normalization_for", "load_weights", "read_torch_state_dict",
+    "imagenet_weights", "normalization_for", "course_checkpoint_meta", "load_course_checkpoint",
+    "load_weights", "read_torch_state_dict",
     "read_keras_h5", "write_keras_h5", "keras_v2_module_name", "keras_layer_name",
 ]
 
@@ -232,10 +238,38 @@ def imagenet_weights(model_name: str, include_top: bool = True, download: bool =
 
 def normalization_for(model_name: str, weights: str | os.PathLike | None) -> str:
     """The input scaling a model expects: ``"tf"`` ([-1, 1]) for v2 with Keras' weights,
-    ``"imagenet"`` (mean/std) for v1 with torchvision's and for every model trained from scratch."""
+    ``"imagenet"`` (mean/std) for v1 with torchvision's and for every model trained from scratch,
+    and whatever a course checkpoint given as weights was trained with (its meta's normalization)."""
     if weights is None:
         return "imagenet"
+    meta = course_checkpoint_meta(weights)
+    if meta is not None:
+        return meta.get("normalization") or "imagenet"
     return NORMALIZATION_FOR_WEIGHTS["keras" if _model_key(model_name) in V2_NAMES else "torchvision"]
+
+
+def _load_torch_file(path: Path) -> object:
+    """``torch.load(weights_only=True)`` on the CPU, memory-mapped where the format allows (a
+    checkpoint is then read only as far as needed)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # the legacy (non-zip) format cannot be memory-mapped
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def course_checkpoint_meta(path: str | os.PathLike) -> dict | None:
+    """The record (``"meta"``) of a checkpoint written by ``train`` (``training.fit``), or None for
+    anything else: "imagenet", a plain state_dict, a Keras file, a file that cannot be read."""
+    path = Path(path).expanduser()
+    if str(path).strip().lower() == "imagenet" or not path.is_file() or _file_kind(path) != "torch":
+        return None
+    try:
+        state = _load_torch_file(path)
+    except Exception:  # not readable as a checkpoint: the loader that follows says why
+        return None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict) and isinstance(state.get("meta"), dict):
+        return dict(state["meta"])
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,15 +446,17 @@ def _counter(key: str) -> bool:
     return key.endswith("num_batches_tracked")
 
 
-def _load_strict(model: nn.Module, tensors: dict[str, tuple[torch.Tensor, str]], path: Path) -> dict:
-    """Copy ``tensors`` into ``model``: the backbone exactly, the head (``fc.*``) when its shape fits.
+def _load_strict(model: nn.Module, tensors: dict[str, tuple[torch.Tensor, str]], path: Path,
+                 load_head: bool = True) -> dict:
+    """Copy ``tensors`` into ``model``: the backbone exactly, the head (``fc.*``) when its shape fits
+    (and ``load_head``).
 
     Mismatches are reported in the model's own order: the first tensor that is missing, has
     another shape, or (after all of the model's) is in the file but has no place in the model.
     ``tensors_loaded`` counts weights, biases and BN statistics (not BN's step counters)."""
     state = model.state_dict()
     head_keys = [k for k in state if k.startswith("fc.")]
-    head_fits = all(k in tensors and tensors[k][0].shape == state[k].shape for k in head_keys)
+    head_fits = load_head and all(k in tensors and tensors[k][0].shape == state[k].shape for k in head_keys)
     for key, target in state.items():
         if key in head_keys or (_counter(key) and key not in tensors):
             continue
@@ -444,17 +480,50 @@ def _load_strict(model: nn.Module, tensors: dict[str, tuple[torch.Tensor, str]],
     return {"file": str(path), "tensors_loaded": loaded, "fresh_head": not head_fits}
 
 
-def load_weights(model: nn.Module, model_name: str, path: str | os.PathLike) -> dict:
+def load_course_checkpoint(model: nn.Module, model_name: str, path: str | os.PathLike,
+                           class_names: Sequence[str] | None = None) -> dict:
+    """Start ``model`` (built as ``model_name``, any number of classes) from a checkpoint written by
+    ``train``: the backbone strictly (``WeightsError`` names the first tensor that does not fit),
+    the head only when the checkpoint was trained on exactly ``class_names``; otherwise the head
+    stays fresh. Returns what ``load_weights`` returns, with the checkpoint's model, classes and
+    input normalisation (``source_model``, ``source_classes``, ``normalization``)."""
+    path = Path(path).expanduser()
+    state = _load_torch_file(path)
+    meta, weights = state["meta"], state["model"]
+    bad = [name for name, tensor in weights.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise WeightsError(f"{path} holds weights that are not finite numbers (in {bad[0]}): the training it "
+                           "comes from diverged; start from another checkpoint.")
+    source_classes = list(meta.get("class_names") or [])
+    same_classes = class_names is not None and source_classes == list(class_names)
+    try:
+        info = _load_strict(model, {k: (v, k) for k, v in weights.items()}, path, load_head=same_classes)
+    except WeightsError as error:
+        source = meta.get("model_name")
+        if source and source != model_name:
+            raise WeightsError(f"{error} The checkpoint holds a {source}, not a {model_name}: start a "
+                               f"{source} from it, or train {model_name} from another checkpoint.") from None
+        raise
+    return {**info, "format": "course checkpoint", "source_model": meta.get("model_name"),
+            "source_classes": source_classes, "normalization": meta.get("normalization") or "imagenet"}
+
+
+def load_weights(model: nn.Module, model_name: str, path: str | os.PathLike,
+                 class_names: Sequence[str] | None = None) -> dict:
     """Load a weights file into ``model`` (a course model built as ``model_name``), strictly.
 
-    v1 models take torchvision's ``.pth`` state_dict, v2 models Keras' HDF5 file. The classifier
-    comes along when it has the model's shape; otherwise (another number of classes, a ``_notop``
-    file) the model keeps its fresh head. Returns ``{"file", "tensors_loaded", "fresh_head",
-    "format"}``; raises ``WeightsError`` naming the first tensor that does not fit."""
+    v1 models take torchvision's ``.pth`` state_dict, v2 models Keras' HDF5 file, and every model
+    a checkpoint written by ``train`` for the same architecture (``load_course_checkpoint``). The
+    classifier comes along when it has the model's shape (for a checkpoint: when it was trained on
+    ``class_names``); otherwise (another number of classes, a ``_notop`` file) the model keeps its
+    fresh head. Returns ``{"file", "tensors_loaded", "fresh_head", "format"}``; raises
+    ``WeightsError`` naming the first tensor that does not fit."""
     key = _model_key(model_name)
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"No weights file at {path}.")
+    if course_checkpoint_meta(path) is not None:
+        return load_course_checkpoint(model, key, path, class_names)
     kind = _file_kind(path)
     if key in V1_NAMES:
         if kind == "hdf5":

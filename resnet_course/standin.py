@@ -14,6 +14,9 @@ Pose, size, position, background, clutter, lighting and JPEG noise vary, and bac
 share the birds' colours, so that colour alone is a weak cue: a classifier on an image's mean
 colour stays near 40-50 %, while a small ResNet learns the shapes (see
 ``evaluation.mean_colour_baseline``).
+
+Birds of other species, for the drawn pretraining set (``pretraining``), are drawn here too, from
+their ``FieldMarks`` (``draw_marked_bird``), in the same scenes (``draw_scene_with_bird``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import math
 import os
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -208,10 +212,19 @@ def draw_standin_image(class_index: int, rng: random.Random) -> Image.Image:
     species = CLASS_NAMES[class_index]
     flying = species == "Black Skimmer" and rng.random() < 0.5
     scene = _choose_scene(species, rng)
+    return draw_scene_with_bird(scene, BIRD_DRAWERS[species], BIRD_SCALE[species], rng, nrng, flying)
+
+
+def draw_scene_with_bird(scene: str, draw_bird: Callable[[random.Random, bool], Image.Image],
+                         scale: tuple[float, float], rng: random.Random, nrng: np.random.Generator,
+                         flying: bool = False) -> Image.Image:
+    """A picture of the bird ``draw_bird(rng, flying)`` draws on its canvas, in a ``scene`` (one of
+    ``SCENES``) with clutter behind and in front, spanning ``scale`` of the frame, lit and noised
+    as every stand-in picture is (``pretraining`` draws its other species with it)."""
     image = Image.fromarray(_background(scene, rng, nrng))
     _clutter(image, rng, count=rng.randint(2, 9))
-    bird = BIRD_DRAWERS[species](rng, flying)
-    _place_bird(image, bird, species, flying, rng)
+    bird = draw_bird(rng, flying)
+    _place_bird(image, bird, scale, flying, rng)
     _clutter(image, rng, count=rng.choice([0, 0, 1, 2]), occluders=True)
     return _lighting(image, rng, nrng)
 
@@ -542,12 +555,13 @@ BIRD_SCALE = {"Bananaquit": (0.55, 0.95), "Black Skimmer": (0.6, 1.0),
               "Black Throated Bushtiti": (0.5, 0.9), "Cockatoo": (0.6, 1.0)}
 
 
-def _place_bird(image: Image.Image, bird: Image.Image, species: str, flying: bool, rng: random.Random) -> None:
+def _place_bird(image: Image.Image, bird: Image.Image, scale: tuple[float, float], flying: bool,
+                rng: random.Random) -> None:
     """Shade the bird (lit from above), mirror it at random, scale, rotate and paste it."""
     bird = bird.crop(bird.getbbox())
     if rng.random() < 0.5:
         bird = bird.transpose(Image.FLIP_LEFT_RIGHT)
-    low, high = BIRD_SCALE[species]
+    low, high = scale
     factor = IMAGE_SIZE * rng.uniform(low, high) / CANVAS
     size = (max(1, round(bird.width * factor)), max(1, round(bird.height * factor)))
     bird = bird.resize(size, Image.BICUBIC, reducing_gap=2.0)
@@ -561,3 +575,163 @@ def _place_bird(image: Image.Image, bird: Image.Image, species: str, flying: boo
     x = rng.uniform(-0.2 * bird.width, IMAGE_SIZE - 0.8 * bird.width)
     y = rng.uniform(-0.2 * bird.height, IMAGE_SIZE - 0.8 * bird.height)
     image.paste(bird, (round(x), round(y)), bird)
+
+
+# --------------------------------------------------------------------------------------------
+# Other species, drawn from their field marks (``pretraining`` draws its species with these)
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FieldMarks:
+    """What tells a drawn species apart: the colour of each part and the shape of body, tail,
+    crest, bill, face and wing marks (each shape one of the keys of ``FIELD_MARK_SHAPES``)."""
+
+    back: Colour
+    belly: Colour
+    head: Colour
+    wing: Colour
+    tail: Colour
+    bill: Colour
+    mark: Colour  # the colour of the wing marks
+    face: Colour  # the colour of the face mark (mask, eye ring, cap, throat)
+    crest_colour: Colour
+    body: str = "round"
+    tail_shape: str = "short"
+    crest: str = "none"
+    bill_shape: str = "short"
+    face_mark: str = "plain"
+    wing_mark: str = "none"
+
+
+#: The shapes each field mark can take.
+FIELD_MARK_SHAPES = {
+    "body": ("round", "slim", "upright"),
+    "tail_shape": ("short", "long", "forked", "fan"),
+    "crest": ("none", "spiky", "plume", "tuft"),
+    "bill_shape": ("short", "conical", "long", "hooked", "decurved"),
+    "face_mark": ("plain", "mask", "eyering", "cap", "throat"),
+    "wing_mark": ("none", "bars", "patch", "spots", "dark tip"),
+}
+#: Per body shape: centre and radii of the body, its tilt range (degrees), where head, tail and legs
+#: sit in the body's own frame (units of its radii), the head's radius, the tail's direction
+#: (degrees, 180 = straight back) and the bird's size in the frame.
+BODY_PLANS = {
+    "round": {"centre": (255, 285), "radii": (92, 66), "tilt": (-20, 10), "head": (0.8, -0.75), "head_radius": 44,
+              "tail": (-0.85, 0.15), "tail_angle": 165, "legs": (0.1, 0.95), "scale": (0.55, 0.95)},
+    "slim": {"centre": (250, 290), "radii": (128, 44), "tilt": (-12, 6), "head": (0.88, -0.8), "head_radius": 38,
+             "tail": (-0.92, 0.0), "tail_angle": 175, "legs": (0.15, 0.95), "scale": (0.6, 1.0)},
+    "upright": {"centre": (250, 300), "radii": (64, 106), "tilt": (8, 28), "head": (0.35, -1.0), "head_radius": 50,
+                "tail": (-0.25, 0.9), "tail_angle": 110, "legs": (0.2, 0.97), "scale": (0.6, 1.0)},
+}
+
+
+def _frame(cx: float, cy: float, rx: float, ry: float, tilt: float) -> Callable[[float, float], Point]:
+    """Image coordinates of the point (u, v) of an ellipse's own frame (u along its first radius)."""
+    a = math.radians(tilt)
+    ca, sa = math.cos(a), math.sin(a)
+    return lambda u, v: (cx + u * rx * ca - v * ry * sa, cy + u * rx * sa + v * ry * ca)
+
+
+def _tail_polygon(base: Point, angle: float, shape: str) -> list[Point]:
+    a = math.radians(angle)
+    d, n = (math.cos(a), math.sin(a)), (-math.sin(a), math.cos(a))
+
+    def at(along: float, across: float) -> Point:
+        return base[0] + along * d[0] + across * n[0], base[1] + along * d[1] + across * n[1]
+
+    if shape == "long":
+        return [at(0, 16), at(165, 10), at(170, 0), at(165, -10), at(0, -16)]
+    if shape == "forked":
+        return [at(0, 18), at(135, 30), at(80, 0), at(135, -30), at(0, -18)]
+    if shape == "fan":
+        return [at(0, 12), at(80, 52), at(92, 0), at(80, -52), at(0, -12)]
+    return [at(0, 22), at(55, 16), at(58, 0), at(55, -16), at(0, -22)]  # short
+
+
+def _draw_wing_mark(draw: ImageDraw.ImageDraw, wing: Callable[[float, float], Point], shape: str, colour) -> None:
+    if shape == "bars":
+        for u in (-0.1, 0.25):
+            draw.line([wing(u, -0.85), wing(u + 0.08, 0.85)], fill=colour, width=8)
+    elif shape == "patch":
+        draw.polygon([wing(0.2, -0.6), wing(0.75, -0.45), wing(0.75, 0.45), wing(0.2, 0.6)], fill=colour)
+    elif shape == "spots":
+        for u, v in ((-0.5, -0.3), (-0.2, 0.3), (0.05, -0.35), (0.3, 0.25), (0.55, -0.2)):
+            _circle(draw, *wing(u, v), 7, colour)
+    elif shape == "dark tip":
+        draw.polygon([wing(-0.45, -0.9), wing(-1.0, 0.0), wing(-0.45, 0.9)], fill=colour)
+
+
+def _draw_crest(draw: ImageDraw.ImageDraw, head: Callable[[float, float], Point], radius: float, shape: str,
+                colour, rng: random.Random) -> None:
+    raised = rng.uniform(0.5, 1.0)
+    if shape == "spiky":
+        for k in range(4):
+            base = head(-0.35 + 0.2 * k, -0.8)
+            a = math.radians(-150 + 14 * k * raised)
+            tip = (base[0] + 0.95 * radius * raised * math.cos(a), base[1] + 0.95 * radius * raised * math.sin(a))
+            draw.polygon([(base[0] - 9, base[1] + 6), tip, (base[0] + 9, base[1] + 6)], fill=colour)
+    elif shape == "plume":
+        cx, cy = head(-0.95, -0.95)
+        draw.polygon(_ellipse(cx, cy, 0.95 * radius, 0.2 * radius, -20 - 25 * raised), fill=colour)
+    elif shape == "tuft":
+        cx, cy = head(-0.15, -0.9)
+        draw.polygon(_ellipse(cx, cy, 0.6 * radius, 0.38 * radius * (0.6 + raised), -30), fill=colour)
+
+
+def _draw_face_mark(draw: ImageDraw.ImageDraw, head: Callable[[float, float], Point], radius: float, shape: str,
+                    colour) -> None:
+    if shape == "mask":
+        draw.polygon([head(-0.95, -0.1), head(0.8, -0.35), head(0.85, 0.1), head(-0.85, 0.35)], fill=colour)
+    elif shape == "eyering":
+        _circle(draw, *head(0.3, -0.1), 0.3 * radius, colour)
+    elif shape == "cap":
+        hx, hy = head(0, 0)
+        draw.pieslice([hx - radius, hy - radius, hx + radius, hy + radius], 190, 350, fill=colour)
+    elif shape == "throat":
+        draw.polygon(_ellipse(*head(0.35, 0.72), 0.5 * radius, 0.32 * radius, 10), fill=colour)
+
+
+def _bill_polygon(head: Callable[[float, float], Point], shape: str) -> list[Point]:
+    """The bill in the head's frame (units of its radius), starting at the front of the head."""
+    outlines = {
+        "short": [(0.88, -0.18), (1.45, 0.05), (0.88, 0.22)],
+        "conical": [(0.85, -0.32), (1.55, 0.05), (0.85, 0.4)],
+        "long": [(0.9, -0.12), (2.9, 0.28), (2.85, 0.36), (0.9, 0.16)],
+        "hooked": [(0.85, -0.3), (1.55, -0.15), (1.7, 0.45), (1.45, 0.25), (0.9, 0.35)],
+        "decurved": [(0.9, -0.14), (1.5, -0.02), (2.05, 0.4), (1.95, 0.45), (1.45, 0.2), (0.9, 0.2)],
+    }
+    return [head(u, v) for u, v in outlines[shape]]
+
+
+def draw_marked_bird(marks: FieldMarks, rng: random.Random, flying: bool = False) -> Image.Image:
+    """A bird of another species, drawn from its ``FieldMarks`` facing right on the canvas (perched
+    or standing, like the stand-in's birds); the colours vary a little from bird to bird."""
+    canvas, draw = _new_canvas()
+    plan = BODY_PLANS[marks.body]
+
+    def paint(colour: Colour, amount: int = 14) -> tuple[int, int, int, int]:
+        return _jitter(colour, rng, amount) + (255,)
+
+    tilt = rng.uniform(*plan["tilt"])
+    body = _frame(*plan["centre"], *plan["radii"], tilt)
+    legs_x, legs_top = body(*plan["legs"])
+    if rng.random() < 0.65:
+        _perch(draw, legs_top + 30, rng)
+    _legs(draw, legs_x, legs_top - 10, legs_top + 30, (70, 62, 58, 255))
+    tail_angle = plan["tail_angle"] + tilt + rng.uniform(-12, 12)
+    draw.polygon(_tail_polygon(body(*plan["tail"]), tail_angle, marks.tail_shape), fill=paint(marks.tail))
+    draw.polygon(_ellipse(*plan["centre"], *plan["radii"], tilt), fill=paint(marks.back))
+    rx, ry = plan["radii"]
+    draw.polygon(_ellipse(*body(0.3, 0.42), 0.62 * rx, 0.55 * ry, tilt - 10), fill=paint(marks.belly))
+    wing = _frame(*body(-0.15, -0.15), 0.72 * rx, 0.45 * ry, tilt + 5)
+    draw.polygon(_ellipse(*wing(0, 0), 0.72 * rx, 0.45 * ry, tilt + 5), fill=paint(marks.wing))
+    _draw_wing_mark(draw, wing, marks.wing_mark, paint(marks.mark, 10))
+    radius = plan["head_radius"]
+    hx, hy = body(*plan["head"])
+    head = _frame(hx, hy, radius, radius, 0.0)
+    _draw_crest(draw, head, radius, marks.crest, paint(marks.crest_colour), rng)
+    _circle(draw, hx, hy, radius, paint(marks.head))
+    _draw_face_mark(draw, head, radius, marks.face_mark, paint(marks.face, 10))
+    _circle(draw, *head(0.3, -0.1), 0.14 * radius, (8, 8, 8, 255))  # eye
+    draw.polygon(_bill_polygon(head, marks.bill_shape), fill=paint(marks.bill, 10))
+    return canvas
