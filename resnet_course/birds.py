@@ -7,7 +7,7 @@ neither needs the other for these facts.
 
 from __future__ import annotations
 
-__all__ = ["CLASS_NAMES", "CLASS_ALIASES", "CLASS_COUNTS", "BirdDataError", "BirdDataWarning"]
+__all__ = ["CLASS_NAMES", "CLASS_ALIASES", "CLASS_COUNTS", "KAGGLE_SPLITS", "BirdDataError", "BirdDataWarning"]
 
 #: The course's classes, in label order (index 0..3). Folder names exactly as learners have them,
 #: including the course's spelling "Bushtiti".
@@ -17,6 +17,8 @@ CLASS_NAMES: tuple[str, ...] = ("Bananaquit", "Black Skimmer", "Black Throated B
 CLASS_ALIASES: dict[str, str] = {"Black Throated Bushtit": "Black Throated Bushtiti"}
 #: Photo counts per class in the course's 565-photo set (the stand-in uses the same).
 CLASS_COUNTS: dict[str, int] = dict(zip(CLASS_NAMES, (166, 122, 111, 166)))
+#: The split folders of the Kaggle "BIRDS 525 SPECIES" download (see ``kaggle.import_kaggle``).
+KAGGLE_SPLITS = ("train", "valid", "test")
 
 
 class BirdDataError(ValueError):

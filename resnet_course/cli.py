@@ -34,11 +34,12 @@ from .checkpoints import (
     check_writable_folder,
     read_checkpoint,
 )
-from .data import find_bird_data, import_kaggle, load_birds, make_standin_birds
+from .data import find_bird_data, load_birds, make_standin_birds
 from .device import FP32_ENV, choose_device_and_precision
 from .evaluation import predict
 from .finetune import freeze_backbone
 from .images import UnreadableImage, check_image
+from .kaggle import import_kaggle
 from .models import MODEL_NAMES, get_model
 from .pretrained import OFFLINE_ENV, WeightsError, download_weights, normalization_for, weights_files
 from .recipe import (

@@ -18,8 +18,9 @@ from torch import nn
 
 from .birds import CLASS_NAMES
 from .config import printable_path
-from .data import eval_transform, load_rgb, scan_bird_folder, split_samples
+from .data import scan_bird_folder, split_samples
 from .device import ComputeSetup, autocast, place_batch, resolve_setup
+from .images import eval_transform, load_rgb
 
 __all__ = ["collect_predictions", "confusion_matrix", "per_class_metrics", "topk_accuracy",
            "evaluate", "predict", "mean_colours", "mean_colour_baseline"]

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from . import config
-from .data import BirdDataset, eval_transform
+from .data import BirdDataset
 from .evaluation import collect_predictions
+from .images import eval_transform
 from .models import get_model
 from .porting import like_a_trained_net
 from .pretrained import V1_NAMES, _model_key, find_weights, imagenet_file, write_keras_h5

@@ -5,8 +5,7 @@ Every image file the course reads is opened here (``open_image``), so every way 
 (not a file, a pipe, empty, damaged, too large to decode safely, ...) becomes one ``UnreadableImage``
 that names the file and says why, whatever Pillow raised or warned.
 
-``data`` builds the bird dataset's loaders with these and re-exports the transforms, the
-normalisations and ``load_rgb``, so ``from resnet_course.data import train_transform`` keeps working.
+``data`` builds the bird dataset's loaders with these.
 """
 
 from __future__ import annotations

@@ -32,13 +32,8 @@ import numpy as np
 from PIL import Image
 
 from .birds import BirdDataError
-from .standin import (
-    BODY_PLANS,
-    SCENES,
-    FieldMarks,
-    draw_marked_bird,
-    draw_scene_with_bird,
-)
+from .drawing import BODY_PLANS, FieldMarks, draw_marked_bird
+from .standin import SCENES, draw_scene_with_bird
 
 __all__ = ["SPECIES", "DEFAULT_SPECIES", "DEFAULT_PER_SPECIES", "MIN_PER_SPECIES", "MAX_PER_SPECIES",
            "PRETRAINING_EPOCHS", "PRETRAINING_MARKER", "species_names", "pretraining_file_names",

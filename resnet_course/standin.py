@@ -15,8 +15,8 @@ share the birds' colours, so that colour alone is a weak cue: a classifier on an
 colour stays near 40-50 %, while a small ResNet learns the shapes (see
 ``evaluation.mean_colour_baseline``).
 
-Birds of other species, for the drawn pretraining set (``pretraining``), are drawn here too, from
-their ``FieldMarks`` (``draw_marked_bird``), in the same scenes (``draw_scene_with_bird``).
+Birds of other species, for the drawn pretraining set (``pretraining``), are drawn by
+``drawing.draw_marked_bird`` and placed in the same scenes (``draw_scene_with_bird``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import os
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from .birds import CLASS_COUNTS, CLASS_NAMES, BirdDataError
 from .checkpoints import check_writable_folder
 from .config import printable_path
+from .drawing import CANVAS, Colour, Point, circle, ellipse, jitter, legs, new_canvas, perch
 
 #: Bumped whenever the drawing changes, so that an older stand-in on disk is redrawn.
 GENERATOR_VERSION = 1
@@ -43,10 +43,6 @@ IMAGE_SIZE = 224
 STANDIN_COUNTS = tuple(CLASS_COUNTS[name] for name in CLASS_NAMES)
 #: The file in the stand-in's root that says it is a procedurally drawn stand-in, not photos.
 STANDIN_MARKER = "STANDIN.txt"
-CANVAS = 512  # birds are drawn facing right on a 512x512 transparent canvas, then placed
-
-Colour = tuple[int, int, int]
-Point = tuple[float, float]
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,10 +242,6 @@ def _choose_scene(species: str, rng: random.Random) -> str:
     return rng.choices(SCENES, weights=weights)[0]
 
 
-def _jitter(colour: Sequence[int], rng: random.Random, amount: int = 25) -> Colour:
-    return tuple(int(min(255, max(0, c + rng.randint(-amount, amount)))) for c in colour)
-
-
 def _random_colour(rng: random.Random) -> Colour:
     return tuple(rng.randrange(256) for _ in range(3))
 
@@ -272,23 +264,23 @@ def _background(scene: str, rng: random.Random, nrng: np.random.Generator) -> np
     rows = np.linspace(0.0, 1.0, size, dtype=np.float32)[:, None] * np.ones((1, size), np.float32)
     if scene == "sky":
         top = rng.choice([(70, 130, 210), (120, 170, 230), (160, 170, 185), (240, 150, 90), (200, 210, 225)])
-        pixels = _mix(_jitter(top, rng, 30), _jitter((225, 230, 240), rng, 25), rows)
+        pixels = _mix(jitter(top, rng, 30), jitter((225, 230, 240), rng, 25), rows)
         clouds = np.clip(_smooth_noise(nrng, rng.randint(3, 6)) * 2 - rng.uniform(0.6, 1.4), 0, 1)
         pixels = pixels + (250 - pixels) * clouds[..., None] * 0.8
     elif scene == "foliage":
-        dark = _jitter((30, 70, 30), rng, 25)
-        light = _jitter(rng.choice([(110, 160, 60), (160, 170, 70), (90, 130, 90)]), rng, 30)
+        dark = jitter((30, 70, 30), rng, 25)
+        light = jitter(rng.choice([(110, 160, 60), (160, 170, 70), (90, 130, 90)]), rng, 30)
         pixels = _mix(dark, light, _smooth_noise(nrng, rng.randint(6, 16)))
         image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
         draw = ImageDraw.Draw(image)
         for _ in range(rng.randint(20, 60)):
             x, y, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(5, 22)
-            draw.polygon(_ellipse(x, y, r, r * 0.45, rng.uniform(0, 180)),
-                         fill=_jitter(rng.choice([dark, light]), rng, 30))
+            draw.polygon(ellipse(x, y, r, r * 0.45, rng.uniform(0, 180)),
+                         fill=jitter(rng.choice([dark, light]), rng, 30))
         pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 3.0))), np.float32)
     elif scene == "water":
-        deep = _jitter((30, 80, 130), rng, 30)
-        shallow = _jitter(rng.choice([(90, 150, 180), (120, 170, 160), (170, 190, 200)]), rng, 25)
+        deep = jitter((30, 80, 130), rng, 30)
+        shallow = jitter(rng.choice([(90, 150, 180), (120, 170, 160), (170, 190, 200)]), rng, 25)
         pixels = _mix(shallow, deep, rows)
         ys = np.arange(size, dtype=np.float32)[:, None]
         xs = np.arange(size, dtype=np.float32)[None, :]
@@ -296,14 +288,14 @@ def _background(scene: str, rng: random.Random, nrng: np.random.Generator) -> np
         pixels = pixels + (ripples * rng.uniform(8, 25))[..., None]
         if rng.random() < 0.5:  # a horizon with sky above
             horizon = rng.randint(20, 90)
-            pixels[:horizon] = _mix(_jitter((150, 185, 225), rng), (230, 235, 240), rows[:horizon] * 3)
+            pixels[:horizon] = _mix(jitter((150, 185, 225), rng), (230, 235, 240), rows[:horizon] * 3)
     elif scene == "sand":
-        pixels = _mix(_jitter((215, 195, 150), rng, 30), _jitter((170, 150, 110), rng, 30),
+        pixels = _mix(jitter((215, 195, 150), rng, 30), jitter((170, 150, 110), rng, 30),
                       _smooth_noise(nrng, rng.randint(4, 10)))
         pixels = pixels + nrng.standard_normal((size, size, 1), dtype=np.float32) * rng.uniform(4, 14)
         if rng.random() < 0.5:  # the sea line behind the beach
             horizon = rng.randint(30, 100)
-            pixels[:horizon] = _mix(_jitter((60, 110, 160), rng), _jitter((170, 200, 220), rng), rows[:horizon] * 2)
+            pixels[:horizon] = _mix(jitter((60, 110, 160), rng), jitter((170, 200, 220), rng), rows[:horizon] * 2)
     elif scene == "gradient":
         angle = rng.uniform(0, 2 * math.pi)
         xs = np.linspace(-1, 1, size, dtype=np.float32)
@@ -322,7 +314,7 @@ def _clutter(image: Image.Image, rng: random.Random, count: int, occluders: bool
     for _ in range(count):
         kind = rng.choice(["branch", "leaves"] if occluders else ["branch", "leaves", "leaves", "shape", "shape"])
         if kind == "branch":
-            colour = _jitter(rng.choice([(95, 70, 45), (60, 45, 35), (130, 110, 90)]), rng, 20)
+            colour = jitter(rng.choice([(95, 70, 45), (60, 45, 35), (130, 110, 90)]), rng, 20)
             start = (rng.uniform(-20, size + 20), rng.uniform(-20, size + 20))
             angle = rng.uniform(0, 2 * math.pi)
             length = rng.uniform(60, 260)
@@ -335,17 +327,17 @@ def _clutter(image: Image.Image, rng: random.Random, count: int, occluders: bool
                 tip = (base[0] + 40 * math.cos(twig), base[1] + 40 * math.sin(twig))
                 draw.line([base, tip], fill=colour, width=2)
         elif kind == "leaves":
-            green = _jitter(rng.choice([(60, 120, 40), (100, 150, 50), (40, 90, 50), (150, 160, 60)]), rng, 25)
+            green = jitter(rng.choice([(60, 120, 40), (100, 150, 50), (40, 90, 50), (150, 160, 60)]), rng, 25)
             cx, cy = rng.uniform(0, size), rng.uniform(0, size)
             for _ in range(rng.randint(1, 2 if occluders else 6)):
                 x, y = cx + rng.uniform(-30, 30), cy + rng.uniform(-30, 30)
                 r = rng.uniform(8, 18 if occluders else 26)
-                draw.polygon(_ellipse(x, y, r, r * 0.4, rng.uniform(0, 180)), fill=_jitter(green, rng, 15))
+                draw.polygon(ellipse(x, y, r, r * 0.4, rng.uniform(0, 180)), fill=jitter(green, rng, 15))
         else:  # a shape in a colour borrowed from some bird, or any colour
-            colour = _jitter(rng.choice(BIRD_LIKE_COLOURS), rng, 20) if rng.random() < 0.7 else _random_colour(rng)
+            colour = jitter(rng.choice(BIRD_LIKE_COLOURS), rng, 20) if rng.random() < 0.7 else _random_colour(rng)
             x, y, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(6, 30)
             if rng.random() < 0.5:
-                draw.polygon(_ellipse(x, y, r, r * rng.uniform(0.3, 1.0), rng.uniform(0, 180)), fill=colour)
+                draw.polygon(ellipse(x, y, r, r * rng.uniform(0.3, 1.0), rng.uniform(0, 180)), fill=colour)
             else:
                 points = [(x + r * math.cos(a), y + r * math.sin(a))
                           for a in sorted(rng.uniform(0, 2 * math.pi) for _ in range(rng.randint(3, 6)))]
@@ -372,74 +364,41 @@ def _lighting(image: Image.Image, rng: random.Random, nrng: np.random.Generator)
 # The birds (drawn facing right on a CANVAS x CANVAS transparent image)
 # --------------------------------------------------------------------------------------------
 
-def _ellipse(cx: float, cy: float, rx: float, ry: float, angle: float = 0.0, n: int = 36) -> list[Point]:
-    """Polygon points of an ellipse rotated by ``angle`` degrees (ImageDraw's ellipses cannot rotate)."""
-    a = math.radians(angle)
-    ca, sa = math.cos(a), math.sin(a)
-    points = []
-    for k in range(n):
-        t = 2 * math.pi * k / n
-        x, y = rx * math.cos(t), ry * math.sin(t)
-        points.append((cx + x * ca - y * sa, cy + x * sa + y * ca))
-    return points
-
-
-def _circle(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float, fill, outline=None, width: int = 0) -> None:
-    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=outline, width=width)
-
-
-def _new_canvas() -> tuple[Image.Image, ImageDraw.ImageDraw]:
-    canvas = Image.new("RGBA", (CANVAS, CANVAS), (0, 0, 0, 0))
-    return canvas, ImageDraw.Draw(canvas)
-
-
-def _perch(draw: ImageDraw.ImageDraw, y: float, rng: random.Random) -> None:
-    colour = _jitter((95, 70, 45), rng, 25) + (255,)
-    tilt = rng.uniform(-30, 30)
-    draw.line([(0, y - tilt), (CANVAS, y + tilt)], fill=colour, width=rng.randint(10, 18))
-
-
-def _legs(draw: ImageDraw.ImageDraw, x: float, top: float, bottom: float, colour, width: int = 5) -> None:
-    for dx in (-12, 10):
-        draw.line([(x + dx, top), (x + dx + 4, bottom)], fill=colour, width=width)
-        draw.line([(x + dx + 4, bottom), (x + dx + 20, bottom + 2)], fill=colour, width=width - 1)
-
-
 def draw_bananaquit(rng: random.Random, flying: bool = False) -> Image.Image:
     """Plump and small: sooty back, wings and head; white eyebrow; yellow breast and rump; grey
     throat; short decurved black bill with a red spot at the gape."""
-    canvas, draw = _new_canvas()
-    dark = _jitter((38, 38, 45), rng, 12) + (255,)
-    yellow = _jitter((248, 212, 38), rng, 18) + (255,)
+    canvas, draw = new_canvas()
+    dark = jitter((38, 38, 45), rng, 12) + (255,)
+    yellow = jitter((248, 212, 38), rng, 18) + (255,)
     tilt = rng.uniform(-25, 10)
     if rng.random() < 0.6:
-        _perch(draw, 352, rng)
-    _legs(draw, 250, 320, 352, (60, 60, 65, 255))
+        perch(draw, 352, rng)
+    legs(draw, 250, 320, 352, (60, 60, 65, 255))
     draw.polygon([(190, 280), (85, 335 + rng.uniform(-25, 25)), (100, 352), (200, 300)], fill=dark)  # tail
-    draw.polygon(_ellipse(250, 275, 98, 62, tilt), fill=dark)  # body
-    draw.polygon(_ellipse(185, 258, 22, 16, tilt), fill=yellow)  # rump
-    draw.polygon(_ellipse(282, 300, 72, 44, tilt - 15), fill=yellow)  # breast and belly
-    draw.polygon(_ellipse(232, 262, 72, 30, tilt + 5), fill=_jitter((28, 28, 34), rng, 8) + (255,))  # wing
-    draw.polygon(_ellipse(250, 258, 10, 6, tilt), fill=(235, 235, 230, 255))  # white wing spot
+    draw.polygon(ellipse(250, 275, 98, 62, tilt), fill=dark)  # body
+    draw.polygon(ellipse(185, 258, 22, 16, tilt), fill=yellow)  # rump
+    draw.polygon(ellipse(282, 300, 72, 44, tilt - 15), fill=yellow)  # breast and belly
+    draw.polygon(ellipse(232, 262, 72, 30, tilt + 5), fill=jitter((28, 28, 34), rng, 8) + (255,))  # wing
+    draw.polygon(ellipse(250, 258, 10, 6, tilt), fill=(235, 235, 230, 255))  # white wing spot
     hx, hy = 330, 208
-    _circle(draw, hx, hy, 46, dark)
-    draw.polygon(_ellipse(hx + 18, hy + 36, 26, 16, -10), fill=_jitter((150, 150, 155), rng, 15) + (255,))  # throat
+    circle(draw, hx, hy, 46, dark)
+    draw.polygon(ellipse(hx + 18, hy + 36, 26, 16, -10), fill=jitter((150, 150, 155), rng, 15) + (255,))  # throat
     draw.line([(hx - 35, hy - 8), (hx - 5, hy - 18), (hx + 30, hy - 16)], fill=(245, 245, 240, 255), width=9,
               joint="curve")
-    _circle(draw, hx + 12, hy - 2, 6, (10, 10, 10, 255))  # eye
+    circle(draw, hx + 12, hy - 2, 6, (10, 10, 10, 255))  # eye
     draw.polygon([(hx + 38, hy - 4), (hx + 62, hy + 2), (hx + 78, hy + 18), (hx + 64, hy + 12), (hx + 40, hy + 10)],
                  fill=(15, 15, 18, 255))  # short curved bill
-    _circle(draw, hx + 40, hy + 6, 4, (220, 80, 90, 255))  # red gape
+    circle(draw, hx + 40, hy + 6, 4, (220, 80, 90, 255))  # red gape
     return canvas
 
 
 def draw_black_skimmer(rng: random.Random, flying: bool = False) -> Image.Image:
     """Black cap, back and wings; white face and underparts; a long red-orange bill with a black
     tip, the lower mandible longer than the upper. Standing (short red legs) or flying."""
-    canvas, draw = _new_canvas()
-    black = _jitter((22, 22, 26), rng, 10) + (255,)
-    white = _jitter((240, 240, 236), rng, 10) + (255,)
-    red = _jitter((226, 72, 36), rng, 18) + (255,)
+    canvas, draw = new_canvas()
+    black = jitter((22, 22, 26), rng, 10) + (255,)
+    white = jitter((240, 240, 236), rng, 10) + (255,)
+    red = jitter((226, 72, 36), rng, 18) + (255,)
     if flying:
         up = rng.uniform(-1, 1)  # wing beat: +1 up, -1 down
 
@@ -449,24 +408,24 @@ def draw_black_skimmer(rng: random.Random, flying: bool = False) -> Image.Image:
                     (x - 70 * span, y - 95 * up * span), (x - 50, y + 14)]
 
         draw.polygon(wing((215, 262), 0.8), fill=black)  # far wing
-        draw.polygon(_ellipse(250, 270, 120, 36, 0), fill=white)  # body
-        draw.polygon(_ellipse(240, 255, 110, 22, -2), fill=black)  # back
+        draw.polygon(ellipse(250, 270, 120, 36, 0), fill=white)  # body
+        draw.polygon(ellipse(240, 255, 110, 22, -2), fill=black)  # back
         draw.polygon([(160, 268), (100, 250), (105, 270), (160, 280)], fill=black)  # tail
         near = wing((245, 266), 1.0)
         draw.polygon(near, fill=black)  # near wing
         draw.line([near[4], near[3], near[2]], fill=(205, 205, 205, 255), width=6)  # pale trailing edge
         hx, hy = 372, 262
     else:
-        draw.polygon(_ellipse(245, 290, 125, 50, -5), fill=white)  # body
-        draw.polygon(_ellipse(235, 272, 120, 30, -5), fill=black)  # back
+        draw.polygon(ellipse(245, 290, 125, 50, -5), fill=white)  # body
+        draw.polygon(ellipse(235, 272, 120, 30, -5), fill=black)  # back
         draw.polygon([(300, 265), (80, 252), (60, 262), (300, 295)], fill=black)  # long folded wings
-        _legs(draw, 250, 330, 372, red, width=7)
+        legs(draw, 250, 330, 372, red, width=7)
         hx, hy = 352, 240
-    _circle(draw, hx, hy, 40, white)
+    circle(draw, hx, hy, 40, white)
     draw.pieslice([hx - 40, hy - 40, hx + 40, hy + 40], 170, 360, fill=black)  # black cap
-    draw.polygon(_ellipse(hx - 18, hy + 10, 26, 14, 0), fill=black)  # nape joining the back
-    draw.polygon(_ellipse(hx + 22, hy + 6, 16, 10, 0), fill=white)  # white forehead and face
-    _circle(draw, hx + 8, hy - 6, 6, (5, 5, 5, 255))
+    draw.polygon(ellipse(hx - 18, hy + 10, 26, 14, 0), fill=black)  # nape joining the back
+    draw.polygon(ellipse(hx + 22, hy + 6, 16, 10, 0), fill=white)  # white forehead and face
+    circle(draw, hx + 8, hy - 6, 6, (5, 5, 5, 255))
     length = rng.uniform(95, 125)
     bx, by = hx + 30, hy + 4
     upper_tip = (bx + length * 0.78, by + 6)
@@ -483,28 +442,28 @@ def draw_black_skimmer(rng: random.Random, flying: bool = False) -> Image.Image:
 def draw_bushtit(rng: random.Random, flying: bool = False) -> Image.Image:
     """Tiny and round: grey back, wings and long tail; rufous crown and flanks; black mask through
     the eye and a black throat patch framed in white; a stubby bill."""
-    canvas, draw = _new_canvas()
-    grey = _jitter((125, 130, 142), rng, 15) + (255,)
-    rufous = _jitter((172, 96, 48), rng, 18) + (255,)
+    canvas, draw = new_canvas()
+    grey = jitter((125, 130, 142), rng, 15) + (255,)
+    rufous = jitter((172, 96, 48), rng, 18) + (255,)
     black = (18, 18, 20, 255)
-    white = _jitter((238, 236, 228), rng, 10) + (255,)
+    white = jitter((238, 236, 228), rng, 10) + (255,)
     if rng.random() < 0.7:
-        _perch(draw, 342, rng)
-    _legs(draw, 275, 320, 342, (70, 60, 55, 255), width=4)
+        perch(draw, 342, rng)
+    legs(draw, 275, 320, 342, (70, 60, 55, 255), width=4)
     droop = rng.uniform(-30, 40)
     draw.polygon([(220, 262), (40, 275 + droop), (38, 295 + droop), (220, 292)],  # long tail
-                 fill=_jitter((95, 98, 108), rng, 12) + (255,))
-    draw.polygon(_ellipse(275, 275, 72, 56, 0), fill=grey)  # body
-    draw.polygon(_ellipse(292, 302, 52, 30, 0), fill=_jitter((228, 220, 205), rng, 12) + (255,))  # pale belly
-    draw.polygon(_ellipse(270, 308, 50, 16, -8), fill=rufous)  # rufous flanks
-    draw.polygon(_ellipse(258, 268, 50, 26, -8), fill=_jitter((100, 104, 115), rng, 10) + (255,))  # wing
+                 fill=jitter((95, 98, 108), rng, 12) + (255,))
+    draw.polygon(ellipse(275, 275, 72, 56, 0), fill=grey)  # body
+    draw.polygon(ellipse(292, 302, 52, 30, 0), fill=jitter((228, 220, 205), rng, 12) + (255,))  # pale belly
+    draw.polygon(ellipse(270, 308, 50, 16, -8), fill=rufous)  # rufous flanks
+    draw.polygon(ellipse(258, 268, 50, 26, -8), fill=jitter((100, 104, 115), rng, 10) + (255,))  # wing
     hx, hy = 338, 222
-    _circle(draw, hx, hy, 40, white)
+    circle(draw, hx, hy, 40, white)
     draw.pieslice([hx - 40, hy - 40, hx + 40, hy + 40], 180, 360, fill=rufous)  # rufous crown
     draw.polygon([(hx - 38, hy + 2), (hx + 30, hy - 8), (hx + 34, hy + 8), (hx - 34, hy + 16)], fill=black)  # mask
-    draw.polygon(_ellipse(hx + 6, hy + 28, 18, 12, 0), fill=black)  # black throat patch
-    _circle(draw, hx + 14, hy, 5, (235, 215, 120, 255))  # pale eye
-    _circle(draw, hx + 14, hy, 2.5, (5, 5, 5, 255))
+    draw.polygon(ellipse(hx + 6, hy + 28, 18, 12, 0), fill=black)  # black throat patch
+    circle(draw, hx + 14, hy, 5, (235, 215, 120, 255))  # pale eye
+    circle(draw, hx + 14, hy, 2.5, (5, 5, 5, 255))
     draw.polygon([(hx + 36, hy - 2), (hx + 52, hy + 4), (hx + 36, hy + 9)], fill=(20, 20, 20, 255))  # stubby bill
     return canvas
 
@@ -512,20 +471,20 @@ def draw_bushtit(rng: random.Random, flying: bool = False) -> Image.Image:
 def draw_cockatoo(rng: random.Random, flying: bool = False) -> Image.Image:
     """A big white parrot sitting upright: yellow crest (raised or folded), dark grey hooked bill,
     dark eye in a pale ring, a yellow wash under the wings and tail."""
-    canvas, draw = _new_canvas()
-    white = _jitter((242, 242, 236), rng, 8) + (255,)
+    canvas, draw = new_canvas()
+    white = jitter((242, 242, 236), rng, 8) + (255,)
     shade = (200, 200, 196, 255)
-    yellow = _jitter((250, 214, 45), rng, 15) + (255,)
-    bill = _jitter((52, 52, 58), rng, 10) + (255,)
+    yellow = jitter((250, 214, 45), rng, 15) + (255,)
+    bill = jitter((52, 52, 58), rng, 10) + (255,)
     if rng.random() < 0.8:
-        _perch(draw, 420, rng)
+        perch(draw, 420, rng)
     for x in (235, 265):
         draw.line([(x, 400), (x + 6, 424)], fill=bill, width=9)
     draw.polygon([(215, 380), (180, 490), (250, 490), (262, 380)], fill=white, outline=shade, width=3)  # tail
-    draw.polygon([(210, 430), (200, 488), (240, 488)], fill=_jitter((240, 230, 150), rng, 10) + (255,))  # yellow wash
+    draw.polygon([(210, 430), (200, 488), (240, 488)], fill=jitter((240, 230, 150), rng, 10) + (255,))  # yellow wash
     lean = rng.uniform(10, 30)
-    draw.polygon(_ellipse(250, 300, 78, 112, lean), fill=white, outline=shade, width=3)  # body
-    draw.polygon(_ellipse(232, 305, 55, 95, lean + 8), fill=_jitter((232, 232, 226), rng, 6) + (255,),  # wing
+    draw.polygon(ellipse(250, 300, 78, 112, lean), fill=white, outline=shade, width=3)  # body
+    draw.polygon(ellipse(232, 305, 55, 95, lean + 8), fill=jitter((232, 232, 226), rng, 6) + (255,),  # wing
                  outline=shade, width=3)
     hx, hy = 300, 185
     raised = rng.uniform(0.2, 1.0)  # how far the crest is raised
@@ -535,9 +494,9 @@ def draw_cockatoo(rng: random.Random, flying: bool = False) -> Image.Image:
         base = (hx - 10 + 6 * k, hy - 40)
         tip = (base[0] + length * math.cos(a), base[1] + length * math.sin(a) * (0.6 + 0.6 * raised))
         draw.polygon([(base[0] - 12, base[1] + 6), tip, (base[0] + 12, base[1] + 4)], fill=yellow)
-    _circle(draw, hx, hy, 55, white, outline=shade, width=3)
-    _circle(draw, hx + 22, hy - 8, 12, _jitter((205, 225, 240), rng, 10) + (255,))  # pale eye ring
-    _circle(draw, hx + 22, hy - 8, 7, (10, 10, 10, 255))
+    circle(draw, hx, hy, 55, white, outline=shade, width=3)
+    circle(draw, hx + 22, hy - 8, 12, jitter((205, 225, 240), rng, 10) + (255,))  # pale eye ring
+    circle(draw, hx + 22, hy - 8, 7, (10, 10, 10, 255))
     draw.polygon([(hx + 40, hy - 5), (hx + 78, hy + 10), (hx + 80, hy + 42), (hx + 66, hy + 30), (hx + 44, hy + 28)],
                  fill=bill)  # hooked upper
     draw.polygon([(hx + 42, hy + 26), (hx + 64, hy + 32), (hx + 50, hy + 46)], fill=bill)  # lower mandible
@@ -575,163 +534,3 @@ def _place_bird(image: Image.Image, bird: Image.Image, scale: tuple[float, float
     x = rng.uniform(-0.2 * bird.width, IMAGE_SIZE - 0.8 * bird.width)
     y = rng.uniform(-0.2 * bird.height, IMAGE_SIZE - 0.8 * bird.height)
     image.paste(bird, (round(x), round(y)), bird)
-
-
-# --------------------------------------------------------------------------------------------
-# Other species, drawn from their field marks (``pretraining`` draws its species with these)
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FieldMarks:
-    """What tells a drawn species apart: the colour of each part and the shape of body, tail,
-    crest, bill, face and wing marks (each shape one of the keys of ``FIELD_MARK_SHAPES``)."""
-
-    back: Colour
-    belly: Colour
-    head: Colour
-    wing: Colour
-    tail: Colour
-    bill: Colour
-    mark: Colour  # the colour of the wing marks
-    face: Colour  # the colour of the face mark (mask, eye ring, cap, throat)
-    crest_colour: Colour
-    body: str = "round"
-    tail_shape: str = "short"
-    crest: str = "none"
-    bill_shape: str = "short"
-    face_mark: str = "plain"
-    wing_mark: str = "none"
-
-
-#: The shapes each field mark can take.
-FIELD_MARK_SHAPES = {
-    "body": ("round", "slim", "upright"),
-    "tail_shape": ("short", "long", "forked", "fan"),
-    "crest": ("none", "spiky", "plume", "tuft"),
-    "bill_shape": ("short", "conical", "long", "hooked", "decurved"),
-    "face_mark": ("plain", "mask", "eyering", "cap", "throat"),
-    "wing_mark": ("none", "bars", "patch", "spots", "dark tip"),
-}
-#: Per body shape: centre and radii of the body, its tilt range (degrees), where head, tail and legs
-#: sit in the body's own frame (units of its radii), the head's radius, the tail's direction
-#: (degrees, 180 = straight back) and the bird's size in the frame.
-BODY_PLANS = {
-    "round": {"centre": (255, 285), "radii": (92, 66), "tilt": (-20, 10), "head": (0.8, -0.75), "head_radius": 44,
-              "tail": (-0.85, 0.15), "tail_angle": 165, "legs": (0.1, 0.95), "scale": (0.55, 0.95)},
-    "slim": {"centre": (250, 290), "radii": (128, 44), "tilt": (-12, 6), "head": (0.88, -0.8), "head_radius": 38,
-             "tail": (-0.92, 0.0), "tail_angle": 175, "legs": (0.15, 0.95), "scale": (0.6, 1.0)},
-    "upright": {"centre": (250, 300), "radii": (64, 106), "tilt": (8, 28), "head": (0.35, -1.0), "head_radius": 50,
-                "tail": (-0.25, 0.9), "tail_angle": 110, "legs": (0.2, 0.97), "scale": (0.6, 1.0)},
-}
-
-
-def _frame(cx: float, cy: float, rx: float, ry: float, tilt: float) -> Callable[[float, float], Point]:
-    """Image coordinates of the point (u, v) of an ellipse's own frame (u along its first radius)."""
-    a = math.radians(tilt)
-    ca, sa = math.cos(a), math.sin(a)
-    return lambda u, v: (cx + u * rx * ca - v * ry * sa, cy + u * rx * sa + v * ry * ca)
-
-
-def _tail_polygon(base: Point, angle: float, shape: str) -> list[Point]:
-    a = math.radians(angle)
-    d, n = (math.cos(a), math.sin(a)), (-math.sin(a), math.cos(a))
-
-    def at(along: float, across: float) -> Point:
-        return base[0] + along * d[0] + across * n[0], base[1] + along * d[1] + across * n[1]
-
-    if shape == "long":
-        return [at(0, 16), at(165, 10), at(170, 0), at(165, -10), at(0, -16)]
-    if shape == "forked":
-        return [at(0, 18), at(135, 30), at(80, 0), at(135, -30), at(0, -18)]
-    if shape == "fan":
-        return [at(0, 12), at(80, 52), at(92, 0), at(80, -52), at(0, -12)]
-    return [at(0, 22), at(55, 16), at(58, 0), at(55, -16), at(0, -22)]  # short
-
-
-def _draw_wing_mark(draw: ImageDraw.ImageDraw, wing: Callable[[float, float], Point], shape: str, colour) -> None:
-    if shape == "bars":
-        for u in (-0.1, 0.25):
-            draw.line([wing(u, -0.85), wing(u + 0.08, 0.85)], fill=colour, width=8)
-    elif shape == "patch":
-        draw.polygon([wing(0.2, -0.6), wing(0.75, -0.45), wing(0.75, 0.45), wing(0.2, 0.6)], fill=colour)
-    elif shape == "spots":
-        for u, v in ((-0.5, -0.3), (-0.2, 0.3), (0.05, -0.35), (0.3, 0.25), (0.55, -0.2)):
-            _circle(draw, *wing(u, v), 7, colour)
-    elif shape == "dark tip":
-        draw.polygon([wing(-0.45, -0.9), wing(-1.0, 0.0), wing(-0.45, 0.9)], fill=colour)
-
-
-def _draw_crest(draw: ImageDraw.ImageDraw, head: Callable[[float, float], Point], radius: float, shape: str,
-                colour, rng: random.Random) -> None:
-    raised = rng.uniform(0.5, 1.0)
-    if shape == "spiky":
-        for k in range(4):
-            base = head(-0.35 + 0.2 * k, -0.8)
-            a = math.radians(-150 + 14 * k * raised)
-            tip = (base[0] + 0.95 * radius * raised * math.cos(a), base[1] + 0.95 * radius * raised * math.sin(a))
-            draw.polygon([(base[0] - 9, base[1] + 6), tip, (base[0] + 9, base[1] + 6)], fill=colour)
-    elif shape == "plume":
-        cx, cy = head(-0.95, -0.95)
-        draw.polygon(_ellipse(cx, cy, 0.95 * radius, 0.2 * radius, -20 - 25 * raised), fill=colour)
-    elif shape == "tuft":
-        cx, cy = head(-0.15, -0.9)
-        draw.polygon(_ellipse(cx, cy, 0.6 * radius, 0.38 * radius * (0.6 + raised), -30), fill=colour)
-
-
-def _draw_face_mark(draw: ImageDraw.ImageDraw, head: Callable[[float, float], Point], radius: float, shape: str,
-                    colour) -> None:
-    if shape == "mask":
-        draw.polygon([head(-0.95, -0.1), head(0.8, -0.35), head(0.85, 0.1), head(-0.85, 0.35)], fill=colour)
-    elif shape == "eyering":
-        _circle(draw, *head(0.3, -0.1), 0.3 * radius, colour)
-    elif shape == "cap":
-        hx, hy = head(0, 0)
-        draw.pieslice([hx - radius, hy - radius, hx + radius, hy + radius], 190, 350, fill=colour)
-    elif shape == "throat":
-        draw.polygon(_ellipse(*head(0.35, 0.72), 0.5 * radius, 0.32 * radius, 10), fill=colour)
-
-
-def _bill_polygon(head: Callable[[float, float], Point], shape: str) -> list[Point]:
-    """The bill in the head's frame (units of its radius), starting at the front of the head."""
-    outlines = {
-        "short": [(0.88, -0.18), (1.45, 0.05), (0.88, 0.22)],
-        "conical": [(0.85, -0.32), (1.55, 0.05), (0.85, 0.4)],
-        "long": [(0.9, -0.12), (2.9, 0.28), (2.85, 0.36), (0.9, 0.16)],
-        "hooked": [(0.85, -0.3), (1.55, -0.15), (1.7, 0.45), (1.45, 0.25), (0.9, 0.35)],
-        "decurved": [(0.9, -0.14), (1.5, -0.02), (2.05, 0.4), (1.95, 0.45), (1.45, 0.2), (0.9, 0.2)],
-    }
-    return [head(u, v) for u, v in outlines[shape]]
-
-
-def draw_marked_bird(marks: FieldMarks, rng: random.Random, flying: bool = False) -> Image.Image:
-    """A bird of another species, drawn from its ``FieldMarks`` facing right on the canvas (perched
-    or standing, like the stand-in's birds); the colours vary a little from bird to bird."""
-    canvas, draw = _new_canvas()
-    plan = BODY_PLANS[marks.body]
-
-    def paint(colour: Colour, amount: int = 14) -> tuple[int, int, int, int]:
-        return _jitter(colour, rng, amount) + (255,)
-
-    tilt = rng.uniform(*plan["tilt"])
-    body = _frame(*plan["centre"], *plan["radii"], tilt)
-    legs_x, legs_top = body(*plan["legs"])
-    if rng.random() < 0.65:
-        _perch(draw, legs_top + 30, rng)
-    _legs(draw, legs_x, legs_top - 10, legs_top + 30, (70, 62, 58, 255))
-    tail_angle = plan["tail_angle"] + tilt + rng.uniform(-12, 12)
-    draw.polygon(_tail_polygon(body(*plan["tail"]), tail_angle, marks.tail_shape), fill=paint(marks.tail))
-    draw.polygon(_ellipse(*plan["centre"], *plan["radii"], tilt), fill=paint(marks.back))
-    rx, ry = plan["radii"]
-    draw.polygon(_ellipse(*body(0.3, 0.42), 0.62 * rx, 0.55 * ry, tilt - 10), fill=paint(marks.belly))
-    wing = _frame(*body(-0.15, -0.15), 0.72 * rx, 0.45 * ry, tilt + 5)
-    draw.polygon(_ellipse(*wing(0, 0), 0.72 * rx, 0.45 * ry, tilt + 5), fill=paint(marks.wing))
-    _draw_wing_mark(draw, wing, marks.wing_mark, paint(marks.mark, 10))
-    radius = plan["head_radius"]
-    hx, hy = body(*plan["head"])
-    head = _frame(hx, hy, radius, radius, 0.0)
-    _draw_crest(draw, head, radius, marks.crest, paint(marks.crest_colour), rng)
-    _circle(draw, hx, hy, radius, paint(marks.head))
-    _draw_face_mark(draw, head, radius, marks.face_mark, paint(marks.face, 10))
-    _circle(draw, *head(0.3, -0.1), 0.14 * radius, (8, 8, 8, 255))  # eye
-    draw.polygon(_bill_polygon(head, marks.bill_shape), fill=paint(marks.bill, 10))
-    return canvas

@@ -11,8 +11,8 @@ import sys
 import pytest
 from PIL import Image
 
+from resnet_course.birds import CLASS_NAMES
 from resnet_course.cli import main
-from resnet_course.data import CLASS_NAMES
 
 COLOURS = [(230, 200, 30), (20, 20, 20), (120, 90, 60), (240, 240, 240)]
 

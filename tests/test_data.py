@@ -14,18 +14,10 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from resnet_course import config, data
-from resnet_course.data import (
-    CLASS_NAMES,
-    BirdDataError,
-    BirdDataWarning,
-    eval_transform,
-    import_kaggle,
-    load_birds,
-    load_rgb,
-    scan_bird_folder,
-    split_samples,
-    train_transform,
-)
+from resnet_course.birds import CLASS_NAMES, BirdDataError, BirdDataWarning
+from resnet_course.data import load_birds, scan_bird_folder, split_samples
+from resnet_course.images import eval_transform, load_rgb, train_transform
+from resnet_course.kaggle import import_kaggle
 
 # The course's photo set (four classes of Kaggle's "BIRDS 525 SPECIES", README "The bird photos"):
 # folder names, photos per class, split sizes.

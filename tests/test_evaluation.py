@@ -157,7 +157,7 @@ def test_predict_on_greyscale_and_16_bit_files(tmp_path):
 def test_predict_probabilities_are_softmax_of_logits():
     image = Image.new("RGB", (8, 8), (200, 100, 50))
     [result] = predict(MeanColour(), image, COLOURS, image_size=8, topk=3, precision="fp32")
-    from resnet_course.data import eval_transform
+    from resnet_course.images import eval_transform
 
     logits = MeanColour()(eval_transform(8)(image)[None])[0].double()
     expected = torch.softmax(logits, 0).tolist()
@@ -165,7 +165,7 @@ def test_predict_probabilities_are_softmax_of_logits():
 
 
 def test_predict_on_real_photos(birds_sample):
-    from resnet_course.data import CLASS_NAMES
+    from resnet_course.birds import CLASS_NAMES
     from resnet_course.models import get_model
 
     paths = sorted(p for p in birds_sample.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})

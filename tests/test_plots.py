@@ -9,7 +9,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from resnet_course import plots
-from resnet_course.data import CLASS_NAMES, IMAGENET_MEAN, IMAGENET_STD, train_transform
+from resnet_course.birds import CLASS_NAMES
+from resnet_course.images import IMAGENET_MEAN, IMAGENET_STD, train_transform
 
 
 @pytest.fixture

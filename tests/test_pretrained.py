@@ -29,8 +29,9 @@ from torch import nn
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from resnet_course import finetune, pretrained  # noqa: E402
+from resnet_course.birds import CLASS_NAMES  # noqa: E402
 from resnet_course.cli import main  # noqa: E402
-from resnet_course.data import CLASS_NAMES, load_birds  # noqa: E402
+from resnet_course.data import load_birds
 from resnet_course.models import get_model  # noqa: E402
 from resnet_course.pretrained import keras_v2_module_name  # noqa: E402
 from resnet_course.training import load_checkpoint, load_model  # noqa: E402

@@ -10,9 +10,9 @@ import torchvision
 from PIL import Image
 
 from resnet_course import pretraining
-from resnet_course.birds import BirdDataError
+from resnet_course.birds import CLASS_ALIASES, CLASS_NAMES, BirdDataError
 from resnet_course.cli import main
-from resnet_course.data import CLASS_ALIASES, CLASS_NAMES, course_class_for, load_birds, scan_dataset_folder
+from resnet_course.data import course_class_for, load_birds, scan_dataset_folder
 from resnet_course.pretraining import (
     PRETRAINING_MARKER,
     SPECIES,

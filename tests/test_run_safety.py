@@ -21,9 +21,9 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from resnet_course.birds import CLASS_NAMES
 from resnet_course.checkpoints import LOCK_NAME, RunFolderError, RunFolderLock, SaveFailed
 from resnet_course.cli import main
-from resnet_course.data import CLASS_NAMES
 from resnet_course.training import TrainingDiverged, fit, load_checkpoint
 
 COLOURS = [(230, 200, 30), (20, 20, 20), (120, 90, 60), (240, 240, 240)]

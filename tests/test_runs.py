@@ -9,8 +9,9 @@ from PIL import Image
 from torch import nn
 
 from resnet_course import config
+from resnet_course.birds import CLASS_NAMES
 from resnet_course.checkpoints import RUN_FILE, data_fingerprint
-from resnet_course.data import CLASS_NAMES, load_birds
+from resnet_course.data import load_birds
 from resnet_course.runs import (
     compare_runs,
     epoch_table,

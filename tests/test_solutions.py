@@ -503,7 +503,8 @@ def test_04_the_keras_bn_statistics():
 
 def _fake_scan(counts=(166, 122, 111, 166)):
     """A ScanResult with the course's class counts and the stand-in's file names (no files needed)."""
-    from resnet_course.data import CLASS_NAMES, ScanResult
+    from resnet_course.birds import CLASS_NAMES
+    from resnet_course.data import ScanResult
 
     root = Path("/birds")
     files = {name: [root / name / f"{name.replace(' ', '_')}_{i:03d}.jpg" for i in range(1, n + 1)]
@@ -544,7 +545,7 @@ def test_05_torchvisions_default_crop_often_keeps_less_than_half():
 
 
 def test_05_validation_transform_is_deterministic():
-    from resnet_course.data import eval_transform, train_transform
+    from resnet_course.images import eval_transform, train_transform
 
     image = Image.fromarray((torch.rand(80, 100, 3) * 255).byte().numpy())
     assert torch.equal(eval_transform(64)(image), eval_transform(64)(image))
@@ -553,7 +554,8 @@ def test_05_validation_transform_is_deterministic():
 
 
 def test_05_the_scan_names_broken_files_and_refuses_an_empty_class(tmp_path):
-    from resnet_course.data import CLASS_NAMES, BirdDataError, scan_bird_folder
+    from resnet_course.birds import CLASS_NAMES, BirdDataError
+    from resnet_course.data import scan_bird_folder
 
     for label, name in enumerate(CLASS_NAMES):
         (tmp_path / name).mkdir()
@@ -692,7 +694,7 @@ def test_09_unfreezing_layer4():
 
 
 def test_09_imagenet_normalisation_range():
-    from resnet_course.data import IMAGENET_MEAN, IMAGENET_STD
+    from resnet_course.images import IMAGENET_MEAN, IMAGENET_STD
 
     low = min((0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
     high = max((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from resnet_course import config, data, evaluation, standin
-from resnet_course.data import eval_transform, load_birds, load_rgb, scan_bird_folder, split_samples
+from resnet_course.data import load_birds, scan_bird_folder, split_samples
 from resnet_course.device import torch_threads
+from resnet_course.images import eval_transform, load_rgb
 
 COURSE_CLASSES = ("Bananaquit", "Black Skimmer", "Black Throated Bushtiti", "Cockatoo")
 COURSE_COUNTS = (166, 122, 111, 166)
