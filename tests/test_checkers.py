@@ -487,3 +487,231 @@ def test_result_prints_tick_and_cross_lines():
     assert not result and bool(checkers.check_basic_block(BasicBlock))
     html = result._repr_html_()
     assert "✗ the shortcut is missing" in html and "#cf222e" in html
+
+
+# --------------------------------------------------------------------------------------------
+# The training step (notebook 06)
+# --------------------------------------------------------------------------------------------
+
+
+def step_zero_grad_first(model, images, labels, optimizer, scheduler):
+    model.train()
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(images), labels)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss
+
+
+def step_zero_grad_last(model, images, labels, optimizer, scheduler):
+    loss = nn.CrossEntropyLoss()(model(images), labels)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=False)
+    scheduler.step()
+    return loss.item()
+
+
+def step_model_zero_grad_detached(model, images, labels, optimizer, scheduler):
+    logits = model(images)
+    loss = F.cross_entropy(logits, labels)
+    model.zero_grad()
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    model.train()
+    return loss.detach()
+
+
+def step_nll_of_log_softmax_one_hot(model, images, labels, optimizer, scheduler):
+    logits = model(images)
+    loss = F.cross_entropy(logits, F.one_hot(labels, logits.shape[1]).float())
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return float(loss)
+
+
+def step_nll_of_log_softmax(model, images, labels, optimizer, scheduler):
+    loss = F.nll_loss(F.log_softmax(model(images), dim=1), labels)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss
+
+
+def wrong_step(**changes):
+    """The recipe with one thing changed: each keyword replaces one line of the right step."""
+
+    def step(model, images, labels, optimizer, scheduler):
+        if changes.get("eval"):
+            model.eval()
+        targets = changes.get("targets", lambda labels, logits: labels)
+        forward = changes.get("forward", lambda model, images: model(images))
+        logits = forward(model, images)
+        loss = changes.get("loss", lambda logits, targets: F.cross_entropy(logits, targets))(logits,
+                                                                                              targets(labels, logits))
+        order = changes.get("order", ["zero_grad", "backward", "step", "scheduler"])
+        actions = {"zero_grad": optimizer.zero_grad, "step": optimizer.step, "scheduler": scheduler.step,
+                   "backward": changes.get("backward", loss.backward)}
+        for action in order:
+            actions[action]()
+        if changes.get("leave_eval"):
+            model.eval()
+        return changes.get("returns", lambda loss, logits, model: loss)(loss, logits, model)
+
+    return step
+
+
+def _shuffled(labels, logits):
+    return labels.roll(1)
+
+
+class ReturnsPrevious:
+    """Returns the loss of the previous call (a stale variable)."""
+
+    def __init__(self):
+        self.last = 0.0
+
+    def __call__(self, model, images, labels, optimizer, scheduler):
+        previous, self.last = self.last, wrong_step(returns=lambda loss, logits, model: loss.item())(
+            model, images, labels, optimizer, scheduler)
+        return previous if previous else self.last
+
+
+def step_returns_loss_after_update(model, images, labels, optimizer, scheduler):
+    wrong_step()(model, images, labels, optimizer, scheduler)
+    with torch.no_grad():
+        return F.cross_entropy(model(images), labels)
+
+
+def step_backward_on_item(model, images, labels, optimizer, scheduler):
+    loss = F.cross_entropy(model(images), labels).item()
+    optimizer.zero_grad()
+    loss.backward()
+
+
+def step_backward_on_a_new_tensor(model, images, labels, optimizer, scheduler):
+    loss = torch.tensor(F.cross_entropy(model(images), labels).item(), requires_grad=True)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss
+
+
+def step_backward_twice(model, images, labels, optimizer, scheduler):
+    loss = F.cross_entropy(model(images), labels)
+    optimizer.zero_grad()
+    loss.backward()
+    loss.backward()
+
+
+def step_forward_twice(model, images, labels, optimizer, scheduler):
+    loss = wrong_step()(model, images, labels, optimizer, scheduler)
+    return loss + 0 * (model(images).argmax(1) == labels).float().mean()
+
+
+def _no_grad_forward(model, images):
+    with torch.no_grad():
+        return model(images)
+
+
+def _retain_and_backward_twice(loss):
+    def backward():
+        loss.backward(retain_graph=True)
+        loss.backward()
+    return backward
+
+
+def step_backward_retained_twice(model, images, labels, optimizer, scheduler):
+    loss = F.cross_entropy(model(images), labels)
+    optimizer.zero_grad()
+    _retain_and_backward_twice(loss)()
+    optimizer.step()
+    scheduler.step()
+    return loss
+
+
+def step_returns_accuracy(model, images, labels, optimizer, scheduler):
+    logits = model(images)
+    loss = F.cross_entropy(logits, labels)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return (logits.argmax(1) == labels).float().mean()
+
+
+RIGHT_STEPS = [step_zero_grad_first, step_zero_grad_last, step_model_zero_grad_detached,
+               step_nll_of_log_softmax_one_hot, step_nll_of_log_softmax, wrong_step()]
+
+#: (mistake as in TRAIN_STEP_MISTAKES, a step that makes it)
+WRONG_STEPS = {
+    "no zero_grad: gradients pile up from the 2nd batch on": wrong_step(order=["backward", "step", "scheduler"]),
+    "optimizer.step() before loss.backward()": wrong_step(order=["zero_grad", "step", "backward", "scheduler"]),
+    "zero_grad() between backward() and step()": wrong_step(order=["backward", "zero_grad", "step", "scheduler"]),
+    "optimizer.step() never called": wrong_step(order=["zero_grad", "backward", "scheduler"]),
+    "optimizer.step() called twice": wrong_step(order=["zero_grad", "backward", "step", "step", "scheduler"]),
+    "softmax before cross_entropy": wrong_step(loss=lambda logits, t: F.cross_entropy(logits.softmax(1), t)),
+    "log_softmax before cross_entropy": wrong_step(loss=lambda logits, t: F.cross_entropy(F.log_softmax(logits, 1),
+                                                                                          t)),
+    "nll_loss on probabilities (softmax, no log)": wrong_step(loss=lambda logits, t: F.nll_loss(F.softmax(logits, 1),
+                                                                                                t)),
+    "model in eval mode during the step": wrong_step(eval=True),
+    "the step leaves the model in eval mode": wrong_step(leave_eval=True),
+    "scheduler not stepped": wrong_step(order=["zero_grad", "backward", "step"]),
+    "scheduler stepped twice per batch": wrong_step(order=["zero_grad", "backward", "step", "scheduler", "scheduler"]),
+    "scheduler stepped before the optimizer": wrong_step(order=["zero_grad", "backward", "scheduler", "step"]),
+    "backward() twice (retain_graph=True)": step_backward_retained_twice,
+    "backward() twice without retain_graph": step_backward_twice,
+    "returns None": wrong_step(returns=lambda loss, logits, model: None),
+    "returns the accuracy": step_returns_accuracy,
+    "returns the logits": wrong_step(returns=lambda loss, logits, model: logits),
+    "returns the previous batch's loss": ReturnsPrevious(),
+    "returns the loss after the update": step_returns_loss_after_update,
+    "reduction='sum'": wrong_step(loss=lambda logits, t: F.cross_entropy(logits, t, reduction="sum")),
+    "targets from the model's own predictions (argmax)": wrong_step(targets=lambda labels, logits: logits.argmax(1)),
+    "shuffled or otherwise wrong labels": wrong_step(targets=_shuffled),
+    "one-hot targets as class indices (long)": wrong_step(targets=lambda labels, logits: F.one_hot(labels, 3)),
+    "forward under torch.no_grad()": wrong_step(forward=_no_grad_forward),
+    "backward() on loss.item() (no graph)": step_backward_on_item,
+    "forward twice in train mode (BN statistics move twice)": step_forward_twice,
+    "label smoothing not in the recipe": wrong_step(loss=lambda logits, t: F.cross_entropy(logits, t,
+                                                                                           label_smoothing=0.1)),
+}
+
+
+@pytest.mark.parametrize("step", RIGHT_STEPS, ids=lambda s: getattr(s, "__name__", "recipe"))
+def test_train_step_checker_passes_right_steps(step):
+    result = checkers.check_train_step(step)
+    assert result.ok, result
+    assert len(result.checks) == 6
+
+
+def test_every_listed_training_mistake_has_a_test():
+    assert set(WRONG_STEPS) == {mistake for mistake, _ in checkers.TRAIN_STEP_MISTAKES}
+
+
+@pytest.mark.parametrize("mistake, message", checkers.TRAIN_STEP_MISTAKES, ids=[m for m, _ in
+                                                                                checkers.TRAIN_STEP_MISTAKES])
+def test_train_step_checker_names_each_mistake(mistake, message):
+    step = WRONG_STEPS[mistake]
+    if isinstance(step, ReturnsPrevious):
+        step.last = 0.0
+    assert failed_with(checkers.check_train_step(step), message)
+
+
+def test_backward_on_a_recreated_number_is_named():
+    assert failed_with(checkers.check_train_step(step_backward_on_a_new_tensor), "loss.backward() never reaches the "
+                                                                                 "weights")
+
+
+def test_train_step_checker_leaves_the_random_state_alone():
+    torch.manual_seed(5)
+    before = torch.random.get_rng_state()
+    checkers.check_train_step(wrong_step(targets=lambda labels, logits: labels[torch.randperm(len(labels))]))
+    assert torch.equal(torch.random.get_rng_state(), before)
