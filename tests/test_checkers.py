@@ -325,6 +325,91 @@ def test_shortcut_checker_leaves_the_module_mode_alone():
     assert shortcut.training and torch.equal(shortcut[1].running_mean, running_mean)
 
 
+def _option_a(x):
+    x = x[:, :, ::2, ::2]
+    return torch.cat([x, torch.zeros_like(x)], dim=1)
+
+
+def _option_a_padded_both_sides(x):
+    return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 32, 32))  # the CIFAR variant: half the zeros on each side
+
+
+def _option_a_misaligned(x):
+    x = x[:, :, 1::2, 1::2]
+    return torch.cat([x, torch.zeros_like(x)], dim=1)
+
+
+def _option_a_copies(x):
+    x = x[:, :, ::2, ::2]
+    return torch.cat([x, x], dim=1)
+
+
+def _option_a_average_pooled(x):
+    x = F.avg_pool2d(x, 2)
+    return torch.cat([x, torch.zeros_like(x)], dim=1)
+
+
+def _option_a_scaled(x):
+    return 2 * _option_a(x)
+
+
+class MisalignedProjection(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = conv1x1(64, 128)
+        self.bn = nn.BatchNorm2d(128)
+
+    def forward(self, x):
+        return self.bn(self.conv(x[:, :, 1::2, 1::2]))
+
+
+class ProjectionWithUnusedLayers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = conv1x1(64, 128, 2)
+        self.bn = nn.BatchNorm2d(128)
+
+    def forward(self, x):
+        return torch.zeros(x.shape[0], 128, x.shape[2] // 2, x.shape[3] // 2)
+
+
+@pytest.mark.parametrize("shortcut", [_option_a, _option_a_padded_both_sides,
+                                      nn.Sequential(conv1x1(64, 128, 2), nn.BatchNorm2d(128))],
+                         ids=["option A", "option A, zeros on both sides", "option B"])
+def test_shortcut_checker_passes_options_a_and_b_by_their_values(shortcut):
+    result = checkers.check_shortcut(shortcut, 64, 128, 2)
+    assert result.ok, result
+    assert "✓ the shortcut reads the positions the branch's stride-2 conv is centred on (x[:, :, ::2, ::2])" in \
+        result.messages
+
+
+#: Wrong shortcuts of the right shape (64 → 128 channels, stride 2), and the words of the ✗ line.
+WRONG_SHORTCUTS = {
+    "zeros of the right shape": (lambda x: torch.zeros(x.shape[0], 128, 4, 4), "the shortcut returns only zeros"),
+    "option A sampling x[:, :, 1::2, 1::2]": (_option_a_misaligned, "yours reads the positions in between "
+                                                                    "(x[:, :, 1::2, 1::2]?), so the two added maps "
+                                                                    "are misaligned"),
+    "projection sampling x[:, :, 1::2, 1::2]": (MisalignedProjection(), "so the two added maps are misaligned"),
+    "option A with copies instead of zeros": (_option_a_copies, "the extra channels must be zeros, not copies"),
+    "option A averaging 2×2 windows": (_option_a_average_pooled, "the shortcut mixes neighbouring positions"),
+    "option A scaling the input": (_option_a_scaled, "option A passes the input's 64 channels unchanged"),
+    "option B with a ReLU after the BN": (nn.Sequential(conv1x1(64, 128, 2), nn.BatchNorm2d(128), nn.ReLU()),
+                                          "a ReLU follows the projection's BN"),
+    "option B layers built but zeros returned": (ProjectionWithUnusedLayers(), "the shortcut returns only zeros"),
+    "option B with BN before the conv": (nn.Sequential(nn.BatchNorm2d(64), conv1x1(64, 128, 2)),
+                                         "option B puts it after the 1×1 conv"),
+    "option B with a conv bias and no BN": (nn.Conv2d(64, 128, 1, 2), "difference -128"),
+}
+
+
+@pytest.mark.parametrize("mistake", WRONG_SHORTCUTS)
+def test_shortcut_checker_names_each_wrong_value(mistake):
+    shortcut, message = WRONG_SHORTCUTS[mistake]
+    result = checkers.check_shortcut(shortcut, 64, 128, 2)
+    assert failed_with(result, message)
+    assert not any("option A:" in m and m.startswith("✓") for m in result.messages)
+
+
 # --------------------------------------------------------------------------------------------
 # Pre-activation block (v2)
 # --------------------------------------------------------------------------------------------
@@ -376,10 +461,50 @@ class IdentityWhenStriding(PreActBottleneck):
         return shortcut[:, :, : out.shape[2], : out.shape[3]] + out  # top-left crop instead of stride
 
 
+class PyTorchEps(PreActBottleneck):
+    def __init__(self, inplanes, planes, stride=1, conv_shortcut=False):
+        super().__init__(inplanes, planes, stride, conv_shortcut)
+        self.bn2 = nn.BatchNorm2d(planes)  # PyTorch's default eps, 1e-5
+
+
+class StrideOnTheFirst1x1(PreActBottleneck):
+    def __init__(self, inplanes, planes, stride=1, conv_shortcut=False):
+        super().__init__(inplanes, planes, stride, conv_shortcut)
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+
+
+class AbsInsteadOfRelu(PreActBottleneck):
+    def forward(self, x):
+        preact = self.preact_relu(self.preact_bn(x))
+        shortcut = self.shortcut(preact) if self.conv_shortcut else self.shortcut(x)
+        out = self.relu(self.bn1(self.conv1(preact)))
+        out = self.bn2(self.conv2(out)).abs()
+        return shortcut + self.conv3(out)
+
+
+def test_preact_checker_asks_for_keras_epsilon_and_says_why():
+    result = checkers.check_preact_block(PyTorchEps)
+    assert failed_with(result, "`bn2` has eps 1e-05: the checker asks for 1.001e-5, Keras Applications' value")
+    assert failed_with(result, "because the course's v2 reproduces Keras' outputs")
+    assert any(m.startswith("✓ every BatchNorm has eps 1.001e-5") for m in
+               checkers.check_preact_block(PreActBottleneck).messages)
+
+
+def test_preact_stride_on_the_1x1_conv_is_named():
+    assert failed_with(checkers.check_preact_block(StrideOnTheFirst1x1), "the stride sits on a 1×1 conv")
+
+
+def test_preact_other_computation_with_the_same_layers_is_found():
+    assert failed_with(checkers.check_preact_block(AbsInsteadOfRelu), "with the reference's weights copied in, your "
+                                                                       "block gives other outputs")
+
+
 def test_preact_checker_passes_the_course_block():
     result = checkers.check_preact_block(PreActBottleneck)
     assert result.ok, result
     assert "✓ parameters: 74,624, 70,656, 70,656, as the reference" in result.messages
+    assert "✓ with the reference's weights copied in, your block gives the reference's output" in result.messages
 
 
 def test_relu_after_the_addition_is_named():

@@ -402,13 +402,18 @@ def _as_shortcut(fn_or_module, in_channels: int, out_channels: int, stride: int)
 
 
 def check_shortcut(fn_or_module, in_channels: int, out_channels: int, stride: int = 1) -> CheckResult:
-    """Check that a learner's shortcut matches the residual branch it is added to.
+    """Check that a learner's shortcut matches the residual branch it is added to, in shape and in
+    what it carries.
 
     ``fn_or_module`` is a module, a function of ``x``, or a factory called as
     ``(in_channels, out_channels, stride)``. The branch turns (N, in_channels, H, W) into
     (N, out_channels, H / stride, W / stride); the shortcut must give exactly that shape. When the
     shapes already match it should be the identity (no parameters, He et al. 2015 Eq. 1); when
-    they don't, torchvision uses a 1×1 conv with the stride + BN (option B, Eq. 2).
+    they don't, torchvision uses a 1×1 conv with the stride + BN (option B, Eq. 2), and option A
+    (Sec. 3.3) subsamples and pads with zero channels. The values are checked too: a shortcut of
+    zeros fails, so does one that samples other positions than the branch's strided conv is
+    centred on (``x[:, :, 1::2, 1::2]`` instead of ``x[:, :, ::2, ::2]``), one that mixes
+    neighbouring positions, option A with copies instead of zeros, option B with a ReLU after.
     """
     title = f"Checking your shortcut for {in_channels} → {out_channels} channels, stride {stride}"
     result = CheckResult(title)
@@ -422,12 +427,7 @@ def check_shortcut(fn_or_module, in_channels: int, out_channels: int, stride: in
         size = _out_size(8, stride)
         expected = (2, out_channels, size, size)
         try:
-            with torch.no_grad():
-                if isinstance(shortcut, nn.Module):
-                    with evaluating(shortcut):
-                        y = shortcut(x.clone())
-                else:
-                    y = shortcut(x.clone())
+            y = _run_shortcut(shortcut, x)
         except Exception as error:
             result.add(False, f"the shortcut fails on a {_shape(x)} input: {_first_line(error)}")
             return result
@@ -462,7 +462,7 @@ def check_shortcut(fn_or_module, in_channels: int, out_channels: int, stride: in
     if n == reference:
         result.add(True, f"projection: {n:,} parameters, as torchvision's 1×1 conv + BN (He et al. 2015, Eq. 2)")
     elif n == 0:
-        result.add(True, "parameter-free shortcut (option A of He et al. 2015: subsample and pad with zeros); "
+        result.add(True, "no parameters, as option A of He et al. 2015 (subsample, pad with zeros) needs none; "
                          "torchvision uses option B, a 1×1 conv + BN")
     else:
         wide = [m for m in shortcut.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
@@ -472,4 +472,90 @@ def check_shortcut(fn_or_module, in_channels: int, out_channels: int, stride: in
             hint = difference_hint(n - reference, (in_channels, out_channels))
         result.add(False, f"{_count_text(n)}, torchvision's 1×1 conv (no bias) + BN has {reference:,} "
                           f"(difference {n - reference:+,}{hint})")
+    _check_shortcut_values(result, shortcut, x, y, stride, n == 0)
     return result
+
+
+def _run_shortcut(shortcut, x: Tensor) -> Tensor:
+    with torch.no_grad():
+        if isinstance(shortcut, nn.Module):
+            with evaluating(shortcut):
+                return shortcut(x.clone())
+        return shortcut(x.clone())
+
+
+def _sampled_positions(stride: int) -> str:
+    return ", ".join(str(i) for i in range(0, 3 * stride, stride))
+
+
+def _check_shortcut_values(result: CheckResult, shortcut, x: Tensor, y: Tensor, stride: int, free: bool) -> None:
+    """What the shortcut carries: not zeros, the positions the branch's strided conv is centred
+    on (0, s, 2s, ...), and for option A the input itself beside zero channels, for option B
+    BN(conv1×1(x)) with nothing after."""
+    if not y.any():
+        result.add(False, "the shortcut returns only zeros: it must carry the input forward (option A: "
+                          f"x[:, :, ::{stride}, ::{stride}] beside zero channels; option B: a 1×1 conv + BN)")
+        return
+    if stride > 1:
+        on_grid = torch.zeros(x.shape[-2:], dtype=torch.bool)
+        on_grid[::stride, ::stride] = True
+        with _seeded(1):
+            noise = torch.randn_like(x) * 3
+        reads_between = not _close(_run_shortcut(shortcut, torch.where(on_grid, x, noise)), y)
+        reads_grid = not _close(_run_shortcut(shortcut, torch.where(on_grid, noise, x)), y)
+        if reads_between and not reads_grid:
+            result.add(False, f"the shortcut samples other positions than the branch: the branch's stride-{stride} "
+                              f"conv is centred on rows and columns {_sampled_positions(stride)}, ... "
+                              f"(x[:, :, ::{stride}, ::{stride}]); yours reads the positions in between "
+                              f"(x[:, :, 1::{stride}, 1::{stride}]?), so the two added maps are misaligned")
+            return
+        if reads_between:
+            result.add(False, f"the shortcut mixes neighbouring positions (a wider kernel or a pooling window?): "
+                              f"like the branch's stride-{stride} conv it should read one position in "
+                              f"{stride}×{stride}, x[:, :, ::{stride}, ::{stride}]")
+            return
+        result.add(True, f"the shortcut reads the positions the branch's stride-{stride} conv is centred on "
+                         f"(x[:, :, ::{stride}, ::{stride}])")
+    if free:
+        _check_option_a(result, x[:, :, ::stride, ::stride], y)
+    elif isinstance(shortcut, nn.Module):
+        _check_option_b(result, shortcut, x, y)
+
+
+def _check_option_a(result: CheckResult, sampled: Tensor, y: Tensor) -> None:
+    """Option A: the sampled input, its channels in order, and zeros in every other channel."""
+    c = sampled.shape[1]
+    carried = [i for i in range(y.shape[1]) if y[:, i].any()]
+    start = carried[0] if carried else 0
+    if carried == list(range(start, start + c)) and _close(y[:, start:start + c], sampled):
+        result.add(True, f"option A: the input's {c} channels pass unchanged, the {y.shape[1] - c} others are zeros")
+    elif len(carried) > c:
+        result.add(False, f"option A pads with zeros: {len(carried)} of the {y.shape[1]} channels carry values, "
+                          f"only the input's {c} should (the extra channels must be zeros, not copies)")
+    else:
+        result.add(False, f"option A passes the input's {c} channels unchanged (x[:, :, ::s, ::s]) and adds zero "
+                          "channels; yours changes the values")
+
+
+def _check_option_b(result: CheckResult, shortcut: nn.Module, x: Tensor, y: Tensor) -> None:
+    """Option B: exactly BN(conv1×1(x)), with the learner's own conv and BN."""
+    convs = [m for m in shortcut.modules() if isinstance(m, nn.Conv2d)]
+    bns = [m for m in shortcut.modules() if isinstance(m, nn.BatchNorm2d)]
+    if len(convs) != 1 or len(bns) != 1:
+        result.add(False, f"option B is one 1×1 conv then one BatchNorm; yours has {len(convs)} conv(s) and "
+                          f"{len(bns)} BatchNorm(s)")
+        return
+    if bns[0].num_features != convs[0].out_channels:
+        result.add(False, f"the BatchNorm normalises {bns[0].num_features} channels: option B puts it after the "
+                          f"1×1 conv, on its {convs[0].out_channels} output channels")
+        return
+    with torch.no_grad(), evaluating(shortcut):
+        expected = bns[0](convs[0](x.clone()))
+    if _close(y, expected):
+        result.add(True, "option B: the output is BN(conv1×1(x)), nothing after")
+    elif _close(y, torch.relu(expected)):
+        result.add(False, "a ReLU follows the projection's BN: the shortcut is 1×1 conv → BN only; the block's "
+                          "ReLU comes after the addition")
+    else:
+        result.add(False, "the output is not BN(conv1×1(x)): option B applies the 1×1 conv, then the BN, and "
+                          "nothing else")
