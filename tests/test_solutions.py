@@ -209,6 +209,9 @@ def test_rejected_answer_fails_its_checker(notebook, checker, code):
 
 BROKEN = [  # (notebook, checker, [(text in the solution, its broken replacement)], words of the ✗ line)
     ("02", "check_shortcut", [("128 - x.shape[1]", "0")], "the shortcut gives 64 channels"),
+    ("02", "check_shortcut", [("x = x[:, :, ::2, ::2]", "x = x[:, :, 1::2, 1::2]")], "misaligned"),
+    ("02", "check_shortcut", [("return F.pad(x, (0, 0, 0, 0, 0, 128 - x.shape[1]))",
+                               "return F.pad(x * 0, (0, 0, 0, 0, 0, 128 - x.shape[1]))")], "returns only zeros"),
     ("03", "check_bottleneck", [("kernel_size=1, bias=False)\n        self.bn1",
                                  "kernel_size=1, stride=stride, bias=False)\n        self.bn1"),
                                 ("kernel_size=3, stride=stride,", "kernel_size=3, stride=1,")],
@@ -216,6 +219,7 @@ BROKEN = [  # (notebook, checker, [(text in the solution, its broken replacement
     ("04", "check_preact_block",
      [("return self.conv3(out) + shortcut", "return self.relu(self.conv3(out) + shortcut)")],
      "a ReLU follows the addition"),
+    ("04", "check_preact_block", [("eps=1.001e-5", "eps=1e-5")], "has eps 1e-05: the checker asks for 1.001e-5"),
     ("07", "check_model", [("port.pool1 = ", "unused = ")], "your logits differ"),
     ("08", "check_grad_cam", [("gradients.mean(dim=(2, 3), keepdim=True)", "gradients")], "position by position"),
 ]
