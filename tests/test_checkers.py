@@ -1,4 +1,56 @@
-"""The exercise checkers pass the reference implementations and name each classic bug."""
+"""The exercise checkers pass the reference implementations and name each classic bug.
+
+Every checker against its list of wrong answers: each row is a test in this file unless another
+file is named. Format: wrong answer → words of the ✗ line.
+
+check_basic_block
+    conv2 takes `inplanes` → "conv2 should take `planes` input channels"
+    no shortcut → "the shortcut is missing"; `x` added where the shape changes → "add `downsample(x)`"
+    downsample called when it is None → "(it is None)"
+    no final ReLU → "the final ReLU is missing"; ReLU before the add → "the ReLU comes before the addition"
+    no ReLU inside the branch → "a ReLU inside the residual branch is missing"
+    ReLU before BN → "the ReLU comes before the BatchNorm"; ReLU after the last BN → "a ReLU follows the last BN"
+    stride on conv2 → "the stride belongs on conv1"; conv biases → "needs none (bias=False)"
+    no padding → "needs padding=1"; own shortcut → "use the `downsample` passed in"
+    wrong signature → "(inplanes, planes, stride=1, downsample=None)"; no `expansion` → "`expansion = 1`"
+    one BN used twice → "runs 2 times in forward", "is built but never used"
+    BN eps 1e-3 → "torchvision's blocks use PyTorch's default 1e-5"
+    dropout (shows only in train mode) → "in train mode your block computes something else"
+    the shortcut detached from the gradient → "the gradient does not flow through the shortcut"
+check_bottleneck
+    conv3 not expanding → "expand to `planes * expansion`"; stride in the first 1×1 → "the original paper's v1"
+    ReLU before the add → "before the addition"; bn3 unused → "`bn3` is built but never used"
+    a ReLU after bn3 → "a ReLU follows the last BN"; a BasicBlock given → "`expansion = 4`"
+check_shortcut
+    identity where the shape changes → "gives 64 channels, the branch 128" and "must use the block's stride"
+    subsampled, no zero channels → "pad the 64 missing channels"; 192 channels → "a 1×1 conv must map"
+    no stride → "must use the block's stride"; 3×3 projection → "a 3×3 kernel where a 1×1 does"
+    projection where the identity fits → "should be the identity"
+    zeros of the right shape, or from unused layers → "the shortcut returns only zeros"
+    option A or a projection reading x[:, :, 1::2, 1::2] → "misaligned"
+    copies instead of zero channels → "not copies"; 2×2 average → "mixes neighbouring positions"
+    scaled input → "passes the input's 64 channels unchanged"; ReLU after the BN → "a ReLU follows the projection's BN"
+    BN before the conv → "puts it after the 1×1 conv"; conv with bias, no BN → "difference -128"
+check_preact_block
+    ReLU after the add → "a ReLU follows the addition"; projection on the raw input → "reads the raw input"
+    no preact ReLU → "went through no ReLU"; post-activation order → "starts with a convolution"
+    identity (a crop) where it strides → "a 1×1 max pool with stride 2"
+    BN eps 1e-5 (PyTorch's) → "the checker asks for 1.001e-5, Keras Applications' value ... because"
+    stride on the 1×1 conv → "the stride sits on a 1×1 conv"
+    other computation with the same layers → "with the reference's weights copied in, ... other outputs"
+    shortcut on the pre-activated input → "reads the pre-activated input"; conv3 without bias → "the bias of a conv"
+check_param_count
+    one extra 3×3 conv → "difference +36,864 = one 3×3 conv 64→64?"
+check_model
+    a block missing → "one BasicBlock of 256 channels?"; other computation → "your logits differ from `layer1` on"
+    unknown reference → ValueError
+    BN eps 1e-5 in a ResNet50V2: accepted on purpose, notebook 07 shows the logits cannot see it
+    (tests/test_solutions.py); check_preact_block catches it at the block
+check_grad_cam
+    the classic Grad-CAM bugs → tests/test_inside_resnet.py, one parametrised case each
+check_train_step
+    the 28 wrong steps of ``checkers.TRAIN_STEP_MISTAKES`` → tested one by one below
+"""
 
 import pytest
 import torch
@@ -107,6 +159,75 @@ class OwnShortcut(LearnerBasicBlock):
         super().__init__(inplanes, planes, stride, None)
         if stride != 1 or inplanes != planes:
             self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+
+class OneBnTwice(BasicBlock):
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn1(self.conv2(out)) + identity)
+
+
+class ReluBeforeBn(BasicBlock):
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn1(self.relu(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class OtherEps(BasicBlock):
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__(inplanes, planes, stride, downsample)
+        self.bn2 = nn.BatchNorm2d(planes, eps=1e-3)
+
+
+class WithDropout(BasicBlock):
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__(inplanes, planes, stride, downsample)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.drop(self.relu(self.bn1(self.conv1(x))))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class DetachedShortcut(BasicBlock):
+    def forward(self, x):
+        identity = (x if self.downsample is None else self.downsample(x)).detach()
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class BottleneckWithoutBn3(Bottleneck):
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.conv3(out) + identity)
+
+
+class BottleneckReluAfterBn3(Bottleneck):
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.relu(self.bn3(self.conv3(out))) + identity)
+
+
+@pytest.mark.parametrize("checker, block, message", [
+    (checkers.check_basic_block, OneBnTwice, "`bn1` runs 2 times in forward"),
+    (checkers.check_basic_block, OneBnTwice, "`bn2` is built but never used in forward"),
+    (checkers.check_basic_block, ReluBeforeBn, "the ReLU comes before the BatchNorm inside the branch"),
+    (checkers.check_basic_block, OtherEps, "`bn2` has eps 0.001: torchvision's blocks use PyTorch's default 1e-5"),
+    (checkers.check_basic_block, WithDropout, "in train mode your block computes something else"),
+    (checkers.check_basic_block, DetachedShortcut, "the gradient does not flow through the shortcut"),
+    (checkers.check_bottleneck, BottleneckWithoutBn3, "`bn3` is built but never used in forward"),
+    (checkers.check_bottleneck, BottleneckReluAfterBn3, "a ReLU follows the last BN of the branch"),
+], ids=["bn used twice", "bn unused", "relu before bn", "eps", "dropout", "detached shortcut", "no bn3",
+        "relu after bn3"])
+def test_v1_block_checkers_name_wrong_values(checker, block, message):
+    assert failed_with(checker(block), message)
 
 
 @pytest.mark.parametrize("block", [BasicBlock, torchvision.models.resnet.BasicBlock, LearnerBasicBlock])
@@ -481,6 +602,30 @@ class AbsInsteadOfRelu(PreActBottleneck):
         out = self.relu(self.bn1(self.conv1(preact)))
         out = self.bn2(self.conv2(out)).abs()
         return shortcut + self.conv3(out)
+
+
+class ShortcutOnPreactWithoutConv(PreActBottleneck):
+    def forward(self, x):
+        preact = self.preact_relu(self.preact_bn(x))
+        out = self.relu(self.bn1(self.conv1(preact)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.shortcut(preact) + self.conv3(out)
+
+
+class Conv3WithoutBias(PreActBottleneck):
+    def __init__(self, inplanes, planes, stride=1, conv_shortcut=False):
+        super().__init__(inplanes, planes, stride, conv_shortcut)
+        self.conv3 = nn.Conv2d(planes, 4 * planes, 1, bias=False)
+
+
+def test_preact_shortcut_on_the_preactivated_input_is_named():
+    assert failed_with(checkers.check_preact_block(ShortcutOnPreactWithoutConv), "the shortcut reads the "
+                                                                                  "pre-activated input")
+
+
+def test_preact_missing_bias_is_named():
+    assert failed_with(checkers.check_preact_block(Conv3WithoutBias), "difference -256 = the bias of a conv with 256 "
+                                                                      "outputs?")
 
 
 def test_preact_checker_asks_for_keras_epsilon_and_says_why():

@@ -86,9 +86,12 @@ def _preact_case(block, reference, call, inplanes, planes, stride, conv_shortcut
     """Findings for one built pre-activation block: {kind: failure message or None}."""
     found = {"call": call, "conv_shortcut": conv_shortcut, "ref": count_params(reference)}
     n, ref = count_params(block), found["ref"]
+    hint = difference_hint(n - ref, (inplanes, planes, 4 * planes))
+    if not hint and abs(n - ref) in (planes, 4 * planes):
+        hint = (f" = the bias of a conv with {abs(n - ref)} outputs? Keras' Block2 gives conv3 and the projection "
+                "shortcut a bias, and no other conv")
     found["params"] = None if n == ref else (
-        f"{call} has {_count_text(n)}, the reference {ref:,} "
-        f"(difference {n - ref:+,}{difference_hint(n - ref, (inplanes, planes, 4 * planes))})"
+        f"{call} has {_count_text(n)}, the reference {ref:,} (difference {n - ref:+,}{hint})"
     )
     if not isinstance(block, nn.Module):
         found["shape"] = f"{call} is not an nn.Module"
@@ -223,6 +226,9 @@ def _after_add_problem(block, calls, x: Tensor, stride: int) -> str | None:
     if _close(zeroed, torch.relu(shortcut)):
         return ("a ReLU follows the addition: in full pre-activation nothing comes after the add, so the "
                 "shortcut path stays a clean identity (He et al. 2016, Sec. 3 and Fig. 4e)")
+    if zeroed.shape == shortcut.shape and zeroed.min() >= 0 > shortcut.min():
+        return ("the shortcut reads the pre-activated input (BN → ReLU output): without conv_shortcut, Keras' Block2 "
+                "adds the raw input x (a 1×1 max pool of it when the block strides)")
     if stride > 1 and zeroed.shape == shortcut.shape:
         return (f"with stride {stride} and no conv shortcut, the shortcut should be a 1×1 max pool with stride "
                 f"{stride} on the raw input (Keras' Block2), i.e. x[:, :, ::{stride}, ::{stride}]")

@@ -29,6 +29,9 @@ from .core import (
 # ResNet v1 blocks: BasicBlock and Bottleneck
 # --------------------------------------------------------------------------------------------
 
+#: BatchNorm epsilon of torchvision's ResNets (PyTorch's default).
+TORCHVISION_BN_EPS = 1e-5
+
 
 @dataclass(frozen=True)
 class _Case:
@@ -104,13 +107,15 @@ def _input_for(case: _Case) -> Tensor:
 
 def _module_order(block: nn.Module, x: Tensor, skip: Sequence[nn.Module]):
     """Run ``block(x)`` while recording the order its convs and BNs (outside ``skip``) are
-    called; returns (convs, bns, output or None, error or None). Modules never called follow in
-    the order they were registered."""
+    called; returns (convs, bns, output or None, error or None, {id: number of calls}). Modules
+    never called follow in the order they were registered."""
     skip_ids = {id(m) for s in skip for m in s.modules()}
     watched = [m for m in block.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) and id(m) not in skip_ids]
     called: list[nn.Module] = []
+    counts: dict[int, int] = {}
 
     def record(module, inputs):
+        counts[id(module)] = counts.get(id(module), 0) + 1
         if not any(module is c for c in called):
             called.append(module)
 
@@ -126,7 +131,47 @@ def _module_order(block: nn.Module, x: Tensor, skip: Sequence[nn.Module]):
     order = called + [m for m in watched if not any(m is c for c in called)]
     convs = [m for m in order if isinstance(m, nn.Conv2d)]
     bns = [m for m in order if isinstance(m, nn.BatchNorm2d)]
-    return convs, bns, output, error
+    return convs, bns, output, error, counts
+
+
+def _usage_problems(convs, bns, counts: dict, names: dict) -> dict:
+    """Layers used twice or never, and BatchNorms with another epsilon than torchvision's."""
+    problems = {}
+    for m in [*convs, *bns]:
+        name, n = names.get(id(m), "?"), counts.get(id(m), 0)
+        if n > 1:
+            problems[("reused", name)] = (f"`{name}` runs {n} times in forward: each conv of the branch has its "
+                                          "own weights and its own BatchNorm, used once")
+        elif n == 0:
+            problems[("unused", name)] = f"`{name}` is built but never used in forward"
+    wrong_eps = [(names.get(id(bn), "?"), bn.eps) for bn in bns if abs(bn.eps - TORCHVISION_BN_EPS) > 1e-12]
+    if wrong_eps:
+        problems["eps"] = (f"`{wrong_eps[0][0]}` has eps {wrong_eps[0][1]:g}: torchvision's blocks use PyTorch's "
+                           "default 1e-5, which its trained weights expect")
+    return problems
+
+
+def _training_verdict(block, convs, bns, x: Tensor, shortcut_fn) -> str | None:
+    """In train mode, with gradients: the same output and the same gradient with respect to the
+    input as relu(F(x) + shortcut(x)) built from the block's own layers (nothing that only
+    shows in training, such as dropout, and the shortcut not cut off from the gradient)."""
+    mine_x, formula_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with torch.enable_grad(), torch.random.fork_rng(devices=[]):
+        block.train()
+        out = block(mine_x)
+        expected = torch.relu(_branch(convs, bns, formula_x) + shortcut_fn(formula_x))
+        if not _close(out.detach(), expected.detach()):
+            return ("in train mode your block computes something else than relu(F(x) + shortcut(x)) (dropout, or "
+                    "something that depends on self.training?): torchvision's block has none")
+        weights = torch.randn_like(out)
+        (mine,) = torch.autograd.grad((out * weights).sum(), mine_x)
+        (wanted,) = torch.autograd.grad((expected * weights).sum(), formula_x)
+    block.eval()
+    if not _close(mine, wanted):
+        return ("the gradient does not flow through the shortcut (detached, or computed under no_grad?): the "
+                "shortcut is the path that carries the gradient straight back to earlier layers "
+                "(He et al. 2016, Eq. 5)")
+    return None
 
 
 def _role(i: int, module: nn.Module, names: dict) -> str:
@@ -216,6 +261,13 @@ def _branch(convs, bns, x: Tensor, inner_relu: bool = True) -> Tensor:
     return x
 
 
+def _relu_before_bn_branch(convs, bns, x: Tensor) -> Tensor:
+    for i, (conv, bn) in enumerate(zip(convs, bns)):
+        x = conv(x)
+        x = bn(torch.relu(x)) if i < len(convs) - 1 else bn(x)
+    return x
+
+
 def _forward_error_message(error, case: _Case, convs, bns, x: Tensor, downsample) -> str:
     if isinstance(error, TypeError) and "NoneType" in str(error) and not case.projection:
         return (
@@ -268,6 +320,12 @@ def _formula_verdict(spec: _BlockSpec, case: _Case, out: Tensor, convs, bns, x: 
             "the shortcut is missing: the block returns F(x) alone; add its input (or `downsample(x)` when "
             "the shape changes) before the last ReLU, relu(F(x) + x)"
         )
+    if _close(out, torch.relu(torch.relu(branch) + shortcut)):
+        return False, ("a ReLU follows the last BN of the branch: F(x) ends with conv → BN, and the only ReLU after "
+                       "it comes after the addition, relu(F(x) + x)")
+    if _close(out, torch.relu(_relu_before_bn_branch(convs, bns, x) + shortcut)):
+        return False, ("the ReLU comes before the BatchNorm inside the branch: the order is conv → BN → ReLU "
+                       "(Ioffe & Szegedy 2015, as in He et al. 2015)")
     if _close(out, torch.relu(_branch(convs, bns, x, inner_relu=False) + shortcut)):
         return False, ("a ReLU inside the residual branch is missing: every conv → BN except the last is followed "
                        "by a ReLU")
@@ -283,8 +341,10 @@ def _check_v1_case(block, spec: _BlockSpec, case: _Case, downsample) -> dict:
     _randomize_batch_norms(block)
     x = _input_for(case)
     with torch.no_grad():
-        convs, bns, out, error = _module_order(block, x, [downsample] if downsample is not None else [])
+        convs, bns, out, error, counts = _module_order(block, x, [downsample] if downsample is not None else [])
         problems = _structure_problems(spec, case, convs, bns, names)
+        if error is None:
+            problems.update(_usage_problems(convs, bns, counts, names))
         if case.projection and not any(m is downsample for m in block.modules()):
             problems["downsample"] = ("the `downsample` passed to the constructor is not kept: store it "
                                       "(`self.downsample = downsample`)")
@@ -306,6 +366,9 @@ def _check_v1_case(block, spec: _BlockSpec, case: _Case, downsample) -> dict:
             forward = (False, f"{call} returns {got}, expected {shape}")
         elif len(convs) == len(bns) == len(spec.kernels):
             forward = _formula_verdict(spec, case, out, convs, bns, x, downsample)
+            if forward[0]:
+                training = _training_verdict(block, convs, bns, x, downsample if case.projection else (lambda t: t))
+                forward = (False, training) if training else forward
         else:
             forward = (None, "")  # the structure problems say why we can't compare the computation
     shape_ok = error is None and isinstance(out, Tensor) and tuple(out.shape) == shape
