@@ -484,7 +484,8 @@ def _compare(result: CheckResult, mine: list[_Snapshot], ref: list[_Snapshot], c
     compared = BATCHES if update is None else update + 1
     bn = _first_mismatch(mine[:compared], ref, lambda a, b: _same_tensors(a.buffers, b.buffers))
     forward_problems = _forward_mistakes(mine[bn].events) if bn is not None else []
-    schedule_problem = _compare_schedule(result, mine, ref)
+    schedule = _schedule_verdict(mine, ref)
+    schedule_problem = not schedule[0]
     left_in_eval = not all(s.training for s in mine)
     explained = bool(named or forward_problems or schedule_problem or left_in_eval)
     returned = [_returned_mistake(a, b, i, context) for i, (a, b) in enumerate(zip(mine[:compared], ref))]
@@ -505,12 +506,13 @@ def _compare(result: CheckResult, mine: list[_Snapshot], ref: list[_Snapshot], c
         result.add(False, "the step leaves the model in eval mode: the next batch would train without batch "
                           "statistics; switch back with model.train() (or do not switch at all)")
     _compare_update(result, mine, update, explained or bool(wrong))
+    result.add(*schedule)
 
 
 def _compare_update(result: CheckResult, mine: list[_Snapshot], update: int | None, explained: bool) -> None:
     if update is None:
-        result.add(True, f"weights, momentum and gradients match the reference's after each of {BATCHES} batches "
-                         "(zero_grad, backward, optimizer.step in a right order)")
+        result.add(True, f"weights, optimizer state and gradients match the reference's after each of {BATCHES} "
+                         "batches (zero_grad, backward and optimizer.step in a valid order)")
         return
     problems = _update_mistakes(mine[update].events, [e for s in mine for e in s.events])
     for text in problems:
@@ -521,19 +523,16 @@ def _compare_update(result: CheckResult, mine: list[_Snapshot], update: int | No
         result.add(False, f"after batch {update + 1} the weights or gradients differ from the reference's{why}")
 
 
-def _compare_schedule(result: CheckResult, mine, ref) -> bool:
-    """Adds the scheduler's ✓ or ✗; True when it failed."""
+def _schedule_verdict(mine: list[_Snapshot], ref: list[_Snapshot]) -> tuple[bool, str]:
+    """(ok, line) about the learning-rate scheduler: stepped once per batch, after the optimizer."""
     at = _first_mismatch(mine, ref, lambda a, b: a.scheduler_steps == b.scheduler_steps and abs(a.lr - b.lr) < 1e-12)
     order = next((p for s in mine for p in _scheduler_mistakes(s.events)), None)
-    if at is None and order is None:
-        result.add(True, "the scheduler steps once per batch, after the optimizer")
-        return False
     if order is not None:
-        result.add(False, order)
-    else:
-        result.add(False, f"after batch {at + 1} the learning rate is {mine[at].lr:.4g}, the reference's "
-                          f"{ref[at].lr:.4g}: step the scheduler once per batch, after optimizer.step()")
-    return True
+        return False, order
+    if at is not None:
+        return False, (f"after batch {at + 1} the learning rate is {mine[at].lr:.4g}, the reference's "
+                       f"{ref[at].lr:.4g}: step the scheduler once per batch, after optimizer.step()")
+    return True, "the scheduler steps once per batch, after the optimizer"
 
 
 def check_train_step(step: Callable) -> CheckResult:
