@@ -180,6 +180,22 @@ def _role(i: int, module: nn.Module, names: dict) -> str:
     return role if name == role else f"{role} (your `{name}`)"
 
 
+def _stride_problem(spec: _BlockSpec, case: _Case, strides: list[int], roles: list[str]) -> str | None:
+    """Which conv carries the block's stride: torchvision's ("v1.5") puts it on ``spec.stride_index``."""
+    if case.stride == 1:
+        return "with stride=1 every convolution should have stride 1" if any(s != 1 for s in strides) else None
+    if strides[spec.stride_index] == case.stride:
+        return None
+    where = [i for i, s in enumerate(strides) if s == case.stride]
+    if not where:
+        return (f"no convolution has stride {case.stride}: with stride={case.stride} the block must halve the "
+                f"feature map (torchvision puts the stride on {roles[spec.stride_index]})")
+    if spec.name == "Bottleneck" and where[0] == 0:
+        return (f"the stride sits on the first 1×1 conv (the original paper's v1): torchvision's ResNet "
+                f"(\"v1.5\") puts it on the 3×3 conv, {roles[1]}, which sees every pixel instead of 1 in 4")
+    return f"the stride belongs on {roles[spec.stride_index]} (as in torchvision), yours is on {roles[where[0]]}"
+
+
 def _structure_problems(spec: _BlockSpec, case: _Case, convs, bns, names) -> dict:
     """What is wrong with the residual branch, as {kind of problem: message}."""
     expected = spec.expected_convs(case)
@@ -217,24 +233,9 @@ def _structure_problems(spec: _BlockSpec, case: _Case, convs, bns, names) -> dic
         elif tuple(conv.padding) != (want.kernel // 2,) * 2:
             problems.setdefault(("padding", i), f"{role} needs padding={want.kernel // 2} so that the "
                                                 f"{want.kernel}×{want.kernel} conv keeps the feature-map size")
-    strides = [conv.stride[0] for conv in convs]
-    if case.stride > 1 and strides[spec.stride_index] != case.stride:
-        where = [i for i, s in enumerate(strides) if s == case.stride]
-        if not where:
-            problems.setdefault("stride",
-                f"no convolution has stride {case.stride}: with stride={case.stride} the block must halve the "
-                f"feature map (torchvision puts the stride on {roles[spec.stride_index]})"
-            )
-        elif spec.name == "Bottleneck" and where[0] == 0:
-            problems.setdefault("stride",
-                f"the stride sits on the first 1×1 conv (the original paper's v1): torchvision's ResNet "
-                f"(\"v1.5\") puts it on the 3×3 conv, {roles[1]}, which sees every pixel instead of 1 in 4"
-            )
-        else:
-            problems.setdefault("stride", f"the stride belongs on {roles[spec.stride_index]} (as in torchvision), "
-                                          f"yours is on {roles[where[0]]}")
-    elif case.stride == 1 and any(s != 1 for s in strides):
-        problems.setdefault("stride", "with stride=1 every convolution should have stride 1")
+    stride = _stride_problem(spec, case, [conv.stride[0] for conv in convs], roles)
+    if stride:
+        problems.setdefault("stride", stride)
     with_bias = [roles[i] for i, conv in enumerate(convs) if conv.bias is not None]
     if with_bias:
         problems.setdefault("bias",
