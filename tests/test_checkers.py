@@ -1,4 +1,56 @@
-"""The exercise checkers pass the reference implementations and name each classic bug."""
+"""The exercise checkers pass the reference implementations and name each classic bug.
+
+Every checker against its list of wrong answers: each row is a test in this file unless another
+file is named. Format: wrong answer → words of the ✗ line.
+
+check_basic_block
+    conv2 takes `inplanes` → "conv2 should take `planes` input channels"
+    no shortcut → "the shortcut is missing"; `x` added where the shape changes → "add `downsample(x)`"
+    downsample called when it is None → "(it is None)"
+    no final ReLU → "the final ReLU is missing"; ReLU before the add → "the ReLU comes before the addition"
+    no ReLU inside the branch → "a ReLU inside the residual branch is missing"
+    ReLU before BN → "the ReLU comes before the BatchNorm"; ReLU after the last BN → "a ReLU follows the last BN"
+    stride on conv2 → "the stride belongs on conv1"; conv biases → "needs none (bias=False)"
+    no padding → "needs padding=1"; own shortcut → "use the `downsample` passed in"
+    wrong signature → "(inplanes, planes, stride=1, downsample=None)"; no `expansion` → "`expansion = 1`"
+    one BN used twice → "runs 2 times in forward", "is built but never used"
+    BN eps 1e-3 → "torchvision's blocks use PyTorch's default 1e-5"
+    dropout (shows only in train mode) → "in train mode your block computes something else"
+    the shortcut detached from the gradient → "the gradient does not flow through the shortcut"
+check_bottleneck
+    conv3 not expanding → "expand to `planes * expansion`"; stride in the first 1×1 → "the original paper's v1"
+    ReLU before the add → "before the addition"; bn3 unused → "`bn3` is built but never used"
+    a ReLU after bn3 → "a ReLU follows the last BN"; a BasicBlock given → "`expansion = 4`"
+check_shortcut
+    identity where the shape changes → "gives 64 channels, the branch 128" and "must use the block's stride"
+    subsampled, no zero channels → "pad the 64 missing channels"; 192 channels → "a 1×1 conv must map"
+    no stride → "must use the block's stride"; 3×3 projection → "a 3×3 kernel where a 1×1 does"
+    projection where the identity fits → "should be the identity"
+    zeros of the right shape, or from unused layers → "the shortcut returns only zeros"
+    option A or a projection reading x[:, :, 1::2, 1::2] → "misaligned"
+    copies instead of zero channels → "not copies"; 2×2 average → "mixes neighbouring positions"
+    scaled input → "passes the input's 64 channels unchanged"; ReLU after the BN → "a ReLU follows the projection's BN"
+    BN before the conv → "puts it after the 1×1 conv"; conv with bias, no BN → "difference -128"
+check_preact_block
+    ReLU after the add → "a ReLU follows the addition"; projection on the raw input → "reads the raw input"
+    no preact ReLU → "went through no ReLU"; post-activation order → "starts with a convolution"
+    identity (a crop) where it strides → "a 1×1 max pool with stride 2"
+    BN eps 1e-5 (PyTorch's) → "the checker asks for 1.001e-5, Keras Applications' value ... because"
+    stride on the 1×1 conv → "the stride sits on a 1×1 conv"
+    other computation with the same layers → "with the reference's weights copied in, ... other outputs"
+    shortcut on the pre-activated input → "reads the pre-activated input"; conv3 without bias → "the bias of a conv"
+check_param_count
+    one extra 3×3 conv → "difference +36,864 = one 3×3 conv 64→64?"
+check_model
+    a block missing → "one BasicBlock of 256 channels?"; other computation → "your logits differ from `layer1` on"
+    unknown reference → ValueError
+    BN eps 1e-5 in a ResNet50V2: accepted on purpose, notebook 07 shows the logits cannot see it
+    (tests/test_solutions.py); check_preact_block catches it at the block
+check_grad_cam
+    the classic Grad-CAM bugs → tests/test_inside_resnet.py, one parametrised case each
+check_train_step
+    the 28 wrong steps of ``checkers.TRAIN_STEP_MISTAKES`` → tested one by one below
+"""
 
 import pytest
 import torch
@@ -107,6 +159,75 @@ class OwnShortcut(LearnerBasicBlock):
         super().__init__(inplanes, planes, stride, None)
         if stride != 1 or inplanes != planes:
             self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+
+class OneBnTwice(BasicBlock):
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn1(self.conv2(out)) + identity)
+
+
+class ReluBeforeBn(BasicBlock):
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn1(self.relu(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class OtherEps(BasicBlock):
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__(inplanes, planes, stride, downsample)
+        self.bn2 = nn.BatchNorm2d(planes, eps=1e-3)
+
+
+class WithDropout(BasicBlock):
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__(inplanes, planes, stride, downsample)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.drop(self.relu(self.bn1(self.conv1(x))))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class DetachedShortcut(BasicBlock):
+    def forward(self, x):
+        identity = (x if self.downsample is None else self.downsample(x)).detach()
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class BottleneckWithoutBn3(Bottleneck):
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.conv3(out) + identity)
+
+
+class BottleneckReluAfterBn3(Bottleneck):
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.relu(self.bn3(self.conv3(out))) + identity)
+
+
+@pytest.mark.parametrize("checker, block, message", [
+    (checkers.check_basic_block, OneBnTwice, "`bn1` runs 2 times in forward"),
+    (checkers.check_basic_block, OneBnTwice, "`bn2` is built but never used in forward"),
+    (checkers.check_basic_block, ReluBeforeBn, "the ReLU comes before the BatchNorm inside the branch"),
+    (checkers.check_basic_block, OtherEps, "`bn2` has eps 0.001: torchvision's blocks use PyTorch's default 1e-5"),
+    (checkers.check_basic_block, WithDropout, "in train mode your block computes something else"),
+    (checkers.check_basic_block, DetachedShortcut, "the gradient does not flow through the shortcut"),
+    (checkers.check_bottleneck, BottleneckWithoutBn3, "`bn3` is built but never used in forward"),
+    (checkers.check_bottleneck, BottleneckReluAfterBn3, "a ReLU follows the last BN of the branch"),
+], ids=["bn used twice", "bn unused", "relu before bn", "eps", "dropout", "detached shortcut", "no bn3",
+        "relu after bn3"])
+def test_v1_block_checkers_name_wrong_values(checker, block, message):
+    assert failed_with(checker(block), message)
 
 
 @pytest.mark.parametrize("block", [BasicBlock, torchvision.models.resnet.BasicBlock, LearnerBasicBlock])
@@ -325,6 +446,91 @@ def test_shortcut_checker_leaves_the_module_mode_alone():
     assert shortcut.training and torch.equal(shortcut[1].running_mean, running_mean)
 
 
+def _option_a(x):
+    x = x[:, :, ::2, ::2]
+    return torch.cat([x, torch.zeros_like(x)], dim=1)
+
+
+def _option_a_padded_both_sides(x):
+    return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 32, 32))  # the CIFAR variant: half the zeros on each side
+
+
+def _option_a_misaligned(x):
+    x = x[:, :, 1::2, 1::2]
+    return torch.cat([x, torch.zeros_like(x)], dim=1)
+
+
+def _option_a_copies(x):
+    x = x[:, :, ::2, ::2]
+    return torch.cat([x, x], dim=1)
+
+
+def _option_a_average_pooled(x):
+    x = F.avg_pool2d(x, 2)
+    return torch.cat([x, torch.zeros_like(x)], dim=1)
+
+
+def _option_a_scaled(x):
+    return 2 * _option_a(x)
+
+
+class MisalignedProjection(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = conv1x1(64, 128)
+        self.bn = nn.BatchNorm2d(128)
+
+    def forward(self, x):
+        return self.bn(self.conv(x[:, :, 1::2, 1::2]))
+
+
+class ProjectionWithUnusedLayers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = conv1x1(64, 128, 2)
+        self.bn = nn.BatchNorm2d(128)
+
+    def forward(self, x):
+        return torch.zeros(x.shape[0], 128, x.shape[2] // 2, x.shape[3] // 2)
+
+
+@pytest.mark.parametrize("shortcut", [_option_a, _option_a_padded_both_sides,
+                                      nn.Sequential(conv1x1(64, 128, 2), nn.BatchNorm2d(128))],
+                         ids=["option A", "option A, zeros on both sides", "option B"])
+def test_shortcut_checker_passes_options_a_and_b_by_their_values(shortcut):
+    result = checkers.check_shortcut(shortcut, 64, 128, 2)
+    assert result.ok, result
+    assert "✓ the shortcut reads the positions the branch's stride-2 conv is centred on (x[:, :, ::2, ::2])" in \
+        result.messages
+
+
+#: Wrong shortcuts of the right shape (64 → 128 channels, stride 2), and the words of the ✗ line.
+WRONG_SHORTCUTS = {
+    "zeros of the right shape": (lambda x: torch.zeros(x.shape[0], 128, 4, 4), "the shortcut returns only zeros"),
+    "option A sampling x[:, :, 1::2, 1::2]": (_option_a_misaligned, "yours reads the positions in between "
+                                                                    "(x[:, :, 1::2, 1::2]?), so the two added maps "
+                                                                    "are misaligned"),
+    "projection sampling x[:, :, 1::2, 1::2]": (MisalignedProjection(), "so the two added maps are misaligned"),
+    "option A with copies instead of zeros": (_option_a_copies, "the extra channels must be zeros, not copies"),
+    "option A averaging 2×2 windows": (_option_a_average_pooled, "the shortcut mixes neighbouring positions"),
+    "option A scaling the input": (_option_a_scaled, "option A passes the input's 64 channels unchanged"),
+    "option B with a ReLU after the BN": (nn.Sequential(conv1x1(64, 128, 2), nn.BatchNorm2d(128), nn.ReLU()),
+                                          "a ReLU follows the projection's BN"),
+    "option B layers built but zeros returned": (ProjectionWithUnusedLayers(), "the shortcut returns only zeros"),
+    "option B with BN before the conv": (nn.Sequential(nn.BatchNorm2d(64), conv1x1(64, 128, 2)),
+                                         "option B puts it after the 1×1 conv"),
+    "option B with a conv bias and no BN": (nn.Conv2d(64, 128, 1, 2), "difference -128"),
+}
+
+
+@pytest.mark.parametrize("mistake", WRONG_SHORTCUTS)
+def test_shortcut_checker_names_each_wrong_value(mistake):
+    shortcut, message = WRONG_SHORTCUTS[mistake]
+    result = checkers.check_shortcut(shortcut, 64, 128, 2)
+    assert failed_with(result, message)
+    assert not any("option A:" in m and m.startswith("✓") for m in result.messages)
+
+
 # --------------------------------------------------------------------------------------------
 # Pre-activation block (v2)
 # --------------------------------------------------------------------------------------------
@@ -376,10 +582,74 @@ class IdentityWhenStriding(PreActBottleneck):
         return shortcut[:, :, : out.shape[2], : out.shape[3]] + out  # top-left crop instead of stride
 
 
+class PyTorchEps(PreActBottleneck):
+    def __init__(self, inplanes, planes, stride=1, conv_shortcut=False):
+        super().__init__(inplanes, planes, stride, conv_shortcut)
+        self.bn2 = nn.BatchNorm2d(planes)  # PyTorch's default eps, 1e-5
+
+
+class StrideOnTheFirst1x1(PreActBottleneck):
+    def __init__(self, inplanes, planes, stride=1, conv_shortcut=False):
+        super().__init__(inplanes, planes, stride, conv_shortcut)
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+
+
+class AbsInsteadOfRelu(PreActBottleneck):
+    def forward(self, x):
+        preact = self.preact_relu(self.preact_bn(x))
+        shortcut = self.shortcut(preact) if self.conv_shortcut else self.shortcut(x)
+        out = self.relu(self.bn1(self.conv1(preact)))
+        out = self.bn2(self.conv2(out)).abs()
+        return shortcut + self.conv3(out)
+
+
+class ShortcutOnPreactWithoutConv(PreActBottleneck):
+    def forward(self, x):
+        preact = self.preact_relu(self.preact_bn(x))
+        out = self.relu(self.bn1(self.conv1(preact)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.shortcut(preact) + self.conv3(out)
+
+
+class Conv3WithoutBias(PreActBottleneck):
+    def __init__(self, inplanes, planes, stride=1, conv_shortcut=False):
+        super().__init__(inplanes, planes, stride, conv_shortcut)
+        self.conv3 = nn.Conv2d(planes, 4 * planes, 1, bias=False)
+
+
+def test_preact_shortcut_on_the_preactivated_input_is_named():
+    assert failed_with(checkers.check_preact_block(ShortcutOnPreactWithoutConv), "the shortcut reads the "
+                                                                                  "pre-activated input")
+
+
+def test_preact_missing_bias_is_named():
+    assert failed_with(checkers.check_preact_block(Conv3WithoutBias), "difference -256 = the bias of a conv with 256 "
+                                                                      "outputs?")
+
+
+def test_preact_checker_asks_for_keras_epsilon_and_says_why():
+    result = checkers.check_preact_block(PyTorchEps)
+    assert failed_with(result, "`bn2` has eps 1e-05: the checker asks for 1.001e-5, Keras Applications' value")
+    assert failed_with(result, "because the course's v2 reproduces Keras' outputs")
+    assert any(m.startswith("✓ every BatchNorm has eps 1.001e-5") for m in
+               checkers.check_preact_block(PreActBottleneck).messages)
+
+
+def test_preact_stride_on_the_1x1_conv_is_named():
+    assert failed_with(checkers.check_preact_block(StrideOnTheFirst1x1), "the stride sits on a 1×1 conv")
+
+
+def test_preact_other_computation_with_the_same_layers_is_found():
+    assert failed_with(checkers.check_preact_block(AbsInsteadOfRelu), "with the reference's weights copied in, your "
+                                                                       "block gives other outputs")
+
+
 def test_preact_checker_passes_the_course_block():
     result = checkers.check_preact_block(PreActBottleneck)
     assert result.ok, result
     assert "✓ parameters: 74,624, 70,656, 70,656, as the reference" in result.messages
+    assert "✓ with the reference's weights copied in, your block gives the reference's output" in result.messages
 
 
 def test_relu_after_the_addition_is_named():
@@ -487,3 +757,231 @@ def test_result_prints_tick_and_cross_lines():
     assert not result and bool(checkers.check_basic_block(BasicBlock))
     html = result._repr_html_()
     assert "✗ the shortcut is missing" in html and "#cf222e" in html
+
+
+# --------------------------------------------------------------------------------------------
+# The training step (notebook 06)
+# --------------------------------------------------------------------------------------------
+
+
+def step_zero_grad_first(model, images, labels, optimizer, scheduler):
+    model.train()
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(images), labels)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss
+
+
+def step_zero_grad_last(model, images, labels, optimizer, scheduler):
+    loss = nn.CrossEntropyLoss()(model(images), labels)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=False)
+    scheduler.step()
+    return loss.item()
+
+
+def step_model_zero_grad_detached(model, images, labels, optimizer, scheduler):
+    logits = model(images)
+    loss = F.cross_entropy(logits, labels)
+    model.zero_grad()
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    model.train()
+    return loss.detach()
+
+
+def step_nll_of_log_softmax_one_hot(model, images, labels, optimizer, scheduler):
+    logits = model(images)
+    loss = F.cross_entropy(logits, F.one_hot(labels, logits.shape[1]).float())
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return float(loss)
+
+
+def step_nll_of_log_softmax(model, images, labels, optimizer, scheduler):
+    loss = F.nll_loss(F.log_softmax(model(images), dim=1), labels)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss
+
+
+def wrong_step(**changes):
+    """The recipe with one thing changed: each keyword replaces one line of the right step."""
+
+    def step(model, images, labels, optimizer, scheduler):
+        if changes.get("eval"):
+            model.eval()
+        targets = changes.get("targets", lambda labels, logits: labels)
+        forward = changes.get("forward", lambda model, images: model(images))
+        logits = forward(model, images)
+        loss = changes.get("loss", lambda logits, targets: F.cross_entropy(logits, targets))(logits,
+                                                                                              targets(labels, logits))
+        order = changes.get("order", ["zero_grad", "backward", "step", "scheduler"])
+        actions = {"zero_grad": optimizer.zero_grad, "step": optimizer.step, "scheduler": scheduler.step,
+                   "backward": changes.get("backward", loss.backward)}
+        for action in order:
+            actions[action]()
+        if changes.get("leave_eval"):
+            model.eval()
+        return changes.get("returns", lambda loss, logits, model: loss)(loss, logits, model)
+
+    return step
+
+
+def _shuffled(labels, logits):
+    return labels.roll(1)
+
+
+class ReturnsPrevious:
+    """Returns the loss of the previous call (a stale variable)."""
+
+    def __init__(self):
+        self.last = 0.0
+
+    def __call__(self, model, images, labels, optimizer, scheduler):
+        previous, self.last = self.last, wrong_step(returns=lambda loss, logits, model: loss.item())(
+            model, images, labels, optimizer, scheduler)
+        return previous if previous else self.last
+
+
+def step_returns_loss_after_update(model, images, labels, optimizer, scheduler):
+    wrong_step()(model, images, labels, optimizer, scheduler)
+    with torch.no_grad():
+        return F.cross_entropy(model(images), labels)
+
+
+def step_backward_on_item(model, images, labels, optimizer, scheduler):
+    loss = F.cross_entropy(model(images), labels).item()
+    optimizer.zero_grad()
+    loss.backward()
+
+
+def step_backward_on_a_new_tensor(model, images, labels, optimizer, scheduler):
+    loss = torch.tensor(F.cross_entropy(model(images), labels).item(), requires_grad=True)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss
+
+
+def step_backward_twice(model, images, labels, optimizer, scheduler):
+    loss = F.cross_entropy(model(images), labels)
+    optimizer.zero_grad()
+    loss.backward()
+    loss.backward()
+
+
+def step_forward_twice(model, images, labels, optimizer, scheduler):
+    loss = wrong_step()(model, images, labels, optimizer, scheduler)
+    return loss + 0 * (model(images).argmax(1) == labels).float().mean()
+
+
+def _no_grad_forward(model, images):
+    with torch.no_grad():
+        return model(images)
+
+
+def _retain_and_backward_twice(loss):
+    def backward():
+        loss.backward(retain_graph=True)
+        loss.backward()
+    return backward
+
+
+def step_backward_retained_twice(model, images, labels, optimizer, scheduler):
+    loss = F.cross_entropy(model(images), labels)
+    optimizer.zero_grad()
+    _retain_and_backward_twice(loss)()
+    optimizer.step()
+    scheduler.step()
+    return loss
+
+
+def step_returns_accuracy(model, images, labels, optimizer, scheduler):
+    logits = model(images)
+    loss = F.cross_entropy(logits, labels)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return (logits.argmax(1) == labels).float().mean()
+
+
+RIGHT_STEPS = [step_zero_grad_first, step_zero_grad_last, step_model_zero_grad_detached,
+               step_nll_of_log_softmax_one_hot, step_nll_of_log_softmax, wrong_step()]
+
+#: (mistake as in TRAIN_STEP_MISTAKES, a step that makes it)
+WRONG_STEPS = {
+    "no zero_grad: gradients pile up from the 2nd batch on": wrong_step(order=["backward", "step", "scheduler"]),
+    "optimizer.step() before loss.backward()": wrong_step(order=["zero_grad", "step", "backward", "scheduler"]),
+    "zero_grad() between backward() and step()": wrong_step(order=["backward", "zero_grad", "step", "scheduler"]),
+    "optimizer.step() never called": wrong_step(order=["zero_grad", "backward", "scheduler"]),
+    "optimizer.step() called twice": wrong_step(order=["zero_grad", "backward", "step", "step", "scheduler"]),
+    "softmax before cross_entropy": wrong_step(loss=lambda logits, t: F.cross_entropy(logits.softmax(1), t)),
+    "log_softmax before cross_entropy": wrong_step(loss=lambda logits, t: F.cross_entropy(F.log_softmax(logits, 1),
+                                                                                          t)),
+    "nll_loss on probabilities (softmax, no log)": wrong_step(loss=lambda logits, t: F.nll_loss(F.softmax(logits, 1),
+                                                                                                t)),
+    "model in eval mode during the step": wrong_step(eval=True),
+    "the step leaves the model in eval mode": wrong_step(leave_eval=True),
+    "scheduler not stepped": wrong_step(order=["zero_grad", "backward", "step"]),
+    "scheduler stepped twice per batch": wrong_step(order=["zero_grad", "backward", "step", "scheduler", "scheduler"]),
+    "scheduler stepped before the optimizer": wrong_step(order=["zero_grad", "backward", "scheduler", "step"]),
+    "backward() twice (retain_graph=True)": step_backward_retained_twice,
+    "backward() twice without retain_graph": step_backward_twice,
+    "returns None": wrong_step(returns=lambda loss, logits, model: None),
+    "returns the accuracy": step_returns_accuracy,
+    "returns the logits": wrong_step(returns=lambda loss, logits, model: logits),
+    "returns the previous batch's loss": ReturnsPrevious(),
+    "returns the loss after the update": step_returns_loss_after_update,
+    "reduction='sum'": wrong_step(loss=lambda logits, t: F.cross_entropy(logits, t, reduction="sum")),
+    "targets from the model's own predictions (argmax)": wrong_step(targets=lambda labels, logits: logits.argmax(1)),
+    "shuffled or otherwise wrong labels": wrong_step(targets=_shuffled),
+    "one-hot targets as class indices (long)": wrong_step(targets=lambda labels, logits: F.one_hot(labels, 3)),
+    "forward under torch.no_grad()": wrong_step(forward=_no_grad_forward),
+    "backward() on loss.item() (no graph)": step_backward_on_item,
+    "forward twice in train mode (BN statistics move twice)": step_forward_twice,
+    "label smoothing not in the recipe": wrong_step(loss=lambda logits, t: F.cross_entropy(logits, t,
+                                                                                           label_smoothing=0.1)),
+}
+
+
+@pytest.mark.parametrize("step", RIGHT_STEPS, ids=lambda s: getattr(s, "__name__", "recipe"))
+def test_train_step_checker_passes_right_steps(step):
+    result = checkers.check_train_step(step)
+    assert result.ok, result
+    assert len(result.checks) == 6
+
+
+def test_every_listed_training_mistake_has_a_test():
+    assert set(WRONG_STEPS) == {mistake for mistake, _ in checkers.TRAIN_STEP_MISTAKES}
+
+
+@pytest.mark.parametrize("mistake, message", checkers.TRAIN_STEP_MISTAKES, ids=[m for m, _ in
+                                                                                checkers.TRAIN_STEP_MISTAKES])
+def test_train_step_checker_names_each_mistake(mistake, message):
+    step = WRONG_STEPS[mistake]
+    if isinstance(step, ReturnsPrevious):
+        step.last = 0.0
+    assert failed_with(checkers.check_train_step(step), message)
+
+
+def test_backward_on_a_recreated_number_is_named():
+    assert failed_with(checkers.check_train_step(step_backward_on_a_new_tensor), "loss.backward() never reaches the "
+                                                                                 "weights")
+
+
+def test_train_step_checker_leaves_the_random_state_alone():
+    torch.manual_seed(5)
+    before = torch.random.get_rng_state()
+    checkers.check_train_step(wrong_step(targets=lambda labels, logits: labels[torch.randperm(len(labels))]))
+    assert torch.equal(torch.random.get_rng_state(), before)

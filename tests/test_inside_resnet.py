@@ -29,6 +29,8 @@ def learner_grad_cam(model, image, layer, class_idx, *, average=True, score="log
         cam = cam.clamp(min=0)
     if upsample == "bilinear":
         cam = F.interpolate(cam, size=image.shape[-2:], mode="bilinear", align_corners=False)
+    elif upsample == "align_corners":
+        cam = F.interpolate(cam, size=image.shape[-2:], mode="bilinear", align_corners=True)
     elif upsample == "nearest":
         cam = F.interpolate(cam, size=image.shape[-2:], mode="nearest")
     cam = cam[0, 0]
@@ -53,6 +55,7 @@ def test_the_course_grad_cam_passes_its_own_checker():
     (dict(score="softmax"), "softmax"),
     (dict(relu=False), "ReLU"),
     (dict(upsample="nearest"), "nearest"),
+    (dict(upsample="align_corners"), "align_corners=True"),
     (dict(upsample=None), "upsample it to the image's 32×32"),
     (dict(rescale=None), "divide by the maximum"),
     (dict(use_argmax=True), "not of the argmax"),

@@ -183,7 +183,7 @@ def test_the_code_exercises_have_checked_solutions():
     checked = {(stem[:2], name) for stem, kind, name, _ in BLOCKS if kind == "checked"}
     assert checked >= {("01", "check_shortcut"), ("02", "check_shortcut"), ("02", "check_model"),
                        ("03", "check_bottleneck"), ("04", "check_preact_block"), ("06", "check_model"),
-                       ("07", "check_model"), ("08", "check_grad_cam")}
+                       ("06", "check_train_step"), ("07", "check_model"), ("08", "check_grad_cam")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,6 +209,9 @@ def test_rejected_answer_fails_its_checker(notebook, checker, code):
 
 BROKEN = [  # (notebook, checker, [(text in the solution, its broken replacement)], words of the ✗ line)
     ("02", "check_shortcut", [("128 - x.shape[1]", "0")], "the shortcut gives 64 channels"),
+    ("02", "check_shortcut", [("x = x[:, :, ::2, ::2]", "x = x[:, :, 1::2, 1::2]")], "misaligned"),
+    ("02", "check_shortcut", [("return F.pad(x, (0, 0, 0, 0, 0, 128 - x.shape[1]))",
+                               "return F.pad(x * 0, (0, 0, 0, 0, 0, 128 - x.shape[1]))")], "returns only zeros"),
     ("03", "check_bottleneck", [("kernel_size=1, bias=False)\n        self.bn1",
                                  "kernel_size=1, stride=stride, bias=False)\n        self.bn1"),
                                 ("kernel_size=3, stride=stride,", "kernel_size=3, stride=1,")],
@@ -216,6 +219,12 @@ BROKEN = [  # (notebook, checker, [(text in the solution, its broken replacement
     ("04", "check_preact_block",
      [("return self.conv3(out) + shortcut", "return self.relu(self.conv3(out) + shortcut)")],
      "a ReLU follows the addition"),
+    ("04", "check_preact_block", [("eps=1.001e-5", "eps=1e-5")], "has eps 1e-05: the checker asks for 1.001e-5"),
+    ("06", "check_train_step", [("    optimizer.zero_grad(set_to_none=True)\n", "")], "the gradients are never zeroed"),
+    ("06", "check_train_step", [("    scheduler.step()\n", "    scheduler.step()\n    scheduler.step()\n")],
+     "scheduler.step() runs 2 times per batch"),
+    ("06", "check_train_step", [("    optimizer.step()\n", ""), ("    model.train()\n", "    optimizer.step()\n")],
+     "optimizer.step() runs before loss.backward()"),
     ("07", "check_model", [("port.pool1 = ", "unused = ")], "your logits differ"),
     ("08", "check_grad_cam", [("gradients.mean(dim=(2, 3), keepdim=True)", "gradients")], "position by position"),
 ]
@@ -595,6 +604,25 @@ def test_06_label_smoothing_puts_a_floor_under_the_training_loss():
     assert F.cross_entropy(confident, label, label_smoothing=0.1).item() > floor
     guessing = F.cross_entropy(torch.zeros(1, 4), label).item()  # four classes, evenly
     assert guessing == pytest.approx(math.log(4)) and round(guessing, 2) == 1.39
+
+
+def test_06_softmax_before_cross_entropy_has_a_floor_of_0_744():
+    certain_and_right = F.softmax(torch.tensor([[1e4, 0.0, 0.0, 0.0]]), dim=1)
+    floor = F.cross_entropy(certain_and_right, torch.tensor([0])).item()
+    assert round(floor, 3) == round(math.log(1 + 3 / math.e), 3) == 0.744
+    worse = F.cross_entropy(F.softmax(torch.tensor([[2.0, 1.0, 0.0, -1.0]]), dim=1), torch.tensor([0])).item()
+    assert worse > floor
+
+
+def test_06_a_scheduler_stepped_twice_reaches_zero_halfway():
+    from resnet_course.recipe import lr_factor
+
+    epochs, steps = 30, 57
+    factor = lr_factor("cosine", epochs, steps, warmup_epochs=1)
+    total = epochs * steps
+    assert factor(steps // 2) < 1 < factor(steps - 1) + 1e-9  # the warm-up ends after one epoch's steps...
+    assert factor(total) == factor(2 * total - 2) == 0.0  # ...and twice as many steps leave half the run at 0
+    assert factor(total - 2) > 0
 
 
 def test_06_resuming_to_more_epochs_restarts_the_cosine():

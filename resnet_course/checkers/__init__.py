@@ -12,8 +12,9 @@ inputs, without touching the global random state, and messages hold no random nu
 notebook can check a checker's output (``# NBVAL_CHECK_OUTPUT``).
 
 Split by topic: ``core`` (the result and small tools), ``v1_blocks`` (BasicBlock, Bottleneck,
-shortcuts), ``preact`` (the pre-activation bottleneck), ``networks`` (whole models) and
-``grad_cam``. Import the checkers from here: ``from resnet_course.checkers import check_model``.
+shortcuts), ``preact`` (the pre-activation bottleneck), ``networks`` (whole models),
+``grad_cam`` and ``training_step`` (one batch of training). Import the checkers from here:
+``from resnet_course.checkers import check_model``.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from .core import RESNET_CHANNELS, CheckResult, difference_hint
 from .grad_cam import check_grad_cam
 from .networks import check_model, check_param_count
 from .preact import check_preact_block
+from .training_step import TRAIN_STEP_MISTAKES, check_train_step
 from .v1_blocks import check_basic_block, check_bottleneck, check_shortcut
 
 __all__ = [
     "CheckResult", "RESNET_CHANNELS", "difference_hint", "check_basic_block",
     "check_bottleneck", "check_shortcut", "check_preact_block", "check_param_count", "check_model",
-    "check_grad_cam",
+    "check_grad_cam", "check_train_step", "TRAIN_STEP_MISTAKES",
 ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 
+from ..blocks import KERAS_BN_EPS, PreActBottleneck
 from ..stages import count_params
 from .core import (
     CheckResult,
@@ -25,6 +28,7 @@ from .core import (
 
 
 PREACT_CASES = ((64, 64, 1, True), (256, 64, 1, False), (256, 64, 2, False))
+EPS_TEXT = f"{KERAS_BN_EPS:.3e}".replace("e-05", "e-5")  # "1.001e-5", as the notebooks write it
 
 
 def check_preact_block(block_cls) -> CheckResult:
@@ -34,11 +38,10 @@ def check_preact_block(block_cls) -> CheckResult:
     Your class must take ``(inplanes, planes, stride=1, conv_shortcut=False)``. It is built as the
     first block of a stage (``block(64, 64, conv_shortcut=True)``), an identity block
     (``block(256, 64)``) and a strided block (``block(256, 64, stride=2)``), and checked for:
-    parameters, output shape, BN → ReLU before every conv (and before the projection shortcut),
-    and nothing after the addition. For each kind of check the first failing case is reported.
+    Keras' BatchNorm epsilon (1.001e-5, not PyTorch's 1e-5: the course's v2 reproduces Keras
+    Applications' outputs), parameters, output shape, BN → ReLU before every conv (and before the
+    projection shortcut), and nothing after the addition. For each kind of check the first failing case is reported.
     """
-    from resnet_course.blocks import PreActBottleneck
-
     result = CheckResult("Checking your pre-activation block against the course's PreActBottleneck")
     findings = []
     with _seeded():
@@ -58,15 +61,20 @@ def check_preact_block(block_cls) -> CheckResult:
     complete = len(findings) == len(PREACT_CASES)
     result.add(True, "builds: " + ", ".join(f["call"] for f in findings))
     for kind, success in (
+        ("eps", lambda: f"every BatchNorm has eps {EPS_TEXT} (Keras' value; PyTorch's default is 1e-5), as "
+                        "the course's ResNet50V2 needs to match Keras Applications' outputs (notebook 04)"),
         ("params", lambda: "parameters: " + ", ".join(f"{f['ref']:,}" for f in findings) + ", as the reference"),
         ("shape", lambda: "output shapes: " + ", ".join(str(f["expected_shape"]) for f in findings)),
         ("order", lambda: "BN → ReLU come first and the branch ends with a convolution (He et al. 2016, Fig. 4e)"),
         ("relu", lambda: "every convolution, and the projection shortcut, reads BN → ReLU output"),
         ("after_add", lambda: "nothing after the addition: with the branch zeroed the block returns its shortcut "
                               "(x, or x[:, :, ::2, ::2] when it strides: a 1×1 max pool)"),
+        ("computation", lambda: "with the reference's weights copied in, your block gives the reference's output"),
     ):
         failures = [f[kind] for f in findings if f.get(kind)]
         checked = [f for f in findings if kind != "after_add" or not f["conv_shortcut"]]
+        if kind == "computation" and not result.ok:
+            continue  # the output differs because of the mistakes already named
         if failures:
             result.add(False, failures[0])
         elif complete and all(kind in f for f in checked):  # a case that failed early was not checked
@@ -78,13 +86,17 @@ def _preact_case(block, reference, call, inplanes, planes, stride, conv_shortcut
     """Findings for one built pre-activation block: {kind: failure message or None}."""
     found = {"call": call, "conv_shortcut": conv_shortcut, "ref": count_params(reference)}
     n, ref = count_params(block), found["ref"]
+    hint = difference_hint(n - ref, (inplanes, planes, 4 * planes))
+    if not hint and abs(n - ref) in (planes, 4 * planes):
+        hint = (f" = the bias of a conv with {abs(n - ref)} outputs? Keras' Block2 gives conv3 and the projection "
+                "shortcut a bias, and no other conv")
     found["params"] = None if n == ref else (
-        f"{call} has {_count_text(n)}, the reference {ref:,} "
-        f"(difference {n - ref:+,}{difference_hint(n - ref, (inplanes, planes, 4 * planes))})"
+        f"{call} has {_count_text(n)}, the reference {ref:,} (difference {n - ref:+,}{hint})"
     )
     if not isinstance(block, nn.Module):
         found["shape"] = f"{call} is not an nn.Module"
         return found
+    found["eps"] = _eps_problem(block)
     block.eval()
     _randomize_batch_norms(block)
     x = torch.randn(2, inplanes, 8, 8)
@@ -104,7 +116,51 @@ def _preact_case(block, reference, call, inplanes, planes, stride, conv_shortcut
     found["order"], found["relu"] = _preact_order_problems(calls, call, 4 * planes)
     if not conv_shortcut:
         found["after_add"] = _after_add_problem(block, calls, x, stride)
+    if not any(found.get(kind) for kind in ("params", "order", "relu", "after_add")):  # else those say why
+        found["computation"] = _computation_problem(block, reference, calls, x)
     return found
+
+
+def _weight_shapes(module: nn.Module) -> list:
+    return [(type(module), tuple(t.shape)) for t in module.state_dict().values()]
+
+
+def _computation_problem(block, reference, calls, x: Tensor) -> str | None:
+    """Copy the reference's weights into the learner's layers (paired in the order they run, by
+    kind and shape) and compare the outputs: any other difference in the computation shows."""
+    reference.eval()
+    _randomize_batch_norms(reference)
+    with torch.no_grad():
+        reference_calls, expected = _watch_conv_inputs(reference, x)
+    names = {id(m): name for name, m in block.named_modules()}
+    mine = list(dict.fromkeys(m for m, _, _ in calls))
+    twin = copy.deepcopy(block)
+    for layer in dict.fromkeys(m for m, _, _ in reference_calls):
+        match = next((m for m in mine if _weight_shapes(m) == _weight_shapes(layer)), None)
+        if match is None:
+            return None  # the structure differs: the other checks say how
+        mine.remove(match)
+        twin.get_submodule(names[id(match)]).load_state_dict(layer.state_dict())
+    with torch.no_grad():
+        if _close(twin(x.clone()), expected):
+            return None
+    if any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride[0] > 1 for m, _, _ in calls):
+        return ("the stride sits on a 1×1 conv: Keras' Block2 puts it on the 3×3 conv (conv2), "
+                "which sees every position")
+    return ("with the reference's weights copied in, your block gives other outputs: the same layers compute "
+            "something else (check that the stride sits on the 3×3 conv and the order BN → ReLU → conv)")
+
+
+def _eps_problem(block: nn.Module) -> str | None:
+    """Keras' BatchNorm epsilon, 1.001e-5, in every BN of the block (He et al.'s v2 as Keras builds it)."""
+    wrong = [(name, m.eps) for name, m in block.named_modules()
+             if isinstance(m, nn.BatchNorm2d) and abs(m.eps - KERAS_BN_EPS) > 1e-12]
+    if not wrong:
+        return None
+    name, eps = wrong[0]
+    return (f"`{name}` has eps {eps:g}: the checker asks for {EPS_TEXT}, Keras Applications' value in every "
+            "BatchNorm of ResNet50V2 (PyTorch's default is 1e-5), because the course's v2 reproduces Keras' outputs "
+            f"and loads its weights exactly (notebook 04); pass eps={EPS_TEXT} to each nn.BatchNorm2d")
 
 
 def _watch_conv_inputs(block: nn.Module, x: Tensor):
@@ -170,6 +226,9 @@ def _after_add_problem(block, calls, x: Tensor, stride: int) -> str | None:
     if _close(zeroed, torch.relu(shortcut)):
         return ("a ReLU follows the addition: in full pre-activation nothing comes after the add, so the "
                 "shortcut path stays a clean identity (He et al. 2016, Sec. 3 and Fig. 4e)")
+    if zeroed.shape == shortcut.shape and zeroed.min() >= 0 > shortcut.min():
+        return ("the shortcut reads the pre-activated input (BN → ReLU output): without conv_shortcut, Keras' Block2 "
+                "adds the raw input x (a 1×1 max pool of it when the block strides)")
     if stride > 1 and zeroed.shape == shortcut.shape:
         return (f"with stride {stride} and no conv shortcut, the shortcut should be a 1×1 max pool with stride "
                 f"{stride} on the raw input (Keras' Block2), i.e. x[:, :, ::{stride}, ::{stride}]")

@@ -29,6 +29,9 @@ from .core import (
 # ResNet v1 blocks: BasicBlock and Bottleneck
 # --------------------------------------------------------------------------------------------
 
+#: BatchNorm epsilon of torchvision's ResNets (PyTorch's default).
+TORCHVISION_BN_EPS = 1e-5
+
 
 @dataclass(frozen=True)
 class _Case:
@@ -104,13 +107,15 @@ def _input_for(case: _Case) -> Tensor:
 
 def _module_order(block: nn.Module, x: Tensor, skip: Sequence[nn.Module]):
     """Run ``block(x)`` while recording the order its convs and BNs (outside ``skip``) are
-    called; returns (convs, bns, output or None, error or None). Modules never called follow in
-    the order they were registered."""
+    called; returns (convs, bns, output or None, error or None, {id: number of calls}). Modules
+    never called follow in the order they were registered."""
     skip_ids = {id(m) for s in skip for m in s.modules()}
     watched = [m for m in block.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) and id(m) not in skip_ids]
     called: list[nn.Module] = []
+    counts: dict[int, int] = {}
 
     def record(module, inputs):
+        counts[id(module)] = counts.get(id(module), 0) + 1
         if not any(module is c for c in called):
             called.append(module)
 
@@ -126,13 +131,69 @@ def _module_order(block: nn.Module, x: Tensor, skip: Sequence[nn.Module]):
     order = called + [m for m in watched if not any(m is c for c in called)]
     convs = [m for m in order if isinstance(m, nn.Conv2d)]
     bns = [m for m in order if isinstance(m, nn.BatchNorm2d)]
-    return convs, bns, output, error
+    return convs, bns, output, error, counts
+
+
+def _usage_problems(convs, bns, counts: dict, names: dict) -> dict:
+    """Layers used twice or never, and BatchNorms with another epsilon than torchvision's."""
+    problems = {}
+    for m in [*convs, *bns]:
+        name, n = names.get(id(m), "?"), counts.get(id(m), 0)
+        if n > 1:
+            problems[("reused", name)] = (f"`{name}` runs {n} times in forward: each conv of the branch has its "
+                                          "own weights and its own BatchNorm, used once")
+        elif n == 0:
+            problems[("unused", name)] = f"`{name}` is built but never used in forward"
+    wrong_eps = [(names.get(id(bn), "?"), bn.eps) for bn in bns if abs(bn.eps - TORCHVISION_BN_EPS) > 1e-12]
+    if wrong_eps:
+        problems["eps"] = (f"`{wrong_eps[0][0]}` has eps {wrong_eps[0][1]:g}: torchvision's blocks use PyTorch's "
+                           "default 1e-5, which its trained weights expect")
+    return problems
+
+
+def _training_verdict(block, convs, bns, x: Tensor, shortcut_fn) -> str | None:
+    """In train mode, with gradients: the same output and the same gradient with respect to the
+    input as relu(F(x) + shortcut(x)) built from the block's own layers (nothing that only
+    shows in training, such as dropout, and the shortcut not cut off from the gradient)."""
+    mine_x, formula_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with torch.enable_grad(), torch.random.fork_rng(devices=[]):
+        block.train()
+        out = block(mine_x)
+        expected = torch.relu(_branch(convs, bns, formula_x) + shortcut_fn(formula_x))
+        if not _close(out.detach(), expected.detach()):
+            return ("in train mode your block computes something else than relu(F(x) + shortcut(x)) (dropout, or "
+                    "something that depends on self.training?): torchvision's block has none")
+        weights = torch.randn_like(out)
+        (mine,) = torch.autograd.grad((out * weights).sum(), mine_x)
+        (wanted,) = torch.autograd.grad((expected * weights).sum(), formula_x)
+    block.eval()
+    if not _close(mine, wanted):
+        return ("the gradient does not flow through the shortcut (detached, or computed under no_grad?): the "
+                "shortcut is the path that carries the gradient straight back to earlier layers "
+                "(He et al. 2016, Eq. 5)")
+    return None
 
 
 def _role(i: int, module: nn.Module, names: dict) -> str:
     role = f"conv{i + 1}"
     name = names.get(id(module), role)
     return role if name == role else f"{role} (your `{name}`)"
+
+
+def _stride_problem(spec: _BlockSpec, case: _Case, strides: list[int], roles: list[str]) -> str | None:
+    """Which conv carries the block's stride: torchvision's ("v1.5") puts it on ``spec.stride_index``."""
+    if case.stride == 1:
+        return "with stride=1 every convolution should have stride 1" if any(s != 1 for s in strides) else None
+    if strides[spec.stride_index] == case.stride:
+        return None
+    where = [i for i, s in enumerate(strides) if s == case.stride]
+    if not where:
+        return (f"no convolution has stride {case.stride}: with stride={case.stride} the block must halve the "
+                f"feature map (torchvision puts the stride on {roles[spec.stride_index]})")
+    if spec.name == "Bottleneck" and where[0] == 0:
+        return (f"the stride sits on the first 1×1 conv (the original paper's v1): torchvision's ResNet "
+                f"(\"v1.5\") puts it on the 3×3 conv, {roles[1]}, which sees every pixel instead of 1 in 4")
+    return f"the stride belongs on {roles[spec.stride_index]} (as in torchvision), yours is on {roles[where[0]]}"
 
 
 def _structure_problems(spec: _BlockSpec, case: _Case, convs, bns, names) -> dict:
@@ -172,24 +233,9 @@ def _structure_problems(spec: _BlockSpec, case: _Case, convs, bns, names) -> dic
         elif tuple(conv.padding) != (want.kernel // 2,) * 2:
             problems.setdefault(("padding", i), f"{role} needs padding={want.kernel // 2} so that the "
                                                 f"{want.kernel}×{want.kernel} conv keeps the feature-map size")
-    strides = [conv.stride[0] for conv in convs]
-    if case.stride > 1 and strides[spec.stride_index] != case.stride:
-        where = [i for i, s in enumerate(strides) if s == case.stride]
-        if not where:
-            problems.setdefault("stride",
-                f"no convolution has stride {case.stride}: with stride={case.stride} the block must halve the "
-                f"feature map (torchvision puts the stride on {roles[spec.stride_index]})"
-            )
-        elif spec.name == "Bottleneck" and where[0] == 0:
-            problems.setdefault("stride",
-                f"the stride sits on the first 1×1 conv (the original paper's v1): torchvision's ResNet "
-                f"(\"v1.5\") puts it on the 3×3 conv, {roles[1]}, which sees every pixel instead of 1 in 4"
-            )
-        else:
-            problems.setdefault("stride", f"the stride belongs on {roles[spec.stride_index]} (as in torchvision), "
-                                          f"yours is on {roles[where[0]]}")
-    elif case.stride == 1 and any(s != 1 for s in strides):
-        problems.setdefault("stride", "with stride=1 every convolution should have stride 1")
+    stride = _stride_problem(spec, case, [conv.stride[0] for conv in convs], roles)
+    if stride:
+        problems.setdefault("stride", stride)
     with_bias = [roles[i] for i, conv in enumerate(convs) if conv.bias is not None]
     if with_bias:
         problems.setdefault("bias",
@@ -213,6 +259,13 @@ def _branch(convs, bns, x: Tensor, inner_relu: bool = True) -> Tensor:
         x = bn(conv(x))
         if inner_relu and i < len(convs) - 1:
             x = torch.relu(x)
+    return x
+
+
+def _relu_before_bn_branch(convs, bns, x: Tensor) -> Tensor:
+    for i, (conv, bn) in enumerate(zip(convs, bns)):
+        x = conv(x)
+        x = bn(torch.relu(x)) if i < len(convs) - 1 else bn(x)
     return x
 
 
@@ -268,6 +321,12 @@ def _formula_verdict(spec: _BlockSpec, case: _Case, out: Tensor, convs, bns, x: 
             "the shortcut is missing: the block returns F(x) alone; add its input (or `downsample(x)` when "
             "the shape changes) before the last ReLU, relu(F(x) + x)"
         )
+    if _close(out, torch.relu(torch.relu(branch) + shortcut)):
+        return False, ("a ReLU follows the last BN of the branch: F(x) ends with conv → BN, and the only ReLU after "
+                       "it comes after the addition, relu(F(x) + x)")
+    if _close(out, torch.relu(_relu_before_bn_branch(convs, bns, x) + shortcut)):
+        return False, ("the ReLU comes before the BatchNorm inside the branch: the order is conv → BN → ReLU "
+                       "(Ioffe & Szegedy 2015, as in He et al. 2015)")
     if _close(out, torch.relu(_branch(convs, bns, x, inner_relu=False) + shortcut)):
         return False, ("a ReLU inside the residual branch is missing: every conv → BN except the last is followed "
                        "by a ReLU")
@@ -283,8 +342,10 @@ def _check_v1_case(block, spec: _BlockSpec, case: _Case, downsample) -> dict:
     _randomize_batch_norms(block)
     x = _input_for(case)
     with torch.no_grad():
-        convs, bns, out, error = _module_order(block, x, [downsample] if downsample is not None else [])
+        convs, bns, out, error, counts = _module_order(block, x, [downsample] if downsample is not None else [])
         problems = _structure_problems(spec, case, convs, bns, names)
+        if error is None:
+            problems.update(_usage_problems(convs, bns, counts, names))
         if case.projection and not any(m is downsample for m in block.modules()):
             problems["downsample"] = ("the `downsample` passed to the constructor is not kept: store it "
                                       "(`self.downsample = downsample`)")
@@ -306,6 +367,9 @@ def _check_v1_case(block, spec: _BlockSpec, case: _Case, downsample) -> dict:
             forward = (False, f"{call} returns {got}, expected {shape}")
         elif len(convs) == len(bns) == len(spec.kernels):
             forward = _formula_verdict(spec, case, out, convs, bns, x, downsample)
+            if forward[0]:
+                training = _training_verdict(block, convs, bns, x, downsample if case.projection else (lambda t: t))
+                forward = (False, training) if training else forward
         else:
             forward = (None, "")  # the structure problems say why we can't compare the computation
     shape_ok = error is None and isinstance(out, Tensor) and tuple(out.shape) == shape
@@ -402,13 +466,18 @@ def _as_shortcut(fn_or_module, in_channels: int, out_channels: int, stride: int)
 
 
 def check_shortcut(fn_or_module, in_channels: int, out_channels: int, stride: int = 1) -> CheckResult:
-    """Check that a learner's shortcut matches the residual branch it is added to.
+    """Check that a learner's shortcut matches the residual branch it is added to, in shape and in
+    what it carries.
 
     ``fn_or_module`` is a module, a function of ``x``, or a factory called as
     ``(in_channels, out_channels, stride)``. The branch turns (N, in_channels, H, W) into
     (N, out_channels, H / stride, W / stride); the shortcut must give exactly that shape. When the
     shapes already match it should be the identity (no parameters, He et al. 2015 Eq. 1); when
-    they don't, torchvision uses a 1×1 conv with the stride + BN (option B, Eq. 2).
+    they don't, torchvision uses a 1×1 conv with the stride + BN (option B, Eq. 2), and option A
+    (Sec. 3.3) subsamples and pads with zero channels. The values are checked too: a shortcut of
+    zeros fails, so does one that samples other positions than the branch's strided conv is
+    centred on (``x[:, :, 1::2, 1::2]`` instead of ``x[:, :, ::2, ::2]``), one that mixes
+    neighbouring positions, option A with copies instead of zeros, option B with a ReLU after.
     """
     title = f"Checking your shortcut for {in_channels} → {out_channels} channels, stride {stride}"
     result = CheckResult(title)
@@ -422,12 +491,7 @@ def check_shortcut(fn_or_module, in_channels: int, out_channels: int, stride: in
         size = _out_size(8, stride)
         expected = (2, out_channels, size, size)
         try:
-            with torch.no_grad():
-                if isinstance(shortcut, nn.Module):
-                    with evaluating(shortcut):
-                        y = shortcut(x.clone())
-                else:
-                    y = shortcut(x.clone())
+            y = _run_shortcut(shortcut, x)
         except Exception as error:
             result.add(False, f"the shortcut fails on a {_shape(x)} input: {_first_line(error)}")
             return result
@@ -462,7 +526,7 @@ def check_shortcut(fn_or_module, in_channels: int, out_channels: int, stride: in
     if n == reference:
         result.add(True, f"projection: {n:,} parameters, as torchvision's 1×1 conv + BN (He et al. 2015, Eq. 2)")
     elif n == 0:
-        result.add(True, "parameter-free shortcut (option A of He et al. 2015: subsample and pad with zeros); "
+        result.add(True, "no parameters, as option A of He et al. 2015 (subsample, pad with zeros) needs none; "
                          "torchvision uses option B, a 1×1 conv + BN")
     else:
         wide = [m for m in shortcut.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
@@ -472,4 +536,90 @@ def check_shortcut(fn_or_module, in_channels: int, out_channels: int, stride: in
             hint = difference_hint(n - reference, (in_channels, out_channels))
         result.add(False, f"{_count_text(n)}, torchvision's 1×1 conv (no bias) + BN has {reference:,} "
                           f"(difference {n - reference:+,}{hint})")
+    _check_shortcut_values(result, shortcut, x, y, stride, n == 0)
     return result
+
+
+def _run_shortcut(shortcut, x: Tensor) -> Tensor:
+    with torch.no_grad():
+        if isinstance(shortcut, nn.Module):
+            with evaluating(shortcut):
+                return shortcut(x.clone())
+        return shortcut(x.clone())
+
+
+def _sampled_positions(stride: int) -> str:
+    return ", ".join(str(i) for i in range(0, 3 * stride, stride))
+
+
+def _check_shortcut_values(result: CheckResult, shortcut, x: Tensor, y: Tensor, stride: int, free: bool) -> None:
+    """What the shortcut carries: not zeros, the positions the branch's strided conv is centred
+    on (0, s, 2s, ...), and for option A the input itself beside zero channels, for option B
+    BN(conv1×1(x)) with nothing after."""
+    if not y.any():
+        result.add(False, "the shortcut returns only zeros: it must carry the input forward (option A: "
+                          f"x[:, :, ::{stride}, ::{stride}] beside zero channels; option B: a 1×1 conv + BN)")
+        return
+    if stride > 1:
+        on_grid = torch.zeros(x.shape[-2:], dtype=torch.bool)
+        on_grid[::stride, ::stride] = True
+        with _seeded(1):
+            noise = torch.randn_like(x) * 3
+        reads_between = not _close(_run_shortcut(shortcut, torch.where(on_grid, x, noise)), y)
+        reads_grid = not _close(_run_shortcut(shortcut, torch.where(on_grid, noise, x)), y)
+        if reads_between and not reads_grid:
+            result.add(False, f"the shortcut samples other positions than the branch: the branch's stride-{stride} "
+                              f"conv is centred on rows and columns {_sampled_positions(stride)}, ... "
+                              f"(x[:, :, ::{stride}, ::{stride}]); yours reads the positions in between "
+                              f"(x[:, :, 1::{stride}, 1::{stride}]?), so the two added maps are misaligned")
+            return
+        if reads_between:
+            result.add(False, f"the shortcut mixes neighbouring positions (a wider kernel or a pooling window?): "
+                              f"like the branch's stride-{stride} conv it should read one position in "
+                              f"{stride}×{stride}, x[:, :, ::{stride}, ::{stride}]")
+            return
+        result.add(True, f"the shortcut reads the positions the branch's stride-{stride} conv is centred on "
+                         f"(x[:, :, ::{stride}, ::{stride}])")
+    if free:
+        _check_option_a(result, x[:, :, ::stride, ::stride], y)
+    elif isinstance(shortcut, nn.Module):
+        _check_option_b(result, shortcut, x, y)
+
+
+def _check_option_a(result: CheckResult, sampled: Tensor, y: Tensor) -> None:
+    """Option A: the sampled input, its channels in order, and zeros in every other channel."""
+    c = sampled.shape[1]
+    carried = [i for i in range(y.shape[1]) if y[:, i].any()]
+    start = carried[0] if carried else 0
+    if carried == list(range(start, start + c)) and _close(y[:, start:start + c], sampled):
+        result.add(True, f"option A: the input's {c} channels pass unchanged, the {y.shape[1] - c} others are zeros")
+    elif len(carried) > c:
+        result.add(False, f"option A pads with zeros: {len(carried)} of the {y.shape[1]} channels carry values, "
+                          f"only the input's {c} should (the extra channels must be zeros, not copies)")
+    else:
+        result.add(False, f"option A passes the input's {c} channels unchanged (x[:, :, ::s, ::s]) and adds zero "
+                          "channels; yours changes the values")
+
+
+def _check_option_b(result: CheckResult, shortcut: nn.Module, x: Tensor, y: Tensor) -> None:
+    """Option B: exactly BN(conv1×1(x)), with the learner's own conv and BN."""
+    convs = [m for m in shortcut.modules() if isinstance(m, nn.Conv2d)]
+    bns = [m for m in shortcut.modules() if isinstance(m, nn.BatchNorm2d)]
+    if len(convs) != 1 or len(bns) != 1:
+        result.add(False, f"option B is one 1×1 conv then one BatchNorm; yours has {len(convs)} conv(s) and "
+                          f"{len(bns)} BatchNorm(s)")
+        return
+    if bns[0].num_features != convs[0].out_channels:
+        result.add(False, f"the BatchNorm normalises {bns[0].num_features} channels: option B puts it after the "
+                          f"1×1 conv, on its {convs[0].out_channels} output channels")
+        return
+    with torch.no_grad(), evaluating(shortcut):
+        expected = bns[0](convs[0](x.clone()))
+    if _close(y, expected):
+        result.add(True, "option B: the output is BN(conv1×1(x)), nothing after")
+    elif _close(y, torch.relu(expected)):
+        result.add(False, "a ReLU follows the projection's BN: the shortcut is 1×1 conv → BN only; the block's "
+                          "ReLU comes after the addition")
+    else:
+        result.add(False, "the output is not BN(conv1×1(x)): option B applies the 1×1 conv, then the BN, and "
+                          "nothing else")
