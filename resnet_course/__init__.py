@@ -1,15 +1,25 @@
 """resnet_course: the small, tested package behind the ResNet course notebooks.
 
 Modules, each named for what it holds:
-``config`` (paths, fast mode), ``blocks`` (residual blocks), ``models`` (ResNet v1/v2 and the
-small CIFAR-style nets), ``porting`` (Keras' ResNet50V2 weights into ours, a naive port's slips),
-``stages`` (stage shapes, parameters, FLOPs), ``gradients`` (gradient norms and the depth
-demos), ``ablation`` (the five unit orderings, at initialisation), ``widgets`` (the shape explorer), ``birds`` (the
-four classes), ``data`` (the bird dataset), ``standin`` (its offline stand-in), ``device``
-(device, precision, memory layout), ``training`` (fit, checkpoints), ``evaluation`` (metrics,
-predict), ``runs`` (train or load, run tables), ``plots`` (one figure per idea), ``explain``
-(feature maps, Grad-CAM), ``checkers`` (exercise checkers), ``tables`` (plain-text tables),
-``cli`` (the command line).
+
+- the networks: ``blocks`` (residual blocks and the five unit orderings), ``models`` (ResNet
+  v1/v2 and the small CIFAR-style nets), ``porting`` (Keras' ResNet50V2 weights into ours, a naive
+  port's slips), ``pretrained`` (ImageNet weights files and course checkpoints as starting
+  weights), ``finetune`` (a frozen backbone, the linear probe);
+- looking at them: ``stages`` (stage shapes, parameters, FLOPs), ``gradients`` (gradient norms and
+  the depth demos), ``ablation`` (the unit orderings at initialisation), ``diagrams`` (blocks drawn
+  from their own code), ``widgets`` (the shape explorer), ``explain`` (feature maps, Grad-CAM),
+  ``plots`` (one figure per idea), ``tables`` (plain-text tables);
+- the data: ``birds`` (the four classes), ``data`` (finding, checking, splitting and loading a
+  folder of class folders), ``images`` (opening image files, transforms, normalisations),
+  ``kaggle`` (the Kaggle download's four classes), ``standin`` (the offline stand-in),
+  ``drawing`` (the pen both drawn sets share), ``pretraining`` (the drawn set of other species);
+- training: ``config`` (paths, fast mode, settings), ``device`` (device, precision, memory
+  layout), ``recipe`` (optimiser, weight decay, schedule, and the one check of a recipe),
+  ``training`` (``fit``: the training step, one epoch, resume), ``checkpoints`` (the run folder and
+  the checkpoint format), ``evaluation`` (metrics, predict), ``runs`` (train or load, run tables),
+  ``comparison`` (several seeds per model);
+- ``checkers`` (exercise checkers) and ``cli`` (the command line).
 """
 
 __version__ = "0.1.0"

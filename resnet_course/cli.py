@@ -42,6 +42,16 @@ from .images import UnreadableImage, check_image
 from .kaggle import import_kaggle
 from .models import MODEL_NAMES, get_model
 from .pretrained import OFFLINE_ENV, WeightsError, download_weights, normalization_for, weights_files
+from .pretraining import (
+    DEFAULT_PER_SPECIES,
+    DEFAULT_SPECIES,
+    PRETRAINING_EPOCHS,
+    SPECIES,
+    check_pretraining_options,
+    make_pretraining_set,
+    pretraining_minutes,
+    pretraining_set_is_complete,
+)
 from .recipe import (
     DEFAULT_LR,
     DEFAULT_OPTIMIZER,
@@ -288,13 +298,6 @@ def cmd_make_standin(args: argparse.Namespace) -> int:
 
 
 def cmd_make_pretraining_set(args: argparse.Namespace) -> int:
-    from .pretraining import (
-        PRETRAINING_EPOCHS,
-        check_pretraining_options,
-        make_pretraining_set,
-        pretraining_minutes,
-        pretraining_set_is_complete,
-    )
 
     try:
         check_pretraining_options(args.species, args.per_species)
@@ -314,7 +317,6 @@ def cmd_make_pretraining_set(args: argparse.Namespace) -> int:
 
 def add_pretraining_parser(commands) -> None:
     """The ``make-pretraining-set`` command's arguments."""
-    from .pretraining import DEFAULT_PER_SPECIES, DEFAULT_SPECIES, SPECIES
 
     parser = commands.add_parser(
         "make-pretraining-set", help="draw the pretraining set of other species (ImageNet in miniature)",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from . import config
 from .data import BirdDataset
@@ -23,7 +24,7 @@ from .evaluation import collect_predictions
 from .images import eval_transform
 from .models import get_model
 from .porting import like_a_trained_net
-from .pretrained import V1_NAMES, _model_key, find_weights, imagenet_file, write_keras_h5
+from .pretrained import V1_NAMES, find_weights, imagenet_file, model_key, write_keras_h5
 
 __all__ = ["head_of", "freeze_backbone", "extract_features", "linear_probe", "save_standin_weights",
            "weights_or_standin"]
@@ -75,7 +76,6 @@ def extract_features(model: nn.Module, loader, precision="auto") -> tuple[torch.
 def _feature_loader(loader, image_size: int, normalization: str):
     """The same images as ``loader`` but with the deterministic validation transform, so each
     image has one feature vector to cache (a linear probe does not augment)."""
-    from torch.utils.data import DataLoader
 
     dataset = loader.dataset
     if not hasattr(dataset, "samples"):
@@ -152,7 +152,7 @@ def save_standin_weights(model_name: str, path: str | os.PathLike, seed: int = 0
     Not ImageNet weights: where the real files are absent, notebook 09 loads this file through the
     very same loader, so every cell still runs (and says plainly that its numbers mean nothing
     about pre-training)."""
-    key = _model_key(model_name)
+    key = model_key(model_name)
     torch.manual_seed(seed)
     model = like_a_trained_net(get_model(key, num_classes=1000), seed=seed)
     path = Path(path)

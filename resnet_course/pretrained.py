@@ -31,12 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import h5py
 import numpy as np
 import torch
+import torchvision.models
 from torch import nn
 
+from .config import env_flag
+
 __all__ = [
-    "OFFLINE_ENV", "WeightsError", "WeightsUnavailable", "WeightsFile", "V1_NAMES", "V2_NAMES",
+    "OFFLINE_ENV", "model_key", "WeightsError", "WeightsUnavailable", "WeightsFile", "V1_NAMES", "V2_NAMES",
     "cache_dir", "imagenet_file", "weights_files", "find_weights", "download_weights",
     "imagenet_weights", "normalization_for", "course_checkpoint_meta", "load_course_checkpoint",
     "load_weights", "read_torch_state_dict",
@@ -106,7 +110,9 @@ def cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _model_key(model_name: str) -> str:
+def model_key(model_name: str) -> str:
+    """``model_name`` as the weights files know it (lower case); a ValueError for a model without
+    ImageNet weights."""
     key = str(model_name).strip().lower()
     if key not in V1_NAMES + V2_NAMES:
         raise ValueError(f"no ImageNet weights for {model_name!r}; models with weights: "
@@ -117,9 +123,8 @@ def _model_key(model_name: str) -> str:
 def imagenet_file(model_name: str, include_top: bool = True) -> WeightsFile:
     """The published ImageNet file for ``model_name``: torchvision's ``IMAGENET1K_V1`` for v1
     (always with the classifier), Keras Applications' ``.h5`` (or ``_notop.h5``) for v2."""
-    key = _model_key(model_name)
+    key = model_key(model_name)
     if key in V1_NAMES:
-        import torchvision.models
 
         url = getattr(torchvision.models, TORCHVISION_ENUMS[key]).IMAGENET1K_V1.url
         filename = url.rsplit("/", 1)[-1]
@@ -131,7 +136,7 @@ def imagenet_file(model_name: str, include_top: bool = True) -> WeightsFile:
 
 def weights_files(model_name: str) -> list[WeightsFile]:
     """Every published file for ``model_name``: one for v1, with and without top for v2."""
-    key = _model_key(model_name)
+    key = model_key(model_name)
     return [imagenet_file(key)] if key in V1_NAMES else [imagenet_file(key, True), imagenet_file(key, False)]
 
 
@@ -216,7 +221,6 @@ def _reason(error: BaseException) -> str:
 
 
 def _offline() -> bool:
-    from .config import env_flag
 
     return env_flag(OFFLINE_ENV)
 
@@ -245,7 +249,7 @@ def normalization_for(model_name: str, weights: str | os.PathLike | None) -> str
     meta = course_checkpoint_meta(weights)
     if meta is not None:
         return meta.get("normalization") or "imagenet"
-    return NORMALIZATION_FOR_WEIGHTS["keras" if _model_key(model_name) in V2_NAMES else "torchvision"]
+    return NORMALIZATION_FOR_WEIGHTS["keras" if model_key(model_name) in V2_NAMES else "torchvision"]
 
 
 def _load_torch_file(path: Path) -> object:
@@ -317,7 +321,6 @@ def read_keras_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, str]
     Conv kernels go from (kh, kw, in, out) to (out, in, kh, kw), dense kernels are transposed,
     BN's gamma/beta/moving_mean/moving_variance become weight/bias/running_mean/running_var.
     A layer or weight with no place in ``ResNetV2`` is a ``WeightsError``."""
-    import h5py
 
     path = Path(path)
     out: dict[str, tuple[torch.Tensor, str]] = {}
@@ -400,7 +403,6 @@ def write_keras_h5(model: nn.Module, path: str | os.PathLike, include_top: bool 
     """Write a ``ResNetV2``'s weights in Keras' legacy HDF5 layout (the published files' format,
     Keras 2 names ``layer/kernel:0`` unless ``keras2_names=False``). The notebook uses it to
     exercise the Keras loader when the real file is absent."""
-    import h5py
 
     leaves = {"weight": "kernel", "bias": "bias"}
     bn_leaves = {v: k for k, v in _BN_LEAVES.items()}
@@ -518,7 +520,7 @@ def load_weights(model: nn.Module, model_name: str, path: str | os.PathLike,
     ``class_names``); otherwise (another number of classes, a ``_notop`` file) the model keeps its
     fresh head. Returns ``{"file", "tensors_loaded", "fresh_head", "format"}``; raises
     ``WeightsError`` naming the first tensor that does not fit."""
-    key = _model_key(model_name)
+    key = model_key(model_name)
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"No weights file at {path}.")

@@ -23,8 +23,9 @@ from .core import RESNET_CHANNELS, CheckResult, difference_hint
 from .grad_cam import check_grad_cam
 from .networks import check_model, check_param_count
 from .preact import check_preact_block
+from .shortcut import check_shortcut
 from .training_step import TRAIN_STEP_MISTAKES, check_train_step
-from .v1_blocks import check_basic_block, check_bottleneck, check_shortcut
+from .v1_blocks import check_basic_block, check_bottleneck
 
 __all__ = [
     "CheckResult", "RESNET_CHANNELS", "difference_hint", "check_basic_block",

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from resnet_course.explain import grad_cam, stage_feature_maps
+from resnet_course.models import cifar_resnet
 
 from ..device import evaluating
 from .core import CheckResult, _first_line, _randomize_batch_norms, _seeded, _shape
@@ -16,7 +20,6 @@ from .core import CheckResult, _first_line, _randomize_batch_norms, _seeded, _sh
 def _grad_cam_variants(model: nn.Module, image: Tensor, layer: nn.Module, class_idx: int) -> dict:
     """Grad-CAM of one image as learners commonly get it wrong, keyed by the bug, to name a
     mismatch. (The right map comes from ``explain.grad_cam``, the one source of truth.)"""
-    import torch.nn.functional as F
 
     captured = []
     handle = layer.register_forward_hook(lambda module, inputs, output: captured.append(output))
@@ -74,8 +77,6 @@ def check_grad_cam(fn) -> CheckResult:
     the softmax instead of the logit, no ReLU, the wrong class, no or the wrong upsampling, no
     division by the maximum; and a hook left registered on the layer is reported.
     """
-    from resnet_course.explain import grad_cam, stage_feature_maps
-    from resnet_course.models import cifar_resnet
 
     result = CheckResult("Checking your Grad-CAM against explain.grad_cam")
     with _seeded():

@@ -8,6 +8,8 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from resnet_course.models import MODEL_NAMES, get_model
+
 from ..device import evaluating
 from ..stages import count_params
 from .core import (
@@ -40,7 +42,6 @@ def check_param_count(model: nn.Module, expected: int, num_classes: int | None =
 
 
 def _reference_model(name: str, num_classes: int) -> tuple[nn.Module, str]:
-    from resnet_course.models import MODEL_NAMES, get_model
 
     if name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
         return getattr(torchvision.models, name)(weights=None, num_classes=num_classes), f"torchvision's {name}"
