@@ -68,7 +68,7 @@ LOCK_NAME = "training.lock"
 #: change.
 RECIPE_KEYS = ("model_name", "num_classes", "class_names", "image_size", "batch_size", "optimizer",
                "lr", "weight_decay", "warmup_epochs", "schedule", "label_smoothing", "seed", "data",
-               "zero_init_residual", "weights", "normalization", "backbone_frozen")
+               "zero_init_residual", "weights", "normalization", "backbone_frozen", "train_fraction")
 #: What checkpoint.pt holds besides weights and meta, so a run can go on (best.pt holds none of it).
 RESUME_KEYS = ("epoch", "optimizer", "scheduler", "rng", "history", "best_val_acc")
 #: For tests only: ``RESNET_COURSE_CRASH_AT=checkpoint.pt`` makes the process kill itself (SIGKILL,

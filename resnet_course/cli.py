@@ -179,6 +179,8 @@ def _check_train_options(args: argparse.Namespace) -> dict:
                           args.schedule, args.label_smoothing)
     except RecipeError as error:
         raise UsageError(error.message(lambda name: "--" + name.replace("_", "-"))) from None
+    if not 0 < args.train_fraction <= 1:
+        raise UsageError(f"--train-fraction must be in (0, 1], not {args.train_fraction}")
     if args.freeze_backbone and args.weights is None:
         raise UsageError("--freeze-backbone trains only the head on top of pretrained weights: "
                          "add --weights imagenet or --weights PATH")
@@ -230,7 +232,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     normalization = normalization_for(args.model, args.weights)  # what the weights expect
     train_loader, val_loader, class_names = load_birds(
         root, image_size=args.image_size, batch_size=args.batch_size, num_workers=num_workers,
-        normalization=normalization)
+        normalization=normalization, train_fraction=args.train_fraction)
     setup = choose_device_and_precision(force_fp32=args.fp32)
     batch = f"{args.batch_size}" if world_size == 1 else f"{args.batch_size} per process x {world_size}"
     start = "random initialisation" if args.weights is None else f"weights {args.weights}"
@@ -242,7 +244,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     set_seed(args.seed)
     model = get_model(args.model, num_classes=len(class_names), weights=args.weights,
-                      zero_init_residual=not args.no_zero_init)
+                      zero_init_residual=not args.no_zero_init, class_names=class_names)
     if args.freeze_backbone:
         freeze_backbone(model)
     _check_batchnorm_can_train(model, args.model, args.batch_size, args.image_size)
@@ -399,8 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bars (per-epoch lines still print)")
     train.add_argument("--weights", default=None, metavar="imagenet|PATH",
                        help="start from ImageNet weights: 'imagenet' (torchvision's for v1, Keras "
-                            "Applications' for v2; cached or downloaded) or a local weights file; "
-                            "the head is fresh (default: random initialisation)")
+                            "Applications' for v2; cached or downloaded), a local weights file, or a "
+                            "checkpoint written by train (its backbone; the head is kept only for the same "
+                            "classes); the head is fresh (default: random initialisation)")
+    train.add_argument("--train-fraction", type=float, default=1.0, metavar="F",
+                       help="train on a stratified, deterministic fraction 0 < F <= 1 of the training split; "
+                            "the validation split never changes (default: %(default)s)")
     train.add_argument("--freeze-backbone", action="store_true",
                        help="train only the head (needs --weights); the backbone's BatchNorm keeps its statistics")
     train.set_defaults(run=cmd_train)

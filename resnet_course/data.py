@@ -402,6 +402,7 @@ def load_birds(root: PathLike | None = None, image_size: int = 224, batch_size: 
         train_samples = training_subset(train_samples, train_fraction, seed=seed)
     _warn_about_empty_splits(train_samples, val_samples, val_split, scan.class_names)
     train_set = BirdDataset(train_samples, train_transform(image_size, normalization), scan.class_names)
+    train_set.train_fraction = train_fraction  # recorded by training.fit; a resume must keep it
     val_set = BirdDataset(val_samples, eval_transform(image_size, normalization), scan.class_names)
     generator = torch.Generator().manual_seed(seed)
     pin = torch.cuda.is_available()

@@ -84,7 +84,8 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
                   zero_init_residual: bool = True, label_smoothing: float = 0.0,
                   seed: int = 0, train_loader=None, val_loader=None,
                   class_names: Sequence[str] | None = None, image_size: int | None = None,
-                  progress: bool = True, precision="auto", weights=None) -> TrainedRun:
+                  progress: bool = True, precision="auto", weights=None,
+                  train_fraction: float = 1.0) -> TrainedRun:
     """Train ``model_name`` (default: ``name``) into ``config.run_dir(name)``, or load it if that
     run is finished, or finish it if it was interrupted. Returns a :class:`TrainedRun`.
 
@@ -100,7 +101,9 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
     folder whose checkpoint records another recipe is an error from ``fit`` naming every
     difference, raised before anything in the folder is written.
     ``weights`` (None, "imagenet" or a file, see ``models.get_model``) starts from pretrained
-    weights, and the loaders it makes then use the input scaling those weights expect.
+    weights (an ImageNet file or a checkpoint ``train`` wrote), and the loaders it makes then use the
+    input scaling those weights expect; ``train_fraction`` < 1 trains on a stratified subset of
+    the training split (``data.training_subset``), the validation split unchanged.
     """
     defaults = config.settings()
     model_name = model_name or name
@@ -110,7 +113,7 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
         root, _ = find_bird_data()
         train_loader, val_loader, class_names = load_birds(
             root, image_size=image_size, batch_size=defaults.batch_size,
-            normalization=normalization_for(model_name, weights))
+            normalization=normalization_for(model_name, weights), train_fraction=train_fraction)
     class_names = list(class_names or CLASS_NAMES)
     out_dir = config.run_dir(name)
     done = _finished_epochs(out_dir)
@@ -123,7 +126,7 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
         print(f"Training {model_name} for {_epochs(epochs)} into {where}.")
     set_seed(seed)
     model = get_model(model_name, num_classes=len(class_names), weights=weights,
-                      zero_init_residual=zero_init_residual)
+                      zero_init_residual=zero_init_residual, class_names=class_names)
     history = fit(model, train_loader, val_loader, max(epochs, done), optimizer=optimizer, lr=lr,
                   weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
                   out_dir=out_dir, resume=True, progress=progress and done < epochs, precision=precision,

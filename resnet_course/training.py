@@ -357,7 +357,8 @@ def _run_meta(model: nn.Module, recipe: dict, optimizer, train_loader, val_loade
             "normalization": getattr(model, "input_normalization", "imagenet"),
             "weights": (getattr(model, "weights_source", None) or {}).get("file"),
             "backbone_frozen": bool(getattr(model, "backbone_frozen", False)),
-            "zero_init_residual": getattr(model, "zero_init_residual", None)}
+            "zero_init_residual": getattr(model, "zero_init_residual", None),
+            "train_fraction": getattr(getattr(train_loader, "dataset", None), "train_fraction", None)}
 
 
 def _start_run(model, train_loader, val_loader, epochs: int, recipe: dict, setup: ComputeSetup,
@@ -484,9 +485,9 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
       (or starts afresh if there is none) up to ``epochs`` in total, on the schedule for
       ``epochs``. It refuses a checkpoint trained otherwise (``checkpoints.RECIPE_KEYS``: model,
       classes, data, image size, batch size, recipe, seed, starting weights, input scaling,
-      frozen backbone, zero-init), naming every difference, and first repairs the other files if a
-      crash came between their writes. The folder is the run's while it trains (a second
-      training into it is refused).
+      frozen backbone, zero-init, fraction of the training images), naming every difference, and
+      first repairs the other files if a crash came between their writes. The folder is the run's
+      while it trains (a second training into it is refused).
     - ``seed``: reseeds every random generator (and the loader's shuffling and worker seeds) with
       ``seed + epoch`` at the start of each epoch, so epoch k sees the same data order and
       augmentation however the run was split up, with or without loader processes.

@@ -96,6 +96,8 @@ RESUME_CASES = {
     "resume with --no-zero-init": ("scratch", None, lambda w: ["--no-zero-init"],
                                    "zero_init_residual: True there, False now"),
     "resume with another seed": ("scratch", None, lambda w: ["--seed", "1"], "seed: 0 there, 1 now"),
+    "resume with another --train-fraction": ("scratch", None, lambda w: ["--train-fraction", "0.5"],
+                                             "train_fraction: 1.0 there, 0.5 now"),
     "same file names, new image bytes": ("scratch", lambda run, data: _replace_a_photo(data), lambda w: [],
                                          "data: "),
     "best.pt copied to checkpoint.pt": ("scratch", lambda run, data: shutil.copy(run / "best.pt",
@@ -128,6 +130,15 @@ def test_a_resume_that_would_not_be_the_same_run_exits_2_and_changes_nothing(cas
     assert message in err, err
     assert err.count("error:") == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert tree(run, data) == before
+
+
+@pytest.mark.parametrize("value", ["0", "-0.5", "1.5", "nan", "inf"])
+def test_a_train_fraction_outside_0_to_1_exits_2_before_any_work(value, finished_runs, case_dir, capsys):
+    out = case_dir / "run"
+    assert cli.main(train_args(finished_runs / "birds", out, "--train-fraction", value)) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"--train-fraction must be in (0, 1], not {float(value)}" in err and "Traceback" not in err, err
+    assert not out.exists()
 
 
 # name: (how to damage the checkpoint's meta, message)
