@@ -14,8 +14,6 @@ from PIL import Image
 from resnet_course.birds import CLASS_NAMES
 from resnet_course.cli import main
 
-COLOURS = [(230, 200, 30), (20, 20, 20), (120, 90, 60), (240, 240, 240)]
-
 
 def run_module(*args, timeout=120):
     """Run ``python -m resnet_course ARGS`` in a fresh process, as a user would."""
@@ -25,15 +23,9 @@ def run_module(*args, timeout=120):
 
 
 @pytest.fixture(scope="module")
-def tiny_birds(tmp_path_factory):
+def tiny_birds(tmp_path_factory, bird_folder):
     """8 small JPEGs per course class, each class a different colour."""
-    root = tmp_path_factory.mktemp("tiny_birds")
-    for name, colour in zip(CLASS_NAMES, COLOURS):
-        (root / name).mkdir()
-        for i in range(8):
-            shade = tuple(min(255, c + 3 * i) for c in colour)
-            Image.new("RGB", (40, 36), shade).save(root / name / f"{i}.jpg")
-    return root
+    return bird_folder(tmp_path_factory.mktemp("tiny") / "birds", per_class=8, shade_step=3)
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +75,10 @@ def test_train_refuses_to_overwrite_a_run_without_resume(trained_run, tiny_birds
     assert (out / "checkpoint.pt").read_bytes() == before
 
 
-def test_predict_prints_a_class_name_and_probability_per_image(trained_run, tmp_path, capsys):
+def test_predict_prints_a_class_name_and_probability_per_image(trained_run, tmp_path, capsys, bird_colours):
     out = trained_run[0]
     photo = tmp_path / "bird.jpg"
-    Image.new("RGB", (90, 60), COLOURS[0]).save(photo)
+    Image.new("RGB", (90, 60), bird_colours[0]).save(photo)
     odd = tmp_path / "odd.png"
     Image.new("RGBA", (13, 77), (10, 20, 30, 128)).save(odd)
     code = main(["predict", "--checkpoint", str(out / "checkpoint.pt"), "--topk", "2", str(photo), str(odd)])
@@ -98,9 +90,10 @@ def test_predict_prints_a_class_name_and_probability_per_image(trained_run, tmp_
         assert predicted in CLASS_NAMES and "%" in line
 
 
-def test_predict_reports_unreadable_images_and_still_predicts_the_others(trained_run, tmp_path, capsys):
+def test_predict_reports_unreadable_images_and_still_predicts_the_others(trained_run, tmp_path, capsys,
+                                                                        bird_colours):
     good = tmp_path / "good.jpg"
-    Image.new("RGB", (32, 32), COLOURS[1]).save(good)
+    Image.new("RGB", (32, 32), bird_colours[1]).save(good)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
     code = main(["predict", "--checkpoint", str(trained_run[0] / "best.pt"), str(good), str(broken),

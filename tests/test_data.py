@@ -16,7 +16,7 @@ from torchvision.transforms import functional as TF
 from resnet_course import config, data
 from resnet_course.birds import CLASS_NAMES, BirdDataError, BirdDataWarning
 from resnet_course.data import load_birds, scan_bird_folder, split_samples
-from resnet_course.images import eval_transform, load_rgb, train_transform
+from resnet_course.images import denormalize, eval_transform, load_rgb, train_transform
 from resnet_course.kaggle import import_kaggle
 
 # The course's photo set (four classes of Kaggle's "BIRDS 525 SPECIES", README "The bird photos"):
@@ -195,10 +195,10 @@ def test_exif_rotation_is_applied(tmp_path):
 
 def test_denormalize_undoes_the_imagenet_normalisation():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
-    restored = data.denormalize(eval_transform(32)(image))
+    restored = denormalize(eval_transform(32)(image))
     assert torch.allclose(restored, TF.to_tensor(image), atol=1e-5)
     batch = torch.stack([eval_transform(32)(image)] * 2)
-    assert data.denormalize(batch).shape == (2, 3, 32, 32)
+    assert denormalize(batch).shape == (2, 3, 32, 32)
 
 
 def test_eval_transform_is_fixed_and_train_transform_augments():

@@ -26,19 +26,13 @@ from resnet_course.checkpoints import LOCK_NAME, RunFolderError, RunFolderLock, 
 from resnet_course.cli import main
 from resnet_course.training import TrainingDiverged, fit, load_checkpoint
 
-COLOURS = [(230, 200, 30), (20, 20, 20), (120, 90, 60), (240, 240, 240)]
 EPOCH_FILES = ["best.pt", "checkpoint.pt", "history.json", "run.json"]
 
 
 @pytest.fixture(scope="module")
-def birds(tmp_path_factory):
+def birds(tmp_path_factory, bird_folder):
     """5 small JPEGs per course class (16 train / 4 val), each class a different colour."""
-    root = tmp_path_factory.mktemp("birds")
-    for name, colour in zip(CLASS_NAMES, COLOURS):
-        (root / name).mkdir()
-        for i in range(5):
-            Image.new("RGB", (40, 36), tuple(min(255, c + 9 * i) for c in colour)).save(root / name / f"{i}.jpg")
-    return root
+    return bird_folder(tmp_path_factory.mktemp("safety") / "birds")
 
 
 def train_args(birds, out, *extra):

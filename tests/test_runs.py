@@ -5,11 +5,10 @@ import json
 
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
+from conftest import make_bird_folder
 from resnet_course import config
-from resnet_course.birds import CLASS_NAMES
 from resnet_course.checkpoints import RUN_FILE, data_fingerprint
 from resnet_course.data import load_birds
 from resnet_course.runs import (
@@ -22,15 +21,8 @@ from resnet_course.runs import (
 )
 
 
-def _bird_folder(root, per_class=5, prefix="img"):
-    """A tiny bird folder: four class folders of small plain-coloured JPEGs."""
-    for label, name in enumerate(CLASS_NAMES):
-        folder = root / name
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            colour = (60 * label, 40 * i, 200 - 30 * label)
-            Image.new("RGB", (40, 30), colour).save(folder / f"{prefix}{i}.jpg")
-    return root
+def _bird_folder(root, prefix="img"):
+    return make_bird_folder(root, prefix=prefix)
 
 
 @pytest.fixture
