@@ -70,4 +70,5 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
         for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
             assert d[key] == pytest.approx(s[key], rel=1e-5), key
     assert json.loads((tmp_path / "ddp" / "history.json").read_text()) == ddp["history"]
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["best.pt", "checkpoint.pt", "history.json", "run.json"]
+    files = sorted(p.name for p in (tmp_path / "ddp").iterdir())
+    assert files == ["best.pt", "checkpoint.pt", "history.json", "run.json"]
