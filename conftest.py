@@ -11,21 +11,14 @@ from PIL import Image
 # Notebooks run through nbval inherit this environment: fast mode unless the instructor asked
 # otherwise (RESNET_COURSE_FAST=0 pytest runs the course at default settings).
 os.environ.setdefault("RESNET_COURSE_FAST", "1")
-# Under pytest-xdist each worker (and the notebook kernels and processes it starts) computes on one
-# thread: two workers of two threads each on two cores would wait on each other.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import matplotlib  # noqa: E402  (after the environment is set)
-import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from resnet_course.birds import CLASS_NAMES  # noqa: E402
 from resnet_course.device import torch_threads  # noqa: E402
 
 matplotlib.use("Agg")  # for tests/ only: notebook kernels keep their inline backend
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO_ROOT = Path(__file__).resolve().parent
 BIRDS_SAMPLE = Path(os.environ.get("RESNET_COURSE_SAMPLE", REPO_ROOT.parent / "shared" / "birds-sample"))
@@ -104,13 +97,3 @@ def fast_disk(tmp_path_factory):
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
 
-
-def pytest_collection_modifyitems(config, items):
-    """Groups for ``pytest -n 2 --dist loadgroup`` (pytest-xdist, README's test command): each test
-    file runs whole on one worker, in order, so its module fixtures are built once; notebooks 06
-    to 09 share one group because 07 to 09 load the runs 06 and 07 train (two workers training
-    into one run folder would be refused by its lock)."""
-    for item in items:
-        path = Path(str(item.path))
-        trains = path.suffix == ".ipynb" and path.name[:2] in {"06", "07", "08", "09"}
-        item.add_marker(pytest.mark.xdist_group("trained-notebooks" if trains else path.name))
