@@ -52,7 +52,7 @@ __all__ = ["CHECKPOINT_NAME", "BEST_NAME", "HISTORY_NAME", "RUN_FILE", "LOCK_NAM
            "atomic_write", "save_checkpoint", "check_writable_folder", "RunFolderLock", "remove_temporary_files",
            "claim_run_folder", "data_fingerprint", "recipe_differences", "check_same_run", "read_checkpoint",
            "read_resumable", "meta_problem", "rng_state", "restore_rng_state", "best_state", "save_epoch_files",
-           "repair_epoch_files"]
+           "repair_epoch_files", "what_file_is"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
@@ -524,7 +524,7 @@ def read_resumable(path: Path) -> dict:
 # Reading a checkpoint without trusting it
 # --------------------------------------------------------------------------------------------
 
-def _what_file_is(path: Path, error: BaseException) -> str:
+def what_file_is(path: Path, error: BaseException) -> str:
     """What ``path`` is, given that ``torch.load(weights_only=True)`` failed on it with ``error``
     (torch's own text is not shown: it advises loading with weights_only=False, which would run
     whatever code an untrusted file holds)."""
@@ -563,7 +563,7 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many types: UnpicklingError, RuntimeError, EOFError, OSError ...
-        raise CheckpointError(f"{path} is not a course checkpoint: {_what_file_is(path, error)}. "
+        raise CheckpointError(f"{path} is not a course checkpoint: {what_file_is(path, error)}. "
                               + WHAT_A_CHECKPOINT_IS) from None
     if not isinstance(state, dict):
         what = f"it holds a {type(state).__name__}, not a dict"

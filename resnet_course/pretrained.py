@@ -37,6 +37,7 @@ import torch
 import torchvision.models
 from torch import nn
 
+from .checkpoints import what_file_is
 from .config import env_flag
 
 __all__ = [
@@ -295,9 +296,9 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise WeightsError(f"Cannot read {path} as a PyTorch state_dict (incomplete download or "
-                           f"another kind of file?): {str(error).splitlines()[0]}") from None
+    except Exception as error:  # torch's own text advises weights_only=False: never shown
+        raise WeightsError(f"Cannot read {path} as a PyTorch state_dict: {what_file_is(path, error)} "
+                           "(an incomplete download, or another kind of file?).") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a checkpoint written by training.fit
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

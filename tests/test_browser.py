@@ -3,7 +3,8 @@
 A ``jupyter lab`` server starts on 127.0.0.1 with a random token and a free port, serving copies
 of the notebooks (so nothing it saves can touch the committed files), in fast mode, training into
 a folder of its own (``runs/browser-test-<pid>``, removed afterwards) so that notebook 06 really trains
-and shows its progress bars. Chromium is Debian's ``chromium`` package driven by the
+and shows its progress bars (its optimiser comparison, which nbval has trained already, is copied
+in rather than trained twice). Chromium is Debian's ``chromium`` package driven by the
 ``playwright`` Python package (``executable_path``; Playwright's own browser download is not
 used). Without either, every test here is skipped with the reason.
 
@@ -107,12 +108,27 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait(timeout=10)
 
 
+def copy_finished_comparison_runs() -> list[str]:
+    """Notebook 06's optimiser comparison (``resnet50-<optimiser>-<epochs>ep``), where nbval has
+    already trained it in fast mode (``pytest`` runs the notebooks before ``tests/``), is copied
+    into the browser's run folder so it loads instead of training a second time; the main
+    ``resnet50`` run still trains in the browser, so its progress bars are seen."""
+    trained = Path(os.environ.get("RESNET_COURSE_RUNS") or REPO_ROOT / "runs") / "fast"
+    copied = []
+    for run in sorted(trained.glob("resnet50-*")):
+        if (run / "checkpoint.pt").is_file():
+            shutil.copytree(run, RUNS / "fast" / run.name)
+            copied.append(run.name)
+    return copied
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A running ``jupyter lab`` serving copies of the notebooks: ``(base url, token)``."""
     root = tmp_path_factory.mktemp("lab")
     shutil.copytree(NOTEBOOKS, root / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     shutil.rmtree(RUNS, ignore_errors=True)
+    copy_finished_comparison_runs()
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ)
     env.update({

@@ -141,6 +141,28 @@ def test_a_train_fraction_outside_0_to_1_exits_2_before_any_work(value, finished
     assert not out.exists()
 
 
+WEIGHTS_FILES = {  # name: (how to write it, what the message says it is)
+    "empty": (lambda path: path.write_bytes(b""), "it is an empty file (0 bytes)"),
+    "a pickled whole model": (lambda path: torch.save(torch.nn.Linear(2, 2), path),
+                              "unpickling it can run any code"),
+    "JSON": (lambda path: path.write_text('{"model": "resnet18"}'), "looks like JSON"),
+    "a truncated checkpoint": (lambda path: path.write_bytes(b"PK\x03\x04" + bytes(100)), "damaged or truncated"),
+}
+
+
+@pytest.mark.parametrize("case", list(WEIGHTS_FILES))
+def test_weights_that_are_not_weights_exit_2_saying_what_the_file_is(case, finished_runs, case_dir, capsys):
+    write, what = WEIGHTS_FILES[case]
+    weights = case_dir / "weights.pth"
+    write(weights)
+    before = tree(case_dir, finished_runs / "birds")
+    assert cli.main(train_args(finished_runs / "birds", case_dir / "run", "--weights", weights)) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert what in err and err.count("error:") == 1 and "Traceback" not in err, err
+    assert "weights_only" not in err  # never torch's advice to unpickle an untrusted file
+    assert tree(case_dir, finished_runs / "birds") == before and not (case_dir / "run").exists()
+
+
 # name: (how to damage the checkpoint's meta, message)
 PREDICT_CASES = {
     "unknown model name": (dict(model_name="resnet9000"), "names a model the course does not build"),
