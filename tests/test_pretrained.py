@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import os
-import time
 import urllib.error
 
 import h5py
@@ -340,10 +339,8 @@ def test_imagenet_without_network_or_cache_fails_fast_and_says_what_to_do(monkey
         calls.append((url, timeout))
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
     monkeypatch.setattr(pretrained, "_open_url", dead_network)
-    start = time.perf_counter()
     with pytest.raises(pretrained.WeightsUnavailable) as error:
         get_model("resnet50", num_classes=4, weights="imagenet")
-    assert time.perf_counter() - start < 5
     message = str(error.value)
     assert "resnet50-0676ba61.pth" in message
     assert "https://download.pytorch.org/models/resnet50-0676ba61.pth" in message
@@ -555,10 +552,11 @@ def test_weights_or_standin_says_which_and_writes_the_published_format(tmp_path,
 
 def test_cli_train_with_imagenet_and_no_network_exits_2_saying_which_file(tiny_birds, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(pretrained.OFFLINE_ENV, "1")
-    start = time.perf_counter()
+    attempts = []
+    monkeypatch.setattr(pretrained, "_open_url", lambda url, timeout: attempts.append(url))
     code = main(["train", "--model", "resnet18", "--data", str(tiny_birds), "--image-size", "32", "--no-progress",
                  "--out", str(tmp_path / "r"), "--weights", "imagenet"])
-    assert code == 2 and time.perf_counter() - start < 30
+    assert code == 2 and attempts == []  # offline: the network is never tried
     err = capsys.readouterr().err
     assert "resnet18-f37072fd.pth" in err and "download-weights --model resnet18" in err and "Traceback" not in err
     assert not (tmp_path / "r" / "checkpoint.pt").exists()
