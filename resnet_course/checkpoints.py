@@ -52,7 +52,8 @@ __all__ = ["CHECKPOINT_NAME", "BEST_NAME", "HISTORY_NAME", "RUN_FILE", "LOCK_NAM
            "atomic_write", "save_checkpoint", "check_writable_folder", "RunFolderLock", "remove_temporary_files",
            "claim_run_folder", "data_fingerprint", "recipe_differences", "check_same_run", "read_checkpoint",
            "read_resumable", "meta_problem", "rng_state", "restore_rng_state", "best_state", "save_epoch_files",
-           "repair_epoch_files", "what_file_is"]
+           "repair_epoch_files", "what_file_is", "read_json", "write_json", "best_record",
+           "saved_best"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
@@ -168,7 +169,7 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
 
 
 def write_json(path: Path, value: object) -> None:
-    """Write ``value`` as indented JSON, atomically."""
+    """Write ``value`` as indented JSON, atomically (``read_json`` reads it back)."""
     text = json.dumps(value, indent=1).encode()
     atomic_write(path, lambda file: file.write(text))
 
@@ -434,14 +435,22 @@ def save_epoch_files(out_dir: Path, state: dict, improved: bool) -> None:
     write_json(out_dir / RUN_FILE, recipe_of(state["meta"]))
 
 
-def _read_json(path: Path) -> object:
+def read_json(path: Path) -> object:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
 
 
-def _saved_best(path: Path) -> tuple | None:
+def best_record(history: Sequence[dict]) -> dict | None:
+    """The history's epoch with the best validation accuracy (the first of equals, as ``fit``
+    keeps it), or None if no epoch was validated."""
+    scored = [r for r in history if r.get("val_acc") is not None]
+    return max(scored, key=lambda r: r["val_acc"]) if scored else None
+
+
+def saved_best(path: Path) -> tuple | None:
+    """(epoch, validation accuracy) that best.pt at ``path`` holds, or None if it cannot be read."""
     try:
         saved = read_checkpoint(path)
     except (OSError, ValueError):
@@ -454,17 +463,16 @@ def repair_epoch_files(out_dir: Path, state: dict) -> list[str]:
     between their writes (see ``save_epoch_files``); returns what was repaired, in words."""
     repaired = []
     history = state["history"]
-    if _read_json(out_dir / HISTORY_NAME) != json.loads(json.dumps(history)):
+    if read_json(out_dir / HISTORY_NAME) != json.loads(json.dumps(history)):
         write_json(out_dir / HISTORY_NAME, history)
         repaired.append(f"{HISTORY_NAME} now lists the {len(history)} epoch(s) of {CHECKPOINT_NAME}")
     recipe = recipe_of(state["meta"])
-    if _read_json(out_dir / RUN_FILE) != json.loads(json.dumps(recipe)):
+    if read_json(out_dir / RUN_FILE) != json.loads(json.dumps(recipe)):
         write_json(out_dir / RUN_FILE, recipe)
-    scored = [r for r in history if r.get("val_acc") is not None]
-    if not scored:
+    best = best_record(history)
+    if best is None:
         return repaired
-    best = max(scored, key=lambda r: r["val_acc"])  # the first of equals, as fit keeps it
-    if _saved_best(out_dir / BEST_NAME) == (best["epoch"], best["val_acc"]):
+    if saved_best(out_dir / BEST_NAME) == (best["epoch"], best["val_acc"]):
         return repaired
     if best["epoch"] == state["epoch"]:  # the weights of the best epoch are the checkpoint's
         save_checkpoint(best_state(state), out_dir / BEST_NAME)

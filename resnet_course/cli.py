@@ -31,8 +31,9 @@ from .checkpoints import (
     CheckpointError,
     RunFolderError,
     SaveFailed,
+    best_record,
     check_writable_folder,
-    read_checkpoint,
+    saved_best,
 )
 from .data import find_bird_data, load_birds, make_standin_birds
 from .device import FP32_ENV, choose_device_and_precision
@@ -205,15 +206,10 @@ def _training_data(args: argparse.Namespace, rank: int, world_size: int) -> tupl
 def _done_line(history: list[dict], out_dir: Path) -> str:
     """The last line of a training: where the run is, and the best epoch if best.pt holds it."""
     line = f"Done: {len(history)} epochs in {out_dir / CHECKPOINT_NAME} and {HISTORY_NAME}"
-    scored = [r for r in history if r["val_acc"] is not None]
-    if not scored:
+    best = best_record(history)
+    if best is None:
         return line
-    best = max(scored, key=lambda r: r["val_acc"])
-    try:
-        saved = read_checkpoint(out_dir / BEST_NAME)
-    except (OSError, ValueError):
-        saved = {}
-    if (saved.get("epoch"), saved.get("val_acc")) == (best["epoch"], best["val_acc"]):
+    if saved_best(out_dir / BEST_NAME) == (best["epoch"], best["val_acc"]):
         return line + f"; best val accuracy {best['val_acc']:.1%} (epoch {best['epoch']}) in {out_dir / BEST_NAME}"
     return line + (f"; the best epoch was {best['epoch']} ({best['val_acc']:.1%}), but {out_dir / BEST_NAME} "
                    "does not hold it (it is missing or cannot be read)")

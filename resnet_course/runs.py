@@ -26,7 +26,7 @@ from torch import nn
 
 from . import config
 from .birds import CLASS_NAMES
-from .checkpoints import BEST_NAME, CHECKPOINT_NAME, read_resumable
+from .checkpoints import BEST_NAME, CHECKPOINT_NAME, HISTORY_NAME, best_record, read_json, read_resumable
 from .data import find_bird_data, load_birds
 from .device import place_batch, place_model, resolve_setup
 from .evaluation import collect_predictions
@@ -72,10 +72,15 @@ def _epochs(n: int) -> str:
 
 
 def _finished_epochs(out_dir: Path) -> int:
-    """Epochs checkpoint.pt holds (0 without one); a file that is not a course checkpoint is a
-    ``CheckpointError`` here, before anything is built or written."""
-    path = out_dir / CHECKPOINT_NAME
-    return len(read_resumable(path)["history"]) if path.is_file() else 0
+    """Epochs the run in ``out_dir`` has finished (0 without checkpoint.pt), for the message
+    before ``fit``: history.json's count, or the checkpoint's own where history.json is damaged
+    (``fit`` then repairs it). The checkpoint is otherwise left for ``fit`` to read, once."""
+    if not (out_dir / CHECKPOINT_NAME).is_file():
+        return 0
+    history = read_json(out_dir / HISTORY_NAME)
+    if isinstance(history, list):
+        return len(history)
+    return len(read_resumable(out_dir / CHECKPOINT_NAME)["history"])
 
 
 def train_or_load(name: str, model_name: str | None = None, *, epochs: int | None = None,
@@ -154,7 +159,7 @@ def epoch_table(history: Sequence[dict]) -> str:
 
 def _run_summary(history: Sequence[dict]) -> dict:
     scored = [r for r in history if r.get("val_acc") is not None]
-    best = max(scored, key=lambda r: r["val_acc"]) if scored else None
+    best = best_record(history)
     return {"epochs": len(history),
             "final_val_acc": scored[-1]["val_acc"] if scored else None,
             "best_val_acc": best["val_acc"] if best else None,

@@ -344,13 +344,13 @@ class Run:
         return TrainingDiverged(message, self.kept_history(), self.checkpoint_path if self.saved_epochs else None)
 
 
-def _run_meta(model: nn.Module, recipe: dict, optimizer, train_loader, val_loader, epochs: int, seed,
+def _run_meta(model: nn.Module, recipe: dict, train_loader, val_loader, epochs: int, seed,
               setup: ComputeSetup, world_size: int, class_names, model_name, image_size) -> dict:
     """The run's record: what it trains, on what, with which recipe (``checkpoints.RECIPE_KEYS``),
     and where (precision, processes); saved in every checkpoint."""
     return {"model_name": model_name, "num_classes": len(class_names) if class_names else _num_outputs(model),
             "class_names": list(class_names) if class_names else None, "image_size": image_size,
-            **recipe, "weight_decay": optimizer.param_groups[0]["weight_decay"], "epochs": epochs, "seed": seed,
+            **recipe, "epochs": epochs, "seed": seed,
             "batch_size": getattr(train_loader, "batch_size", None), "world_size": world_size,
             "precision": setup.description, "data": data_fingerprint(train_loader, val_loader),
             # the input scaling the weights expect ("imagenet" or "tf"); predict uses the same
@@ -367,7 +367,7 @@ def _start_run(model, train_loader, val_loader, epochs: int, recipe: dict, setup
     place_model(model, setup)
     optimizer = make_optimizer(model, recipe["optimizer"], recipe["lr"], recipe["weight_decay"])
     factor = lr_factor(recipe["schedule"], epochs, len(train_loader), recipe["warmup_epochs"])
-    meta = _run_meta(model, recipe, optimizer, train_loader, val_loader, epochs, seed, setup, world_size,
+    meta = _run_meta(model, recipe, train_loader, val_loader, epochs, seed, setup, world_size,
                      class_names, model_name, image_size)
     return Run(model=model, base_model=model, optimizer=optimizer,
                scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, factor), schedule_factor=factor,
