@@ -35,7 +35,7 @@ from .checkpoints import (
     check_writable_folder,
     saved_best,
 )
-from .data import find_bird_data, load_birds, make_standin_birds
+from .data import check_train_fraction, find_bird_data, load_birds, make_standin_birds
 from .device import FP32_ENV, choose_device_and_precision
 from .evaluation import predict
 from .finetune import freeze_backbone
@@ -180,8 +180,10 @@ def _check_train_options(args: argparse.Namespace) -> dict:
                           args.schedule, args.label_smoothing)
     except RecipeError as error:
         raise UsageError(error.message(lambda name: "--" + name.replace("_", "-"))) from None
-    if not 0 < args.train_fraction <= 1:
-        raise UsageError(f"--train-fraction must be in (0, 1], not {args.train_fraction}")
+    try:
+        check_train_fraction(args.train_fraction, "--train-fraction")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     if args.freeze_backbone and args.weights is None:
         raise UsageError("--freeze-backbone trains only the head on top of pretrained weights: "
                          "add --weights imagenet or --weights PATH")

@@ -45,7 +45,8 @@ from .standin import make_standin_birds as _draw_standin
 __all__ = [
     "IMAGE_EXTENSIONS", "ScanResult", "BirdDataset", "course_class_for", "list_image_files",
     "scan_bird_folder", "is_bird_folder", "scan_class_folders", "scan_dataset_folder", "split_samples",
-    "training_subset", "load_birds", "find_bird_data", "is_standin_folder", "make_standin_birds",
+    "check_train_fraction", "training_subset", "load_birds", "find_bird_data", "is_standin_folder",
+    "make_standin_birds",
 ]
 
 #: File extensions treated as images; every other file (.DS_Store, notes.txt, ...) is ignored.
@@ -362,13 +363,18 @@ class BirdDataset(Dataset):
         return (self.transform(image) if self.transform else image), label
 
 
+def check_train_fraction(fraction: float, name: str = "train_fraction") -> None:
+    """A ValueError naming the option (``name``, as the caller spells it) unless 0 < fraction <= 1."""
+    if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+        raise ValueError(f"{name} must be in (0, 1], not {fraction!r}")
+
+
 def training_subset(train: Sequence[tuple[Path, int]], fraction: float, seed: int = 123
                     ) -> list[tuple[Path, int]]:
     """A deterministic, stratified ``fraction`` of the training samples: ``round(n * fraction)``
     images of each class's ``n`` (at least one), chosen by a SHA-256 hash of (seed, label, file
     name), so a smaller fraction keeps a subset of a larger one. The validation split is not touched."""
-    if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
-        raise ValueError(f"train_fraction must be in (0, 1], got {fraction!r}")
+    check_train_fraction(fraction)
     by_label: dict[int, list[tuple[Path, int]]] = {}
     for sample in train:
         by_label.setdefault(sample[1], []).append(sample)
