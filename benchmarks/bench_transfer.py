@@ -1,19 +1,23 @@
 """What pretraining buys: from scratch vs linear probe vs full fine-tuning, at fractions of the
 training images, from a backbone pretrained on the drawn other species (``make-pretraining-set``).
 
-1. Draws the pretraining set (``--species`` x ``--per-species``, seed ``--pretraining-seed``) and
-   pretrains ``--model`` on it for ``--pretrain-epochs`` with ``fit``'s default recipe; the run is
-   kept in ``--work`` (``fit`` resumes it), and its validation accuracy is recorded beside 1/N.
-2. On the bird data (the offline stand-in when no photos are present, or ``--data``), for every
-   seed and training fraction: trains from scratch and fine-tunes the pretrained backbone for the
-   same ``--epochs``, and fits a linear probe on its cached features (``--probe-epochs``). The
-   validation split is the same in every run.
+The runs are notebook 09's, made by the same functions (``resnet_course.transfer``) into the same
+run folders (``runs/full/...``, or ``--work``), so a run made here is loaded by the notebook and
+the other way round:
 
-Every run is appended to ``--out`` as one JSON line as soon as it ends, so runs made in several
-processes can be tabulated together with ``--table`` (mean and spread over seeds).
+1. ``transfer.pretrain`` draws the pretraining set (``--species`` x ``--per-species``) and trains
+   ``--model`` on it with the default recipe for ``settings().pretraining_epochs`` epochs (or
+   loads that run); its validation accuracy is recorded beside 1/N.
+2. ``transfer.label_efficiency`` trains on the bird data (the offline stand-in when no photos are
+   present, or ``--data``), for every seed and training fraction: from scratch and fine-tuning
+   from the pretrained backbone for the same ``settings().epochs``, and a linear probe on its
+   cached features. The validation split is the same in every run (its fingerprint is recorded).
 
-    python benchmarks/bench_transfer.py                        # the targets: ResNet-50, 112 px (hours on a CPU)
-    python benchmarks/bench_transfer.py --table                # print what was run
+Every run is appended to ``--out`` as one JSON line, with the torch threads and the load average
+at the time it was written; ``--table`` prints mean and range over seeds.
+
+    python benchmarks/bench_transfer.py                 # ResNet-50, 112 px, 3 seeds x 100/25/10 % (about 1.5 h on 2 cores)
+    python benchmarks/bench_transfer.py --table         # print what was run
     python benchmarks/bench_transfer.py --tiny --data DIR --work /tmp/w --out /tmp/runs.jsonl   # a smoke run
 
 Targets (issue 18): with 10 % of the training images, fine-tuning from the drawn-world backbone
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -37,28 +42,18 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from resnet_course.data import find_bird_data, load_birds  # noqa: E402
-from resnet_course.finetune import freeze_backbone, linear_probe  # noqa: E402
-from resnet_course.models import get_model  # noqa: E402
-from resnet_course.pretrained import normalization_for  # noqa: E402
-from resnet_course.pretraining import (  # noqa: E402
-    DEFAULT_PER_SPECIES,
-    DEFAULT_SPECIES,
-    PRETRAINING_EPOCHS,
-    make_pretraining_set,
-)
-from resnet_course.training import fit, set_seed  # noqa: E402
+from resnet_course import config, transfer  # noqa: E402
+from resnet_course.pretraining import DEFAULT_SPECIES  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "transfer_runs.jsonl"
-DEFAULT_WORK = ROOT / "runs" / "bench_transfer"
 METHODS = ("scratch", "probe", "finetune")
-#: The settings of ``--tiny``: every step runs, in seconds, and means nothing.
-TINY = {"model": "resnet18", "image_size": 32, "batch_size": 4, "epochs": 1, "probe_epochs": 2,
-        "pretrain_epochs": 1, "species": 3, "per_species": 5, "seeds": [0], "fractions": [1.0, 0.5]}
+#: transfer.METHODS in the short names of the JSON lines.
+KEYS = dict(zip(transfer.METHODS, METHODS))
 
 
 def machine() -> dict:
-    return {"threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.processor()}
+    return {"threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.processor(),
+            "load_average": round(os.getloadavg()[0], 1)}
 
 
 def append(out: Path, row: dict) -> None:
@@ -67,59 +62,34 @@ def append(out: Path, row: dict) -> None:
         file.write(json.dumps(row) + "\n")
 
 
-def pretrain(args: argparse.Namespace) -> tuple[Path, dict]:
-    """Draw the pretraining set and pretrain the backbone on it (resumed if already there)."""
-    name = f"pretraining_set_{args.species}x{args.per_species}_seed{args.pretraining_seed}"
-    drawn = make_pretraining_set(args.work / name, species=args.species, per_species=args.per_species,
-                                 seed=args.pretraining_seed)
-    train_loader, val_loader, class_names = load_birds(drawn, image_size=args.image_size, batch_size=args.batch_size)
-    out_dir = args.work / f"pretrain_{args.model}_{args.image_size}px_{args.pretrain_epochs}ep_{drawn.name}"
-    set_seed(0)
-    model = get_model(args.model, num_classes=len(class_names))
-    start = time.perf_counter()
-    history = fit(model, train_loader, val_loader, args.pretrain_epochs, out_dir=out_dir, resume=True,
-                  progress=False, precision="fp32", seed=0, class_names=class_names, model_name=args.model,
-                  image_size=args.image_size, on_epoch_end=lambda r: print(
-                      f"  pretrain epoch {r['epoch']}: train {r['train_acc']:.1%} val {r['val_acc']:.1%} "
-                      f"({r['seconds']:.0f} s)", flush=True))
-    row = {"kind": "pretrain", "model": args.model, "image_size": args.image_size, "epochs": args.pretrain_epochs,
-           "species": args.species, "per_species": args.per_species, "pretraining_seed": args.pretraining_seed,
-           "train_images": len(train_loader.dataset), "val_images": len(val_loader.dataset),
-           "final_val_acc": history[-1]["val_acc"], "best_val_acc": max(r["val_acc"] for r in history),
-           "chance": 1 / len(class_names), "val_acc_per_epoch": [r["val_acc"] for r in history],
-           "minutes": (time.perf_counter() - start) / 60, **machine()}
-    return out_dir / "checkpoint.pt", row
+def pretrain_row(run, args: argparse.Namespace) -> dict:
+    """The pretraining run as a JSON line: its validation accuracy beside chance (1/N)."""
+    settings = config.settings()
+    history = run.history
+    return {"kind": "pretrain", "model": args.model, "image_size": settings.image_size, "epochs": len(history),
+            "species": len(run.class_names),
+            "per_species": args.per_species or settings.pretraining_per_species, "pretraining_seed": 0,
+            "train_images": len(run.train_loader.dataset), "val_images": len(run.val_loader.dataset),
+            "final_val_acc": history[-1]["val_acc"], "best_val_acc": max(r["val_acc"] for r in history),
+            "chance": 1 / len(run.class_names), "val_acc_per_epoch": [r["val_acc"] for r in history],
+            "minutes": sum(r["seconds"] for r in history) / 60, **machine()}
 
 
-def transfer_run(method: str, fraction: float, seed: int, weights: Path, root: Path,
-                 args: argparse.Namespace) -> dict:
-    """One run on the bird data: ``scratch``, ``probe`` or ``finetune`` at ``fraction`` of the training images."""
-    uses_weights = method != "scratch"
-    train_loader, val_loader, class_names = load_birds(
-        root, image_size=args.image_size, batch_size=args.batch_size, train_fraction=fraction,
-        normalization=normalization_for(args.model, weights if uses_weights else None))
-    set_seed(seed)
-    model = get_model(args.model, num_classes=len(class_names), weights=weights if uses_weights else None,
-                      class_names=class_names)
-    start = time.perf_counter()
-    if method == "probe":
-        history = linear_probe(freeze_backbone(model), train_loader, val_loader, args.probe_epochs, seed=seed,
-                               precision="fp32")
-    else:
-        history = fit(model, train_loader, val_loader, args.epochs, progress=False, precision="fp32", seed=seed,
-                      class_names=class_names, model_name=args.model, image_size=args.image_size)
-    val_split = [(Path(p).name, label) for p, label in val_loader.dataset.samples]
-    return {"kind": "transfer", "method": method, "train_fraction": fraction, "seed": seed, "model": args.model,
-            "image_size": args.image_size, "epochs": args.probe_epochs if method == "probe" else args.epochs,
-            "weights": weights.parent.name if uses_weights else None, "data": root.name,
-            "train_images": len(train_loader.dataset), "val_images": len(val_split),
-            "val_split": hash_of(val_split), "final_val_acc": history[-1]["val_acc"],
-            "best_val_acc": max(r["val_acc"] for r in history), "chance": 1 / len(class_names),
+def transfer_row(row: dict, weights: Path, val_split: str, args: argparse.Namespace) -> dict:
+    """One run of ``transfer.label_efficiency`` as a JSON line."""
+    history = row["history"]
+    probe = row["method"] == transfer.METHODS[1]
+    return {"kind": "transfer", "method": KEYS[row["method"]], "train_fraction": row["train_fraction"],
+            "seed": row["seed"], "model": args.model, "image_size": config.settings().image_size,
+            "epochs": len(history), "weights": None if row["method"] == transfer.METHODS[0] else weights.parent.name,
+            "data": args.data.name if args.data else "found",
+            "train_images": row["train_images"], "val_images": args.val_images, "val_split": val_split,
+            "final_val_acc": row["val_acc"], "best_val_acc": row["best_val_acc"], "chance": 0.25,
             "val_acc_per_epoch": [r["val_acc"] for r in history],
-            "feature_seconds": history[0].get("feature_seconds"),
+            "feature_seconds": history[0].get("feature_seconds") if probe else None,
             "head_seconds_per_epoch": (statistics.mean(r["seconds"] for r in history[1:])
-                                       if method == "probe" and len(history) > 1 else None),
-            "minutes": (time.perf_counter() - start) / 60, **machine()}
+                                       if probe and len(history) > 1 else None),
+            "minutes": row["seconds"] / 60, **machine()}
 
 
 def hash_of(items: list) -> str:
@@ -152,28 +122,19 @@ def table(rows: list[dict]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resnet50")
-    parser.add_argument("--image-size", type=int, default=112)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=30, help="epochs of from-scratch and fine-tuning runs")
-    parser.add_argument("--probe-epochs", type=int, default=30, help="head epochs of the linear probe")
-    parser.add_argument("--pretrain-epochs", type=int, default=PRETRAINING_EPOCHS)
     parser.add_argument("--species", type=int, default=DEFAULT_SPECIES)
-    parser.add_argument("--per-species", type=int, default=DEFAULT_PER_SPECIES)
-    parser.add_argument("--pretraining-seed", type=int, default=0, help="drawing seed of the pretraining set")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.25, 0.1])
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--per-species", type=int, default=None,
+                        help="drawn images per species (default: settings().pretraining_per_species)")
     parser.add_argument("--data", type=Path, default=None, help="bird data (default: photos, else the stand-in)")
-    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="where the drawn set and pretraining live")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: settings().transfer_seeds")
+    parser.add_argument("--fractions", type=float, nargs="+", default=list(transfer.FRACTIONS))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON lines file the runs are appended to")
-    parser.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke run in seconds (numbers mean nothing)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="fast mode (64 px, 1 epoch, a small drawn set), runs under --work: seconds, means nothing")
+    parser.add_argument("--work", type=Path, default=None, help="runs folder (default: runs/, as the notebooks)")
     parser.add_argument("--table", action="store_true", help="only print the table of the runs in --out")
-    args = parser.parse_args(argv)
-    if args.tiny:
-        for key, value in TINY.items():
-            setattr(args, key, value)
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,19 +142,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.table:
         print(table([json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]))
         return
+    os.environ[config.FAST_ENV] = "1" if args.tiny else os.environ.get(config.FAST_ENV, "0")
+    if args.work is not None:
+        os.environ[config.RUNS_ENV] = str(args.work)
     if args.threads:
         torch.set_num_threads(args.threads)
-    weights, row = pretrain(args)
-    append(args.out, row)
-    print(table([row]).splitlines()[0], flush=True)
-    root = args.data if args.data is not None else find_bird_data()[0]
-    for seed in args.seeds:
-        for fraction in args.fractions:
-            for method in args.methods:
-                row = transfer_run(method, fraction, seed, weights, root, args)
-                append(args.out, row)
-                print(f"  {method} {fraction:.0%} seed {seed}: val {row['final_val_acc']:.1%} "
-                      f"({row['minutes']:.1f} min)", flush=True)
+    folder = None if args.work is None else args.work / "pretraining_set"
+    run = transfer.pretrain(args.model, args.species, args.per_species, progress=False, folder=folder)
+    append(args.out, pretrain_row(run, args))
+    print(table([pretrain_row(run, args)]).splitlines()[0], flush=True)
+    rows = transfer.label_efficiency(run.checkpoint, "drawn", args.model, fractions=args.fractions, seeds=args.seeds,
+                                     root=args.data)
+    _, val_loader, _ = transfer.bird_loaders(args.model, None, 1.0, args.data)
+    args.val_images = len(val_loader.dataset)
+    val_split = hash_of([(Path(p).name, label) for p, label in val_loader.dataset.samples])
+    for row in rows:
+        append(args.out, transfer_row(row, run.checkpoint, val_split, args))
+    print(transfer.summary_table(rows))
 
 
 if __name__ == "__main__":

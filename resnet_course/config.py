@@ -108,13 +108,18 @@ class Settings:
     propagation_units: int = 300  # residual units stacked in that experiment (ResNet-1001 has 333)
     # depths of the plain vs residual nets in notebook 01 (He et al. 2015 Fig. 1 compares 20 and 56)
     degradation_depths: tuple = (8, 20, 56)
+    # notebook 09: the drawn pretraining set and the label-efficiency runs on the birds
+    pretraining_per_species: int = 150  # images per drawn species (12 species: 1800 images)
+    pretraining_epochs: int = 20  # about 33 minutes for ResNet-50 at 112 px on 2 CPU cores
+    transfer_seeds: int = 3  # seeds per method and training fraction
 
 
 def settings() -> Settings:
     """The settings for this run, read from ``RESNET_COURSE_FAST`` each time it is called."""
     if fast_mode():
         return Settings(fast=True, image_size=64, epochs=1, batch_size=8, demo_steps=60, demo_seeds=2,
-                        propagation_units=30, degradation_depths=(8, 20))
+                        propagation_units=30, degradation_depths=(8, 20), pretraining_per_species=10,
+                        pretraining_epochs=1, transfer_seeds=1)
     return Settings(fast=False, image_size=112, epochs=30, batch_size=8, demo_steps=300, demo_seeds=3,
                     propagation_units=300, degradation_depths=(8, 20, 56))
 

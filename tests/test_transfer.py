@@ -275,26 +275,40 @@ def test_cli_wrong_model_for_a_checkpoint_exits_2_naming_the_tensor(tmp_path, ti
 
 
 
-def test_bench_transfer_runs_end_to_end_at_tiny_sizes(tmp_path, tiny_birds, capsys):
+def test_bench_transfer_runs_end_to_end_at_tiny_sizes(tmp_path, tiny_birds, capsys, monkeypatch):
     spec = importlib.util.spec_from_file_location("bench_transfer", REPO / "benchmarks" / "bench_transfer.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    monkeypatch.setenv("RESNET_COURSE_FAST", "1")  # what --tiny sets, undone after the test
     out = tmp_path / "runs.jsonl"
-    bench.main(["--tiny", "--data", str(tiny_birds), "--work", str(tmp_path / "work"), "--out", str(out)])
+    bench.main(["--tiny", "--model", "resnet18", "--species", "3", "--per-species", "5", "--fractions", "1", "0.5",
+                "--seeds", "0", "1", "--data", str(tiny_birds), "--work", str(tmp_path / "work"), "--out", str(out)])
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["kind"] for r in rows] == ["pretrain"] + ["transfer"] * 6
+    assert [r["kind"] for r in rows] == ["pretrain"] + ["transfer"] * 12
     assert rows[0]["chance"] == pytest.approx(1 / 3) and 0 <= rows[0]["final_val_acc"] <= 1
+    assert rows[0]["species"] == 3 and rows[0]["per_species"] == 5 and rows[0]["image_size"] == 64
     transfer = rows[1:]
-    assert [(r["method"], r["train_fraction"]) for r in transfer] == [
-        (m, f) for f in (1.0, 0.5) for m in ("scratch", "probe", "finetune")]
+    assert [(r["method"], r["train_fraction"], r["seed"]) for r in transfer] == [
+        (m, f, seed) for f in (1.0, 0.5) for seed in (0, 1) for m in ("scratch", "probe", "finetune")]
     assert len({r["val_split"] for r in transfer}) == 1 and {r["val_images"] for r in transfer} == {5}
     assert {r["train_images"] for r in transfer if r["train_fraction"] == 1.0} == {19}
     assert {r["train_images"] for r in transfer if r["train_fraction"] == 0.5} == {8}  # round(n / 2) of 4, 5, 5, 5
     assert all(r["weights"] is None for r in transfer if r["method"] == "scratch")
-    assert {r["weights"] for r in transfer if r["method"] != "scratch"} == {
-        "pretrain_resnet18_32px_1ep_pretraining_set_3x5_seed0"}
+    assert {r["weights"] for r in transfer if r["method"] != "scratch"} == {"pretrain-resnet18-3x5-seed0"}
+    assert all(len(r["val_acc_per_epoch"]) == r["epochs"] == 1 for r in transfer)
+    # the runs live where the notebook looks for them, and a second call loads them, training nothing
+    assert sorted(p.name for p in (tmp_path / "work" / "fast").iterdir())[:3] == [
+        "pretrain-resnet18-3x5-seed0", "transfer-resnet18-finetune-drawn-100%-seed0",
+        "transfer-resnet18-finetune-drawn-100%-seed1"]
     capsys.readouterr()
+    bench.main(["--tiny", "--model", "resnet18", "--species", "3", "--per-species", "5", "--fractions", "1", "0.5",
+                "--seeds", "0", "1", "--data", str(tiny_birds), "--work", str(tmp_path / "work"), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "Training" not in printed and printed.count("Loading the finished run") == 9
+    again = [json.loads(line) for line in out.read_text().splitlines()][14:]
+    assert [r["final_val_acc"] for r in again if r["method"] != "probe"] == [
+        r["final_val_acc"] for r in transfer if r["method"] != "probe"]
     bench.main(["--table", "--out", str(out)])
     printed = capsys.readouterr().out
-    assert "pretraining: resnet18 32 px, 3 species x 5" in printed
-    assert printed.count("| resnet18 | 32 |") == 6
+    assert "pretraining: resnet18 64 px, 3 species x 5" in printed
+    assert printed.count("| resnet18 | 64 |") == 6
