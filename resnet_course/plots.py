@@ -310,6 +310,41 @@ def plot_histories(histories: Mapping, title: str = "Training histories compared
     return fig
 
 
+def plot_label_efficiency(summary_rows, num_classes: int | None = None,
+                          title: str = "Validation accuracy against training images") -> Figure:
+    """Validation accuracy against the number of training images, one line per method through the
+    mean over seeds, a bar from the lowest to the highest seed at each point, and the chance
+    level of guessing among ``num_classes``. ``summary_rows`` are ``transfer.summary``'s dicts
+    (``method``, ``train_images``, ``mean``, ``low``, ``high``, ``seeds``). The x axis is
+    logarithmic (45, 113 and 452 images are a tenth, a quarter and all), ticked at the counts."""
+    if not summary_rows:
+        raise ValueError("no runs to plot")
+    fig, ax = _figure(figsize=(8, 4.5))
+    methods = list(dict.fromkeys(row["method"] for row in summary_rows))
+    for i, method in enumerate(methods):
+        rows = sorted((r for r in summary_rows if r["method"] == method), key=lambda r: r["train_images"])
+        x = [r["train_images"] for r in rows]
+        mean = np.array([100 * r["mean"] for r in rows])
+        spread = np.array([[100 * r["mean"] - 100 * r["low"] for r in rows],
+                           [100 * r["high"] - 100 * r["mean"] for r in rows]])
+        seeds = sorted({r["seeds"] for r in rows})
+        label = f"{method} (mean of {'/'.join(map(str, seeds))} seed{'s' if seeds != [1] else ''}, bar: range)"
+        ax.errorbar(x, mean, yerr=spread, marker="o", capsize=4, color=f"C{i}", label=label)
+    for level, (y, label) in enumerate(chance_lines(num_classes, None)):
+        ax.axhline(y, color="0.4", linestyle=(0, (1, 2 + 2 * level)), linewidth=1.2, label=label)
+    counts = sorted({r["train_images"] for r in summary_rows})
+    ax.set_xscale("log")
+    ax.set_xticks(counts, [str(c) for c in counts])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("training images (log scale)")
+    ax.set_ylabel("final validation accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9, loc="lower right")
+    ax.set_title(title)
+    return fig
+
+
 # --------------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------------

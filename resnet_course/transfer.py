@@ -12,8 +12,9 @@ at each training fraction and seed, three ways on the same validation split:
   times smaller (``FINETUNE_LR``) and the same epochs as from scratch.
 
 Each run is a row: ``method``, ``train_fraction``, ``seed``, ``train_images``, ``val_acc`` (the
-last epoch's), ``best_val_acc``, ``seconds`` and the ``history``. ``summary`` gives the mean and
-range over seeds. ``benchmarks/bench_transfer.py`` records the same runs as JSON lines.
+last epoch's), ``best_val_acc``, ``seconds``, the ``history`` and the run's ``checkpoint`` (None
+for the probe). ``summary`` gives the mean and range over seeds, ``gains`` what one method adds
+to another seed by seed. ``benchmarks/bench_transfer.py`` records the same runs as JSON lines.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .runs import TrainedRun, train_or_load
 from .training import set_seed
 
 __all__ = ["METHODS", "FRACTIONS", "FINETUNE_LR", "PROBE_LR", "pretraining_folder", "pretrain", "bird_loaders",
-           "label_efficiency", "summary", "summary_table"]
+           "label_efficiency", "summary", "gains", "summary_table"]
 
 METHODS = ("from scratch", "linear probe", "fine-tuning")
 #: Fractions of the training split: all of it, a quarter, a tenth (452, 113 and 45 bird images).
@@ -68,10 +69,11 @@ def pretrain(model_name: str = "resnet50", species: int = DEFAULT_SPECIES, per_s
                          class_names=class_names, progress=progress)
 
 
-def _row(method: str, fraction: float, seed: int, train_loader, history: Sequence[dict]) -> dict:
+def _row(method: str, fraction: float, seed: int, train_loader, history: Sequence[dict],
+         checkpoint: Path | None = None) -> dict:
     return {"method": method, "train_fraction": fraction, "seed": seed, "train_images": len(train_loader.dataset),
             "val_acc": history[-1]["val_acc"], "best_val_acc": max(r["val_acc"] for r in history),
-            "seconds": sum(r["seconds"] for r in history), "history": list(history)}
+            "seconds": sum(r["seconds"] for r in history), "history": list(history), "checkpoint": checkpoint}
 
 
 def bird_loaders(model_name: str, weights: Path | None, fraction: float, root: Path | None = None):
@@ -103,7 +105,7 @@ def label_efficiency(weights: Path, source: str, model_name: str = "resnet50",
             run = train_or_load(f"transfer-{model_name}-scratch-{percent}-seed{seed}", model_name,
                                 epochs=settings.epochs, seed=seed, train_loader=train, val_loader=val,
                                 class_names=class_names, progress=progress, train_fraction=fraction)
-            rows.append(_row(METHODS[0], fraction, seed, train, run.history))
+            rows.append(_row(METHODS[0], fraction, seed, train, run.history, run.checkpoint))
             train, val, class_names = bird_loaders(model_name, weights, fraction, root)
             set_seed(seed)
             model = freeze_backbone(get_model(model_name, num_classes=len(class_names), weights=weights,
@@ -114,7 +116,7 @@ def label_efficiency(weights: Path, source: str, model_name: str = "resnet50",
                                 epochs=settings.epochs, lr=FINETUNE_LR, seed=seed, weights=weights,
                                 train_loader=train, val_loader=val, class_names=class_names, progress=progress,
                                 train_fraction=fraction)
-            rows.append(_row(METHODS[2], fraction, seed, train, run.history))
+            rows.append(_row(METHODS[2], fraction, seed, train, run.history, run.checkpoint))
     return rows
 
 
@@ -127,6 +129,19 @@ def summary(rows: Sequence[dict]) -> list[dict]:
              "seeds": len(runs), "mean": statistics.mean(r["val_acc"] for r in runs),
              "low": min(r["val_acc"] for r in runs), "high": max(r["val_acc"] for r in runs)}
             for (method, fraction), runs in groups.items()]
+
+
+def gains(rows: Sequence[dict], method: str = METHODS[2], baseline: str = METHODS[0]) -> dict[float, list[float]]:
+    """Per training fraction, ``method``'s final validation accuracy minus ``baseline``'s, seed by
+    seed. Every seed trains on the same subset (``load_birds`` draws it with its own split seed)
+    and validates on the same split; the seed sets the initial head (and, from scratch, every
+    weight), the order of the batches and the augmentation."""
+    found: dict[tuple, float] = {(r["method"], r["train_fraction"], r["seed"]): r["val_acc"] for r in rows}
+    result: dict[float, list[float]] = {}
+    for (name, fraction, seed), acc in found.items():
+        if name == method and (baseline, fraction, seed) in found:
+            result.setdefault(fraction, []).append(acc - found[baseline, fraction, seed])
+    return result
 
 
 def summary_table(rows: Sequence[dict]) -> str:

@@ -20,6 +20,8 @@ from resnet_course.models import get_model
 from resnet_course.porting import like_a_trained_net
 from resnet_course.pretrained import WeightsError, course_checkpoint_meta, normalization_for
 from resnet_course.pretraining import make_pretraining_set
+from resnet_course import transfer
+from resnet_course.plots import plot_label_efficiency
 from resnet_course.training import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -312,3 +314,72 @@ def test_bench_transfer_runs_end_to_end_at_tiny_sizes(tmp_path, tiny_birds, caps
     printed = capsys.readouterr().out
     assert "pretraining: resnet18 64 px, 3 species x 5" in printed
     assert printed.count("| resnet18 | 64 |") == 6
+
+
+# --------------------------------------------------------------------------------------------
+# Notebook 09's tables and figure (resnet_course.transfer, plots.plot_label_efficiency)
+# --------------------------------------------------------------------------------------------
+
+def _rows(table: dict) -> list[dict]:
+    """Rows as label_efficiency returns them, from {(method, fraction): [acc per seed]}."""
+    images = {1.0: 452, 0.25: 113, 0.1: 45}
+    return [{"method": method, "train_fraction": fraction, "seed": seed, "train_images": images[fraction],
+             "val_acc": acc, "best_val_acc": acc, "seconds": 1.0, "history": [], "checkpoint": None}
+            for (method, fraction), accs in table.items() for seed, acc in enumerate(accs)]
+
+
+TABLE = {("from scratch", 1.0): [0.80, 0.70, 0.90], ("fine-tuning", 1.0): [0.85, 0.80, 0.90],
+         ("from scratch", 0.1): [0.30, 0.40, 0.35], ("fine-tuning", 0.1): [0.70, 0.50, 0.60],
+         ("linear probe", 0.1): [0.50, 0.50, 0.50]}
+
+
+def test_summary_is_the_mean_and_range_over_seeds():
+    found = {(s["method"], s["train_fraction"]): s for s in transfer.summary(_rows(TABLE))}
+    assert found["from scratch", 1.0] == {"method": "from scratch", "train_fraction": 1.0, "train_images": 452,
+                                          "seeds": 3, "mean": pytest.approx(0.8), "low": 0.70, "high": 0.90}
+    assert found["fine-tuning", 0.1]["mean"] == pytest.approx(0.6) and found["linear probe", 0.1]["seeds"] == 3
+
+
+def test_gains_pair_the_runs_of_the_same_seed():
+    gains = transfer.gains(_rows(TABLE))
+    assert gains[1.0] == pytest.approx([0.05, 0.10, 0.0]) and gains[0.1] == pytest.approx([0.40, 0.10, 0.25])
+    assert transfer.gains(_rows(TABLE), "linear probe") == {0.1: pytest.approx([0.20, 0.10, 0.15])}
+    # a seed missing one of the two runs is left out, not paired with another seed
+    assert transfer.gains(_rows({("from scratch", 0.1): [0.3], ("fine-tuning", 0.1): [0.7, 0.9]})) == {
+        0.1: [pytest.approx(0.4)]}
+
+
+def test_summary_table_has_a_line_per_fraction_and_a_column_per_method():
+    lines = transfer.summary_table(_rows(TABLE)).splitlines()
+    assert lines[0].split() == ["training", "images", "from", "scratch", "linear", "probe", "fine-tuning"]
+    assert lines[1].startswith(" 452 (100%)") and lines[2].startswith("  45 ( 10%)")
+    assert "80.0% (70.0%-90.0%)" in lines[1] and "85.0% (80.0%-90.0%)" in lines[1]
+    assert lines[2].split()[3:] == ["35.0%", "(30.0%-40.0%)", "50.0%", "(50.0%-50.0%)", "60.0%", "(50.0%-70.0%)"]
+    assert lines[1].index("85.0%") > lines[2].index("50.0%")  # the probe's column is blank at 100 %
+
+
+def test_label_efficiency_figure_draws_means_ranges_and_chance():
+    fig = plot_label_efficiency(transfer.summary(_rows(TABLE)), num_classes=4)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == ["45", "452"]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    chance = next(line for label, line in lines.items() if label.startswith("chance"))
+    assert list(chance.get_ydata()) == [25, 25]
+    bars = {c.get_label(): c for c in ax.containers}  # one errorbar container per method
+    scratch = next(c for label, c in bars.items() if label.startswith("from scratch (mean of 3 seeds"))
+    data_line, _, (range_bars,) = scratch.lines
+    assert list(data_line.get_xdata()) == [45, 452] and list(data_line.get_ydata()) == pytest.approx([35, 80])
+    assert np.allclose([s[:, 1] for s in range_bars.get_segments()], [[30, 40], [70, 90]])
+    assert len(bars) == 3 and any(label.startswith("linear probe") for label in bars)
+    with pytest.raises(ValueError, match="no runs"):
+        plot_label_efficiency([])
+
+
+def test_full_settings_match_the_pretraining_budget():
+    from resnet_course import config, pretraining
+
+    full = config.Settings(fast=False, image_size=112, epochs=30, batch_size=8, demo_steps=300)
+    assert full.pretraining_per_species == pretraining.DEFAULT_PER_SPECIES
+    assert full.pretraining_epochs == pretraining.PRETRAINING_EPOCHS and full.transfer_seeds == 3
+    assert transfer.FINETUNE_LR == pytest.approx(1e-4) and transfer.FRACTIONS == (1.0, 0.25, 0.1)
+    assert transfer.pretraining_folder(12, 10).name != transfer.pretraining_folder(12, 150).name
