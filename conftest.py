@@ -15,6 +15,7 @@ os.environ.setdefault("RESNET_COURSE_FAST", "1")
 import matplotlib  # noqa: E402  (after the environment is set)
 from torch import nn  # noqa: E402
 
+from resnet_course import config  # noqa: E402
 from resnet_course.birds import CLASS_NAMES  # noqa: E402
 from resnet_course.device import torch_threads  # noqa: E402
 
@@ -30,6 +31,14 @@ def birds_sample() -> Path:
     if not BIRDS_SAMPLE.is_dir():
         pytest.skip(f"real-photo sample not found at {BIRDS_SAMPLE}")
     return BIRDS_SAMPLE
+
+
+@pytest.fixture(autouse=True)
+def no_fast_mode_switch_left_behind():
+    """A test that flips the notebooks' FAST switch (``config.use_fast_mode``) leaves it unset,
+    so the next test follows ``RESNET_COURSE_FAST`` as the suite set it."""
+    yield
+    config.use_fast_mode(None)
 
 
 @pytest.fixture(scope="module")

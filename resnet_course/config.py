@@ -85,9 +85,14 @@ def check_environment(*flags: str) -> None:
                 break
 
 
+#: The notebooks' switch (``use_fast_mode``) for this process: None follows the environment.
+_switch: bool | None = None
+
+
 def fast_mode() -> bool:
-    """True when ``RESNET_COURSE_FAST`` is on (see ``env_flag``)."""
-    return env_flag(FAST_ENV)
+    """The notebook's ``FAST`` switch where one set it (``use_fast_mode``), else whether
+    ``RESNET_COURSE_FAST`` is on (see ``env_flag``)."""
+    return env_flag(FAST_ENV) if _switch is None else _switch
 
 
 def data_dir() -> Path:
@@ -125,13 +130,14 @@ def settings() -> Settings:
 
 
 def use_fast_mode(fast: bool | None = None) -> Settings:
-    """The notebooks' visible fast-mode switch: ``True`` or ``False`` sets ``RESNET_COURSE_FAST``
-    for this process, so ``settings()``, ``run_dir`` and ``train_or_load`` all agree with it;
-    ``None`` leaves the environment as it is (the test suite sets it to 1). Returns ``settings()``."""
-    if fast is not None:
-        if not isinstance(fast, bool):
-            raise TypeError(f"FAST must be True, False or None, not {fast!r}")
-        os.environ[FAST_ENV] = "1" if fast else "0"
+    """The notebooks' visible fast-mode switch: ``True`` or ``False`` sets fast mode for this
+    process, so ``settings()``, ``run_dir`` and ``train_or_load`` all agree with it; ``None``
+    follows ``RESNET_COURSE_FAST`` (the test suite sets it to 1), also after an earlier ``True``
+    or ``False`` in the same kernel. The environment itself is never written. Returns ``settings()``."""
+    global _switch
+    if fast is not None and not isinstance(fast, bool):
+        raise TypeError(f"FAST must be True, False or None, not {fast!r}")
+    _switch = fast
     return settings()
 
 

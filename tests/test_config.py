@@ -69,9 +69,22 @@ def test_the_notebooks_switch_sets_fast_mode_for_everything_that_reads_it(monkey
     fast = config.use_fast_mode(True)
     assert fast.fast and (fast.image_size, fast.epochs) == (64, 1)
     assert config.run_dir("resnet50") == config.RUNS_DIR / "fast" / "resnet50"
-    assert config.use_fast_mode(None) == fast  # None leaves the environment alone
+    assert os.environ[config.FAST_ENV] == "1"  # the switch never writes the environment
+    assert config.use_fast_mode(None) == fast  # None follows the environment again: "1"
     monkeypatch.setenv(config.FAST_ENV, "0")
     assert config.use_fast_mode() == full
+
+
+def test_none_after_a_switch_follows_the_environment_not_the_old_switch(monkeypatch):
+    # issue 19: FAST = True, then FAST = None in the same kernel used to stay fast
+    monkeypatch.setenv(config.FAST_ENV, "0")
+    assert config.use_fast_mode(True).fast and config.fast_mode()
+    assert not config.use_fast_mode(None).fast and not config.fast_mode()
+    monkeypatch.delenv(config.FAST_ENV)
+    assert config.use_fast_mode(True).fast and not config.use_fast_mode(None).fast
+    assert config.FAST_ENV not in os.environ
+    monkeypatch.setenv(config.FAST_ENV, "1")
+    assert not config.use_fast_mode(False).fast and config.use_fast_mode(None).fast
 
 
 @pytest.mark.parametrize("value", ["yes", 1, 0.0])
