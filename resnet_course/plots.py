@@ -316,7 +316,7 @@ def plot_label_efficiency(summary_rows, num_classes: int | None = None,
     mean over seeds, a bar from the lowest to the highest seed at each point, and the chance
     level of guessing among ``num_classes``. ``summary_rows`` are ``transfer.summary``'s dicts
     (``method``, ``train_images``, ``mean``, ``low``, ``high``, ``seeds``). The x axis is
-    logarithmic (45, 113 and 452 images are a tenth, a quarter and all), ticked at the counts."""
+    logarithmic (45, 112 and 452 bird images are a tenth, a quarter and all), ticked at the counts."""
     if not summary_rows:
         raise ValueError("no runs to plot")
     fig, ax = _figure(figsize=(8, 4.5))

@@ -37,7 +37,7 @@ __all__ = ["METHODS", "FRACTIONS", "FINETUNE_LR", "PROBE_LR", "pretraining_folde
            "label_efficiency", "summary", "gains", "summary_table"]
 
 METHODS = ("from scratch", "linear probe", "fine-tuning")
-#: Fractions of the training split: all of it, a quarter, a tenth (452, 113 and 45 bird images).
+#: Fractions of the training split: all of it, a quarter, a tenth (452, 112 and 45 bird images).
 FRACTIONS = (1.0, 0.25, 0.1)
 #: Fine-tuning's peak learning rate: a tenth of the default, so the first steps with a fresh head
 #: do not wreck the pretrained features (the usual choice; not tuned on the validation images).
