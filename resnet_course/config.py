@@ -116,6 +116,7 @@ class Settings:
     # notebook 09: the drawn pretraining set and the label-efficiency runs on the birds
     pretraining_per_species: int = 150  # images per drawn species (12 species: 1800 images)
     pretraining_epochs: int = 20  # about 33 minutes for ResNet-50 at 112 px on 2 CPU cores
+    transfer_epochs: int = 15  # each of the 27 runs on the birds (3 methods x 3 fractions x 3 seeds)
     transfer_seeds: int = 3  # seeds per method and training fraction
 
 
@@ -124,7 +125,7 @@ def settings() -> Settings:
     if fast_mode():
         return Settings(fast=True, image_size=64, epochs=1, batch_size=8, demo_steps=60, demo_seeds=2,
                         propagation_units=30, degradation_depths=(8, 20), pretraining_per_species=10,
-                        pretraining_epochs=1, transfer_seeds=1)
+                        pretraining_epochs=1, transfer_epochs=1, transfer_seeds=1)
     return Settings(fast=False, image_size=112, epochs=30, batch_size=8, demo_steps=300, demo_seeds=3,
                     propagation_units=300, degradation_depths=(8, 20, 56))
 

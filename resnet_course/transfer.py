@@ -91,7 +91,7 @@ def label_efficiency(weights: Path, source: str, model_name: str = "resnet50",
                      root: Path | None = None, progress: bool = False) -> list[dict]:
     """From scratch, linear probe and fine-tuning from ``weights`` at each fraction of the bird
     training split and each seed (default ``range(settings().transfer_seeds)``), every run
-    ``settings().epochs`` epochs (the course's default, 30; the probe as many head epochs), on the
+    ``settings().transfer_epochs`` epochs (15 at the default settings; the probe as many head epochs), on the
     same validation split. ``source`` names the weights in the run folders' names ("drawn",
     "imagenet"), so runs from other weights are never mixed up. Finished runs are loaded."""
     settings = config.settings()
@@ -103,17 +103,17 @@ def label_efficiency(weights: Path, source: str, model_name: str = "resnet50",
             percent = f"{fraction:.0%}"
             train, val, class_names = bird_loaders(model_name, None, fraction, root)
             run = train_or_load(f"transfer-{model_name}-scratch-{percent}-seed{seed}", model_name,
-                                epochs=settings.epochs, seed=seed, train_loader=train, val_loader=val,
+                                epochs=settings.transfer_epochs, seed=seed, train_loader=train, val_loader=val,
                                 class_names=class_names, progress=progress, train_fraction=fraction)
             rows.append(_row(METHODS[0], fraction, seed, train, run.history, run.checkpoint))
             train, val, class_names = bird_loaders(model_name, weights, fraction, root)
             set_seed(seed)
             model = freeze_backbone(get_model(model_name, num_classes=len(class_names), weights=weights,
                                               class_names=class_names))
-            history = linear_probe(model, train, val, epochs=settings.epochs, lr=PROBE_LR, seed=seed)
+            history = linear_probe(model, train, val, epochs=settings.transfer_epochs, lr=PROBE_LR, seed=seed)
             rows.append(_row(METHODS[1], fraction, seed, train, history))
             run = train_or_load(f"transfer-{model_name}-finetune-{source}-{percent}-seed{seed}", model_name,
-                                epochs=settings.epochs, lr=FINETUNE_LR, seed=seed, weights=weights,
+                                epochs=settings.transfer_epochs, lr=FINETUNE_LR, seed=seed, weights=weights,
                                 train_loader=train, val_loader=val, class_names=class_names, progress=progress,
                                 train_fraction=fraction)
             rows.append(_row(METHODS[2], fraction, seed, train, run.history, run.checkpoint))

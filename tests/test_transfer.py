@@ -381,5 +381,6 @@ def test_full_settings_match_the_pretraining_budget():
     full = config.Settings(fast=False, image_size=112, epochs=30, batch_size=8, demo_steps=300)
     assert full.pretraining_per_species == pretraining.DEFAULT_PER_SPECIES
     assert full.pretraining_epochs == pretraining.PRETRAINING_EPOCHS and full.transfer_seeds == 3
+    assert full.transfer_epochs == 15
     assert transfer.FINETUNE_LR == pytest.approx(1e-4) and transfer.FRACTIONS == (1.0, 0.25, 0.1)
     assert transfer.pretraining_folder(12, 10).name != transfer.pretraining_folder(12, 150).name
