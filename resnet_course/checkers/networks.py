@@ -8,16 +8,16 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from resnet_course.models import MODEL_NAMES, get_model
+from resnet_course.models import MODEL_NAMES, get_model, like_a_trained_net
 
 from ..device import evaluating
 from ..stages import count_params
 from .core import (
+    CHECKER_BN,
     RESNET_CHANNELS,
     CheckResult,
     _close,
     _first_line,
-    _randomize_batch_norms,
     _seeded,
     _shape,
     difference_hint,
@@ -140,7 +140,7 @@ def check_model(model: nn.Module, reference_name: str, num_classes: int | None =
             return result
         result.add(True, f"state_dict: the same names and shapes as in {ref_text}, so its weights load strictly")
         twin = copy.deepcopy(model)
-        _randomize_batch_norms(reference)
+        like_a_trained_net(reference, **CHECKER_BN)
         twin.load_state_dict(reference.state_dict())
         twin.eval()
         reference.eval()
