@@ -31,7 +31,7 @@ from torch import nn
 
 from .blocks import KERAS_BN_EPS
 from .models import BN_KINDS, ResNetV2, draw_like_trained
-from .pretrained import keras_v2_module_name  # the mapping lives with the weights-file reader
+from .pretrained import keras_to_torch, keras_v2_module_name  # both live with the weights-file reader
 
 __all__ = ["keras_v2_module_name", "load_keras_weights", "NAIVE_PORT_PITFALLS", "PITFALL_LABELS", "PYTORCH_BN_EPS",
            "like_a_trained_keras_net", "naive_port", "slipped", "pitfall_effects",
@@ -41,36 +41,24 @@ __all__ = ["keras_v2_module_name", "load_keras_weights", "NAIVE_PORT_PITFALLS", 
 def load_keras_weights(model: ResNetV2, keras_model) -> dict[str, str]:
     """Copy every weight of a Keras ResNet*V2 into ``model``; return {our key: Keras weight path}.
 
-    Conv kernels go from Keras' (kh, kw, in, out) to PyTorch's (out, in, kh, kw), dense kernels are
-    transposed, BN's gamma/beta/moving_mean/moving_variance become weight/bias/running_mean/var.
+    Each weight is converted by ``pretrained.keras_to_torch``, as the weights-file reader does.
     Needs no Keras import: it only reads ``keras_model.layers``.
     """
     state = model.state_dict()
     copied: dict[str, str] = {}
-    bn_names = ("weight", "bias", "running_mean", "running_var")
     for layer in keras_model.layers:
         if not layer.weights:
             continue
         prefix = keras_v2_module_name(layer.name)
-        arrays = layer.get_weights()
-        kind = type(layer).__name__
-        if kind == "BatchNormalization":
-            names = bn_names
-        else:
-            names = ("weight", "bias")[: len(arrays)]
-        for variable, name, array in zip(layer.weights, names, arrays):
-            value = torch.as_tensor(array)
-            if kind == "Conv2D" and name == "weight":
-                value = value.permute(3, 2, 0, 1)
-            elif kind == "Dense" and name == "weight":
-                value = value.t()
+        for variable, array in zip(layer.weights, layer.get_weights()):
+            name, value = keras_to_torch(variable.path, array)
             key = f"{prefix}.{name}"
             if key not in state or state[key].shape != value.shape:
                 raise ValueError(f"Keras weight {variable.path} {tuple(array.shape)} has no match "
                                  f"in the model (looked for {key})")
             if key in copied:
                 raise ValueError(f"{key} would be written twice ({copied[key]}, {variable.path})")
-            state[key] = value.contiguous()
+            state[key] = value
             copied[key] = variable.path
     model.load_state_dict(state)
     return copied

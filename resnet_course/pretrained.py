@@ -45,7 +45,7 @@ __all__ = [
     "cache_dir", "imagenet_file", "weights_files", "find_weights", "download_weights",
     "imagenet_weights", "normalization_for", "course_checkpoint_meta", "load_course_checkpoint",
     "load_weights", "read_torch_state_dict",
-    "read_keras_h5", "write_keras_h5", "keras_v2_module_name", "keras_layer_name",
+    "read_keras_h5", "keras_to_torch", "write_keras_h5", "keras_v2_module_name", "keras_layer_name",
 ]
 
 #: Set ``RESNET_COURSE_OFFLINE=1`` and ``"imagenet"`` never touches the network: cached files only.
@@ -316,12 +316,28 @@ def _keras_leaf(weight_name: str) -> str:
     return leaf[:-2] if leaf.endswith(":0") else leaf
 
 
-def read_keras_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, str]]:
-    """Keras' legacy HDF5 weights of a ResNet*V2 as ``{our state_dict key: (tensor, name in file)}``.
+def keras_to_torch(weight_name: str, array) -> tuple[str, torch.Tensor]:
+    """One Keras weight as our ``(parameter name, tensor)``: a conv kernel goes from Keras'
+    (kh, kw, in, out) to PyTorch's (out, in, kh, kw) and a dense kernel is transposed, both
+    becoming ``weight``; ``bias`` stays; BN's gamma/beta/moving_mean/moving_variance become
+    weight/bias/running_mean/running_var. ``weight_name`` may carry the layer and Keras 2's
+    ``:0`` (``conv1_conv/kernel:0``). A ValueError for any other weight."""
+    leaf, value = _keras_leaf(weight_name), torch.as_tensor(np.asarray(array))
+    if leaf in _BN_LEAVES:
+        return _BN_LEAVES[leaf], value
+    if leaf == "kernel" and value.ndim == 4:
+        return "weight", value.permute(3, 2, 0, 1).contiguous()
+    if leaf == "kernel" and value.ndim == 2:
+        return "weight", value.t().contiguous()
+    if leaf == "bias":
+        return "bias", value
+    raise ValueError(f"weight {weight_name!r} {tuple(value.shape)} has no place in a ResNet*V2")
 
-    Conv kernels go from (kh, kw, in, out) to (out, in, kh, kw), dense kernels are transposed,
-    BN's gamma/beta/moving_mean/moving_variance become weight/bias/running_mean/running_var.
-    A layer or weight with no place in ``ResNetV2`` is a ``WeightsError``."""
+
+def read_keras_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, str]]:
+    """Keras' legacy HDF5 weights of a ResNet*V2 as ``{our state_dict key: (tensor, name in file)}``,
+    each converted by ``keras_to_torch``. A layer or weight with no place in ``ResNetV2`` is a
+    ``WeightsError``."""
 
     path = Path(path)
     out: dict[str, tuple[torch.Tensor, str]] = {}
@@ -342,18 +358,11 @@ def read_keras_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, str]
                     raise WeightsError(f"{path}: layer {layer!r} has no place in a ResNet*V2 "
                                        "(is this a Keras ResNet v1 file?).") from None
                 for name in names:
-                    array = np.asarray(group[name])
-                    leaf = _keras_leaf(name)
-                    if leaf in _BN_LEAVES:
-                        key, value = f"{prefix}.{_BN_LEAVES[leaf]}", torch.from_numpy(array)
-                    elif leaf == "kernel" and array.ndim == 4:
-                        key, value = f"{prefix}.weight", torch.from_numpy(array).permute(3, 2, 0, 1)
-                    elif leaf == "kernel" and array.ndim == 2:
-                        key, value = f"{prefix}.weight", torch.from_numpy(array).t()
-                    elif leaf == "bias":
-                        key, value = f"{prefix}.bias", torch.from_numpy(array)
-                    else:
-                        raise WeightsError(f"{path}: weight {name!r} {array.shape} has no place in a ResNet*V2.")
+                    try:
+                        leaf, value = keras_to_torch(name, group[name])
+                    except ValueError as error:
+                        raise WeightsError(f"{path}: {error}.") from None
+                    key = f"{prefix}.{leaf}"
                     if key in out:
                         raise WeightsError(f"{path}: {name!r} and {out[key][1]!r} both map to {key}.")
                     out[key] = (value.float().contiguous(), name)

@@ -224,6 +224,19 @@ def test_keras_layer_name_inverts_keras_v2_module_name():
             assert keras_v2_module_name(pretrained.keras_layer_name(name)) == name
 
 
+def test_keras_to_torch_moves_the_axes_and_renames_as_the_layouts_say():
+    kernel = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)  # (kh, kw, in, out)
+    name, weight = pretrained.keras_to_torch("conv2_block1_1_conv/kernel:0", kernel)
+    assert name == "weight" and weight.shape == (5, 4, 2, 3) and weight[4, 3, 1, 2] == kernel[1, 2, 3, 4]
+    dense = np.arange(6, dtype=np.float32).reshape(2, 3)  # (in, out)
+    assert torch.equal(pretrained.keras_to_torch("predictions/kernel", dense)[1], torch.from_numpy(dense).T)
+    for keras_name, ours in (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
+                             ("moving_variance", "running_var"), ("bias", "bias")):
+        assert pretrained.keras_to_torch(f"post_bn/{keras_name}", np.ones(3))[0] == ours
+    with pytest.raises(ValueError, match=r"'post_bn/scale' \(3,\) has no place in a ResNet\*V2"):
+        pretrained.keras_to_torch("post_bn/scale", np.ones(3))
+
+
 # --------------------------------------------------------------------------------------------
 # Wrong files
 # --------------------------------------------------------------------------------------------
