@@ -37,7 +37,7 @@ __all__ = [
     "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "stack_v2", "ResNetV2", "resnet50v2", "resnet101v2", "resnet152v2",
     "CifarResNet", "cifar_resnet", "plain_cifar_net", "CIFAR_UNITS",
-    "MODEL_NAMES", "get_model", "BN_KINDS", "draw_like_trained", "like_a_trained_net",
+    "V1_NAMES", "V2_NAMES", "MODEL_NAMES", "get_model", "BN_KINDS", "draw_like_trained", "like_a_trained_net",
 ]
 
 Stages = list[tuple[str, nn.Module]]
@@ -389,13 +389,14 @@ def like_a_trained_net(model: nn.Module, seed: int = 0, shift_std: float = 0.1, 
 # By name
 # --------------------------------------------------------------------------------------------
 
-_FACTORIES: dict[str, Callable[..., nn.Module]] = {
-    "resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50,
-    "resnet101": resnet101, "resnet152": resnet152,
-    "resnet50v2": resnet50v2, "resnet101v2": resnet101v2, "resnet152v2": resnet152v2,
-}
-#: Every ImageNet-style model the course builds, v1 then v2.
-MODEL_NAMES = tuple(_FACTORIES)
+_V1_FACTORIES = (resnet18, resnet34, resnet50, resnet101, resnet152)
+_V2_FACTORIES = (resnet50v2, resnet101v2, resnet152v2)
+_FACTORIES: dict[str, Callable[..., nn.Module]] = {f.__name__: f for f in _V1_FACTORIES + _V2_FACTORIES}
+#: The ImageNet-style models the course builds, each named as its factory: v1 (torchvision's
+#: layout), v2 (Keras Applications'), and all of them, v1 then v2. The one list of model names.
+V1_NAMES = tuple(f.__name__ for f in _V1_FACTORIES)
+V2_NAMES = tuple(f.__name__ for f in _V2_FACTORIES)
+MODEL_NAMES = V1_NAMES + V2_NAMES
 
 
 def get_model(name: str, num_classes: int = 1000, weights=None, class_names=None, **kwargs) -> nn.Module:

@@ -41,7 +41,7 @@ from .checkpoints import what_file_is
 from .config import env_flag
 
 __all__ = [
-    "OFFLINE_ENV", "model_key", "WeightsError", "WeightsUnavailable", "WeightsFile", "V1_NAMES", "V2_NAMES",
+    "OFFLINE_ENV", "model_key", "WeightsError", "WeightsUnavailable", "WeightsFile", "WEIGHTS_SOURCE",
     "cache_dir", "imagenet_file", "weights_files", "find_weights", "download_weights",
     "imagenet_weights", "normalization_for", "course_checkpoint_meta", "load_course_checkpoint",
     "load_weights", "read_torch_state_dict",
@@ -50,8 +50,6 @@ __all__ = [
 
 #: Set ``RESNET_COURSE_OFFLINE=1`` and ``"imagenet"`` never touches the network: cached files only.
 OFFLINE_ENV = "RESNET_COURSE_OFFLINE"
-V1_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-V2_NAMES = ("resnet50v2", "resnet101v2", "resnet152v2")
 #: torchvision's weights enum per v1 model; "imagenet" means its IMAGENET1K_V1 entry.
 TORCHVISION_ENUMS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights",
                      "resnet50": "ResNet50_Weights", "resnet101": "ResNet101_Weights",
@@ -64,6 +62,9 @@ KERAS_WEIGHTS_MD5 = {
     "resnet101v2": ("6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5"),
     "resnet152v2": ("a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33"),
 }
+#: Who publishes each model's ImageNet weights, read off the two tables above: torchvision (v1,
+#: ``models.V1_NAMES``) or Keras Applications (v2, ``models.V2_NAMES``).
+WEIGHTS_SOURCE = {**dict.fromkeys(TORCHVISION_ENUMS, "torchvision"), **dict.fromkeys(KERAS_WEIGHTS_MD5, "keras")}
 #: Input scaling each family of published weights was trained with (names from ``data.NORMALIZATIONS``).
 NORMALIZATION_FOR_WEIGHTS = {"torchvision": "imagenet", "keras": "tf"}
 #: Seconds to wait for the download server before giving up (a dead network fails fast).
@@ -115,9 +116,9 @@ def model_key(model_name: str) -> str:
     """``model_name`` as the weights files know it (lower case); a ValueError for a model without
     ImageNet weights."""
     key = str(model_name).strip().lower()
-    if key not in V1_NAMES + V2_NAMES:
+    if key not in WEIGHTS_SOURCE:
         raise ValueError(f"no ImageNet weights for {model_name!r}; models with weights: "
-                         f"{', '.join(V1_NAMES + V2_NAMES)}")
+                         f"{', '.join(WEIGHTS_SOURCE)}")
     return key
 
 
@@ -125,8 +126,7 @@ def imagenet_file(model_name: str, include_top: bool = True) -> WeightsFile:
     """The published ImageNet file for ``model_name``: torchvision's ``IMAGENET1K_V1`` for v1
     (always with the classifier), Keras Applications' ``.h5`` (or ``_notop.h5``) for v2."""
     key = model_key(model_name)
-    if key in V1_NAMES:
-
+    if WEIGHTS_SOURCE[key] == "torchvision":
         url = getattr(torchvision.models, TORCHVISION_ENUMS[key]).IMAGENET1K_V1.url
         filename = url.rsplit("/", 1)[-1]
         return WeightsFile(key, filename, url, filename.rsplit("-", 1)[-1].split(".")[0], True, "torchvision")
@@ -138,7 +138,9 @@ def imagenet_file(model_name: str, include_top: bool = True) -> WeightsFile:
 def weights_files(model_name: str) -> list[WeightsFile]:
     """Every published file for ``model_name``: one for v1, with and without top for v2."""
     key = model_key(model_name)
-    return [imagenet_file(key)] if key in V1_NAMES else [imagenet_file(key, True), imagenet_file(key, False)]
+    if WEIGHTS_SOURCE[key] == "torchvision":
+        return [imagenet_file(key)]
+    return [imagenet_file(key, True), imagenet_file(key, False)]
 
 
 def _candidates(file: WeightsFile) -> list[Path]:
@@ -250,7 +252,7 @@ def normalization_for(model_name: str, weights: str | os.PathLike | None) -> str
     meta = course_checkpoint_meta(weights)
     if meta is not None:
         return meta.get("normalization") or "imagenet"
-    return NORMALIZATION_FOR_WEIGHTS["keras" if model_key(model_name) in V2_NAMES else "torchvision"]
+    return NORMALIZATION_FOR_WEIGHTS[WEIGHTS_SOURCE[model_key(model_name)]]
 
 
 def _load_torch_file(path: Path) -> object:
@@ -537,18 +539,18 @@ def load_weights(model: nn.Module, model_name: str, path: str | os.PathLike,
     if course_checkpoint_meta(path) is not None:
         return load_course_checkpoint(model, key, path, class_names)
     kind = _file_kind(path)
-    if key in V1_NAMES:
+    if WEIGHTS_SOURCE[key] == "torchvision":
         if kind == "hdf5":
             raise WeightsError(f"{path} is an HDF5 (Keras) file; {key} takes torchvision's .pth "
                                f"state_dict. Keras Applications' ResNet*V2 files are for "
-                               f"{', '.join(V2_NAMES)}.")
+                               f"{', '.join(KERAS_WEIGHTS_MD5)}.")
         tensors = {k: (v, k) for k, v in read_torch_state_dict(path).items()}
         info = _load_strict(model, tensors, path)
         return {**info, "format": "torchvision"}
     if kind != "hdf5":
         raise WeightsError(f"{path} is not an HDF5 file; {key} takes the Keras Applications file "
                            f"{imagenet_file(key).filename} (a .pth state_dict is for the v1 "
-                           f"models {', '.join(V1_NAMES)}).")
+                           f"models {', '.join(TORCHVISION_ENUMS)}).")
     tensors = read_keras_h5(path)
     info = _load_strict(model, tensors, path)
     return {**info, "format": "keras"}

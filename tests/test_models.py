@@ -8,11 +8,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from resnet_course import models
 from resnet_course.blocks import UNIT_ORDERINGS, BasicBlock, Bottleneck, PreActBottleneck, ResidualUnit
-from resnet_course.models import MODEL_NAMES, get_model, like_a_trained_net
+from resnet_course.models import MODEL_NAMES, V1_NAMES, V2_NAMES, get_model, like_a_trained_net
 from resnet_course.porting import naive_port
-
-V1_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-V2_NAMES = ("resnet50v2", "resnet101v2", "resnet152v2")
 
 # Parameter counts at 1000 classes: torchvision's model documentation ("Params" of
 # ResNet18_Weights ... ResNet152_Weights); ResNet50V2: Keras Applications' count_params()
@@ -307,3 +304,9 @@ def test_get_model_builds_by_name_and_lists_valid_names_on_error():
     assert isinstance(next(iter(model.conv2)), PreActBottleneck)
     with pytest.raises(ValueError, match="resnet18.*resnet152v2"):
         get_model("resnet51")
+
+
+def test_v1_and_v2_names_are_the_two_families():
+    assert V1_NAMES + V2_NAMES == MODEL_NAMES
+    assert all(type(on_meta(name)) is models.ResNet for name in V1_NAMES)
+    assert all(type(on_meta(name)) is models.ResNetV2 for name in V2_NAMES)

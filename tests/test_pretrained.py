@@ -31,7 +31,7 @@ from resnet_course import finetune, pretrained  # noqa: E402
 from resnet_course.birds import CLASS_NAMES  # noqa: E402
 from resnet_course.cli import main  # noqa: E402
 from resnet_course.data import load_birds
-from resnet_course.models import get_model, like_a_trained_net  # noqa: E402
+from resnet_course.models import V1_NAMES, V2_NAMES, get_model, like_a_trained_net  # noqa: E402
 from resnet_course.porting import like_a_trained_keras_net  # noqa: E402
 from resnet_course.pretrained import keras_v2_module_name  # noqa: E402
 from resnet_course.training import load_checkpoint, load_model  # noqa: E402
@@ -215,6 +215,10 @@ def test_our_h5_writer_is_read_by_keras_itself(keras_files, tmp_path):
     assert_close_relative(keras.ops.convert_to_numpy(keras_model(images, training=False)), files[True]["outputs"])
     again = get_model("resnet50v2", weights=path)
     assert_close_relative(_ours(again, images), files[True]["outputs"])
+
+
+def test_every_course_model_has_published_weights_torchvisions_for_v1_keras_for_v2():
+    assert pretrained.WEIGHTS_SOURCE == {**dict.fromkeys(V1_NAMES, "torchvision"), **dict.fromkeys(V2_NAMES, "keras")}
 
 
 def test_keras_layer_name_inverts_keras_v2_module_name():

@@ -8,7 +8,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from resnet_course.models import MODEL_NAMES, get_model, like_a_trained_net
+from resnet_course.models import MODEL_NAMES, V1_NAMES, get_model, like_a_trained_net
 
 from ..device import evaluating
 from ..stages import count_params
@@ -43,7 +43,7 @@ def check_param_count(model: nn.Module, expected: int, num_classes: int | None =
 
 def _reference_model(name: str, num_classes: int) -> tuple[nn.Module, str]:
 
-    if name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
+    if name in V1_NAMES:
         return getattr(torchvision.models, name)(weights=None, num_classes=num_classes), f"torchvision's {name}"
     if name in MODEL_NAMES:
         return get_model(name, num_classes=num_classes), f"the course's {name} (Keras layout)"
