@@ -228,15 +228,15 @@ def _offline() -> bool:
     return env_flag(OFFLINE_ENV)
 
 
-def imagenet_weights(model_name: str, include_top: bool = True, download: bool = True) -> Path:
-    """The ImageNet file for ``model_name``: from the cache, else downloaded (unless ``download``
-    is False or ``RESNET_COURSE_OFFLINE=1``). Without both, ``WeightsUnavailable`` says which file
-    is needed, where to put it and where it comes from; it fails in seconds, never hangs."""
+def imagenet_weights(model_name: str, include_top: bool = True) -> Path:
+    """The ImageNet file for ``model_name``: from the cache, else downloaded (unless
+    ``RESNET_COURSE_OFFLINE=1``). Without both, ``WeightsUnavailable`` says which file is needed,
+    where to put it and where it comes from; it fails in seconds, never hangs."""
     found = find_weights(model_name, include_top)
     if found is not None:
         return found
     file = imagenet_file(model_name, include_top)
-    if not download or _offline():
+    if _offline():
         raise WeightsUnavailable(f"No cached {file.filename} (looked in "
                                  f"{', '.join(str(p.parent) for p in _candidates(file))}) and "
                                  f"downloading is off.\n{_how_to_get(file)}")
