@@ -16,7 +16,8 @@ the other way round:
 Every run is appended to ``--out`` as one JSON line, with the torch threads and the load average
 at the time it was written; ``--table`` prints mean and range over seeds.
 
-    python benchmarks/bench_transfer.py                 # ResNet-50, 112 px, 3 seeds x 100/25/10 % (about 1.5 h on 2 cores)
+    python benchmarks/bench_transfer.py                 # ResNet-50, 112 px, 3 seeds x 100/25/10 %
+                                                        # (about 1.5 h on 2 cores)
     python benchmarks/bench_transfer.py --table         # print what was run
     python benchmarks/bench_transfer.py --tiny --data DIR --work /tmp/w --out /tmp/runs.jsonl   # a smoke run
 
@@ -34,7 +35,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch

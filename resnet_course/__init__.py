@@ -18,7 +18,8 @@ Modules, each named for what it holds:
   layout), ``recipe`` (optimiser, weight decay, schedule, and the one check of a recipe),
   ``training`` (``fit``: the training step, one epoch, resume), ``checkpoints`` (the run folder and
   the checkpoint format), ``evaluation`` (metrics, predict), ``runs`` (train or load, run tables),
-  ``comparison`` (several seeds per model);
+  ``comparison`` (several seeds per model), ``transfer`` (notebook 09's experiment: pretraining, then
+  from scratch, linear probe and fine-tuning at each fraction of the labels);
 - ``checkers`` (exercise checkers) and ``cli`` (the command line).
 """
 
