@@ -22,9 +22,8 @@ from . import config
 from .data import BirdDataset
 from .evaluation import collect_predictions
 from .images import eval_transform
-from .models import get_model
-from .porting import like_a_trained_net
-from .pretrained import V1_NAMES, find_weights, imagenet_file, model_key, write_keras_h5
+from .models import V1_NAMES, get_model, like_a_trained_net
+from .pretrained import find_weights, imagenet_file, model_key, write_keras_h5
 
 __all__ = ["head_of", "freeze_backbone", "extract_features", "linear_probe", "save_standin_weights",
            "weights_or_standin"]

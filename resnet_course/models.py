@@ -37,7 +37,7 @@ __all__ = [
     "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "stack_v2", "ResNetV2", "resnet50v2", "resnet101v2", "resnet152v2",
     "CifarResNet", "cifar_resnet", "plain_cifar_net", "CIFAR_UNITS",
-    "MODEL_NAMES", "get_model",
+    "V1_NAMES", "V2_NAMES", "MODEL_NAMES", "get_model", "BN_KINDS", "draw_like_trained", "like_a_trained_net",
 ]
 
 Stages = list[tuple[str, nn.Module]]
@@ -344,16 +344,59 @@ def plain_cifar_net(depth: int, num_classes: int = 10) -> CifarResNet:
 
 
 # --------------------------------------------------------------------------------------------
+# Weights like a trained net's
+# --------------------------------------------------------------------------------------------
+
+#: What a BatchNorm's tensors are, in PyTorch's order (weight, bias, running_mean, running_var) and
+#: in Keras' (gamma, beta, moving_mean, moving_variance): ``draw_like_trained``'s kinds.
+BN_KINDS = ("scale", "shift", "shift", "variance")
+
+
+def draw_like_trained(shape: Sequence[int], kind: str, generator: torch.Generator, shift_std: float = 0.1,
+                      max_variance: float = 1.5) -> Tensor:
+    """Float64 values of ``shape`` such as training leaves, drawn from ``generator``: a BN
+    ``"scale"`` (gamma) ~ U(0.5, 1.5), a running ``"variance"`` ~ U(0.5, max_variance), a ``"shift"``
+    (BN beta or running mean, a conv or linear bias) ~ N(0, shift_std)."""
+    if kind == "shift":
+        return shift_std * torch.randn(shape, generator=generator, dtype=torch.float64)
+    if kind not in ("scale", "variance"):
+        raise ValueError(f"unknown kind {kind!r}; choose one of {sorted(set(BN_KINDS))}")
+    high = 1.5 if kind == "scale" else max_variance
+    return 0.5 + (high - 0.5) * torch.rand(shape, generator=generator, dtype=torch.float64)
+
+
+def like_a_trained_net(model: nn.Module, seed: int = 0, shift_std: float = 0.1, max_variance: float = 1.5,
+                       biases: bool = True) -> nn.Module:
+    """Give ``model`` (in place) non-trivial BatchNorm statistics and, with ``biases``, non-zero
+    conv/linear biases, as training would (``draw_like_trained``'s distributions). At initialisation
+    BN is the identity in eval mode and biases are 0, which hides a misplaced BN or a missing bias.
+
+    Deterministic for a given ``seed``; the global random state is left alone. Returns ``model``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                for tensor, kind in zip((m.weight, m.bias, m.running_mean, m.running_var), BN_KINDS):
+                    if tensor is not None:
+                        tensor.copy_(draw_like_trained(tensor.shape, kind, generator, shift_std, max_variance))
+            elif biases and isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+                m.bias.copy_(draw_like_trained(m.bias.shape, "shift", generator, shift_std))
+    return model
+
+
+# --------------------------------------------------------------------------------------------
 # By name
 # --------------------------------------------------------------------------------------------
 
-_FACTORIES: dict[str, Callable[..., nn.Module]] = {
-    "resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50,
-    "resnet101": resnet101, "resnet152": resnet152,
-    "resnet50v2": resnet50v2, "resnet101v2": resnet101v2, "resnet152v2": resnet152v2,
-}
-#: Every ImageNet-style model the course builds, v1 then v2.
-MODEL_NAMES = tuple(_FACTORIES)
+_V1_FACTORIES = (resnet18, resnet34, resnet50, resnet101, resnet152)
+_V2_FACTORIES = (resnet50v2, resnet101v2, resnet152v2)
+_FACTORIES: dict[str, Callable[..., nn.Module]] = {f.__name__: f for f in _V1_FACTORIES + _V2_FACTORIES}
+#: The ImageNet-style models the course builds, each named as its factory: v1 (torchvision's
+#: layout), v2 (Keras Applications'), and all of them, v1 then v2. The one list of model names.
+V1_NAMES = tuple(f.__name__ for f in _V1_FACTORIES)
+V2_NAMES = tuple(f.__name__ for f in _V2_FACTORIES)
+MODEL_NAMES = V1_NAMES + V2_NAMES
 
 
 def get_model(name: str, num_classes: int = 1000, weights=None, class_names=None, **kwargs) -> nn.Module:

@@ -14,7 +14,7 @@ function. ``models.ResNetV2`` is the faithful port (tested against Keras Applica
 - ``"pytorch_bn_eps"``: PyTorch's default BatchNorm epsilon 1e-5 instead of Keras' 1.001e-5.
 
 At initialisation conv biases are 0 and BatchNorm is the identity, which would hide the last two
-slips; ``like_a_trained_net`` gives the weights values a trained network has first
+slips; ``models.like_a_trained_net`` gives the weights values a trained network has first
 (``like_a_trained_keras_net`` does the same to a Keras model, before comparing the two).
 """
 
@@ -30,47 +30,35 @@ import torch
 from torch import nn
 
 from .blocks import KERAS_BN_EPS
-from .models import ResNetV2
-from .pretrained import keras_v2_module_name  # the mapping lives with the weights-file reader
+from .models import BN_KINDS, ResNetV2, draw_like_trained
+from .pretrained import keras_to_torch, keras_v2_module_name  # both live with the weights-file reader
 
 __all__ = ["keras_v2_module_name", "load_keras_weights", "NAIVE_PORT_PITFALLS", "PITFALL_LABELS", "PYTORCH_BN_EPS",
-           "like_a_trained_net", "like_a_trained_keras_net", "naive_port", "slipped", "pitfall_effects",
+           "like_a_trained_keras_net", "naive_port", "slipped", "pitfall_effects",
            "dead_channel_bn_eps_change"]
 
 
 def load_keras_weights(model: ResNetV2, keras_model) -> dict[str, str]:
     """Copy every weight of a Keras ResNet*V2 into ``model``; return {our key: Keras weight path}.
 
-    Conv kernels go from Keras' (kh, kw, in, out) to PyTorch's (out, in, kh, kw), dense kernels are
-    transposed, BN's gamma/beta/moving_mean/moving_variance become weight/bias/running_mean/var.
+    Each weight is converted by ``pretrained.keras_to_torch``, as the weights-file reader does.
     Needs no Keras import: it only reads ``keras_model.layers``.
     """
     state = model.state_dict()
     copied: dict[str, str] = {}
-    bn_names = ("weight", "bias", "running_mean", "running_var")
     for layer in keras_model.layers:
         if not layer.weights:
             continue
         prefix = keras_v2_module_name(layer.name)
-        arrays = layer.get_weights()
-        kind = type(layer).__name__
-        if kind == "BatchNormalization":
-            names = bn_names
-        else:
-            names = ("weight", "bias")[: len(arrays)]
-        for variable, name, array in zip(layer.weights, names, arrays):
-            value = torch.as_tensor(array)
-            if kind == "Conv2D" and name == "weight":
-                value = value.permute(3, 2, 0, 1)
-            elif kind == "Dense" and name == "weight":
-                value = value.t()
+        for variable, array in zip(layer.weights, layer.get_weights()):
+            name, value = keras_to_torch(variable.path, array)
             key = f"{prefix}.{name}"
             if key not in state or state[key].shape != value.shape:
                 raise ValueError(f"Keras weight {variable.path} {tuple(array.shape)} has no match "
                                  f"in the model (looked for {key})")
             if key in copied:
                 raise ValueError(f"{key} would be written twice ({copied[key]}, {variable.path})")
-            state[key] = value.contiguous()
+            state[key] = value
             copied[key] = variable.path
     model.load_state_dict(state)
     return copied
@@ -88,49 +76,22 @@ PITFALL_LABELS = {
 PYTORCH_BN_EPS = 1e-5
 
 
-def like_a_trained_net(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give ``model`` (in place) non-zero biases and non-trivial BatchNorm statistics, as training would.
-
-    Conv/linear biases ~ N(0, 0.1); BN gamma and running variance ~ U(0.5, 1.5), beta and running
-    mean ~ N(0, 0.1). Deterministic for a given ``seed``; the global random state is left alone.
-    Returns ``model``.
-    """
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                for tensor, uniform in ((m.weight, True), (m.bias, False),
-                                        (m.running_mean, False), (m.running_var, True)):
-                    if tensor is None:
-                        continue
-                    if uniform:
-                        value = 0.5 + torch.rand(tensor.shape, generator=g, dtype=torch.float64)
-                    else:
-                        value = 0.1 * torch.randn(tensor.shape, generator=g, dtype=torch.float64)
-                    tensor.copy_(value)
-            elif isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
-                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g, dtype=torch.float64))
-    return model
-
-
 def like_a_trained_keras_net(keras_model, seed: int = 0):
-    """``like_a_trained_net`` for a Keras model (in place, same distributions): BN gamma and moving
-    variance ~ U(0.5, 1.5), beta and moving mean ~ N(0, 0.1), conv/dense biases ~ N(0, 0.1); kernels
-    are kept. So a comparison with our port after ``load_keras_weights`` sees every bias and BN
-    statistic. Needs no Keras import (it only uses ``layers``, ``get_weights`` and ``set_weights``);
-    deterministic for a given ``seed``. Returns ``keras_model``."""
-    rng = np.random.default_rng(seed)
+    """``models.like_a_trained_net`` for a Keras model, in place, with the same distributions
+    (``models.draw_like_trained``): BN gamma, beta, moving mean and moving variance, conv/dense
+    biases; kernels are kept. So a comparison with our port after ``load_keras_weights`` sees every bias and
+    BN statistic. Needs no Keras import (it only uses ``layers``, ``get_weights`` and
+    ``set_weights``); deterministic for a given ``seed``. Returns ``keras_model``."""
+    generator = torch.Generator().manual_seed(seed)
     for layer in keras_model.layers:
         arrays = layer.get_weights()
         if not arrays:
             continue
         dtype = arrays[0].dtype
         if type(layer).__name__ == "BatchNormalization":
-            gamma, beta, mean, variance = arrays
-            arrays = [rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
-                      rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, variance.shape)]
+            arrays = [draw_like_trained(a.shape, kind, generator) for a, kind in zip(arrays, BN_KINDS)]
         elif len(arrays) == 2:  # a conv or dense layer with a bias
-            arrays = [arrays[0], rng.normal(0, 0.1, arrays[1].shape)]
+            arrays = [arrays[0], draw_like_trained(arrays[1].shape, "shift", generator)]
         layer.set_weights([np.asarray(a).astype(dtype) for a in arrays])
     return keras_model
 

@@ -41,17 +41,15 @@ from .checkpoints import what_file_is
 from .config import env_flag
 
 __all__ = [
-    "OFFLINE_ENV", "model_key", "WeightsError", "WeightsUnavailable", "WeightsFile", "V1_NAMES", "V2_NAMES",
+    "OFFLINE_ENV", "model_key", "WeightsError", "WeightsUnavailable", "WeightsFile", "WEIGHTS_SOURCE",
     "cache_dir", "imagenet_file", "weights_files", "find_weights", "download_weights",
     "imagenet_weights", "normalization_for", "course_checkpoint_meta", "load_course_checkpoint",
     "load_weights", "read_torch_state_dict",
-    "read_keras_h5", "write_keras_h5", "keras_v2_module_name", "keras_layer_name",
+    "read_keras_h5", "keras_to_torch", "write_keras_h5", "keras_v2_module_name", "keras_layer_name",
 ]
 
 #: Set ``RESNET_COURSE_OFFLINE=1`` and ``"imagenet"`` never touches the network: cached files only.
 OFFLINE_ENV = "RESNET_COURSE_OFFLINE"
-V1_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-V2_NAMES = ("resnet50v2", "resnet101v2", "resnet152v2")
 #: torchvision's weights enum per v1 model; "imagenet" means its IMAGENET1K_V1 entry.
 TORCHVISION_ENUMS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights",
                      "resnet50": "ResNet50_Weights", "resnet101": "ResNet101_Weights",
@@ -64,6 +62,9 @@ KERAS_WEIGHTS_MD5 = {
     "resnet101v2": ("6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5"),
     "resnet152v2": ("a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33"),
 }
+#: Who publishes each model's ImageNet weights, read off the two tables above: torchvision (v1,
+#: ``models.V1_NAMES``) or Keras Applications (v2, ``models.V2_NAMES``).
+WEIGHTS_SOURCE = {**dict.fromkeys(TORCHVISION_ENUMS, "torchvision"), **dict.fromkeys(KERAS_WEIGHTS_MD5, "keras")}
 #: Input scaling each family of published weights was trained with (names from ``data.NORMALIZATIONS``).
 NORMALIZATION_FOR_WEIGHTS = {"torchvision": "imagenet", "keras": "tf"}
 #: Seconds to wait for the download server before giving up (a dead network fails fast).
@@ -115,9 +116,9 @@ def model_key(model_name: str) -> str:
     """``model_name`` as the weights files know it (lower case); a ValueError for a model without
     ImageNet weights."""
     key = str(model_name).strip().lower()
-    if key not in V1_NAMES + V2_NAMES:
+    if key not in WEIGHTS_SOURCE:
         raise ValueError(f"no ImageNet weights for {model_name!r}; models with weights: "
-                         f"{', '.join(V1_NAMES + V2_NAMES)}")
+                         f"{', '.join(WEIGHTS_SOURCE)}")
     return key
 
 
@@ -125,8 +126,7 @@ def imagenet_file(model_name: str, include_top: bool = True) -> WeightsFile:
     """The published ImageNet file for ``model_name``: torchvision's ``IMAGENET1K_V1`` for v1
     (always with the classifier), Keras Applications' ``.h5`` (or ``_notop.h5``) for v2."""
     key = model_key(model_name)
-    if key in V1_NAMES:
-
+    if WEIGHTS_SOURCE[key] == "torchvision":
         url = getattr(torchvision.models, TORCHVISION_ENUMS[key]).IMAGENET1K_V1.url
         filename = url.rsplit("/", 1)[-1]
         return WeightsFile(key, filename, url, filename.rsplit("-", 1)[-1].split(".")[0], True, "torchvision")
@@ -138,7 +138,9 @@ def imagenet_file(model_name: str, include_top: bool = True) -> WeightsFile:
 def weights_files(model_name: str) -> list[WeightsFile]:
     """Every published file for ``model_name``: one for v1, with and without top for v2."""
     key = model_key(model_name)
-    return [imagenet_file(key)] if key in V1_NAMES else [imagenet_file(key, True), imagenet_file(key, False)]
+    if WEIGHTS_SOURCE[key] == "torchvision":
+        return [imagenet_file(key)]
+    return [imagenet_file(key, True), imagenet_file(key, False)]
 
 
 def _candidates(file: WeightsFile) -> list[Path]:
@@ -226,15 +228,15 @@ def _offline() -> bool:
     return env_flag(OFFLINE_ENV)
 
 
-def imagenet_weights(model_name: str, include_top: bool = True, download: bool = True) -> Path:
-    """The ImageNet file for ``model_name``: from the cache, else downloaded (unless ``download``
-    is False or ``RESNET_COURSE_OFFLINE=1``). Without both, ``WeightsUnavailable`` says which file
-    is needed, where to put it and where it comes from; it fails in seconds, never hangs."""
+def imagenet_weights(model_name: str, include_top: bool = True) -> Path:
+    """The ImageNet file for ``model_name``: from the cache, else downloaded (unless
+    ``RESNET_COURSE_OFFLINE=1``). Without both, ``WeightsUnavailable`` says which file is needed,
+    where to put it and where it comes from; it fails in seconds, never hangs."""
     found = find_weights(model_name, include_top)
     if found is not None:
         return found
     file = imagenet_file(model_name, include_top)
-    if not download or _offline():
+    if _offline():
         raise WeightsUnavailable(f"No cached {file.filename} (looked in "
                                  f"{', '.join(str(p.parent) for p in _candidates(file))}) and "
                                  f"downloading is off.\n{_how_to_get(file)}")
@@ -250,7 +252,7 @@ def normalization_for(model_name: str, weights: str | os.PathLike | None) -> str
     meta = course_checkpoint_meta(weights)
     if meta is not None:
         return meta.get("normalization") or "imagenet"
-    return NORMALIZATION_FOR_WEIGHTS["keras" if model_key(model_name) in V2_NAMES else "torchvision"]
+    return NORMALIZATION_FOR_WEIGHTS[WEIGHTS_SOURCE[model_key(model_name)]]
 
 
 def _load_torch_file(path: Path) -> object:
@@ -316,12 +318,28 @@ def _keras_leaf(weight_name: str) -> str:
     return leaf[:-2] if leaf.endswith(":0") else leaf
 
 
-def read_keras_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, str]]:
-    """Keras' legacy HDF5 weights of a ResNet*V2 as ``{our state_dict key: (tensor, name in file)}``.
+def keras_to_torch(weight_name: str, array) -> tuple[str, torch.Tensor]:
+    """One Keras weight as our ``(parameter name, tensor)``: a conv kernel goes from Keras'
+    (kh, kw, in, out) to PyTorch's (out, in, kh, kw) and a dense kernel is transposed, both
+    becoming ``weight``; ``bias`` stays; BN's gamma/beta/moving_mean/moving_variance become
+    weight/bias/running_mean/running_var. ``weight_name`` may carry the layer and Keras 2's
+    ``:0`` (``conv1_conv/kernel:0``). A ValueError for any other weight."""
+    leaf, value = _keras_leaf(weight_name), torch.as_tensor(np.asarray(array))
+    if leaf in _BN_LEAVES:
+        return _BN_LEAVES[leaf], value
+    if leaf == "kernel" and value.ndim == 4:
+        return "weight", value.permute(3, 2, 0, 1).contiguous()
+    if leaf == "kernel" and value.ndim == 2:
+        return "weight", value.t().contiguous()
+    if leaf == "bias":
+        return "bias", value
+    raise ValueError(f"weight {weight_name!r} {tuple(value.shape)} has no place in a ResNet*V2")
 
-    Conv kernels go from (kh, kw, in, out) to (out, in, kh, kw), dense kernels are transposed,
-    BN's gamma/beta/moving_mean/moving_variance become weight/bias/running_mean/running_var.
-    A layer or weight with no place in ``ResNetV2`` is a ``WeightsError``."""
+
+def read_keras_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, str]]:
+    """Keras' legacy HDF5 weights of a ResNet*V2 as ``{our state_dict key: (tensor, name in file)}``,
+    each converted by ``keras_to_torch``. A layer or weight with no place in ``ResNetV2`` is a
+    ``WeightsError``."""
 
     path = Path(path)
     out: dict[str, tuple[torch.Tensor, str]] = {}
@@ -342,18 +360,11 @@ def read_keras_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, str]
                     raise WeightsError(f"{path}: layer {layer!r} has no place in a ResNet*V2 "
                                        "(is this a Keras ResNet v1 file?).") from None
                 for name in names:
-                    array = np.asarray(group[name])
-                    leaf = _keras_leaf(name)
-                    if leaf in _BN_LEAVES:
-                        key, value = f"{prefix}.{_BN_LEAVES[leaf]}", torch.from_numpy(array)
-                    elif leaf == "kernel" and array.ndim == 4:
-                        key, value = f"{prefix}.weight", torch.from_numpy(array).permute(3, 2, 0, 1)
-                    elif leaf == "kernel" and array.ndim == 2:
-                        key, value = f"{prefix}.weight", torch.from_numpy(array).t()
-                    elif leaf == "bias":
-                        key, value = f"{prefix}.bias", torch.from_numpy(array)
-                    else:
-                        raise WeightsError(f"{path}: weight {name!r} {array.shape} has no place in a ResNet*V2.")
+                    try:
+                        leaf, value = keras_to_torch(name, group[name])
+                    except ValueError as error:
+                        raise WeightsError(f"{path}: {error}.") from None
+                    key = f"{prefix}.{leaf}"
                     if key in out:
                         raise WeightsError(f"{path}: {name!r} and {out[key][1]!r} both map to {key}.")
                     out[key] = (value.float().contiguous(), name)
@@ -528,18 +539,18 @@ def load_weights(model: nn.Module, model_name: str, path: str | os.PathLike,
     if course_checkpoint_meta(path) is not None:
         return load_course_checkpoint(model, key, path, class_names)
     kind = _file_kind(path)
-    if key in V1_NAMES:
+    if WEIGHTS_SOURCE[key] == "torchvision":
         if kind == "hdf5":
             raise WeightsError(f"{path} is an HDF5 (Keras) file; {key} takes torchvision's .pth "
                                f"state_dict. Keras Applications' ResNet*V2 files are for "
-                               f"{', '.join(V2_NAMES)}.")
+                               f"{', '.join(KERAS_WEIGHTS_MD5)}.")
         tensors = {k: (v, k) for k, v in read_torch_state_dict(path).items()}
         info = _load_strict(model, tensors, path)
         return {**info, "format": "torchvision"}
     if kind != "hdf5":
         raise WeightsError(f"{path} is not an HDF5 file; {key} takes the Keras Applications file "
                            f"{imagenet_file(key).filename} (a .pth state_dict is for the v1 "
-                           f"models {', '.join(V1_NAMES)}).")
+                           f"models {', '.join(TORCHVISION_ENUMS)}).")
     tensors = read_keras_h5(path)
     info = _load_strict(model, tensors, path)
     return {**info, "format": "keras"}

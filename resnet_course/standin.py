@@ -40,7 +40,6 @@ from .drawing import CANVAS, Colour, Point, circle, ellipse, jitter, legs, new_c
 #: Bumped whenever the drawing changes, so that an older stand-in on disk is redrawn.
 GENERATOR_VERSION = 1
 IMAGE_SIZE = 224
-STANDIN_COUNTS = tuple(CLASS_COUNTS[name] for name in CLASS_NAMES)
 #: The file in the stand-in's root that says it is a procedurally drawn stand-in, not photos.
 STANDIN_MARKER = "STANDIN.txt"
 

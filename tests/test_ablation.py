@@ -33,6 +33,8 @@ FIG4 = {
     "full_preact": "BN ReLU conv BN ReLU conv add",
 }
 CLEAN_IDENTITY = ("relu_before_add", "relu_only_preact", "full_preact")  # nothing after the addition
+#: Every measurement at initialisation is checked on three seeds: no claim rests on one lucky draw.
+SEEDS = (0, 1, 2)
 
 
 @pytest.mark.parametrize("ordering", UNIT_ORDERINGS)
@@ -89,10 +91,11 @@ def test_zero_branch_makes_the_residual_branch_output_zero(ordering):
     assert torch.equal(zero_branch(unit).residual(x), torch.zeros_like(x))
 
 
+@pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("ordering", CLEAN_IDENTITY)
-def test_clean_identity_with_zero_branches_passes_signal_and_gradient_exactly(ordering):
+def test_clean_identity_with_zero_branches_passes_signal_and_gradient_exactly(ordering, seed):
     # Eq. 4-5 with F = 0: x_L = x_l and dE/dx_l = dE/dx_L for every l.
-    r = propagate(ordering, num_units=20, zero_branches=True)
+    r = propagate(ordering, num_units=20, zero_branches=True, seed=seed)
     assert r.std == pytest.approx([r.std[0]] * 21, rel=1e-6)
     assert r.input_corr == pytest.approx([1.0] * 21, abs=1e-9)
     assert r.grad == pytest.approx([1.0] * 21, abs=1e-6)
@@ -100,10 +103,11 @@ def test_clean_identity_with_zero_branches_passes_signal_and_gradient_exactly(or
     assert r.negative[-1] == pytest.approx(r.negative[0]) and 0.4 < r.negative[0] < 0.6  # x_0 is standard normal
 
 
-def test_original_unit_with_zero_branches_clips_once_then_passes_unchanged():
+@pytest.mark.parametrize("seed", SEEDS)
+def test_original_unit_with_zero_branches_clips_once_then_passes_unchanged(seed):
     # x_1 = ReLU(x_0 + 0); ReLU(ReLU(x)) = ReLU(x): the ReLU on the shortcut path removes the
     # negative half at the first unit, after that the path is the identity.
-    r = propagate("original", num_units=20, zero_branches=True)
+    r = propagate("original", num_units=20, zero_branches=True, seed=seed)
     assert r.negative[1:] == [0.0] * 20
     assert r.std[1:] == pytest.approx([r.std[1]] * 20, rel=1e-6) and r.std[1] < r.std[0]
     # Backwards, the last unit's ReLU stops the gradient where x_0 <= 0 (about half of a standard
@@ -112,18 +116,20 @@ def test_original_unit_with_zero_branches_clips_once_then_passes_unchanged():
     assert r.grad[:-1] == pytest.approx([r.grad[0]] * 20, rel=1e-6)
 
 
-def test_bn_after_addition_alters_the_shortcut_path_even_with_zero_branches():
+@pytest.mark.parametrize("seed", SEEDS)
+def test_bn_after_addition_alters_the_shortcut_path_even_with_zero_branches(seed):
     # He et al. 2016, Sec. 4.1 (b): "the BN layer alters the signal that passes through the shortcut".
-    r = propagate("bn_after_add", num_units=20, zero_branches=True)
+    r = propagate("bn_after_add", num_units=20, zero_branches=True, seed=seed)
     assert r.input_corr[-1] < 0.9 and r.input_corr[-1] < r.input_corr[2] < r.input_corr[1]
     assert not r.grad[1:-1] == pytest.approx([1.0] * 19, abs=1e-3)
     assert r.negative[1:] == [0.0] * 20  # a ReLU follows the BN
 
 
+@pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("ordering", UNIT_ORDERINGS)
-def test_relu_before_addition_is_the_one_ordering_that_can_only_add(ordering):
+def test_relu_before_addition_is_the_one_ordering_that_can_only_add(ordering, seed):
     # Sec. 4.1 (c): F(x) >= 0, "the forward propagated signal is monotonically increasing".
-    r = propagate(ordering, num_units=10)
+    r = propagate(ordering, num_units=10, seed=seed)
     if ordering == "relu_before_add":
         assert r.min_step >= 0.0
     else:
@@ -135,15 +141,16 @@ def test_relu_after_the_addition_makes_every_unit_output_non_negative(ordering):
     assert propagate(ordering, num_units=10).negative[1:] == [0.0] * 10
 
 
+@pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("ordering", CLEAN_IDENTITY)
-def test_nothing_after_the_addition_keeps_negative_values(ordering):
-    assert min(propagate(ordering, num_units=10).negative[1:]) > 0.0
+def test_nothing_after_the_addition_keeps_negative_values(ordering, seed):
+    assert min(propagate(ordering, num_units=10, seed=seed).negative[1:]) > 0.0
 
 
 def test_full_preactivation_gradient_reaches_the_first_unit_undiminished():
     # Eq. 5: dE/dx_l = dE/dx_L (1 + d/dx_l sum F): the first term arrives unchanged at every unit,
     # the second (zero-mean over random weights) adds to it on average.
-    for seed in range(3):
+    for seed in SEEDS:
         assert propagate("full_preact", num_units=30, seed=seed).grad[0] >= 1.0
 
 

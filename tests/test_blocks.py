@@ -15,6 +15,7 @@ from resnet_course.blocks import (
     ResidualUnit,
     conv1x1,
 )
+from resnet_course.models import like_a_trained_net
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -22,17 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(autouse=True)
 def seed():
     torch.manual_seed(0)
-
-
-def randomise_batch_norms(module: nn.Module) -> nn.Module:
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    return module.eval()
 
 
 def projection(inplanes, outplanes, stride):
@@ -70,7 +60,7 @@ def test_v1_blocks_match_torchvision_blocks(ours_cls, theirs_cls, inplanes, plan
     needs_projection = stride != 1 or inplanes != out
     theirs = theirs_cls(inplanes, planes, stride, projection(inplanes, out, stride) if needs_projection else None)
     ours = ours_cls(inplanes, planes, stride, projection(inplanes, out, stride) if needs_projection else None)
-    randomise_batch_norms(theirs)
+    like_a_trained_net(theirs).eval()
     ours.load_state_dict(theirs.state_dict(), strict=True)
     x = torch.randn(2, inplanes, 8, 8)
     with torch.no_grad():
@@ -87,7 +77,7 @@ def test_bottleneck_reduces_then_expands_four_times():
 def test_stride_in_1x1_skips_three_of_every_four_pixels():
     """v1: a strided 1x1 conv sees only every second row and column, so the block's output equals
     the unstrided block applied to the subsampled input (v1.5's 3x3 conv sees every pixel)."""
-    strided = randomise_batch_norms(Bottleneck(256, 128, 2, projection(256, 512, 2), stride_in_1x1=True))
+    strided = like_a_trained_net(Bottleneck(256, 128, 2, projection(256, 512, 2), stride_in_1x1=True)).eval()
     unstrided = Bottleneck(256, 128, 1, projection(256, 512, 1), stride_in_1x1=True)
     unstrided.load_state_dict(strided.state_dict())
     x = torch.randn(2, 256, 8, 8)
@@ -130,14 +120,14 @@ def zero_last_conv(block):
 
 def test_preact_block_has_nothing_after_the_addition():
     """With the residual branch silenced the output is the raw input, negatives included."""
-    block = zero_last_conv(randomise_batch_norms(PreActBottleneck(256, 64)))
+    block = zero_last_conv(like_a_trained_net(PreActBottleneck(256, 64)).eval())
     x = torch.randn(2, 256, 5, 5)
     with torch.no_grad():
         assert torch.equal(block(x), x)
 
 
 def test_preact_conv_shortcut_sees_the_preactivated_input():
-    block = zero_last_conv(randomise_batch_norms(PreActBottleneck(64, 64, conv_shortcut=True)))
+    block = zero_last_conv(like_a_trained_net(PreActBottleneck(64, 64, conv_shortcut=True)).eval())
     x = torch.randn(2, 64, 5, 5)
     with torch.no_grad():
         preact = torch.relu(nn.functional.batch_norm(
@@ -156,7 +146,7 @@ def test_orderings_are_the_papers_five_in_order():
 
 
 def unit(ordering, inplanes=16, planes=16, stride=1):
-    return randomise_batch_norms(ResidualUnit(inplanes, planes, stride, ordering))
+    return like_a_trained_net(ResidualUnit(inplanes, planes, stride, ordering)).eval()
 
 
 @pytest.mark.parametrize("ordering", UNIT_ORDERINGS)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-import time
 
 import pytest
 from PIL import Image
 
+from resnet_course import widgets
 from resnet_course.diagrams import drawn_boxes, side_length
-from resnet_course.widgets import explorer_figure, explorer_png, shape_explorer
+from resnet_course.widgets import cached_model, explorer_figure, explorer_png, shape_explorer
 
 
 def test_the_drawing_shows_the_stage_shapes_of_both_models():
@@ -36,15 +36,32 @@ def test_a_bigger_input_draws_bigger_boxes():
         assert big["depth"] == pytest.approx(small["depth"])
 
 
-def test_the_widget_redraws_when_the_slider_or_the_model_changes():
+def _counting(function, calls: list):
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return function(*args, **kwargs)
+    return counted
+
+
+def test_the_widget_redraws_when_the_slider_or_the_model_changes(monkeypatch):
     box = shape_explorer()
     dropdown, slider, picture, table = box.children
     first = picture.value
     assert Image.open(io.BytesIO(first)).format == "PNG"
     assert first == explorer_png("resnet50", "resnet50v2", 224)
-    start = time.perf_counter()
-    slider.value = 320
-    assert time.perf_counter() - start < 10  # meta device: no arithmetic, only shapes and a drawing
+    draws, builds, devices = [], [], []
+    monkeypatch.setattr(widgets, "explorer_png", _counting(widgets.explorer_png, draws))
+    monkeypatch.setattr(widgets, "get_model", _counting(widgets.get_model, builds))
+    hooks = [cached_model(name).conv1.register_forward_pre_hook(lambda m, args: devices.append(args[0].device.type))
+             for name in ("resnet50", "resnet50v2")]
+    try:
+        slider.value = 320
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # one drawing, no model built again, every stage run on the meta device: only shapes, no arithmetic
+    assert draws == [("resnet50", "resnet50v2", 320)] and builds == []
+    assert devices and set(devices) == {"meta"}
     assert picture.value == explorer_png("resnet50", "resnet50v2", 320) != first
     assert "2048&times;10&times;10" in table.value
     dropdown.value = ("resnet18", None)

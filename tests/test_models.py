@@ -8,11 +8,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from resnet_course import models
 from resnet_course.blocks import UNIT_ORDERINGS, BasicBlock, Bottleneck, PreActBottleneck, ResidualUnit
-from resnet_course.models import MODEL_NAMES, get_model
+from resnet_course.models import MODEL_NAMES, V1_NAMES, V2_NAMES, get_model, like_a_trained_net
 from resnet_course.porting import naive_port
-
-V1_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-V2_NAMES = ("resnet50v2", "resnet101v2", "resnet152v2")
 
 # Parameter counts at 1000 classes: torchvision's model documentation ("Params" of
 # ResNet18_Weights ... ResNet152_Weights); ResNet50V2: Keras Applications' count_params()
@@ -41,19 +38,6 @@ def on_meta(name, **kwargs) -> nn.Module:
         return get_model(name, **kwargs)
 
 
-def randomise_batch_norms(model: nn.Module, seed: int) -> None:
-    """Non-trivial BN affine parameters and running statistics, as a trained net has."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=generator) * 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-
-
 # --------------------------------------------------------------------------------------------
 # v1 against torchvision
 # --------------------------------------------------------------------------------------------
@@ -67,13 +51,13 @@ def test_v1_matches_torchvision(name):
     assert count_params(ours) == count_params(theirs) == PARAMS_1000_CLASSES[name]
     images = torch.randn(2, 3, 64, 64)
 
-    randomise_batch_norms(theirs, seed=1)
+    like_a_trained_net(theirs, seed=1)
     ours.load_state_dict(theirs.state_dict(), strict=True)  # torchvision -> ours
     with torch.no_grad():
         difference = (ours(images) - theirs(images)).abs().max().item()
     assert difference == 0.0, f"torchvision -> ours: max |difference| {difference:.2e}"
 
-    randomise_batch_norms(ours, seed=2)
+    like_a_trained_net(ours, seed=2)
     theirs.load_state_dict(ours.state_dict(), strict=True)  # ours -> torchvision
     with torch.no_grad():
         difference = (ours(images) - theirs(images)).abs().max().item()
@@ -197,7 +181,7 @@ def test_stages_are_named_and_cover_every_parameter_once(name):
 ])
 def test_chained_stages_equal_forward(builder):
     model = builder().eval()
-    randomise_batch_norms(model, seed=0)
+    like_a_trained_net(model, seed=0)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         chained = x
@@ -320,3 +304,9 @@ def test_get_model_builds_by_name_and_lists_valid_names_on_error():
     assert isinstance(next(iter(model.conv2)), PreActBottleneck)
     with pytest.raises(ValueError, match="resnet18.*resnet152v2"):
         get_model("resnet51")
+
+
+def test_v1_and_v2_names_are_the_two_families():
+    assert V1_NAMES + V2_NAMES == MODEL_NAMES
+    assert all(type(on_meta(name)) is models.ResNet for name in V1_NAMES)
+    assert all(type(on_meta(name)) is models.ResNetV2 for name in V2_NAMES)

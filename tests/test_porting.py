@@ -14,13 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet_course.blocks import KERAS_BN_EPS
-from resnet_course.models import resnet50v2
+from resnet_course.models import like_a_trained_net, resnet50v2
 from resnet_course.porting import (
     NAIVE_PORT_PITFALLS,
     PITFALL_LABELS,
     dead_channel_bn_eps_change,
     like_a_trained_keras_net,
-    like_a_trained_net,
     naive_port,
     pitfall_effects,
     slipped,
@@ -46,6 +45,17 @@ def test_like_a_trained_net_sets_biases_and_bn_statistics_deterministically():
     assert conv.bias.abs().min() > 0
     assert bn.running_var.min() >= 0.5 and bn.running_var.max() <= 1.5
     assert bn.weight.min() >= 0.5 and bn.running_mean.abs().max() > 0
+
+
+def test_like_a_trained_net_can_draw_wider_statistics_and_keep_the_biases():
+    """The checkers' setting: shifts ~ N(0, 0.5), variances ~ U(0.5, 2), conv biases as built."""
+    conv = nn.Conv2d(3, 64, 3, bias=True)
+    bias = conv.bias.detach().clone()
+    _, bn = like_a_trained_net(nn.Sequential(conv, nn.BatchNorm2d(64)), shift_std=0.5, max_variance=2.0,
+                               biases=False)
+    assert torch.equal(conv.bias, bias)
+    assert bn.running_var.min() >= 0.5 and bn.running_var.max() <= 2.0 and bn.running_var.max() > 1.5
+    assert bn.weight.min() >= 0.5 and bn.weight.max() <= 1.5 and bn.running_mean.abs().max() > 0.5
 
 
 class _FakeKerasLayer:
@@ -124,9 +134,12 @@ def test_neg_inf_padding_is_pytorchs_padded_max_pool_and_differs_where_a_border_
     assert torch.equal(naive.pool1(positive), resnet50v2().pool1(positive))
 
 
-def test_every_slip_changes_the_logits_and_the_epsilon_slip_is_tiny(trained_like):
-    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    effects = pitfall_effects(trained_like, images)
+@pytest.mark.parametrize("seed", [0, 1, 2])  # weights, statistics and images: not one lucky draw
+def test_every_slip_changes_the_logits_and_the_epsilon_slip_is_tiny(seed):
+    torch.manual_seed(seed)
+    model = like_a_trained_net(resnet50v2().eval(), seed=seed)
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+    effects = pitfall_effects(model, images)
     assert list(effects) == list(NAIVE_PORT_PITFALLS) == list(PITFALL_LABELS)
     assert effects["neg_inf_maxpool"] > 1e-3
     assert effects["no_conv_biases"] > 1e-3

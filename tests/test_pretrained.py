@@ -31,7 +31,8 @@ from resnet_course import finetune, pretrained  # noqa: E402
 from resnet_course.birds import CLASS_NAMES  # noqa: E402
 from resnet_course.cli import main  # noqa: E402
 from resnet_course.data import load_birds
-from resnet_course.models import get_model  # noqa: E402
+from resnet_course.models import V1_NAMES, V2_NAMES, get_model, like_a_trained_net  # noqa: E402
+from resnet_course.porting import like_a_trained_keras_net  # noqa: E402
 from resnet_course.pretrained import keras_v2_module_name  # noqa: E402
 from resnet_course.training import load_checkpoint, load_model  # noqa: E402
 
@@ -60,43 +61,14 @@ def no_network(monkeypatch, tmp_path):
 # Look-alike files
 # --------------------------------------------------------------------------------------------
 
-def _randomise_torch(model: nn.Module, seed: int = 0) -> nn.Module:
-    """BN gamma/var ~ U(0.5, 1.5), beta/mean ~ N(0, 0.1), as training leaves them."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
-                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
-                m.num_batches_tracked.fill_(1234)
-    return model
-
-
 @pytest.fixture(scope="module")
 def torchvision_file(tmp_path_factory):
     """(torchvision resnet50 with non-trivial BN statistics, its state_dict saved to .pth)."""
     torch.manual_seed(0)
-    reference = _randomise_torch(torchvision.models.resnet50()).eval()
+    reference = like_a_trained_net(torchvision.models.resnet50()).eval()
     path = tmp_path_factory.mktemp("tv") / "resnet50-look-alike.pth"
     torch.save(reference.state_dict(), path)
     return reference, path
-
-
-def _randomise_keras(keras_model, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    for layer in keras_model.layers:
-        arrays = layer.get_weights()
-        if not arrays:
-            continue
-        if type(layer).__name__ == "BatchNormalization":
-            shape = arrays[0].shape
-            arrays = [rng.uniform(0.5, 1.5, shape), rng.normal(0, 0.1, shape),
-                      rng.normal(0, 0.1, shape), rng.uniform(0.5, 1.5, shape)]
-        elif len(arrays) == 2:
-            arrays = [arrays[0], rng.normal(0, 0.1, arrays[1].shape)]
-        layer.set_weights([a.astype("float32") for a in arrays])
 
 
 def _as_keras2_names(src, dst):
@@ -132,7 +104,7 @@ def keras_files(tmp_path_factory):
     for include_top in (True, False):
         model = keras.applications.ResNet50V2(weights=None, include_top=include_top, pooling="avg",
                                               classifier_activation=None, input_shape=(64, 64, 3))
-        _randomise_keras(model, seed=int(include_top))
+        like_a_trained_keras_net(model, seed=int(include_top))
         outputs = keras.ops.convert_to_numpy(model(images, training=False))
         suffix = "" if include_top else "_notop"
         keras3 = folder / f"resnet50v2_keras3{suffix}.h5"
@@ -235,7 +207,7 @@ def test_our_h5_writer_is_read_by_keras_itself(keras_files, tmp_path):
     ours = get_model("resnet50v2", weights=files[True]["keras3"])
     path = pretrained.write_keras_h5(ours, tmp_path / "ours.h5")
     keras_model = files[True]["model"]
-    _randomise_keras(keras_model, seed=99)  # overwritten by the load below
+    like_a_trained_keras_net(keras_model, seed=99)  # overwritten by the load below
     with h5py.File(path) as handle:
         legacy_h5_format.load_weights_from_hdf5_group_by_name(handle, keras_model)
     import keras
@@ -245,11 +217,28 @@ def test_our_h5_writer_is_read_by_keras_itself(keras_files, tmp_path):
     assert_close_relative(_ours(again, images), files[True]["outputs"])
 
 
+def test_every_course_model_has_published_weights_torchvisions_for_v1_keras_for_v2():
+    assert pretrained.WEIGHTS_SOURCE == {**dict.fromkeys(V1_NAMES, "torchvision"), **dict.fromkeys(V2_NAMES, "keras")}
+
+
 def test_keras_layer_name_inverts_keras_v2_module_name():
     model = get_model("resnet50v2")
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
             assert keras_v2_module_name(pretrained.keras_layer_name(name)) == name
+
+
+def test_keras_to_torch_moves_the_axes_and_renames_as_the_layouts_say():
+    kernel = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)  # (kh, kw, in, out)
+    name, weight = pretrained.keras_to_torch("conv2_block1_1_conv/kernel:0", kernel)
+    assert name == "weight" and weight.shape == (5, 4, 2, 3) and weight[4, 3, 1, 2] == kernel[1, 2, 3, 4]
+    dense = np.arange(6, dtype=np.float32).reshape(2, 3)  # (in, out)
+    assert torch.equal(pretrained.keras_to_torch("predictions/kernel", dense)[1], torch.from_numpy(dense).T)
+    for keras_name, ours in (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
+                             ("moving_variance", "running_var"), ("bias", "bias")):
+        assert pretrained.keras_to_torch(f"post_bn/{keras_name}", np.ones(3))[0] == ours
+    with pytest.raises(ValueError, match=r"'post_bn/scale' \(3,\) has no place in a ResNet\*V2"):
+        pretrained.keras_to_torch("post_bn/scale", np.ones(3))
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,7 +495,7 @@ def test_cli_trains_one_epoch_from_a_local_keras_file_and_predict_uses_its_scali
 def test_cli_trains_one_epoch_fine_tuning_resnet18_from_a_torchvision_file(tiny_birds, tmp_path, capsys):
     torch.manual_seed(0)
     path = tmp_path / "resnet18.pth"
-    torch.save(_randomise_torch(torchvision.models.resnet18()).state_dict(), path)
+    torch.save(like_a_trained_net(torchvision.models.resnet18()).state_dict(), path)
     out = tmp_path / "run"
     assert main(["train", "--model", "resnet18", "--data", str(tiny_birds), "--epochs", "1", "--image-size", "32",
                  "--batch-size", "4", "--out", str(out), "--no-progress", "--fp32", "--weights", str(path)]) == 0

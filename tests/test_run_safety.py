@@ -100,10 +100,10 @@ def tiny_net():
                          nn.Linear(8, 4))
 
 
-def tiny_fit(out, epochs=1, resume=False, **kwargs):
+def tiny_fit(out, epochs=1, resume=False, seed=0, **kwargs):
     loaders = kwargs.pop("loaders", None) or tiny_loaders()
     return fit(tiny_net(), *loaders, epochs, out_dir=out, resume=resume, progress=False, precision="fp32",
-               seed=0, **kwargs)
+               seed=seed, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------
@@ -301,9 +301,11 @@ def test_a_training_into_a_folder_another_process_holds_exits_2(crashed_and_resu
     assert f"in use by another training (PID {os.getpid()}" in logs[-1] and "Traceback" not in logs[-1]
 
 
-def test_resume_repairs_best_and_history_left_stale_by_a_crash(tmp_path):
-    """A crash after checkpoint.pt of an improving epoch 2, before best.pt and history.json."""
-    recipe = dict(optimizer="sgd", lr=0.3, schedule="none", warmup_epochs=0)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_resume_repairs_best_and_history_left_stale_by_a_crash(tmp_path, seed):
+    """A crash after checkpoint.pt of an improving epoch 2, before best.pt and history.json. Epoch 1
+    warms the learning rate up, so epoch 2, at the full rate, improves on it whatever the seed."""
+    recipe = dict(optimizer="sgd", lr=0.3, schedule="none", warmup_epochs=1, seed=seed)
     tiny_fit(tmp_path, 1, **recipe)
     stale = {name: (tmp_path / name).read_bytes() for name in ("best.pt", "history.json")}
     history = tiny_fit(tmp_path, 2, resume=True, **recipe)

@@ -3,7 +3,7 @@
 import pytest
 
 from resnet_course import widgets
-from resnet_course.models import get_model, resnet50, resnet50v2
+from resnet_course.models import MODEL_NAMES, get_model, resnet50, resnet50v2
 from resnet_course.stages import stage_shapes
 from resnet_course.widgets import (
     EXPLORER_CHOICES,
@@ -13,6 +13,11 @@ from resnet_course.widgets import (
     explorer_rows,
     shape_explorer,
 )
+
+
+def test_the_dropdown_offers_every_model_once():
+    offered = [name for _, pair in EXPLORER_CHOICES for name in pair if name is not None]
+    assert sorted(offered) == sorted(MODEL_NAMES)
 
 
 def test_explorer_rows_at_224_are_the_course_shapes():

@@ -1,11 +1,11 @@
-"""What every checker shares: the result it returns, and small tools (seeded weights, parameter
-counts, shapes as text).
+"""What every checker shares: the result it returns, and small tools (seeded weights, BatchNorm
+statistics, parameter counts, shapes as text).
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -14,6 +14,10 @@ from torch import Tensor, nn
 
 #: Channel counts of the ResNet family, used to explain a parameter-count difference.
 RESNET_CHANNELS = (3, 64, 128, 256, 512, 1024, 2048)
+#: How the checkers give BatchNorms statistics (``models.like_a_trained_net(module, **CHECKER_BN)``):
+#: wider than a trained net's (shifts ~ N(0, 0.5), variances ~ U(0.5, 2)), so that a misplaced BN
+#: changes the output clearly; conv biases stay as the learner built them.
+CHECKER_BN = {"shift_std": 0.5, "max_variance": 2.0, "biases": False}
 
 # --------------------------------------------------------------------------------------------
 # The result
@@ -126,20 +130,6 @@ def _shape(t: Tensor) -> str:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def _randomize_batch_norms(module: nn.Module, skip: Sequence[nn.Module] = ()) -> None:
-    """Give every BatchNorm random statistics and affine parameters, so that in eval mode it is
-    not (almost) the identity and a misplaced BN changes the output."""
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(m is s for s in skip):
-                if m.running_mean is not None:
-                    m.running_mean.normal_(0, 0.5)
-                    m.running_var.uniform_(0.5, 2.0)
-                if m.weight is not None:
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.normal_(0, 0.5)
 
 
 def _close(a: Tensor, b: Tensor) -> bool:

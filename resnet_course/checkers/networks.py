@@ -8,16 +8,16 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from resnet_course.models import MODEL_NAMES, get_model
+from resnet_course.models import MODEL_NAMES, V1_NAMES, get_model, like_a_trained_net
 
 from ..device import evaluating
 from ..stages import count_params
 from .core import (
+    CHECKER_BN,
     RESNET_CHANNELS,
     CheckResult,
     _close,
     _first_line,
-    _randomize_batch_norms,
     _seeded,
     _shape,
     difference_hint,
@@ -43,7 +43,7 @@ def check_param_count(model: nn.Module, expected: int, num_classes: int | None =
 
 def _reference_model(name: str, num_classes: int) -> tuple[nn.Module, str]:
 
-    if name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
+    if name in V1_NAMES:
         return getattr(torchvision.models, name)(weights=None, num_classes=num_classes), f"torchvision's {name}"
     if name in MODEL_NAMES:
         return get_model(name, num_classes=num_classes), f"the course's {name} (Keras layout)"
@@ -140,7 +140,7 @@ def check_model(model: nn.Module, reference_name: str, num_classes: int | None =
             return result
         result.add(True, f"state_dict: the same names and shapes as in {ref_text}, so its weights load strictly")
         twin = copy.deepcopy(model)
-        _randomize_batch_norms(reference)
+        like_a_trained_net(reference, **CHECKER_BN)
         twin.load_state_dict(reference.state_dict())
         twin.eval()
         reference.eval()

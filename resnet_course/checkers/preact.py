@@ -8,15 +8,16 @@ import torch
 from torch import Tensor, nn
 
 from ..blocks import KERAS_BN_EPS, PreActBottleneck
+from ..models import like_a_trained_net
 from ..stages import count_params
 from .core import (
+    CHECKER_BN,
     CheckResult,
     _close,
     _conv_text,
     _count_text,
     _first_line,
     _out_size,
-    _randomize_batch_norms,
     _seeded,
     _shape,
     difference_hint,
@@ -98,7 +99,7 @@ def _preact_case(block, reference, call, inplanes, planes, stride, conv_shortcut
         return found
     found["eps"] = _eps_problem(block)
     block.eval()
-    _randomize_batch_norms(block)
+    like_a_trained_net(block, **CHECKER_BN)
     x = torch.randn(2, inplanes, 8, 8)
     side = _out_size(8, stride)
     found["expected_shape"] = shape = (2, 4 * planes, side, side)
@@ -129,7 +130,7 @@ def _computation_problem(block, reference, calls, x: Tensor) -> str | None:
     """Copy the reference's weights into the learner's layers (paired in the order they run, by
     kind and shape) and compare the outputs: any other difference in the computation shows."""
     reference.eval()
-    _randomize_batch_norms(reference)
+    like_a_trained_net(reference, **CHECKER_BN)
     with torch.no_grad():
         reference_calls, expected = _watch_conv_inputs(reference, x)
     names = {id(m): name for name, m in block.named_modules()}

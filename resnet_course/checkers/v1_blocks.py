@@ -10,14 +10,15 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
 
+from ..models import like_a_trained_net
 from ..stages import count_params
 from .core import (
+    CHECKER_BN,
     CheckResult,
     _close,
     _count_text,
     _first_line,
     _out_size,
-    _randomize_batch_norms,
     _seeded,
     _shape,
     difference_hint,
@@ -337,7 +338,7 @@ def _check_v1_case(block, spec: _BlockSpec, case: _Case, downsample) -> dict:
     reference = spec.reference(case.inplanes, case.planes, case.stride, copy.deepcopy(downsample))
     names = {id(m): name for name, m in block.named_modules()}
     block.eval()
-    _randomize_batch_norms(block)
+    like_a_trained_net(block, **CHECKER_BN)
     x = _input_for(case)
     with torch.no_grad():
         convs, bns, out, error, counts = _module_order(block, x, [downsample] if downsample is not None else [])
