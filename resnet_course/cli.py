@@ -29,10 +29,7 @@ from .checkpoints import (
     CHECKPOINT_NAME,
     HISTORY_NAME,
     CheckpointError,
-    RunFolderError,
-    SaveFailed,
     best_record,
-    check_writable_folder,
     saved_best,
 )
 from .data import check_train_fraction, find_bird_data, load_birds, make_standin_birds
@@ -63,6 +60,7 @@ from .recipe import (
     RecipeError,
     validate,
 )
+from .runfolder import RunFolderError, SaveFailed, check_writable_folder
 from .standin import standin_is_complete
 from .training import TrainingDiverged, TrainingInterrupted, fit, init_distributed, load_model, set_seed
 

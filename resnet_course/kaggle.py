@@ -16,10 +16,10 @@ from pathlib import Path
 
 from . import config
 from .birds import CLASS_NAMES, KAGGLE_SPLITS, BirdDataError
-from .checkpoints import check_writable_folder
 from .config import printable_path
 from .data import PathLike, course_class_for, list_image_files
 from .images import file_problem
+from .runfolder import check_writable_folder
 
 __all__ = ["import_kaggle"]
 

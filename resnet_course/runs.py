@@ -26,13 +26,14 @@ from torch import nn
 
 from . import config
 from .birds import CLASS_NAMES
-from .checkpoints import BEST_NAME, CHECKPOINT_NAME, HISTORY_NAME, best_record, read_json, read_resumable
+from .checkpoints import BEST_NAME, CHECKPOINT_NAME, HISTORY_NAME, best_record, read_resumable
 from .data import find_bird_data, load_birds
 from .device import place_batch, place_model, resolve_setup
 from .evaluation import collect_predictions
 from .models import get_model
 from .pretrained import normalization_for
 from .recipe import DEFAULT_OPTIMIZER, DEFAULT_WARMUP_EPOCHS
+from .runfolder import read_json
 from .tables import text_table
 from .training import fit, set_seed, train_step
 

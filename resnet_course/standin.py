@@ -33,9 +33,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .birds import CLASS_COUNTS, CLASS_NAMES, BirdDataError
-from .checkpoints import check_writable_folder
 from .config import printable_path
 from .drawing import CANVAS, Colour, Point, circle, ellipse, jitter, legs, new_canvas, perch
+from .runfolder import check_writable_folder
 
 #: Bumped whenever the drawing changes, so that an older stand-in on disk is redrawn.
 GENERATOR_VERSION = 1

@@ -32,7 +32,6 @@ from .checkpoints import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_NAME,
     CheckpointError,
-    RunFolderError,
     check_same_run,
     claim_run_folder,
     data_fingerprint,
@@ -48,6 +47,7 @@ from .device import ComputeSetup, autocast, place_batch, place_model, resolve_se
 from .evaluation import collect_predictions
 from .models import MODEL_NAMES, get_model
 from .recipe import DEFAULT_OPTIMIZER, DEFAULT_WARMUP_EPOCHS, lr_factor, make_optimizer, validate
+from .runfolder import RunFolderError
 
 __all__ = ["set_seed", "init_distributed", "TrainingInterrupted", "TrainingDiverged", "train_step",
            "train_one_epoch", "fit", "load_checkpoint", "load_model"]

@@ -18,8 +18,9 @@ import torch
 import torchvision
 
 from resnet_course import cli, config
-from resnet_course.checkpoints import LOCK_NAME, RUN_FILE, RunFolderError
+from resnet_course.checkpoints import RUN_FILE
 from resnet_course.data import load_birds
+from resnet_course.runfolder import LOCK_NAME, RunFolderError
 from resnet_course.runs import train_or_load
 from resnet_course.training import fit, load_checkpoint, set_seed
 

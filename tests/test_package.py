@@ -57,7 +57,7 @@ def test_no_import_cycles():
 def test_the_standin_only_draws_and_evaluation_does_not_reach_into_training():
     graph = _imports()
     assert graph["resnet_course.standin"] <= {"resnet_course.birds", "resnet_course.drawing", "resnet_course.config",
-                                              "resnet_course.checkpoints"}
+                                              "resnet_course.runfolder"}
     assert "resnet_course.training" not in graph["resnet_course.evaluation"]
 
 
