@@ -16,11 +16,12 @@ Modules, each named for what it holds:
   ``drawing`` (the pen both drawn sets share), ``pretraining`` (the drawn set of other species);
 - training: ``config`` (paths, fast mode, settings), ``device`` (device, precision, memory
   layout), ``recipe`` (optimiser, weight decay, schedule, and the one check of a recipe),
-  ``training`` (``fit``: the training step, one epoch, resume), ``checkpoints`` (the run folder and
-  the checkpoint format), ``runfolder`` (crash-safe writes, one training per folder),
-  ``evaluation`` (metrics, predict), ``runs`` (train or load, run tables), ``comparison`` (several
-  seeds per model), ``transfer`` (notebook 09's experiment: pretraining on the drawn set, then
-  from scratch, linear probe and fine-tuning at fewer labels);
+  ``training`` (``fit``: the training step, one epoch, resume), ``distributed`` (several
+  processes under torchrun), ``checkpoints`` (the run folder and the checkpoint format),
+  ``runfolder`` (crash-safe writes, one training per folder), ``evaluation`` (metrics, a trained
+  model read back, predict), ``runs`` (train or load, run tables), ``comparison`` (several seeds
+  per model), ``transfer`` (notebook 09's experiment: pretraining on the drawn set, then from
+  scratch, linear probe and fine-tuning at fewer labels);
 - ``checkers`` (exercise checkers) and ``cli`` (the command line).
 """
 

@@ -44,7 +44,7 @@ from .runfolder import (
 )
 
 __all__ = ["CHECKPOINT_NAME", "BEST_NAME", "HISTORY_NAME", "RUN_FILE", "CHECKPOINT_FORMAT", "RECIPE_KEYS",
-           "RESUME_KEYS", "CheckpointError", "save_checkpoint", "claim_run_folder", "data_fingerprint",
+           "RESUME_KEYS", "CheckpointError", "save_checkpoint", "claim_run_folder", "data_fingerprint", "run_meta",
            "recipe_differences", "check_same_run", "read_checkpoint", "read_resumable", "meta_problem", "rng_state",
            "restore_rng_state", "best_state", "save_epoch_files", "repair_epoch_files", "what_file_is",
            "best_record", "saved_best"]
@@ -103,6 +103,28 @@ def data_fingerprint(train_loader, val_loader) -> str | None:
             line = f"{split}\t{label}\t{Path(path).name}\t{_content_key(path)}\n"
             digest.update(line.encode("utf-8", "surrogateescape"))  # names need not be UTF-8
     return digest.hexdigest()[:16]
+
+
+def _num_outputs(model: torch.nn.Module) -> int | None:
+    last_linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return last_linear[-1].out_features if last_linear else None
+
+
+def run_meta(model: torch.nn.Module, recipe: Mapping, train_loader, val_loader, *, epochs: int, seed: int | None,
+             precision: str, world_size: int, class_names, model_name, image_size) -> dict:
+    """The run's record (``"meta"``), saved in every checkpoint: what it trains, on what, with which
+    recipe (``RECIPE_KEYS``), and where (precision, processes)."""
+    return {"model_name": model_name, "num_classes": len(class_names) if class_names else _num_outputs(model),
+            "class_names": list(class_names) if class_names else None, "image_size": image_size,
+            **recipe, "epochs": epochs, "seed": seed,
+            "batch_size": getattr(train_loader, "batch_size", None), "world_size": world_size,
+            "precision": precision, "data": data_fingerprint(train_loader, val_loader),
+            # the input scaling the weights expect ("imagenet" or "tf"); predict uses the same
+            "normalization": getattr(model, "input_normalization", "imagenet"),
+            "weights": (getattr(model, "weights_source", None) or {}).get("file"),
+            "backbone_frozen": bool(getattr(model, "backbone_frozen", False)),
+            "zero_init_residual": getattr(model, "zero_init_residual", None),
+            "train_fraction": getattr(getattr(train_loader, "dataset", None), "train_fraction", None)}
 
 
 #: Settings where "none" is itself a setting (no weights file, not frozen): a run recorded with

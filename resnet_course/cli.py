@@ -34,7 +34,8 @@ from .checkpoints import (
 )
 from .data import check_train_fraction, find_bird_data, load_birds, make_standin_birds
 from .device import FP32_ENV, choose_device_and_precision
-from .evaluation import predict
+from .distributed import init_distributed
+from .evaluation import load_model, predict
 from .finetune import freeze_backbone
 from .images import UnreadableImage, check_image
 from .kaggle import import_kaggle
@@ -62,7 +63,7 @@ from .recipe import (
 )
 from .runfolder import RunFolderError, SaveFailed, check_writable_folder
 from .standin import standin_is_complete
-from .training import TrainingDiverged, TrainingInterrupted, fit, init_distributed, load_model, set_seed
+from .training import TrainingDiverged, TrainingInterrupted, fit, set_seed
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130

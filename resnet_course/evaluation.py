@@ -1,6 +1,7 @@
 """Evaluation: accuracy, loss, the confusion matrix, per-class precision and recall, top-k
-accuracy, predictions for single image files, and a mean-colour baseline that says how much of a
-dataset colour alone gives away.
+accuracy, a trained model read back from the checkpoint ``training.fit`` wrote (``load_model``),
+predictions for single image files, and a mean-colour baseline that says how much of a dataset
+colour alone gives away.
 
 Everything is computed from fp32 logits collected once (``collect_predictions``), so the numbers
 are the same whichever precision the forward pass ran in.
@@ -17,13 +18,15 @@ from PIL import Image
 from torch import nn
 
 from .birds import CLASS_NAMES
+from .checkpoints import CheckpointError, meta_problem, read_checkpoint
 from .config import printable_path
 from .data import scan_bird_folder, split_samples
 from .device import ComputeSetup, autocast, place_batch, resolve_setup
 from .images import eval_transform, load_rgb
+from .models import MODEL_NAMES, get_model
 
 __all__ = ["collect_predictions", "confusion_matrix", "per_class_metrics", "topk_accuracy",
-           "evaluate", "predict", "mean_colours", "mean_colour_baseline"]
+           "evaluate", "load_checkpoint", "load_model", "predict", "mean_colours", "mean_colour_baseline"]
 
 
 @torch.no_grad()
@@ -104,6 +107,44 @@ def evaluate(model: nn.Module, loader, class_names: Sequence[str] | None = None,
     }
 
 
+# --------------------------------------------------------------------------------------------
+# A trained model, read back from its checkpoint
+# --------------------------------------------------------------------------------------------
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load a checkpoint written by ``fit`` with ``weights_only=True`` (loading one cannot run
+    code). A file that is not a course checkpoint raises ``CheckpointError`` saying what it is not."""
+    return read_checkpoint(path, map_location=map_location)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model a checkpoint was trained as (``models.get_model``), load its weights and
+    return ``(model in eval mode, meta)``; ``meta`` holds model_name, num_classes, class_names,
+    image_size and normalization (the input scaling, also set as ``model.input_normalization``).
+    The meta is checked before anything is built from it (``checkpoints.meta_problem``)."""
+    checkpoint = load_checkpoint(path)
+    problem = meta_problem(checkpoint.get("meta"), MODEL_NAMES)
+    if problem:
+        raise CheckpointError(f"{path} cannot be used: {problem}. Build the model yourself and load "
+                              "load_checkpoint(path)['model'] into it, or use the checkpoint train wrote.")
+    meta = dict(checkpoint["meta"])
+    bad = [name for name, tensor in checkpoint["model"].items()
+           if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise CheckpointError(f"{path} holds weights that are not finite numbers (NaN or infinite, in "
+                              f"{bad[0]} and {len(bad) - 1} more): the training it comes from diverged.")
+    model = get_model(meta["model_name"], num_classes=meta["num_classes"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        lines = str(error).splitlines()
+        first = lines[1].strip() if len(lines) > 1 else str(error)
+        raise CheckpointError(f"{path} says it holds a {meta['model_name']} with {meta['num_classes']} "
+                              f"classes, but its weights do not fit one ({first})") from None
+    model.input_normalization = meta.get("normalization") or "imagenet"
+    return model.to(device).eval(), meta
+
+
 @torch.no_grad()
 def predict(model: nn.Module, images: Iterable | str | os.PathLike | Image.Image,
             class_names: Sequence[str], image_size: int = 224, topk: int = 1,
@@ -113,7 +154,7 @@ def predict(model: nn.Module, images: Iterable | str | os.PathLike | Image.Image
     ``image_size`` like validation images). Returns one dict per image: ``image`` (the file name,
     or "image 0", ... for PIL images), ``label`` (predicted class), ``probability`` and ``topk``
     (a list of (class, probability) pairs, best first). ``normalization`` defaults to the model's
-    ``input_normalization`` (set by ``get_model`` and ``training.load_model``), else "imagenet"."""
+    ``input_normalization`` (set by ``get_model`` and ``load_model``), else "imagenet"."""
     if isinstance(images, (str, os.PathLike, Image.Image)):
         images = [images]
     images = list(images)

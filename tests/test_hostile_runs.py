@@ -20,9 +20,10 @@ import torchvision
 from resnet_course import cli, config
 from resnet_course.checkpoints import RUN_FILE
 from resnet_course.data import load_birds
+from resnet_course.evaluation import load_checkpoint
 from resnet_course.runfolder import LOCK_NAME, RunFolderError
 from resnet_course.runs import train_or_load
-from resnet_course.training import fit, load_checkpoint, set_seed
+from resnet_course.training import fit, set_seed
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 

@@ -31,10 +31,10 @@ from resnet_course import finetune, pretrained  # noqa: E402
 from resnet_course.birds import CLASS_NAMES  # noqa: E402
 from resnet_course.cli import main  # noqa: E402
 from resnet_course.data import load_birds
+from resnet_course.evaluation import load_checkpoint, load_model  # noqa: E402
 from resnet_course.models import V1_NAMES, V2_NAMES, get_model, like_a_trained_net  # noqa: E402
 from resnet_course.porting import like_a_trained_keras_net  # noqa: E402
 from resnet_course.pretrained import keras_v2_module_name  # noqa: E402
-from resnet_course.training import load_checkpoint, load_model  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.usefixtures("one_torch_thread")]
 RTOL = 1e-4

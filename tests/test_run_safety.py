@@ -23,8 +23,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from resnet_course.birds import CLASS_NAMES
 from resnet_course.cli import main
+from resnet_course.evaluation import load_checkpoint
 from resnet_course.runfolder import LOCK_NAME, RunFolderError, RunFolderLock, SaveFailed
-from resnet_course.training import TrainingDiverged, fit, load_checkpoint
+from resnet_course.training import TrainingDiverged, fit
 
 EPOCH_FILES = ["best.pt", "checkpoint.pt", "history.json", "run.json"]
 

@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from resnet_course import checkpoints
 from resnet_course.device import ComputeSetup
-from resnet_course.training import TrainingInterrupted, fit, load_checkpoint, load_model, set_seed
+from resnet_course.evaluation import load_checkpoint, load_model
+from resnet_course.training import TrainingInterrupted, fit, set_seed
 
 
 def tiny_net(num_classes=4):

@@ -16,12 +16,12 @@ from resnet_course import transfer
 from resnet_course.birds import CLASS_NAMES, BirdDataError
 from resnet_course.cli import main
 from resnet_course.data import is_bird_folder, load_birds, scan_dataset_folder, split_samples, training_subset
+from resnet_course.evaluation import load_checkpoint
 from resnet_course.finetune import freeze_backbone, linear_probe
 from resnet_course.models import get_model, like_a_trained_net
 from resnet_course.plots import plot_label_efficiency
 from resnet_course.pretrained import WeightsError, course_checkpoint_meta, normalization_for
 from resnet_course.pretraining import make_pretraining_set
-from resnet_course.training import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parent.parent
