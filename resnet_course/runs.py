@@ -84,6 +84,24 @@ def _finished_epochs(out_dir: Path) -> int:
     return len(read_resumable(out_dir / CHECKPOINT_NAME)["history"])
 
 
+def _bird_loaders(model_name: str, weights, image_size: int, batch_size: int, train_fraction: float) -> tuple:
+    """The bird data (``find_bird_data`` says which it is) split by ``load_birds``, in the input
+    scaling the starting weights expect: (train loader, validation loader, class names)."""
+    root, _ = find_bird_data()
+    return load_birds(root, image_size=image_size, batch_size=batch_size,
+                      normalization=normalization_for(model_name, weights), train_fraction=train_fraction)
+
+
+def _what_happens(model_name: str, out_dir: Path, done: int, epochs: int) -> str:
+    """The line ``train_or_load`` prints first: whether it loads, continues or starts the run."""
+    where = config.display_path(out_dir)
+    if done >= epochs:
+        return f"Loading the finished run in {where} ({_epochs(done)}); delete that folder to train afresh."
+    if done:
+        return f"Continuing the run in {where}: {done} of {epochs} epochs were done."
+    return f"Training {model_name} for {_epochs(epochs)} into {where}."
+
+
 def train_or_load(name: str, model_name: str | None = None, *, epochs: int | None = None,
                   optimizer: str = DEFAULT_OPTIMIZER, lr: float | None = None,
                   weight_decay: float | None = None, warmup_epochs: float = DEFAULT_WARMUP_EPOCHS,
@@ -116,20 +134,12 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
     epochs = defaults.epochs if epochs is None else epochs
     image_size = image_size or defaults.image_size
     if train_loader is None or val_loader is None:
-        root, _ = find_bird_data()
-        train_loader, val_loader, class_names = load_birds(
-            root, image_size=image_size, batch_size=defaults.batch_size,
-            normalization=normalization_for(model_name, weights), train_fraction=train_fraction)
+        train_loader, val_loader, class_names = _bird_loaders(model_name, weights, image_size, defaults.batch_size,
+                                                              train_fraction)
     class_names = list(class_names or CLASS_NAMES)
     out_dir = config.run_dir(name)
     done = _finished_epochs(out_dir)
-    where = config.display_path(out_dir)
-    if done >= epochs:
-        print(f"Loading the finished run in {where} ({_epochs(done)}); delete that folder to train afresh.")
-    elif done:
-        print(f"Continuing the run in {where}: {done} of {epochs} epochs were done.")
-    else:
-        print(f"Training {model_name} for {_epochs(epochs)} into {where}.")
+    print(_what_happens(model_name, out_dir, done, epochs))
     set_seed(seed)
     model = get_model(model_name, num_classes=len(class_names), weights=weights,
                       zero_init_residual=zero_init_residual, class_names=class_names)
