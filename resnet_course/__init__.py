@@ -22,7 +22,7 @@ Modules, each named for what it holds:
   model read back, predict), ``runs`` (train or load, run tables), ``comparison`` (several seeds
   per model), ``transfer`` (notebook 09's experiment: pretraining on the drawn set, then from
   scratch, linear probe and fine-tuning at fewer labels);
-- ``checkers`` (exercise checkers) and ``cli`` (the command line).
+- ``checkers`` (exercise checkers), ``cli`` (the command line) and ``arguments`` (its options).
 """
 
 __version__ = "0.1.0"
