@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from resnet_course import finetune, pretrained
+from resnet_course import finetune, imagenet
 from resnet_course.data import find_bird_data, load_birds
 from resnet_course.device import choose_device_and_precision
 from resnet_course.models import get_model
@@ -34,7 +34,7 @@ from resnet_course.training import fit
 
 
 def weights_file(folder: Path) -> tuple[Path, str]:
-    found = pretrained.find_weights("resnet50")
+    found = imagenet.find_weights("resnet50")
     if found is not None:
         return found, "torchvision ImageNet weights"
     return finetune.save_standin_weights("resnet50", folder / "standin.pth"), "random stand-in weights"

@@ -4,8 +4,9 @@ Modules, each named for what it holds:
 
 - the networks: ``blocks`` (residual blocks and the five unit orderings), ``models`` (ResNet
   v1/v2 and the small CIFAR-style nets), ``porting`` (Keras' ResNet50V2 weights into ours, a naive
-  port's slips), ``pretrained`` (ImageNet weights files and course checkpoints as starting
-  weights), ``finetune`` (a frozen backbone, the linear probe);
+  port's slips), ``imagenet`` (the published ImageNet weights files: which, where, download),
+  ``pretrained`` (weights files and course checkpoints as starting weights), ``finetune`` (a
+  frozen backbone, the linear probe);
 - looking at them: ``stages`` (stage shapes, parameters, FLOPs), ``gradients`` (gradient norms and
   the depth demos), ``ablation`` (the unit orderings at initialisation), ``diagrams`` (blocks drawn
   from their own code), ``widgets`` (the shape explorer), ``explain`` (feature maps, Grad-CAM),

@@ -29,10 +29,11 @@ from .device import FP32_ENV, choose_device_and_precision
 from .distributed import init_distributed
 from .evaluation import load_model, predict
 from .finetune import freeze_backbone
+from .imagenet import OFFLINE_ENV, download_weights, weights_files
 from .images import UnreadableImage, check_image
 from .kaggle import import_kaggle
 from .models import get_model
-from .pretrained import OFFLINE_ENV, WeightsError, download_weights, normalization_for, weights_files
+from .pretrained import WeightsError, normalization_for
 from .pretraining import (
     PRETRAINING_EPOCHS,
     check_pretraining_options,

@@ -21,9 +21,10 @@ from torch.utils.data import DataLoader
 from . import config
 from .data import BirdDataset
 from .evaluation import collect_predictions
+from .imagenet import find_weights, imagenet_file, model_key
 from .images import eval_transform
 from .models import V1_NAMES, get_model, like_a_trained_net
-from .pretrained import find_weights, imagenet_file, model_key, write_keras_h5
+from .pretrained import write_keras_h5
 
 __all__ = ["head_of", "freeze_backbone", "extract_features", "linear_probe", "save_standin_weights",
            "weights_or_standin"]

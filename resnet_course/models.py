@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from . import pretrained
+from . import imagenet, pretrained
 from .blocks import (
     UNIT_ORDERINGS,
     BasicBlock,
@@ -419,6 +419,6 @@ def get_model(name: str, num_classes: int = 1000, weights=None, class_names=None
     model.weights_source = None
     if weights is not None:
         if isinstance(weights, str) and weights.strip().lower() == "imagenet":
-            weights = pretrained.imagenet_weights(key, include_top=num_classes == 1000)
+            weights = imagenet.imagenet_weights(key, include_top=num_classes == 1000)
         model.weights_source = pretrained.load_weights(model, key, weights, class_names=class_names)
     return model

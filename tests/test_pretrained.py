@@ -5,7 +5,7 @@ ResNet50V2 (Keras 3 on the torch backend, saved with Keras' own legacy HDF5 writ
 the published ``resnet50v2_weights_tf_dim_ordering_tf_kernels[_notop].h5``, in Keras 3 naming and
 renamed to the published files' Keras 2 naming ``layer/kernel:0``). BatchNorm statistics and
 biases are randomised first, as in a trained net, so that a wrong mapping cannot hide. Nothing
-here touches the network: downloads go through ``pretrained._open_url``, patched in every test.
+here touches the network: downloads go through ``imagenet._open_url``, patched in every test.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from torch import nn
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from resnet_course import finetune, pretrained  # noqa: E402
+from resnet_course import finetune, imagenet, pretrained  # noqa: E402
 from resnet_course.birds import CLASS_NAMES  # noqa: E402
 from resnet_course.cli import main  # noqa: E402
 from resnet_course.data import load_birds
@@ -52,7 +52,7 @@ def no_network(monkeypatch, tmp_path):
     """Every test: an empty torch.hub / Keras cache and a network that must not be used."""
     def refuse(url, timeout):
         raise AssertionError(f"a test tried to download {url}")
-    monkeypatch.setattr(pretrained, "_open_url", refuse)
+    monkeypatch.setattr(imagenet, "_open_url", refuse)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
 
@@ -218,7 +218,7 @@ def test_our_h5_writer_is_read_by_keras_itself(keras_files, tmp_path):
 
 
 def test_every_course_model_has_published_weights_torchvisions_for_v1_keras_for_v2():
-    assert pretrained.WEIGHTS_SOURCE == {**dict.fromkeys(V1_NAMES, "torchvision"), **dict.fromkeys(V2_NAMES, "keras")}
+    assert imagenet.WEIGHTS_SOURCE == {**dict.fromkeys(V1_NAMES, "torchvision"), **dict.fromkeys(V2_NAMES, "keras")}
 
 
 def test_keras_layer_name_inverts_keras_v2_module_name():
@@ -313,10 +313,10 @@ def test_missing_file_is_a_clear_error(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 def test_imagenet_uses_the_torchvision_enum_and_torch_hub_cache(tmp_path):
-    file = pretrained.imagenet_file("resnet50")
+    file = imagenet.imagenet_file("resnet50")
     assert file.url == torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url
     assert file.path == tmp_path / "torch_home" / "hub" / "checkpoints" / "resnet50-0676ba61.pth"
-    v2 = pretrained.imagenet_file("resnet50v2", include_top=False)
+    v2 = imagenet.imagenet_file("resnet50v2", include_top=False)
     assert v2.filename == "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
     assert v2.url.startswith("https://storage.googleapis.com/tensorflow/keras-applications/resnet/")
 
@@ -327,32 +327,32 @@ def test_imagenet_without_network_or_cache_fails_fast_and_says_what_to_do(monkey
     def dead_network(url, timeout):
         calls.append((url, timeout))
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-    monkeypatch.setattr(pretrained, "_open_url", dead_network)
-    with pytest.raises(pretrained.WeightsUnavailable) as error:
+    monkeypatch.setattr(imagenet, "_open_url", dead_network)
+    with pytest.raises(imagenet.WeightsUnavailable) as error:
         get_model("resnet50", num_classes=4, weights="imagenet")
     message = str(error.value)
     assert "resnet50-0676ba61.pth" in message
     assert "https://download.pytorch.org/models/resnet50-0676ba61.pth" in message
     assert str(tmp_path / "torch_home" / "hub" / "checkpoints" / "resnet50-0676ba61.pth") in message
     assert "download-weights --model resnet50" in message and "name resolution" in message
-    assert calls and calls[0][1] <= pretrained.DOWNLOAD_TIMEOUT
+    assert calls and calls[0][1] <= imagenet.DOWNLOAD_TIMEOUT
     assert not list((tmp_path / "torch_home" / "hub" / "checkpoints").iterdir())  # no partial file left
 
 
 def test_imagenet_offline_never_touches_the_network(monkeypatch):
-    monkeypatch.setenv(pretrained.OFFLINE_ENV, "1")  # the autouse fixture fails the test on any download
-    with pytest.raises(pretrained.WeightsUnavailable, match=r"resnet50v2_weights_tf_dim_ordering_tf_kernels_notop\.h5"):
+    monkeypatch.setenv(imagenet.OFFLINE_ENV, "1")  # the autouse fixture fails the test on any download
+    with pytest.raises(imagenet.WeightsUnavailable, match=r"resnet50v2_weights_tf_dim_ordering_tf_kernels_notop\.h5"):
         get_model("resnet50v2", num_classes=4, weights="imagenet")
 
 
 def test_imagenet_loads_a_cached_file_without_the_network(torchvision_file, keras_files):
-    file = pretrained.imagenet_file("resnet50")
+    file = imagenet.imagenet_file("resnet50")
     file.path.parent.mkdir(parents=True)
     file.path.write_bytes(torchvision_file[1].read_bytes())
     model = get_model("resnet50", weights="imagenet")
     assert model.weights_source["file"] == str(file.path)
     # v2 for 4 classes wants the notop file; the full file does too (its classifier is left out)
-    top = pretrained.imagenet_file("resnet50v2", include_top=True)
+    top = imagenet.imagenet_file("resnet50v2", include_top=True)
     top.path.write_bytes(keras_files[1][True]["keras2"].read_bytes())
     v2 = get_model("resnet50v2", num_classes=4, weights="imagenet")
     assert v2.weights_source["fresh_head"] is True and v2.input_normalization == "tf"
@@ -360,26 +360,26 @@ def test_imagenet_loads_a_cached_file_without_the_network(torchvision_file, kera
 
 def test_download_weights_verifies_the_checksum_and_writes_the_cache(monkeypatch, keras_files):
     top, notop = keras_files[1][True]["keras2"].read_bytes(), keras_files[1][False]["keras2"].read_bytes()
-    served = {pretrained.imagenet_file("resnet50v2", True).url: top,
-              pretrained.imagenet_file("resnet50v2", False).url: notop}
-    monkeypatch.setattr(pretrained, "_open_url", lambda url, timeout: io.BytesIO(served[url]))
+    served = {imagenet.imagenet_file("resnet50v2", True).url: top,
+              imagenet.imagenet_file("resnet50v2", False).url: notop}
+    monkeypatch.setattr(imagenet, "_open_url", lambda url, timeout: io.BytesIO(served[url]))
     # the real checksums do not fit look-alike files: the download is refused and nothing is kept
-    with pytest.raises(pretrained.WeightsUnavailable, match="checksum"):
-        pretrained.download_weights("resnet50v2")
-    assert not pretrained.cache_dir().exists() or not list(pretrained.cache_dir().iterdir())
-    monkeypatch.setitem(pretrained.KERAS_WEIGHTS_MD5, "resnet50v2",
+    with pytest.raises(imagenet.WeightsUnavailable, match="checksum"):
+        imagenet.download_weights("resnet50v2")
+    assert not imagenet.cache_dir().exists() or not list(imagenet.cache_dir().iterdir())
+    monkeypatch.setitem(imagenet.KERAS_WEIGHTS_MD5, "resnet50v2",
                         (hashlib.md5(top).hexdigest(), hashlib.md5(notop).hexdigest()))
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(["download-weights", "--model", "resnet50v2"]) == 0
-    assert pretrained.imagenet_file("resnet50v2", False).path.read_bytes() == notop
+    assert imagenet.imagenet_file("resnet50v2", False).path.read_bytes() == notop
     assert "resnet50v2_weights_tf_dim_ordering_tf_kernels.h5" in printed.getvalue()
     model = get_model("resnet50v2", weights="imagenet")
     assert_close_relative(_ours(model, keras_files[0]), keras_files[1][True]["outputs"])
 
 
 def test_download_weights_command_without_network_exits_2(monkeypatch, capsys):
-    monkeypatch.setattr(pretrained, "_open_url",
+    monkeypatch.setattr(imagenet, "_open_url",
                         lambda url, timeout: (_ for _ in ()).throw(urllib.error.URLError("offline")))
     assert main(["download-weights", "--model", "resnet18"]) == 2
     err = capsys.readouterr().err
@@ -532,7 +532,7 @@ def test_weights_or_standin_says_which_and_writes_the_published_format(tmp_path,
     with h5py.File(path) as handle:  # a notop file, like the published one
         assert "predictions" not in handle and "post_bn" in handle
     assert model.post_bn.running_var.std() > 0.1  # like a trained net's statistics, not BN's defaults
-    cached = pretrained.imagenet_file("resnet50")
+    cached = imagenet.imagenet_file("resnet50")
     cached.path.parent.mkdir(parents=True)
     cached.path.write_bytes(torchvision_file[1].read_bytes())
     assert finetune.weights_or_standin("resnet50", folder=tmp_path) == (cached.path, True)
@@ -540,9 +540,9 @@ def test_weights_or_standin_says_which_and_writes_the_published_format(tmp_path,
 
 
 def test_cli_train_with_imagenet_and_no_network_exits_2_saying_which_file(tiny_birds, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv(pretrained.OFFLINE_ENV, "1")
+    monkeypatch.setenv(imagenet.OFFLINE_ENV, "1")
     attempts = []
-    monkeypatch.setattr(pretrained, "_open_url", lambda url, timeout: attempts.append(url))
+    monkeypatch.setattr(imagenet, "_open_url", lambda url, timeout: attempts.append(url))
     code = main(["train", "--model", "resnet18", "--data", str(tiny_birds), "--image-size", "32", "--no-progress",
                  "--out", str(tmp_path / "r"), "--weights", "imagenet"])
     assert code == 2 and attempts == []  # offline: the network is never tried
