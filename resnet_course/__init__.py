@@ -8,9 +8,10 @@ Modules, each named for what it holds:
   ``pretrained`` (weights files and course checkpoints as starting weights), ``finetune`` (a
   frozen backbone, the linear probe);
 - looking at them: ``stages`` (stage shapes, parameters, FLOPs), ``gradients`` (gradient norms and
-  the depth demos), ``ablation`` (the unit orderings at initialisation), ``diagrams`` (blocks drawn
-  from their own code), ``widgets`` (the shape explorer), ``explain`` (feature maps, Grad-CAM),
-  ``plots`` (one figure per idea), ``tables`` (plain-text tables);
+  the depth demos), ``ablation`` (the unit orderings at initialisation), ``tracing`` (what a
+  block's forward does, read with torch.fx), ``diagrams`` (blocks drawn from their own code),
+  ``widgets`` (the shape explorer), ``explain`` (feature maps, Grad-CAM), ``plots`` (one figure
+  per idea), ``tables`` (plain-text tables);
 - the data: ``birds`` (the four classes), ``data`` (finding, checking, splitting and loading a
   folder of class folders), ``images`` (opening image files, transforms, normalisations),
   ``kaggle`` (the Kaggle download's four classes), ``standin`` (the offline stand-in),

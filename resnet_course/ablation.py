@@ -21,8 +21,8 @@ from torch import nn
 
 from .blocks import UNIT_ORDERINGS, ResidualUnit
 from .device import torch_threads
-from .diagrams import trace_operations
 from .tables import text_table
+from .tracing import trace_operations
 
 __all__ = ["UNIT_LABELS", "PAPER_CIFAR10_ERRORS", "PAPER_IMAGENET_TOP1", "operation_order", "zero_branch",
            "Propagation", "propagate", "signal_propagation", "by_unit", "format_propagation"]
@@ -57,7 +57,7 @@ PAPER_IMAGENET_TOP1 = {"ResNet-152": (21.3, 21.1), "ResNet-200": (21.8, 20.7)}
 def operation_order(module: nn.Module, skip: Sequence[str] = ("shortcut", "downsample")) -> list[str]:
     """The operations ``module.forward`` performs, in order, e.g. ``["conv", "BN", "ReLU", ..., "add"]``.
 
-    Read from a ``torch.fx`` trace (``diagrams.trace_operations``, which draws the same blocks), so
+    Read from a ``torch.fx`` trace (``tracing.trace_operations``, which ``diagrams`` draws from too), so
     it is what the code does. Submodules are named by kind ("conv", "BN", "ReLU", "max pool",
     "fc"), additions are "add"; the shortcut's own operations
     (submodules whose name starts with one of ``skip``) and identities are left out, so a unit

@@ -16,7 +16,6 @@ from resnet_course.ablation import operation_order
 from resnet_course.blocks import UNIT_ORDERINGS, BasicBlock, Bottleneck, PreActBottleneck, ResidualUnit, conv1x1
 from resnet_course.diagrams import (
     STRIDE_COLOR,
-    block_graph,
     draw_block,
     draw_blocks,
     draw_network,
@@ -26,6 +25,7 @@ from resnet_course.diagrams import (
     side_length,
 )
 from resnet_course.models import resnet18, resnet50, resnet50v2
+from resnet_course.tracing import block_graph
 
 CONV_BN_RELU_CONV_BN = ["conv", "BN", "ReLU", "conv", "BN"]
 BOTTLENECK_BRANCH = ["conv", "BN", "ReLU", "conv", "BN", "ReLU", "conv", "BN"]
