@@ -1,5 +1,6 @@
 """Images in, tensors out: reading any image file as RGB, the training and validation transforms,
-and the input normalisations (ImageNet mean/std, or [-1, 1] for Keras' weights).
+and the input normalisations (ImageNet mean/std, or [-1, 1] for Keras' weights); and back, an image
+as the array a figure shows (``to_display_image``).
 
 Every image file the course reads is opened here (``open_image``), so every way a file can fail
 (not a file, a pipe, empty, damaged, too large to decode safely, ...) becomes one ``UnreadableImage``
@@ -14,6 +15,7 @@ import os
 import re
 import stat
 import warnings
+from pathlib import Path
 from typing import Union
 
 import numpy as np
@@ -25,7 +27,7 @@ from .config import printable_path
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "NORMALIZATIONS", "TRAIN_CROP_SCALE", "DEFAULT_TRAIN_CROP_SCALE",
            "UnreadableImage", "file_problem", "open_image", "check_image", "to_rgb", "load_rgb", "mean_std",
-           "train_transform", "eval_transform", "denormalize"]
+           "train_transform", "eval_transform", "denormalize", "to_display_image"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -239,3 +241,36 @@ def denormalize(tensor: torch.Tensor, normalization: str = "imagenet") -> torch.
     mean = torch.tensor(mean_values, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
     std = torch.tensor(std_values, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
     return (tensor * std + mean).clamp(0.0, 1.0)
+
+
+def to_display_image(image, normalized: bool = True) -> np.ndarray:
+    """An image as an (H, W, 3) or (H, W) array matplotlib can show.
+
+    Accepts a (C, H, W) tensor, a PIL image, an (H, W[, C]) array or an image path. Tensors are
+    assumed to be normalized with the ImageNet mean/std (as the course's transforms do) and are
+    denormalized unless ``normalized=False``; values end up clipped to [0, 1].
+    """
+    if isinstance(image, (str, Path)):
+        return np.asarray(load_rgb(image))
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    if isinstance(image, torch.Tensor):
+        x = image.detach().to("cpu", torch.float32)
+        if x.ndim == 4 and x.shape[0] == 1:
+            x = x[0]
+        if x.ndim != 3 or x.shape[0] not in (1, 3):
+            raise ValueError(f"expected an image tensor of shape (C, H, W) with C = 1 or 3, got {tuple(x.shape)}")
+        if normalized and x.shape[0] == 3:
+            x = denormalize(x)
+        x = x.clamp(0, 1).permute(1, 2, 0).numpy()
+        return x[..., 0] if x.shape[-1] == 1 else x
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = array.transpose(1, 2, 0)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3):
+        raise ValueError(f"expected an image array of shape (H, W) or (H, W, C), got {array.shape}")
+    if array.dtype != np.uint8:
+        array = np.clip(array.astype(np.float32), 0, 1)
+    return array

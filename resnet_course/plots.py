@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from .ablation import UNIT_LABELS, by_unit
-from .images import denormalize, load_rgb
+from .images import load_rgb, to_display_image
 
 RIGHT_COLOR = "tab:green"
 WRONG_COLOR = "red"
@@ -31,39 +31,6 @@ WRONG_COLOR = "red"
 # --------------------------------------------------------------------------------------------
 # Images
 # --------------------------------------------------------------------------------------------
-
-
-def to_display_image(image, normalized: bool = True) -> np.ndarray:
-    """An image as an (H, W, 3) or (H, W) array matplotlib can show.
-
-    Accepts a (C, H, W) tensor, a PIL image, an (H, W[, C]) array or an image path. Tensors are
-    assumed to be normalized with the ImageNet mean/std (as the course's transforms do) and are
-    denormalized unless ``normalized=False``; values end up clipped to [0, 1].
-    """
-    if isinstance(image, (str, Path)):
-        return np.asarray(load_rgb(image))
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    if isinstance(image, torch.Tensor):
-        x = image.detach().to("cpu", torch.float32)
-        if x.ndim == 4 and x.shape[0] == 1:
-            x = x[0]
-        if x.ndim != 3 or x.shape[0] not in (1, 3):
-            raise ValueError(f"expected an image tensor of shape (C, H, W) with C = 1 or 3, got {tuple(x.shape)}")
-        if normalized and x.shape[0] == 3:
-            x = denormalize(x)
-        x = x.clamp(0, 1).permute(1, 2, 0).numpy()
-        return x[..., 0] if x.shape[-1] == 1 else x
-    array = np.asarray(image)
-    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
-        array = array.transpose(1, 2, 0)
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim not in (2, 3):
-        raise ValueError(f"expected an image array of shape (H, W) or (H, W, C), got {array.shape}")
-    if array.dtype != np.uint8:
-        array = np.clip(array.astype(np.float32), 0, 1)
-    return array
 
 
 def _figure(nrows: int = 1, ncols: int = 1, figsize=(8, 4), squeeze: bool = True):
