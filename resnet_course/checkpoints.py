@@ -20,6 +20,7 @@ promise"):
   not a best.pt, can be resumed (``read_resumable``). Files are read with
   ``torch.load(weights_only=True)``: loading one can never run code.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,11 +44,33 @@ from .runfolder import (
     write_json,
 )
 
-__all__ = ["CHECKPOINT_NAME", "BEST_NAME", "HISTORY_NAME", "RUN_FILE", "CHECKPOINT_FORMAT", "RECIPE_KEYS",
-           "RESUME_KEYS", "CheckpointError", "save_checkpoint", "claim_run_folder", "data_fingerprint", "run_meta",
-           "recipe_differences", "check_same_run", "read_checkpoint", "read_resumable", "meta_problem", "rng_state",
-           "restore_rng_state", "best_state", "save_epoch_files", "repair_epoch_files", "what_file_is",
-           "best_record", "saved_best"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "BEST_NAME",
+    "HISTORY_NAME",
+    "RUN_FILE",
+    "CHECKPOINT_FORMAT",
+    "RECIPE_KEYS",
+    "RESUME_KEYS",
+    "CheckpointError",
+    "save_checkpoint",
+    "claim_run_folder",
+    "data_fingerprint",
+    "run_meta",
+    "recipe_differences",
+    "check_same_run",
+    "read_checkpoint",
+    "read_resumable",
+    "meta_problem",
+    "rng_state",
+    "restore_rng_state",
+    "best_state",
+    "save_epoch_files",
+    "repair_epoch_files",
+    "what_file_is",
+    "best_record",
+    "saved_best",
+]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
@@ -59,14 +82,33 @@ CHECKPOINT_FORMAT = 1
 #: What makes a resumed run the same run: a checkpoint that recorded another value for any of
 #: these is not continued. The number of epochs may grow; device, precision and process count may
 #: change.
-RECIPE_KEYS = ("model_name", "num_classes", "class_names", "image_size", "batch_size", "optimizer",
-               "lr", "weight_decay", "warmup_epochs", "schedule", "label_smoothing", "seed", "data",
-               "zero_init_residual", "weights", "normalization", "backbone_frozen", "train_fraction")
+RECIPE_KEYS = (
+    "model_name",
+    "num_classes",
+    "class_names",
+    "image_size",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "warmup_epochs",
+    "schedule",
+    "label_smoothing",
+    "seed",
+    "data",
+    "zero_init_residual",
+    "weights",
+    "normalization",
+    "backbone_frozen",
+    "train_fraction",
+)
 #: What checkpoint.pt holds besides weights and meta, so a run can go on (best.pt holds none of it).
 RESUME_KEYS = ("epoch", "optimizer", "scheduler", "rng", "history", "best_val_acc")
-WHAT_A_CHECKPOINT_IS = ("A course checkpoint is the checkpoint.pt or best.pt that "
-                        "`python -m resnet_course train` (training.fit) writes: a dict with the weights "
-                        "('model') and a record of the model, classes and image size ('meta').")
+WHAT_A_CHECKPOINT_IS = (
+    "A course checkpoint is the checkpoint.pt or best.pt that "
+    "`python -m resnet_course train` (training.fit) writes: a dict with the weights "
+    "('model') and a record of the model, classes and image size ('meta')."
+)
 
 
 class CheckpointError(ValueError):
@@ -76,6 +118,7 @@ class CheckpointError(ValueError):
 # --------------------------------------------------------------------------------------------
 # The same run: recipe and data
 # --------------------------------------------------------------------------------------------
+
 
 def _content_key(path: str | os.PathLike) -> str:
     """A file's size and a hash of its first 4 KiB: new bytes under an old name change it, and it
@@ -110,21 +153,41 @@ def _num_outputs(model: torch.nn.Module) -> int | None:
     return last_linear[-1].out_features if last_linear else None
 
 
-def run_meta(model: torch.nn.Module, recipe: Mapping, train_loader, val_loader, *, epochs: int, seed: int | None,
-             precision: str, world_size: int, class_names, model_name, image_size) -> dict:
+def run_meta(
+    model: torch.nn.Module,
+    recipe: Mapping,
+    train_loader,
+    val_loader,
+    *,
+    epochs: int,
+    seed: int | None,
+    precision: str,
+    world_size: int,
+    class_names,
+    model_name,
+    image_size,
+) -> dict:
     """The run's record (``"meta"``), saved in every checkpoint: what it trains, on what, with which
     recipe (``RECIPE_KEYS``), and where (precision, processes)."""
-    return {"model_name": model_name, "num_classes": len(class_names) if class_names else _num_outputs(model),
-            "class_names": list(class_names) if class_names else None, "image_size": image_size,
-            **recipe, "epochs": epochs, "seed": seed,
-            "batch_size": getattr(train_loader, "batch_size", None), "world_size": world_size,
-            "precision": precision, "data": data_fingerprint(train_loader, val_loader),
-            # the input scaling the weights expect ("imagenet" or "tf"); predict uses the same
-            "normalization": getattr(model, "input_normalization", "imagenet"),
-            "weights": (getattr(model, "weights_source", None) or {}).get("file"),
-            "backbone_frozen": bool(getattr(model, "backbone_frozen", False)),
-            "zero_init_residual": getattr(model, "zero_init_residual", None),
-            "train_fraction": getattr(getattr(train_loader, "dataset", None), "train_fraction", None)}
+    return {
+        "model_name": model_name,
+        "num_classes": len(class_names) if class_names else _num_outputs(model),
+        "class_names": list(class_names) if class_names else None,
+        "image_size": image_size,
+        **recipe,
+        "epochs": epochs,
+        "seed": seed,
+        "batch_size": getattr(train_loader, "batch_size", None),
+        "world_size": world_size,
+        "precision": precision,
+        "data": data_fingerprint(train_loader, val_loader),
+        # the input scaling the weights expect ("imagenet" or "tf"); predict uses the same
+        "normalization": getattr(model, "input_normalization", "imagenet"),
+        "weights": (getattr(model, "weights_source", None) or {}).get("file"),
+        "backbone_frozen": bool(getattr(model, "backbone_frozen", False)),
+        "zero_init_residual": getattr(model, "zero_init_residual", None),
+        "train_fraction": getattr(getattr(train_loader, "dataset", None), "train_fraction", None),
+    }
 
 
 #: Settings where "none" is itself a setting (no weights file, not frozen): a run recorded with
@@ -136,6 +199,7 @@ def recipe_differences(saved: Mapping, now: Mapping) -> list[str]:
     """``"key: X there, Y now"`` for every setting in ``now`` that ``saved`` recorded otherwise.
     Settings left unrecorded (None) either side are not compared, except ``COMPARED_EVEN_IF_NONE``
     where ``saved`` has the key at all."""
+
     def plain(value):
         return list(value) if isinstance(value, tuple) else value
 
@@ -144,8 +208,11 @@ def recipe_differences(saved: Mapping, now: Mapping) -> list[str]:
             return True
         return value is not None and saved.get(key) is not None
 
-    return [f"{key}: {saved.get(key)!r} there, {value!r} now" for key, value in now.items()
-            if compared(key, value) and plain(saved.get(key)) != plain(value)]
+    return [
+        f"{key}: {saved.get(key)!r} there, {value!r} now"
+        for key, value in now.items()
+        if compared(key, value) and plain(saved.get(key)) != plain(value)
+    ]
 
 
 def claim_run_folder(out_dir: Path) -> RunFolderLock:
@@ -162,9 +229,11 @@ def claim_run_folder(out_dir: Path) -> RunFolderLock:
         remove_temporary_files(out_dir, [CHECKPOINT_NAME, BEST_NAME, HISTORY_NAME, RUN_FILE])
         leftovers = [name for name in (BEST_NAME, HISTORY_NAME) if (out_dir / name).exists()]
         if leftovers and not (out_dir / CHECKPOINT_NAME).exists():
-            raise RunFolderError(f"{out_dir} holds {' and '.join(leftovers)} of an earlier run but no "
-                                 f"{CHECKPOINT_NAME} to continue it from, and a new run would overwrite "
-                                 "them. Move them away, or train into another folder.")
+            raise RunFolderError(
+                f"{out_dir} holds {' and '.join(leftovers)} of an earlier run but no "
+                f"{CHECKPOINT_NAME} to continue it from, and a new run would overwrite "
+                "them. Move them away, or train into another folder."
+            )
     except BaseException:
         lock.release()
         raise
@@ -176,14 +245,18 @@ def check_same_run(checkpoint_path: Path, saved_meta: dict, meta: dict) -> None:
     naming every difference: continuing it would silently mix two runs."""
     differences = recipe_differences(saved_meta, {key: meta.get(key) for key in RECIPE_KEYS})
     if differences:
-        raise RunFolderError(f"{checkpoint_path} holds a run trained differently (" + "; ".join(differences)
-                             + "). Resume it with the settings it was trained with, or train into "
-                             "another folder.")
+        raise RunFolderError(
+            f"{checkpoint_path} holds a run trained differently ("
+            + "; ".join(differences)
+            + "). Resume it with the settings it was trained with, or train into "
+            "another folder."
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # What a checkpoint holds: weights, meta, and for checkpoint.pt the state to resume from
 # --------------------------------------------------------------------------------------------
+
 
 def rng_state(loader_generators: Sequence[torch.Generator]) -> dict:
     """Every random generator's state, as tensors and lists (no NumPy objects, so the checkpoint
@@ -281,8 +354,11 @@ def repair_epoch_files(out_dir: Path, state: dict) -> list[str]:
         save_checkpoint(best_state(state), out_dir / BEST_NAME)
         repaired.append(f"{BEST_NAME} now holds epoch {best['epoch']} ({best['val_acc']:.1%})")
     else:
-        warnings.warn(f"{out_dir / BEST_NAME} does not hold the best epoch ({best['epoch']}, "
-                      f"{best['val_acc']:.1%}) and its weights are gone; it is left as it is.", stacklevel=2)
+        warnings.warn(
+            f"{out_dir / BEST_NAME} does not hold the best epoch ({best['epoch']}, "
+            f"{best['val_acc']:.1%}) and its weights are gone; it is left as it is.",
+            stacklevel=2,
+        )
     return repaired
 
 
@@ -308,8 +384,9 @@ def meta_problem(meta: object, model_names: Sequence[str]) -> str | None:
     if not _is_int(classes) or not 1 <= classes <= MAX_CLASSES:
         return f"its number of classes ({classes!r}) is not a whole number from 1 to {MAX_CLASSES:,}"
     names = meta.get("class_names")
-    if names is not None and (not isinstance(names, list) or len(names) != classes
-                              or not all(isinstance(n, str) for n in names)):
+    if names is not None and (
+        not isinstance(names, list) or len(names) != classes or not all(isinstance(n, str) for n in names)
+    ):
         return f"its class names do not list {classes} names"
     size = meta.get("image_size")
     if size is not None and (not _is_int(size) or size not in IMAGE_SIZES):
@@ -323,9 +400,11 @@ def read_resumable(path: Path) -> dict:
     state = read_checkpoint(path)
     missing = [key for key in RESUME_KEYS if key not in state]
     if missing:
-        raise CheckpointError(f"{path} cannot be resumed: it holds weights but not the training state "
-                              f"({', '.join(missing)}), as best.pt does. Resume from the run's own "
-                              f"{CHECKPOINT_NAME}, or train into another folder.")
+        raise CheckpointError(
+            f"{path} cannot be resumed: it holds weights but not the training state "
+            f"({', '.join(missing)}), as best.pt does. Resume from the run's own "
+            f"{CHECKPOINT_NAME}, or train into another folder."
+        )
     if not isinstance(state["history"], list) or not isinstance(state.get("meta"), dict):
         raise CheckpointError(f"{path} cannot be resumed: its history or meta is not what train writes.")
     return state
@@ -334,6 +413,7 @@ def read_resumable(path: Path) -> dict:
 # --------------------------------------------------------------------------------------------
 # Reading a checkpoint without trusting it
 # --------------------------------------------------------------------------------------------
+
 
 def what_file_is(path: Path, error: BaseException) -> str:
     """What ``path`` is, given that ``torch.load(weights_only=True)`` failed on it with ``error``
@@ -346,9 +426,11 @@ def what_file_is(path: Path, error: BaseException) -> str:
     is_pickle_refusal = type(error).__name__ == "UnpicklingError"
     if head.startswith(b"PK\x03\x04"):
         if is_pickle_refusal:
-            return ("it is a PyTorch file holding Python objects other than tensors, numbers and "
-                    "strings (for example a whole model saved with torch.save(model)); such a file is "
-                    "not opened, because unpickling it can run any code")
+            return (
+                "it is a PyTorch file holding Python objects other than tensors, numbers and "
+                "strings (for example a whole model saved with torch.save(model)); such a file is "
+                "not opened, because unpickling it can run any code"
+            )
         return "it is a damaged or truncated PyTorch file (it cannot be read to the end)"
     text = head.lstrip()
     if text[:1] in (b"{", b"[") or text.startswith(b'"'):
@@ -359,8 +441,10 @@ def what_file_is(path: Path, error: BaseException) -> str:
     except UnicodeDecodeError:
         pass
     if head[:1] == b"\x80" and is_pickle_refusal:
-        return ("it is a pickle holding Python objects other than tensors, numbers and strings; such "
-                "a file is not opened, because unpickling it can run any code")
+        return (
+            "it is a pickle holding Python objects other than tensors, numbers and strings; such "
+            "a file is not opened, because unpickling it can run any code"
+        )
     return "it is not a PyTorch file (its bytes are not in a format torch.save writes)"
 
 
@@ -374,14 +458,17 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many types: UnpicklingError, RuntimeError, EOFError, OSError ...
-        raise CheckpointError(f"{path} is not a course checkpoint: {what_file_is(path, error)}. "
-                              + WHAT_A_CHECKPOINT_IS) from None
+        raise CheckpointError(
+            f"{path} is not a course checkpoint: {what_file_is(path, error)}. " + WHAT_A_CHECKPOINT_IS
+        ) from None
     if not isinstance(state, dict):
         what = f"it holds a {type(state).__name__}, not a dict"
     elif "model" not in state:
         if state and all(isinstance(v, torch.Tensor) for v in state.values()):
-            what = ("it is a plain state_dict (weights only, such as torchvision's), without the "
-                    "course's record of which model, classes and image size it belongs to")
+            what = (
+                "it is a plain state_dict (weights only, such as torchvision's), without the "
+                "course's record of which model, classes and image size it belongs to"
+            )
         else:
             what = "it is a dict without model weights ('model')"
     elif not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):

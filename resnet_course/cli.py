@@ -66,8 +66,7 @@ def _default_num_workers() -> int:
 
 
 def _epoch_line(record: dict, epochs: int) -> str:
-    line = (f"epoch {record['epoch']}/{epochs}  train loss {record['train_loss']:.4f} "
-            f"acc {record['train_acc']:6.1%}")
+    line = f"epoch {record['epoch']}/{epochs}  train loss {record['train_loss']:.4f} acc {record['train_acc']:6.1%}"
     if record["val_loss"] is not None:
         line += f"  |  val loss {record['val_loss']:.4f} acc {record['val_acc']:6.1%}"
     return line + f"  |  lr {record['lr']:.2e}  |  {record['seconds']:.1f} s"
@@ -81,8 +80,11 @@ def _check_batchnorm_can_train(model, model_name: str, batch_size: int, image_si
     if batch_size > 1:
         return
     sizes = []
-    hooks = [m.register_forward_hook(lambda m, inputs, out: sizes.append(inputs[0].shape[-2:].numel()))
-             for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    hooks = [
+        m.register_forward_hook(lambda m, inputs, out: sizes.append(inputs[0].shape[-2:].numel()))
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
     try:
         model.eval()
         with torch.no_grad():
@@ -92,9 +94,11 @@ def _check_batchnorm_can_train(model, model_name: str, batch_size: int, image_si
             hook.remove()
         model.train()
     if sizes and min(sizes) <= 1:
-        raise UsageError(f"--batch-size 1 cannot train {model_name} at {image_size} px: its last feature "
-                         "maps are 1x1 pixels, so BatchNorm would see a single value per channel. Use "
-                         "--batch-size 2 or more, or a larger --image-size.")
+        raise UsageError(
+            f"--batch-size 1 cannot train {model_name} at {image_size} px: its last feature "
+            "maps are 1x1 pixels, so BatchNorm would see a single value per channel. Use "
+            "--batch-size 2 or more, or a larger --image-size."
+        )
 
 
 def _check_train_options(args: argparse.Namespace) -> dict:
@@ -102,8 +106,15 @@ def _check_train_options(args: argparse.Namespace) -> dict:
     the recipe through ``recipe.validate``, the one check ``fit`` uses too, its message naming the
     option as typed, then the starting weights. Returns the validated recipe."""
     try:
-        recipe = validate(args.epochs, args.optimizer, args.lr, args.weight_decay, args.warmup_epochs,
-                          args.schedule, args.label_smoothing)
+        recipe = validate(
+            args.epochs,
+            args.optimizer,
+            args.lr,
+            args.weight_decay,
+            args.warmup_epochs,
+            args.schedule,
+            args.label_smoothing,
+        )
     except RecipeError as error:
         raise UsageError(error.message(lambda name: "--" + name.replace("_", "-"))) from None
     try:
@@ -111,10 +122,15 @@ def _check_train_options(args: argparse.Namespace) -> dict:
     except ValueError as error:
         raise UsageError(str(error)) from None
     if args.freeze_backbone and args.weights is None:
-        raise UsageError("--freeze-backbone trains only the head on top of pretrained weights: "
-                         "add --weights imagenet or --weights PATH")
-    if args.weights is not None and args.weights.strip().lower() != "imagenet" \
-            and not Path(args.weights).expanduser().is_file():
+        raise UsageError(
+            "--freeze-backbone trains only the head on top of pretrained weights: "
+            "add --weights imagenet or --weights PATH"
+        )
+    if (
+        args.weights is not None
+        and args.weights.strip().lower() != "imagenet"
+        and not Path(args.weights).expanduser().is_file()
+    ):
         raise UsageError(f"--weights: no file at {args.weights} (give 'imagenet' or the path of a weights file)")
     return recipe
 
@@ -139,8 +155,10 @@ def _done_line(history: list[dict], out_dir: Path) -> str:
         return line
     if saved_best(out_dir / BEST_NAME) == (best["epoch"], best["val_acc"]):
         return line + f"; best val accuracy {best['val_acc']:.1%} (epoch {best['epoch']}) in {out_dir / BEST_NAME}"
-    return line + (f"; the best epoch was {best['epoch']} ({best['val_acc']:.1%}), but {out_dir / BEST_NAME} "
-                   "does not hold it (it is missing or cannot be read)")
+    return line + (
+        f"; the best epoch was {best['epoch']} ({best['val_acc']:.1%}), but {out_dir / BEST_NAME} "
+        "does not hold it (it is missing or cannot be read)"
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -148,34 +166,61 @@ def cmd_train(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else config.RUNS_DIR / args.model
     check_writable_folder(out_dir)  # before any work, not after the first epoch
     if (out_dir / CHECKPOINT_NAME).exists() and not args.resume:
-        raise UsageError(f"{out_dir / CHECKPOINT_NAME} already holds a training run; pass --resume to "
-                         "continue it, or choose another --out folder.")
+        raise UsageError(
+            f"{out_dir / CHECKPOINT_NAME} already holds a training run; pass --resume to "
+            "continue it, or choose another --out folder."
+        )
     rank, world_size = init_distributed()
     root, standin = _training_data(args, rank, world_size)
     num_workers = _default_num_workers() if args.num_workers is None else args.num_workers
     normalization = normalization_for(args.model, args.weights)  # what the weights expect
     train_loader, val_loader, class_names = load_birds(
-        root, image_size=args.image_size, batch_size=args.batch_size, num_workers=num_workers,
-        normalization=normalization, train_fraction=args.train_fraction)
+        root,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        num_workers=num_workers,
+        normalization=normalization,
+        train_fraction=args.train_fraction,
+    )
     setup = choose_device_and_precision(force_fp32=args.fp32)
     batch = f"{args.batch_size}" if world_size == 1 else f"{args.batch_size} per process x {world_size}"
     start = "random initialisation" if args.weights is None else f"weights {args.weights}"
-    _say(f"Training {args.model} on {root}{' (the offline stand-in)' if standin else ''}: "
-         f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, {args.image_size} px, "
-         f"batch {batch}, {args.epochs} epochs, {args.optimizer}; {setup.description}. From {start}"
-         f"{', backbone frozen (head only)' if args.freeze_backbone else ''}, inputs normalised "
-         f"'{normalization}'. Output: {out_dir}", rank)
+    _say(
+        f"Training {args.model} on {root}{' (the offline stand-in)' if standin else ''}: "
+        f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, {args.image_size} px, "
+        f"batch {batch}, {args.epochs} epochs, {args.optimizer}; {setup.description}. From {start}"
+        f"{', backbone frozen (head only)' if args.freeze_backbone else ''}, inputs normalised "
+        f"'{normalization}'. Output: {out_dir}",
+        rank,
+    )
 
     set_seed(args.seed)
-    model = get_model(args.model, num_classes=len(class_names), weights=args.weights,
-                      zero_init_residual=not args.no_zero_init, class_names=class_names)
+    model = get_model(
+        args.model,
+        num_classes=len(class_names),
+        weights=args.weights,
+        zero_init_residual=not args.no_zero_init,
+        class_names=class_names,
+    )
     if args.freeze_backbone:
         freeze_backbone(model)
     _check_batchnorm_can_train(model, args.model, args.batch_size, args.image_size)
-    history = fit(model, train_loader, val_loader, args.epochs, **recipe, out_dir=out_dir,
-                  resume=args.resume, progress=not args.no_progress, precision=setup, seed=args.seed,
-                  class_names=class_names, model_name=args.model, image_size=args.image_size,
-                  on_epoch_end=lambda record: _say(_epoch_line(record, args.epochs)))
+    history = fit(
+        model,
+        train_loader,
+        val_loader,
+        args.epochs,
+        **recipe,
+        out_dir=out_dir,
+        resume=args.resume,
+        progress=not args.no_progress,
+        precision=setup,
+        seed=args.seed,
+        class_names=class_names,
+        model_name=args.model,
+        image_size=args.image_size,
+        on_epoch_end=lambda record: _say(_epoch_line(record, args.epochs)),
+    )
     _say(_done_line(history, out_dir), rank)
     return 0
 
@@ -184,8 +229,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
-        raise UsageError(f"no checkpoint at {config.printable_path(checkpoint)} "
-                         "(train one with: python -m resnet_course train --out DIR)")
+        raise UsageError(
+            f"no checkpoint at {config.printable_path(checkpoint)} "
+            "(train one with: python -m resnet_course train --out DIR)"
+        )
     model, meta = load_model(checkpoint)
     class_names = meta.get("class_names") or [str(i) for i in range(meta["num_classes"])]
     readable, problems = [], []
@@ -196,9 +243,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
         else:
             problems.append(f"cannot read {config.printable_path(image)}: {reason}")
     try:
-        results = predict(model, readable, class_names, image_size=meta.get("image_size") or 224,
-                          topk=args.topk, precision="fp32" if args.fp32 else "auto",
-                          normalization=meta.get("normalization") or "imagenet") if readable else []
+        results = (
+            predict(
+                model,
+                readable,
+                class_names,
+                image_size=meta.get("image_size") or 224,
+                topk=args.topk,
+                precision="fp32" if args.fp32 else "auto",
+                normalization=meta.get("normalization") or "imagenet",
+            )
+            if readable
+            else []
+        )
     except UnreadableImage as error:  # a file that changed since it was checked
         raise UsageError(str(error)) from None
     for result in results:
@@ -234,10 +291,12 @@ def cmd_make_pretraining_set(args: argparse.Namespace) -> int:
         print(f"{out} already holds this pretraining set: nothing to draw.")
         return 0
     make_pretraining_set(out, species=args.species, per_species=args.per_species, seed=args.seed)
-    print(f"Drew the pretraining set, the course's \"ImageNet in miniature\", into {out}: {args.species} invented "
-          f"species that are not the course's four, {args.per_species} drawn 224 px images each (not photos, not "
-          f"ImageNet). Pretraining ResNet-50 on it at 112 px for {PRETRAINING_EPOCHS} epochs takes about "
-          f"{pretraining_minutes(args.species, args.per_species):.1f} minutes on a 2-core CPU.")
+    print(
+        f'Drew the pretraining set, the course\'s "ImageNet in miniature", into {out}: {args.species} invented '
+        f"species that are not the course's four, {args.per_species} drawn 224 px images each (not photos, not "
+        f"ImageNet). Pretraining ResNet-50 on it at 112 px for {PRETRAINING_EPOCHS} epochs takes about "
+        f"{pretraining_minutes(args.species, args.per_species):.1f} minutes on a 2-core CPU."
+    )
     return 0
 
 
@@ -257,9 +316,14 @@ def cmd_download_weights(args: argparse.Namespace) -> int:
 
 
 #: What each command runs (its options are ``arguments.build_parser``'s).
-COMMANDS = {"train": cmd_train, "predict": cmd_predict, "make-standin": cmd_make_standin,
-            "make-pretraining-set": cmd_make_pretraining_set, "import-kaggle": cmd_import_kaggle,
-            "download-weights": cmd_download_weights}
+COMMANDS = {
+    "train": cmd_train,
+    "predict": cmd_predict,
+    "make-standin": cmd_make_standin,
+    "make-pretraining-set": cmd_make_pretraining_set,
+    "import-kaggle": cmd_import_kaggle,
+    "download-weights": cmd_download_weights,
+}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -298,7 +362,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (UsageError, BirdDataError, WeightsError, CheckpointError, RunFolderError, SaveFailed, TrainingDiverged,
-            FileExistsError, FileNotFoundError) as error:
+    except (
+        UsageError,
+        BirdDataError,
+        WeightsError,
+        CheckpointError,
+        RunFolderError,
+        SaveFailed,
+        TrainingDiverged,
+        FileExistsError,
+        FileNotFoundError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -27,8 +27,15 @@ from .tables import shape_text
 from .tracing import BlockGraph, block_graph, trace_operations
 
 #: Box colours by kind of operation (the same in every figure of the course).
-KIND_COLORS = {"conv": "#cfe2f3", "BN": "#fff2cc", "ReLU": "#d9ead3", "max pool": "#ead1dc",
-               "avg pool": "#ead1dc", "fc": "#cfe2f3", "add": "#ffffff"}
+KIND_COLORS = {
+    "conv": "#cfe2f3",
+    "BN": "#fff2cc",
+    "ReLU": "#d9ead3",
+    "max pool": "#ead1dc",
+    "avg pool": "#ead1dc",
+    "fc": "#cfe2f3",
+    "add": "#ffffff",
+}
 #: Edge colour of an operation that changes the spatial size (stride > 1): where the stride sits.
 STRIDE_COLOR = "#cc0000"
 
@@ -46,9 +53,18 @@ def _xy(column: int, row: int) -> tuple[float, float]:
 
 def _box(ax, x: float, y: float, text: str, kind: str, stride: int, gid: str, width: float = _BOX_W) -> None:
     edge, lw = (STRIDE_COLOR, 2.2) if stride > 1 else ("#444444", 1.0)
-    ax.add_patch(FancyBboxPatch((x - width / 2, y - _BOX_H / 2), width, _BOX_H,
-                                boxstyle="round,pad=0.02,rounding_size=0.08",
-                                fc=KIND_COLORS.get(kind, "#eeeeee"), ec=edge, lw=lw, zorder=2))
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - width / 2, y - _BOX_H / 2),
+            width,
+            _BOX_H,
+            boxstyle="round,pad=0.02,rounding_size=0.08",
+            fc=KIND_COLORS.get(kind, "#eeeeee"),
+            ec=edge,
+            lw=lw,
+            zorder=2,
+        )
+    )
     ax.text(x, y, text, ha="center", va="center", fontsize=7.5, linespacing=1.1, zorder=3, gid=gid)
 
 
@@ -67,8 +83,13 @@ def _arrow(ax, points: list, into: str, color: str = "#444444") -> None:
         gap = _BOX_W / 2
     length = math.hypot(x1 - x0, y1 - y0) or 1.0
     end = (x1 - (x1 - x0) / length * gap, y1 - (y1 - y0) / length * gap)
-    ax.annotate("", xy=end, xytext=(x0, y0), zorder=1,
-                arrowprops=dict(arrowstyle="-|>", color=color, lw=1.1, shrinkA=0, shrinkB=0))
+    ax.annotate(
+        "",
+        xy=end,
+        xytext=(x0, y0),
+        zorder=1,
+        arrowprops=dict(arrowstyle="-|>", color=color, lw=1.1, shrinkA=0, shrinkB=0),
+    )
 
 
 def _draw_graph(ax, graph: BlockGraph, title: str = "") -> None:
@@ -76,8 +97,16 @@ def _draw_graph(ax, graph: BlockGraph, title: str = "") -> None:
     ops, column, row = graph.ops, graph.column, graph.row
     last_row = max(row, default=0) + 1
     positions = {-1: _xy(0, 0)}
-    ax.text(*_xy(0, 0), "x", ha="center", va="center", fontsize=10, fontweight="bold", zorder=3,
-            bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="#444444"))
+    ax.text(
+        *_xy(0, 0),
+        "x",
+        ha="center",
+        va="center",
+        fontsize=10,
+        fontweight="bold",
+        zorder=3,
+        bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="#444444"),
+    )
     for i, op in enumerate(ops):
         positions[i] = _xy(column[i], row[i])
         gid = f"op{i}:{op.kind}"
@@ -99,8 +128,16 @@ def _draw_graph(ax, graph: BlockGraph, title: str = "") -> None:
                 rx = _COL_DX
                 _arrow(ax, [(sx, sy), (rx, sy), (rx, y), (x, y)], into)
                 if not shortcut_drawn:
-                    ax.text(rx + 0.1, (sy + y) / 2, "identity", rotation=90, ha="left", va="center",
-                            fontsize=8, color="#444444")
+                    ax.text(
+                        rx + 0.1,
+                        (sy + y) / 2,
+                        "identity",
+                        rotation=90,
+                        ha="left",
+                        va="center",
+                        fontsize=8,
+                        color="#444444",
+                    )
             elif column[i] == 1 and column[j] == 0:  # the shortcut leaves the main path
                 _arrow(ax, [(sx, sy), (x, sy), (x, y)], into)
             elif column[i] == 0 and column[j] == 1:  # the shortcut joins the addition
@@ -150,7 +187,7 @@ def drawn_operations(fig: Figure) -> list[list[str]]:
     panels = []
     for ax in fig.axes:
         labelled = [t.get_gid() for t in ax.texts if (t.get_gid() or "").startswith("op")]
-        labelled.sort(key=lambda gid: int(gid[2:gid.index(":")]))
+        labelled.sort(key=lambda gid: int(gid[2 : gid.index(":")]))
         panels.append([gid.split(":", 1)[1] for gid in labelled])
     return panels
 
@@ -158,6 +195,7 @@ def drawn_operations(fig: Figure) -> list[list[str]]:
 # --------------------------------------------------------------------------------------------
 # Drawing a network stage by stage
 # --------------------------------------------------------------------------------------------
+
 
 def stage_summary(name: str, stage: nn.Module) -> dict:
     """What a stage is made of: ``blocks`` (how many), ``block`` (class name) and ``lines``
@@ -168,8 +206,11 @@ def stage_summary(name: str, stage: nn.Module) -> dict:
     if children and all(not type(c).__module__.startswith("torch.nn") for c in children):
         graphs = [block_graph(c) for c in children]
         first = graphs[0]
-        convs = [op.text.replace("conv ", "").replace("\n", ", ") for op, col in zip(first.ops, first.column)
-                 if op.kind == "conv" and col == 0]
+        convs = [
+            op.text.replace("conv ", "").replace("\n", ", ")
+            for op, col in zip(first.ops, first.column)
+            if op.kind == "conv" and col == 0
+        ]
         strided = [i + 1 for i, g in enumerate(graphs) if any(op.stride > 1 for op in g.ops)]
         lines = convs + ([f"stride 2 in block {', '.join(map(str, strided))}"] if strided else [])
         return {"stage": name, "blocks": len(children), "block": type(children[0]).__name__, "lines": lines}
@@ -190,18 +231,48 @@ def draw_network(model: nn.Module, input_size: int = 224, title: str = "") -> Fi
     for i, ((name, stage), shape) in enumerate(zip(stages, shapes)):
         info = stage_summary(name, stage)
         x = i * 1.85
-        ax.add_patch(FancyBboxPatch((x, 0), width, height, boxstyle="round,pad=0.02,rounding_size=0.08",
-                                    fc="#f3f3f3", ec="#444444"))
+        ax.add_patch(
+            FancyBboxPatch(
+                (x, 0), width, height, boxstyle="round,pad=0.02,rounding_size=0.08", fc="#f3f3f3", ec="#444444"
+            )
+        )
         head = name if not info["blocks"] else f"{name}\n{info['blocks']} × {info['block']}"
-        ax.text(x + width / 2, height - 0.08, head, ha="center", va="top", fontsize=8.5,
-                fontweight="bold", gid=f"stage{i}:{name}:{info['blocks']}")
-        ax.text(x + width / 2, height - 0.55, "\n".join(info["lines"]), ha="center", va="top",
-                fontsize=6.8, linespacing=1.25)
-        ax.text(x + width / 2, -0.12, shape_text(shape), ha="center", va="top", fontsize=8,
-                color="#0b5394", gid=f"shape{i}:{shape_text(shape)}")
+        ax.text(
+            x + width / 2,
+            height - 0.08,
+            head,
+            ha="center",
+            va="top",
+            fontsize=8.5,
+            fontweight="bold",
+            gid=f"stage{i}:{name}:{info['blocks']}",
+        )
+        ax.text(
+            x + width / 2,
+            height - 0.55,
+            "\n".join(info["lines"]),
+            ha="center",
+            va="top",
+            fontsize=6.8,
+            linespacing=1.25,
+        )
+        ax.text(
+            x + width / 2,
+            -0.12,
+            shape_text(shape),
+            ha="center",
+            va="top",
+            fontsize=8,
+            color="#0b5394",
+            gid=f"shape{i}:{shape_text(shape)}",
+        )
         if i + 1 < n:
-            ax.annotate("", xy=(x + 1.85, height / 2), xytext=(x + width, height / 2),
-                        arrowprops=dict(arrowstyle="-|>", color="#444444", shrinkA=0, shrinkB=0))
+            ax.annotate(
+                "",
+                xy=(x + 1.85, height / 2),
+                xytext=(x + width, height / 2),
+                arrowprops=dict(arrowstyle="-|>", color="#444444", shrinkA=0, shrinkB=0),
+            )
     ax.text(-0.05, -0.12, "out:", ha="right", va="top", fontsize=8, color="#0b5394")
     ax.set_xlim(-0.45, (n - 1) * 1.85 + width + 0.05)
     ax.set_ylim(-0.45, height + 0.05)
@@ -214,6 +285,7 @@ def draw_network(model: nn.Module, input_size: int = 224, title: str = "") -> Fi
 # --------------------------------------------------------------------------------------------
 # Tensors as boxes
 # --------------------------------------------------------------------------------------------
+
 
 def side_length(n: int) -> float:
     """The drawn length of a tensor side of ``n`` elements: log2(n) + 1, so 1 -> 1, 2048 -> 12
@@ -249,8 +321,15 @@ def _cuboid(ax, x: float, shape: Sequence[int], color: str, gid: str) -> float:
         ax.add_patch(Polygon(points, closed=True, fc=color, ec="#333333", lw=0.8, alpha=shade, gid=gid))
     ax.text(x + wl / 2, -0.35, f"W {w}", ha="center", va="top", fontsize=7)
     ax.text(x - 0.2, hl / 2, f"H {h}", ha="right", va="center", fontsize=7, rotation=90)
-    ax.text(x + wl + dx / 2 + 0.25, hl + dy / 2, f"C {c}", ha="left", va="center", fontsize=7,
-            rotation=math.degrees(math.atan2(_DEPTH_SLANT[1], _DEPTH_SLANT[0])))
+    ax.text(
+        x + wl + dx / 2 + 0.25,
+        hl + dy / 2,
+        f"C {c}",
+        ha="left",
+        va="center",
+        fontsize=7,
+        rotation=math.degrees(math.atan2(_DEPTH_SLANT[1], _DEPTH_SLANT[0])),
+    )
     return x + wl + dx
 
 
@@ -275,8 +354,10 @@ def draw_stage_tensors(models: Sequence[tuple[str, Sequence[dict]]], input_size:
             boxes.append((start, row))
         layouts.append((name, boxes, x))
     width = max(end for _, _, end in layouts)
-    heights = [max(side_length(_chw(r["shape"])[1]) + side_length(_chw(r["shape"])[0]) * _DEPTH_SLANT[1]
-                   for _, r in boxes) for _, boxes, _ in layouts]
+    heights = [
+        max(side_length(_chw(r["shape"])[1]) + side_length(_chw(r["shape"])[0]) * _DEPTH_SLANT[1] for _, r in boxes)
+        for _, boxes, _ in layouts
+    ]
     band = max(heights) + 5.0  # name above, labels below
     top, bottom = heights[0] + 1.6, -(len(models) - 1) * band - 3.4
     inches = 13.0 / (width + 1.2)
@@ -284,20 +365,35 @@ def draw_stage_tensors(models: Sequence[tuple[str, Sequence[dict]]], input_size:
     ax = fig.subplots()
     for k, (name, boxes, _) in enumerate(layouts):
         y0 = -k * band
-        ax.text(-1.0, y0 + heights[k] + 0.5, name, ha="left", va="bottom", fontsize=10, fontweight="bold",
-                gid=f"model{k}:{name}")
+        ax.text(
+            -1.0,
+            y0 + heights[k] + 0.5,
+            name,
+            ha="left",
+            va="bottom",
+            fontsize=10,
+            fontweight="bold",
+            gid=f"model{k}:{name}",
+        )
         for i, (x, row) in enumerate(boxes):
             shape = _chw(row["shape"])
             gid = f"box{k}.{i}:{row['stage']}:{shape_text(shape)}"
             before = len(ax.patches), len(ax.texts)
             _cuboid(ax, x, shape, colors[k % len(colors)], gid)
-            for patch in ax.patches[before[0]:]:  # move the box into its model's row
+            for patch in ax.patches[before[0] :]:  # move the box into its model's row
                 patch.set_xy([(px, py + y0) for px, py in patch.get_xy()])
-            for text in ax.texts[before[1]:]:
+            for text in ax.texts[before[1] :]:
                 tx, ty = text.get_position()
                 text.set_position((tx, ty + y0))
-            ax.text(x + side_length(shape[2]) / 2, y0 - 1.3, f"{row['stage']}\n{shape_text(row['shape'])}",
-                    ha="center", va="top", fontsize=7.5, color="#0b5394")
+            ax.text(
+                x + side_length(shape[2]) / 2,
+                y0 - 1.3,
+                f"{row['stage']}\n{shape_text(row['shape'])}",
+                ha="center",
+                va="top",
+                fontsize=7.5,
+                color="#0b5394",
+            )
     ax.set_xlim(-1.2, width)
     ax.set_ylim(bottom, top)
     ax.set_aspect("equal")
@@ -324,12 +420,29 @@ def drawn_boxes(fig: Figure) -> list[dict]:
         xs, ys = [p[0] for p in front], [p[1] for p in front]
         side = polygons[0]
         depth_x = max(p[0] for p in side) - max(xs)
-        boxes.append({"model": model, "index": index, "stage": stage,
-                      "shape": tuple(int(n) for n in shape.split("×")),
-                      "width": max(xs) - min(xs), "height": max(ys) - min(ys),
-                      "depth": depth_x / _DEPTH_SLANT[0]})
+        boxes.append(
+            {
+                "model": model,
+                "index": index,
+                "stage": stage,
+                "shape": tuple(int(n) for n in shape.split("×")),
+                "width": max(xs) - min(xs),
+                "height": max(ys) - min(ys),
+                "depth": depth_x / _DEPTH_SLANT[0],
+            }
+        )
     return sorted(boxes, key=lambda b: (b["model"], b["index"]))
 
 
-__all__ = ["KIND_COLORS", "STRIDE_COLOR", "draw_blocks", "draw_block", "drawn_operations", "stage_summary",
-           "draw_network", "side_length", "draw_stage_tensors", "drawn_boxes"]
+__all__ = [
+    "KIND_COLORS",
+    "STRIDE_COLOR",
+    "draw_blocks",
+    "draw_block",
+    "drawn_operations",
+    "stage_summary",
+    "draw_network",
+    "side_length",
+    "draw_stage_tensors",
+    "drawn_boxes",
+]

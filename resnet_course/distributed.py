@@ -50,8 +50,7 @@ def process_setup(setup: ComputeSetup, world_size: int) -> ComputeSetup:
     return setup
 
 
-def loader_for_run(loader: DataLoader | None, rank: int, world_size: int, train: bool,
-                   seed: int) -> DataLoader | None:
+def loader_for_run(loader: DataLoader | None, rank: int, world_size: int, train: bool, seed: int) -> DataLoader | None:
     """The loader ``fit`` iterates (None for no loader). Under torchrun each process sees its share:
     for training a DistributedSampler (it pads the last round by repeating a few images, as usual),
     for validation every ``world_size``-th image, without padding, so the summed metrics count each
@@ -61,16 +60,25 @@ def loader_for_run(loader: DataLoader | None, rank: int, world_size: int, train:
         return loader
     sampler, drop_last = loader.sampler, loader.drop_last
     if world_size > 1 and train:
-        sampler = DistributedSampler(loader.dataset, world_size, rank,
-                                     shuffle=isinstance(loader.sampler, RandomSampler), seed=seed)
+        sampler = DistributedSampler(
+            loader.dataset, world_size, rank, shuffle=isinstance(loader.sampler, RandomSampler), seed=seed
+        )
         # a last batch of one image would make BatchNorm fail in training mode
         drop_last = drop_last or len(sampler) % loader.batch_size == 1
     elif world_size > 1:
         sampler = list(range(rank, len(loader.dataset), world_size))
-    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
-                      num_workers=loader.num_workers, collate_fn=loader.collate_fn,
-                      pin_memory=loader.pin_memory, drop_last=drop_last, generator=loader.generator,
-                      worker_init_fn=loader.worker_init_fn, persistent_workers=False)
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        drop_last=drop_last,
+        generator=loader.generator,
+        worker_init_fn=loader.worker_init_fn,
+        persistent_workers=False,
+    )
 
 
 def wrap_model(model: nn.Module, setup: ComputeSetup, world_size: int) -> nn.Module:
@@ -79,8 +87,9 @@ def wrap_model(model: nn.Module, setup: ComputeSetup, world_size: int) -> nn.Mod
     ``model`` itself."""
     if world_size == 1:
         return model
-    return nn.parallel.DistributedDataParallel(model, device_ids=[setup.device.index]
-                                               if setup.device.type == "cuda" else None)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[setup.device.index] if setup.device.type == "cuda" else None
+    )
 
 
 def all_reduce_sums(values: Sequence[float], device: torch.device, world_size: int) -> list[float]:

@@ -28,16 +28,33 @@ import torchvision.models
 
 from .config import env_flag
 
-__all__ = ["OFFLINE_ENV", "TORCHVISION_ENUMS", "KERAS_WEIGHTS_MD5", "WEIGHTS_SOURCE", "DOWNLOAD_TIMEOUT",
-           "WeightsUnavailable", "WeightsFile", "cache_dir", "model_key", "imagenet_file", "weights_files",
-           "find_weights", "download_weights", "imagenet_weights"]
+__all__ = [
+    "OFFLINE_ENV",
+    "TORCHVISION_ENUMS",
+    "KERAS_WEIGHTS_MD5",
+    "WEIGHTS_SOURCE",
+    "DOWNLOAD_TIMEOUT",
+    "WeightsUnavailable",
+    "WeightsFile",
+    "cache_dir",
+    "model_key",
+    "imagenet_file",
+    "weights_files",
+    "find_weights",
+    "download_weights",
+    "imagenet_weights",
+]
 
 #: Set ``RESNET_COURSE_OFFLINE=1`` and ``"imagenet"`` never touches the network: cached files only.
 OFFLINE_ENV = "RESNET_COURSE_OFFLINE"
 #: torchvision's weights enum per v1 model; "imagenet" means its IMAGENET1K_V1 entry.
-TORCHVISION_ENUMS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights",
-                     "resnet50": "ResNet50_Weights", "resnet101": "ResNet101_Weights",
-                     "resnet152": "ResNet152_Weights"}
+TORCHVISION_ENUMS = {
+    "resnet18": "ResNet18_Weights",
+    "resnet34": "ResNet34_Weights",
+    "resnet50": "ResNet50_Weights",
+    "resnet101": "ResNet101_Weights",
+    "resnet152": "ResNet152_Weights",
+}
 #: Where Keras Applications publishes its ResNet weights (``keras.applications.resnet``).
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 #: MD5 of the published files, (with top, notop), as in Keras' ``resnet.WEIGHTS_HASHES``.
@@ -86,8 +103,7 @@ def model_key(model_name: str) -> str:
     ImageNet weights."""
     key = str(model_name).strip().lower()
     if key not in WEIGHTS_SOURCE:
-        raise ValueError(f"no ImageNet weights for {model_name!r}; models with weights: "
-                         f"{', '.join(WEIGHTS_SOURCE)}")
+        raise ValueError(f"no ImageNet weights for {model_name!r}; models with weights: {', '.join(WEIGHTS_SOURCE)}")
     return key
 
 
@@ -134,11 +150,13 @@ def find_weights(model_name: str, include_top: bool = True) -> Path | None:
 
 
 def _how_to_get(file: WeightsFile) -> str:
-    return (f"The {file.model_name} ImageNet weights are the file {file.filename}, published at\n"
-            f"  {file.url}\n"
-            f"Download it on a machine with internet (python -m resnet_course download-weights "
-            f"--model {file.model_name}, or any browser) and put it at\n  {file.path}\n"
-            f"(torch.hub's cache; set TORCH_HOME to move it), or pass the file's path as the weights.")
+    return (
+        f"The {file.model_name} ImageNet weights are the file {file.filename}, published at\n"
+        f"  {file.url}\n"
+        f"Download it on a machine with internet (python -m resnet_course download-weights "
+        f"--model {file.model_name}, or any browser) and put it at\n  {file.path}\n"
+        f"(torch.hub's cache; set TORCH_HOME to move it), or pass the file's path as the weights."
+    )
 
 
 def _open_url(url: str, timeout: float):
@@ -154,8 +172,12 @@ def _checksum_ok(path: Path, file: WeightsFile) -> bool:
     return digest.hexdigest().startswith(file.checksum)
 
 
-def download_weights(model_name: str, include_top: bool = True, timeout: float = DOWNLOAD_TIMEOUT,
-                     progress: Callable[[str], None] | None = print) -> Path:
+def download_weights(
+    model_name: str,
+    include_top: bool = True,
+    timeout: float = DOWNLOAD_TIMEOUT,
+    progress: Callable[[str], None] | None = print,
+) -> Path:
     """Download one published file into ``cache_dir()`` (checksum verified, written atomically)
     and return its path; a file already there is returned as it is.
 
@@ -173,14 +195,16 @@ def download_weights(model_name: str, include_top: bool = True, timeout: float =
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 out.write(chunk)
         if not _checksum_ok(partial, file):
-            raise WeightsUnavailable(f"The download of {file.filename} is damaged (checksum "
-                                     f"mismatch); try again.\n{_how_to_get(file)}")
+            raise WeightsUnavailable(
+                f"The download of {file.filename} is damaged (checksum mismatch); try again.\n{_how_to_get(file)}"
+            )
         os.replace(partial, file.path)
     except (urllib.error.URLError, OSError, TimeoutError) as error:
         if isinstance(error, WeightsUnavailable):
             raise
-        raise WeightsUnavailable(f"Could not download {file.filename} ({_reason(error)}).\n"
-                                 f"{_how_to_get(file)}") from None
+        raise WeightsUnavailable(
+            f"Could not download {file.filename} ({_reason(error)}).\n{_how_to_get(file)}"
+        ) from None
     finally:
         if partial.exists():
             partial.unlink()
@@ -206,7 +230,9 @@ def imagenet_weights(model_name: str, include_top: bool = True) -> Path:
         return found
     file = imagenet_file(model_name, include_top)
     if _offline():
-        raise WeightsUnavailable(f"No cached {file.filename} (looked in "
-                                 f"{', '.join(str(p.parent) for p in _candidates(file))}) and "
-                                 f"downloading is off.\n{_how_to_get(file)}")
+        raise WeightsUnavailable(
+            f"No cached {file.filename} (looked in "
+            f"{', '.join(str(p.parent) for p in _candidates(file))}) and "
+            f"downloading is off.\n{_how_to_get(file)}"
+        )
     return download_weights(model_name, include_top)

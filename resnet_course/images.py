@@ -25,9 +25,24 @@ from torchvision import transforms
 
 from .config import printable_path
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "NORMALIZATIONS", "TRAIN_CROP_SCALE", "DEFAULT_TRAIN_CROP_SCALE",
-           "UnreadableImage", "file_problem", "open_image", "check_image", "to_rgb", "load_rgb", "mean_std",
-           "train_transform", "eval_transform", "denormalize", "to_display_image"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "NORMALIZATIONS",
+    "TRAIN_CROP_SCALE",
+    "DEFAULT_TRAIN_CROP_SCALE",
+    "UnreadableImage",
+    "file_problem",
+    "open_image",
+    "check_image",
+    "to_rgb",
+    "load_rgb",
+    "mean_std",
+    "train_transform",
+    "eval_transform",
+    "denormalize",
+    "to_display_image",
+]
 
 PathLike = Union[str, os.PathLike]
 
@@ -53,6 +68,7 @@ TRAIN_CROP_SCALE: tuple[float, float] = DEFAULT_TRAIN_CROP_SCALE
 # --------------------------------------------------------------------------------------------
 # Opening an image file: every failure is one UnreadableImage
 # --------------------------------------------------------------------------------------------
+
 
 class UnreadableImage(ValueError):
     """An image file that cannot be used; ``reason`` says why, the message names the file too."""
@@ -87,8 +103,10 @@ def _pillow_failure_reason(error: Exception) -> str:
     if isinstance(error, Image.DecompressionBombError):
         size = re.search(r"\((\d+) pixels\)", str(error))
         shown = f" ({int(size.group(1)) / 1e6:,.0f} megapixels)" if size else ""
-        return (f"too large to open safely{shown}: Pillow refuses images over "
-                f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:,.0f} megapixels as possible decompression bombs")
+        return (
+            f"too large to open safely{shown}: Pillow refuses images over "
+            f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:,.0f} megapixels as possible decompression bombs"
+        )
     if isinstance(error, Image.UnidentifiedImageError):
         return "not an image (cannot identify image file)"
     if isinstance(error, OSError) and error.strerror:
@@ -129,6 +147,7 @@ def open_image(path: PathLike, draft_size: tuple[int, int] | None = None) -> Ima
 # --------------------------------------------------------------------------------------------
 # Images of any mode -> RGB
 # --------------------------------------------------------------------------------------------
+
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
     """Composite a transparent image on white, the way it looks in a viewer."""
@@ -214,25 +233,29 @@ def mean_std(normalization: str) -> tuple[tuple[float, float, float], tuple[floa
 def train_transform(image_size: int = 224, normalization: str = "imagenet") -> transforms.Compose:
     """Training augmentation: a random crop of 50-100 % of the area resized to ``image_size``,
     a random horizontal flip, then the normalisation (ImageNet mean/std unless told otherwise)."""
-    return transforms.Compose([
-        _ToRGB(),
-        transforms.RandomResizedCrop(image_size, scale=TRAIN_CROP_SCALE),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(*mean_std(normalization)),
-    ])
+    return transforms.Compose(
+        [
+            _ToRGB(),
+            transforms.RandomResizedCrop(image_size, scale=TRAIN_CROP_SCALE),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(*mean_std(normalization)),
+        ]
+    )
 
 
 def eval_transform(image_size: int = 224, normalization: str = "imagenet") -> transforms.Compose:
     """Validation/prediction: shorter side resized to ``image_size``, centre crop to a square
     (a no-op crop for square photos), the normalisation (ImageNet unless told otherwise). No randomness."""
-    return transforms.Compose([
-        _ToRGB(),
-        transforms.Resize(image_size),
-        transforms.CenterCrop(image_size),
-        transforms.ToTensor(),
-        transforms.Normalize(*mean_std(normalization)),
-    ])
+    return transforms.Compose(
+        [
+            _ToRGB(),
+            transforms.Resize(image_size),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+            transforms.Normalize(*mean_std(normalization)),
+        ]
+    )
 
 
 def denormalize(tensor: torch.Tensor, normalization: str = "imagenet") -> torch.Tensor:

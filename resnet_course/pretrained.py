@@ -36,16 +36,23 @@ from .checkpoints import what_file_is
 from .imagenet import KERAS_WEIGHTS_MD5, TORCHVISION_ENUMS, WEIGHTS_SOURCE, imagenet_file, model_key
 
 __all__ = [
-    "WeightsError", "normalization_for", "course_checkpoint_meta",
-    "load_course_checkpoint", "load_weights", "read_torch_state_dict",
-    "read_keras_h5", "keras_to_torch", "write_keras_h5", "keras_v2_module_name", "keras_layer_name",
+    "WeightsError",
+    "normalization_for",
+    "course_checkpoint_meta",
+    "load_course_checkpoint",
+    "load_weights",
+    "read_torch_state_dict",
+    "read_keras_h5",
+    "keras_to_torch",
+    "write_keras_h5",
+    "keras_v2_module_name",
+    "keras_layer_name",
 ]
 
 #: Input scaling each family of published weights was trained with (names from ``data.NORMALIZATIONS``).
 NORMALIZATION_FOR_WEIGHTS = {"torchvision": "imagenet", "keras": "tf"}
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-_BN_LEAVES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
-              "moving_variance": "running_var"}
+_BN_LEAVES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
 
 
 class WeightsError(ValueError):
@@ -93,6 +100,7 @@ def course_checkpoint_meta(path: str | os.PathLike) -> dict | None:
 # Reading the files
 # --------------------------------------------------------------------------------------------
 
+
 def _file_kind(path: Path) -> str:
     with open(path, "rb") as handle:
         head = handle.read(8)
@@ -109,8 +117,10 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch's own text advises weights_only=False: never shown
-        raise WeightsError(f"Cannot read {path} as a PyTorch state_dict: {what_file_is(path, error)} "
-                           "(an incomplete download, or another kind of file?).") from None
+        raise WeightsError(
+            f"Cannot read {path} as a PyTorch state_dict: {what_file_is(path, error)} "
+            "(an incomplete download, or another kind of file?)."
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a checkpoint written by training.fit
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -157,8 +167,9 @@ def read_keras_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, str]
         with h5py.File(path, "r") as handle:
             root = handle["model_weights"] if "model_weights" in handle else handle  # a whole saved model
             if "layer_names" not in root.attrs:
-                raise WeightsError(f"{path} is an HDF5 file but not Keras' legacy weights format "
-                                   "(no 'layer_names' attribute).")
+                raise WeightsError(
+                    f"{path} is an HDF5 file but not Keras' legacy weights format (no 'layer_names' attribute)."
+                )
             for layer in map(_text, root.attrs["layer_names"]):
                 group = root[layer]
                 names = [_text(n) for n in group.attrs.get("weight_names", [])]
@@ -167,8 +178,9 @@ def read_keras_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, str]
                 try:
                     prefix = keras_v2_module_name(layer)
                 except ValueError:
-                    raise WeightsError(f"{path}: layer {layer!r} has no place in a ResNet*V2 "
-                                       "(is this a Keras ResNet v1 file?).") from None
+                    raise WeightsError(
+                        f"{path}: layer {layer!r} has no place in a ResNet*V2 (is this a Keras ResNet v1 file?)."
+                    ) from None
                 for name in names:
                     try:
                         leaf, value = keras_to_torch(name, group[name])
@@ -181,8 +193,9 @@ def read_keras_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, str]
     except WeightsError:
         raise
     except Exception as error:  # h5py: truncated file, missing dataset, not HDF5 ...
-        raise WeightsError(f"Cannot read {path} as Keras HDF5 weights (incomplete download?): "
-                           f"{str(error).splitlines()[0]}") from None
+        raise WeightsError(
+            f"Cannot read {path} as Keras HDF5 weights (incomplete download?): {str(error).splitlines()[0]}"
+        ) from None
     return out
 
 
@@ -220,8 +233,9 @@ def keras_layer_name(module_name: str) -> str:
     return f"{stage}_{block}_{index}_{kind}"
 
 
-def write_keras_h5(model: nn.Module, path: str | os.PathLike, include_top: bool = True,
-                   keras2_names: bool = True) -> Path:
+def write_keras_h5(
+    model: nn.Module, path: str | os.PathLike, include_top: bool = True, keras2_names: bool = True
+) -> Path:
     """Write a ``ResNetV2``'s weights in Keras' legacy HDF5 layout (the published files' format,
     Keras 2 names ``layer/kernel:0`` unless ``keras2_names=False``). The notebook uses it to
     exercise the Keras loader when the real file is absent."""
@@ -264,14 +278,16 @@ def write_keras_h5(model: nn.Module, path: str | os.PathLike, include_top: bool 
 # Loading into a model, strictly
 # --------------------------------------------------------------------------------------------
 
+
 def _counter(key: str) -> bool:
     """BatchNorm's step counter: not a weight, absent from Keras files and from torchvision files
     saved before PyTorch 0.4.1 (PyTorch's own strict loading fills it in too)."""
     return key.endswith("num_batches_tracked")
 
 
-def _load_strict(model: nn.Module, tensors: dict[str, tuple[torch.Tensor, str]], path: Path,
-                 load_head: bool = True) -> dict:
+def _load_strict(
+    model: nn.Module, tensors: dict[str, tuple[torch.Tensor, str]], path: Path, load_head: bool = True
+) -> dict:
     """Copy ``tensors`` into ``model``: the backbone exactly, the head (``fc.*``) when its shape fits
     (and ``load_head``).
 
@@ -285,27 +301,36 @@ def _load_strict(model: nn.Module, tensors: dict[str, tuple[torch.Tensor, str]],
         if key in head_keys or (_counter(key) and key not in tensors):
             continue
         if key not in tensors:
-            raise WeightsError(f"{path} does not fit {type(model).__name__}: it has no tensor for "
-                               f"{key} {tuple(target.shape)} (the first one missing; "
-                               f"{len(tensors)} tensors in the file, {len(state)} in the model).")
+            raise WeightsError(
+                f"{path} does not fit {type(model).__name__}: it has no tensor for "
+                f"{key} {tuple(target.shape)} (the first one missing; "
+                f"{len(tensors)} tensors in the file, {len(state)} in the model)."
+            )
         value, name = tensors[key]
         if value.shape != target.shape:
             where = key if name == key else f"{key} ({name} in the file)"
-            raise WeightsError(f"{path} does not fit {type(model).__name__}: {where} is "
-                               f"{tuple(value.shape)} in the file, {tuple(target.shape)} in the model.")
+            raise WeightsError(
+                f"{path} does not fit {type(model).__name__}: {where} is "
+                f"{tuple(value.shape)} in the file, {tuple(target.shape)} in the model."
+            )
     extra = [tensors[k][1] for k in tensors if k not in state]
     if extra:
-        raise WeightsError(f"{path} does not fit {type(model).__name__}: {extra[0]} has no place "
-                           f"in the model ({len(extra)} such tensors).")
-    new_state = {k: (tensors[k][0].to(v.dtype) if k in tensors and (head_fits or k not in head_keys) else v)
-                 for k, v in state.items()}
+        raise WeightsError(
+            f"{path} does not fit {type(model).__name__}: {extra[0]} has no place "
+            f"in the model ({len(extra)} such tensors)."
+        )
+    new_state = {
+        k: (tensors[k][0].to(v.dtype) if k in tensors and (head_fits or k not in head_keys) else v)
+        for k, v in state.items()
+    }
     model.load_state_dict(new_state)
     loaded = sum(1 for k in state if k in tensors and not _counter(k) and (head_fits or k not in head_keys))
     return {"file": str(path), "tensors_loaded": loaded, "fresh_head": not head_fits}
 
 
-def load_course_checkpoint(model: nn.Module, model_name: str, path: str | os.PathLike,
-                           class_names: Sequence[str] | None = None) -> dict:
+def load_course_checkpoint(
+    model: nn.Module, model_name: str, path: str | os.PathLike, class_names: Sequence[str] | None = None
+) -> dict:
     """Start ``model`` (built as ``model_name``, any number of classes) from a checkpoint written by
     ``train``: the backbone strictly (``WeightsError`` names the first tensor that does not fit),
     the head only when the checkpoint was trained on exactly ``class_names``; otherwise the head
@@ -316,8 +341,10 @@ def load_course_checkpoint(model: nn.Module, model_name: str, path: str | os.Pat
     meta, weights = state["meta"], state["model"]
     bad = [name for name, tensor in weights.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if bad:
-        raise WeightsError(f"{path} holds weights that are not finite numbers (in {bad[0]}): the training it "
-                           "comes from diverged; start from another checkpoint.")
+        raise WeightsError(
+            f"{path} holds weights that are not finite numbers (in {bad[0]}): the training it "
+            "comes from diverged; start from another checkpoint."
+        )
     source_classes = list(meta.get("class_names") or [])
     same_classes = class_names is not None and source_classes == list(class_names)
     try:
@@ -325,15 +352,23 @@ def load_course_checkpoint(model: nn.Module, model_name: str, path: str | os.Pat
     except WeightsError as error:
         source = meta.get("model_name")
         if source and source != model_name:
-            raise WeightsError(f"{error} The checkpoint holds a {source}, not a {model_name}: start a "
-                               f"{source} from it, or train {model_name} from another checkpoint.") from None
+            raise WeightsError(
+                f"{error} The checkpoint holds a {source}, not a {model_name}: start a "
+                f"{source} from it, or train {model_name} from another checkpoint."
+            ) from None
         raise
-    return {**info, "format": "course checkpoint", "source_model": meta.get("model_name"),
-            "source_classes": source_classes, "normalization": meta.get("normalization") or "imagenet"}
+    return {
+        **info,
+        "format": "course checkpoint",
+        "source_model": meta.get("model_name"),
+        "source_classes": source_classes,
+        "normalization": meta.get("normalization") or "imagenet",
+    }
 
 
-def load_weights(model: nn.Module, model_name: str, path: str | os.PathLike,
-                 class_names: Sequence[str] | None = None) -> dict:
+def load_weights(
+    model: nn.Module, model_name: str, path: str | os.PathLike, class_names: Sequence[str] | None = None
+) -> dict:
     """Load a weights file into ``model`` (a course model built as ``model_name``), strictly.
 
     v1 models take torchvision's ``.pth`` state_dict, v2 models Keras' HDF5 file, and every model
@@ -351,16 +386,20 @@ def load_weights(model: nn.Module, model_name: str, path: str | os.PathLike,
     kind = _file_kind(path)
     if WEIGHTS_SOURCE[key] == "torchvision":
         if kind == "hdf5":
-            raise WeightsError(f"{path} is an HDF5 (Keras) file; {key} takes torchvision's .pth "
-                               f"state_dict. Keras Applications' ResNet*V2 files are for "
-                               f"{', '.join(KERAS_WEIGHTS_MD5)}.")
+            raise WeightsError(
+                f"{path} is an HDF5 (Keras) file; {key} takes torchvision's .pth "
+                f"state_dict. Keras Applications' ResNet*V2 files are for "
+                f"{', '.join(KERAS_WEIGHTS_MD5)}."
+            )
         tensors = {k: (v, k) for k, v in read_torch_state_dict(path).items()}
         info = _load_strict(model, tensors, path)
         return {**info, "format": "torchvision"}
     if kind != "hdf5":
-        raise WeightsError(f"{path} is not an HDF5 file; {key} takes the Keras Applications file "
-                           f"{imagenet_file(key).filename} (a .pth state_dict is for the v1 "
-                           f"models {', '.join(TORCHVISION_ENUMS)}).")
+        raise WeightsError(
+            f"{path} is not an HDF5 file; {key} takes the Keras Applications file "
+            f"{imagenet_file(key).filename} (a .pth state_dict is for the v1 "
+            f"models {', '.join(TORCHVISION_ENUMS)})."
+        )
     tensors = read_keras_h5(path)
     info = _load_strict(model, tensors, path)
     return {**info, "format": "keras"}

@@ -33,8 +33,18 @@ except ImportError:  # Windows
     fcntl = None
     import msvcrt
 
-__all__ = ["LOCK_NAME", "CRASH_ENV", "RunFolderError", "SaveFailed", "atomic_write", "write_json", "read_json",
-           "remove_temporary_files", "check_writable_folder", "RunFolderLock"]
+__all__ = [
+    "LOCK_NAME",
+    "CRASH_ENV",
+    "RunFolderError",
+    "SaveFailed",
+    "atomic_write",
+    "write_json",
+    "read_json",
+    "remove_temporary_files",
+    "check_writable_folder",
+    "RunFolderLock",
+]
 
 #: The lock file a training holds in its output folder while it runs (removed when it ends).
 LOCK_NAME = "training.lock"
@@ -58,6 +68,7 @@ class SaveFailed(OSError):
 # --------------------------------------------------------------------------------------------
 # Writing files so that a crash leaves the old one whole
 # --------------------------------------------------------------------------------------------
+
 
 def _crash_point(name: str) -> None:
     if os.environ.get(CRASH_ENV) == name:
@@ -153,15 +164,17 @@ def check_writable_folder(out_dir: str | os.PathLike, what: str = "the run") -> 
         if place.exists():
             if not place.is_dir():
                 where = "is a file" if place == out_dir else f"lies under {place}, which is a file"
-                raise RunFolderError(f"cannot write {what} into {out_dir}: it {where}, not a folder. "
-                                     "Choose another --out folder.")
+                raise RunFolderError(
+                    f"cannot write {what} into {out_dir}: it {where}, not a folder. Choose another --out folder."
+                )
             try:  # a real write: permissions alone don't tell (root, read-only disks, /proc)
                 with tempfile.TemporaryFile(dir=place, prefix=".write-test-"):
                     pass
             except OSError as error:
                 what = "" if place == out_dir else f" (nor create it in {place})"
-                raise RunFolderError(f"cannot write into {out_dir}{what}: {error.strerror or error}. "
-                                     "Choose another --out folder.") from None
+                raise RunFolderError(
+                    f"cannot write into {out_dir}{what}: {error.strerror or error}. Choose another --out folder."
+                ) from None
             break
     return out_dir
 
@@ -169,6 +182,7 @@ def check_writable_folder(out_dir: str | os.PathLike, what: str = "the run") -> 
 # --------------------------------------------------------------------------------------------
 # One training per folder
 # --------------------------------------------------------------------------------------------
+
 
 def _try_lock(file: IO[str]) -> bool:
     try:
@@ -208,8 +222,10 @@ class RunFolderLock:
                 file.seek(0)
                 owner = file.read().strip() or "another process"
                 file.close()
-                raise RunFolderError(f"{self.folder} is in use by another training ({owner}). Wait for it "
-                                     "to finish, or train into another --out folder.")
+                raise RunFolderError(
+                    f"{self.folder} is in use by another training ({owner}). Wait for it "
+                    "to finish, or train into another --out folder."
+                )
             try:  # the file we locked may have been removed by its previous owner meanwhile
                 same = os.path.samestat(os.fstat(file.fileno()), os.stat(self.path))
             except FileNotFoundError:

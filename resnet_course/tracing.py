@@ -16,8 +16,7 @@ from torch import fx, nn
 
 __all__ = ["Op", "BlockGraph", "trace_operations", "block_graph"]
 
-_FUNCTION_KINDS = {operator.add: "add", operator.iadd: "add", torch.add: "add",
-                   torch.relu: "ReLU", F.relu: "ReLU"}
+_FUNCTION_KINDS = {operator.add: "add", operator.iadd: "add", torch.add: "add", torch.relu: "ReLU", F.relu: "ReLU"}
 _METHOD_KINDS = {"add": "add", "add_": "add", "relu": "ReLU", "relu_": "ReLU"}
 
 
@@ -52,8 +51,7 @@ class BlockGraph:
 
     def path(self, column: int) -> list:
         """Kinds of the operations drawn in ``column``, top to bottom."""
-        drawn = sorted((self.row[i], self.ops[i].kind) for i in range(len(self.ops))
-                       if self.column[i] == column)
+        drawn = sorted((self.row[i], self.ops[i].kind) for i in range(len(self.ops)) if self.column[i] == column)
         return [kind for _, kind in drawn]
 
 
@@ -119,8 +117,7 @@ def trace_operations(module: nn.Module) -> list[Op]:
             kind = _METHOD_KINDS.get(node.target, str(node.target))
         if kind is None:  # get_attr and the like: not an operation on the data
             continue
-        ops.append(Op(kind, text or ("+" if kind == "add" else kind), stride, sources(node),
-                      str(node.target)))
+        ops.append(Op(kind, text or ("+" if kind == "add" else kind), stride, sources(node), str(node.target)))
         index[node] = len(ops) - 1
     return ops
 

@@ -53,6 +53,7 @@ __all__ = ["set_seed", "TrainingInterrupted", "TrainingDiverged", "train_step", 
 # Seeds
 # --------------------------------------------------------------------------------------------
 
+
 def set_seed(seed: int) -> int:
     """Seed Python's, NumPy's and PyTorch's random generators (CPU and GPU) so a run repeats.
     Returns ``seed`` so a notebook can print it."""
@@ -76,6 +77,7 @@ def _loader_generators(loader) -> list[torch.Generator]:
 # --------------------------------------------------------------------------------------------
 # Stopping early: interrupts and losses that are no longer numbers
 # --------------------------------------------------------------------------------------------
+
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Raised by ``fit`` when interrupted (Ctrl-C, a notebook's stop button) during an epoch.
@@ -101,6 +103,7 @@ class TrainingDiverged(RuntimeError):
 # --------------------------------------------------------------------------------------------
 # One step, one epoch: the learner's loop from notebook 06
 # --------------------------------------------------------------------------------------------
+
 
 def train_step(model, images, labels, optimizer, scaler, criterion, setup):
     """One optimisation step, the learner's five lines from notebook 06 with the machine's
@@ -135,8 +138,9 @@ class EpochTotals:
     def add(self, step: int, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         loss = loss.detach()
         is_new_bad = (self.first_bad[0] == 0) & ~torch.isfinite(loss)
-        self.first_bad = torch.where(is_new_bad, torch.stack([torch.full_like(self.first_bad[0], step),
-                                                              loss.double()]), self.first_bad)
+        self.first_bad = torch.where(
+            is_new_bad, torch.stack([torch.full_like(self.first_bad[0], step), loss.double()]), self.first_bad
+        )
         self.loss += loss * len(labels)
         self.correct += (logits.argmax(1) == labels).sum()
         self.seen += len(labels)
@@ -191,6 +195,7 @@ def _validate(model, loader, setup) -> tuple[float, float, float]:
 # A run: what fit sets up once and carries from epoch to epoch
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Run:
     """Everything ``fit`` sets up once: the model (``model`` is what forward calls, the DDP wrapper
@@ -228,16 +233,25 @@ class Run:
 
     def state(self, epoch: int) -> dict:
         """What checkpoint.pt holds after ``epoch``: weights, meta, and the state to resume from."""
-        return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": self.base_model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict() if self.setup.grad_scaler else None,
-                "rng": rng_state(self.generators), "history": self.history,
-                "best_val_acc": self.best_val_acc, "meta": self.meta}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,
+            "model": self.base_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.setup.grad_scaler else None,
+            "rng": rng_state(self.generators),
+            "history": self.history,
+            "best_val_acc": self.best_val_acc,
+            "meta": self.meta,
+        }
 
     def what_was_kept(self) -> str:
         if self.checkpoint_path is not None and self.saved_epochs:
-            return (f"kept {self.checkpoint_path} with {self.saved_epochs} finished epoch(s); "
-                    "resume=True (--resume) continues from there.")
+            return (
+                f"kept {self.checkpoint_path} with {self.saved_epochs} finished epoch(s); "
+                "resume=True (--resume) continues from there."
+            )
         if self.checkpoint_path is not None:
             return "no epoch had finished, so nothing was saved."
         return "no out_dir was given, so nothing was saved; the model holds the half-trained weights."
@@ -250,24 +264,40 @@ class Run:
         return TrainingInterrupted(message, self.kept_history(), self.checkpoint_path if self.saved_epochs else None)
 
     def kept_history(self) -> list[dict]:
-        return self.history[:self.saved_epochs] if self.checkpoint_path else list(self.history)
+        return self.history[: self.saved_epochs] if self.checkpoint_path else list(self.history)
 
     def diverged(self, what: str, lr: float) -> TrainingDiverged:
         """The error that stops a run whose loss is no longer a number; nothing of the epoch is saved."""
         if self.checkpoint_path is not None and self.saved_epochs:
-            kept = (f"{self.checkpoint_path} still holds epoch {self.saved_epochs}, the last good one "
-                    "(best.pt is as it was).")
+            kept = (
+                f"{self.checkpoint_path} still holds epoch {self.saved_epochs}, the last good one "
+                "(best.pt is as it was)."
+            )
         elif self.checkpoint_path is not None:
             kept = "no epoch had finished, so nothing was saved."
         else:
             kept = "no out_dir was given; the model holds the diverged weights."
-        message = (f"Training stopped: {what} (learning rate {lr:.3g}), so the weights are no longer "
-                   f"numbers. Nothing of this epoch was saved: {kept} Try a smaller learning rate (--lr).")
+        message = (
+            f"Training stopped: {what} (learning rate {lr:.3g}), so the weights are no longer "
+            f"numbers. Nothing of this epoch was saved: {kept} Try a smaller learning rate (--lr)."
+        )
         return TrainingDiverged(message, self.kept_history(), self.checkpoint_path if self.saved_epochs else None)
 
 
-def _start_run(model, train_loader, val_loader, epochs: int, recipe: dict, precision, seed, out_dir,
-               progress: bool, class_names, model_name, image_size) -> Run:
+def _start_run(
+    model,
+    train_loader,
+    val_loader,
+    epochs: int,
+    recipe: dict,
+    precision,
+    seed,
+    out_dir,
+    progress: bool,
+    class_names,
+    model_name,
+    image_size,
+) -> Run:
     """Set up once: this process's device and share of the data (one process: the device chosen
     and the loaders as given), the model on its device, optimiser, per-step schedule, gradient
     scaler, loss, and the run's record."""
@@ -279,15 +309,37 @@ def _start_run(model, train_loader, val_loader, epochs: int, recipe: dict, preci
     place_model(model, setup)
     optimizer = make_optimizer(model, recipe["optimizer"], recipe["lr"], recipe["weight_decay"])
     factor = lr_factor(recipe["schedule"], epochs, len(train_loader), recipe["warmup_epochs"])
-    meta = run_meta(model, recipe, train_loader, val_loader, epochs=epochs, seed=seed, precision=setup.description,
-                    world_size=world_size, class_names=class_names, model_name=model_name, image_size=image_size)
-    return Run(model=model, base_model=model, optimizer=optimizer,
-               scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, factor), schedule_factor=factor,
-               scaler=torch.amp.GradScaler(setup.device.type, enabled=setup.grad_scaler),
-               criterion=nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"]), setup=setup,
-               train_loader=train_loader, val_loader=val_loader, generators=_loader_generators(train_loader),
-               meta=meta, out_dir=Path(out_dir) if out_dir is not None else None, rank=rank,
-               world_size=world_size, show=progress and rank == 0)
+    meta = run_meta(
+        model,
+        recipe,
+        train_loader,
+        val_loader,
+        epochs=epochs,
+        seed=seed,
+        precision=setup.description,
+        world_size=world_size,
+        class_names=class_names,
+        model_name=model_name,
+        image_size=image_size,
+    )
+    return Run(
+        model=model,
+        base_model=model,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, factor),
+        schedule_factor=factor,
+        scaler=torch.amp.GradScaler(setup.device.type, enabled=setup.grad_scaler),
+        criterion=nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"]),
+        setup=setup,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        generators=_loader_generators(train_loader),
+        meta=meta,
+        out_dir=Path(out_dir) if out_dir is not None else None,
+        rank=rank,
+        world_size=world_size,
+        show=progress and rank == 0,
+    )
 
 
 def _resume(run: Run, epochs: int, resume: bool, owns_folder: bool) -> None:
@@ -299,8 +351,10 @@ def _resume(run: Run, epochs: int, resume: bool, owns_folder: bool) -> None:
     if path is None or not path.exists():
         return
     if not resume:
-        raise FileExistsError(f"{path} already holds a training run; pass resume=True (--resume) to continue "
-                              "it, or choose another output folder.")
+        raise FileExistsError(
+            f"{path} already holds a training run; pass resume=True (--resume) to continue "
+            "it, or choose another output folder."
+        )
     state = read_resumable(path)  # on the CPU: random states must stay there
     check_same_run(path, state["meta"], run.meta)
     if owns_folder:
@@ -313,7 +367,8 @@ def _resume(run: Run, epochs: int, resume: bool, owns_folder: bool) -> None:
         raise RunFolderError(
             f"{path}: its optimiser state does not fit the current recipe ({error}); it was saved with "
             "other parameter groups (weight decay split otherwise, or another set of trainable "
-            "layers). Train into another folder, or delete that one to train afresh.") from None
+            "layers). Train into another folder, or delete that one to train afresh."
+        ) from None
     run.scheduler.load_state_dict(state["scheduler"])
     if state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
@@ -322,8 +377,13 @@ def _resume(run: Run, epochs: int, resume: bool, owns_folder: bool) -> None:
         group["lr"] = base_lr * run.schedule_factor(run.scheduler.last_epoch)
     run.history, run.best_val_acc = list(state["history"]), state["best_val_acc"]
     run.saved_epochs = len(run.history)
-    run.meta = {**run.meta, **state["meta"], "epochs": epochs, "world_size": run.world_size,
-                "precision": run.setup.description}
+    run.meta = {
+        **run.meta,
+        **state["meta"],
+        "epochs": epochs,
+        "world_size": run.world_size,
+        "precision": run.setup.description,
+    }
     if run.show:
         tqdm.write(f"Resuming {path}: {len(run.history)} of {epochs} epochs done.", file=sys.stderr)
 
@@ -343,27 +403,49 @@ def _run_epoch(run: Run, epoch: int, epochs: int) -> dict:
     """Train one epoch and validate; returns the epoch's record for the history."""
     start, lr = time.perf_counter(), run.optimizer.param_groups[0]["lr"]
     train_loader, val_loader = run.train_loader, run.val_loader
-    with tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not run.show,
-              file=sys.stderr, leave=True, dynamic_ncols=True) as bar:
-        totals = train_one_epoch(run.model, train_loader, run.optimizer, run.scheduler, run.scaler,
-                                 run.criterion, run.setup, bar)
+    with tqdm(
+        total=len(train_loader),
+        desc=f"epoch {epoch + 1}/{epochs}",
+        unit="batch",
+        disable=not run.show,
+        file=sys.stderr,
+        leave=True,
+        dynamic_ncols=True,
+    ) as bar:
+        totals = train_one_epoch(
+            run.model, train_loader, run.optimizer, run.scheduler, run.scaler, run.criterion, run.setup, bar
+        )
         bad = totals.diverged()
         if bad:
-            raise run.diverged(f"the training loss became {bad[1]} at epoch {epoch + 1}/{epochs}, "
-                               f"step {bad[0]}/{len(train_loader)}", lr)
+            raise run.diverged(
+                f"the training loss became {bad[1]} at epoch {epoch + 1}/{epochs}, step {bad[0]}/{len(train_loader)}",
+                lr,
+            )
         loss, correct, seen = all_reduce_sums(totals.sums(), run.setup.device, run.world_size)
         val_loss = val_acc = None
         if val_loader is not None:
-            v_loss, v_correct, v_seen = all_reduce_sums(_validate(run.base_model, val_loader, run.setup),
-                                                        run.setup.device, run.world_size)
+            v_loss, v_correct, v_seen = all_reduce_sums(
+                _validate(run.base_model, val_loader, run.setup), run.setup.device, run.world_size
+            )
             val_loss, val_acc = v_loss / max(v_seen, 1), v_correct / max(v_seen, 1)
             if not math.isfinite(val_loss):
                 raise run.diverged(f"the validation loss after epoch {epoch + 1}/{epochs} is {val_loss}", lr)
-            bar.set_postfix(loss=f"{loss / seen:.3f}", acc=f"{correct / seen:.1%}",
-                            val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.1%}")
+            bar.set_postfix(
+                loss=f"{loss / seen:.3f}",
+                acc=f"{correct / seen:.1%}",
+                val_loss=f"{val_loss:.3f}",
+                val_acc=f"{val_acc:.1%}",
+            )
     run.meta["image_size"] = run.meta["image_size"] or totals.image_side
-    return {"epoch": epoch + 1, "train_loss": loss / seen, "train_acc": correct / seen,
-            "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - start}
+    return {
+        "epoch": epoch + 1,
+        "train_loss": loss / seen,
+        "train_acc": correct / seen,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "lr": lr,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def _end_epoch(run: Run, record: dict, on_epoch_end: Callable[[dict], None] | None) -> None:
@@ -384,14 +466,29 @@ def _end_epoch(run: Run, record: dict, on_epoch_end: Callable[[dict], None] | No
 # fit
 # --------------------------------------------------------------------------------------------
 
-def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: str = DEFAULT_OPTIMIZER,
-        lr: float | None = None, weight_decay: float | None = None,
-        warmup_epochs: float = DEFAULT_WARMUP_EPOCHS, schedule: str = "cosine", label_smoothing: float = 0.0,
-        out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
-        precision: str | ComputeSetup = "auto", seed: int | None = None,
-        class_names: Sequence[str] | None = None, model_name: str | None = None,
-        image_size: int | None = None,
-        on_epoch_end: Callable[[dict], None] | None = None) -> list[dict]:
+
+def fit(
+    model: nn.Module,
+    train_loader,
+    val_loader,
+    epochs: int,
+    *,
+    optimizer: str = DEFAULT_OPTIMIZER,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    warmup_epochs: float = DEFAULT_WARMUP_EPOCHS,
+    schedule: str = "cosine",
+    label_smoothing: float = 0.0,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    precision: str | ComputeSetup = "auto",
+    seed: int | None = None,
+    class_names: Sequence[str] | None = None,
+    model_name: str | None = None,
+    image_size: int | None = None,
+    on_epoch_end: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Train ``model`` for ``epochs`` epochs in total and return the history: one dict per epoch
     with epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds.
 
@@ -423,8 +520,20 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     ``on_epoch_end(record)`` is called on rank 0 after each epoch (the CLI prints a line there).
     """
     recipe = validate(epochs, optimizer, lr, weight_decay, warmup_epochs, schedule, label_smoothing)
-    run = _start_run(model, train_loader, val_loader, epochs, recipe, precision, seed, out_dir, progress,
-                     class_names, model_name, image_size)
+    run = _start_run(
+        model,
+        train_loader,
+        val_loader,
+        epochs,
+        recipe,
+        precision,
+        seed,
+        out_dir,
+        progress,
+        class_names,
+        model_name,
+        image_size,
+    )
     lock = claim_run_folder(run.out_dir) if run.main_process and run.out_dir is not None else None
     epoch = 0
     try:
