@@ -53,8 +53,9 @@ def one_torch_thread():
 BIRD_COLOURS = [(230, 200, 30), (20, 20, 20), (120, 90, 60), (240, 240, 240)]
 
 
-def make_bird_folder(root: Path, per_class: int = 5, prefix: str = "", size: tuple = (40, 36),
-                     shade_step: int = 9) -> Path:
+def make_bird_folder(
+    root: Path, per_class: int = 5, prefix: str = "", size: tuple = (40, 36), shade_step: int = 9
+) -> Path:
     """A tiny bird folder: ``per_class`` small JPEGs ``{prefix}{i}.jpg`` in each course class
     folder, each class its own colour (``BIRD_COLOURS``), image i that colour lightened by
     ``shade_step * i``."""
@@ -81,9 +82,16 @@ def bird_folder():
 
 def make_tiny_net(num_classes: int = 4) -> nn.Module:
     """A small conv net without BatchNorm (its forward is the same in train and eval mode)."""
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(8, num_classes))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, num_classes),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -105,4 +113,3 @@ def fast_disk(tmp_path_factory):
     folder = Path(tempfile.mkdtemp(prefix="resnet-course-tests-", dir=shm))
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
-

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from resnet_course import finetune, pretrained
+from resnet_course import finetune, imagenet
 from resnet_course.data import find_bird_data, load_birds
 from resnet_course.device import choose_device_and_precision
 from resnet_course.models import get_model
@@ -34,7 +34,7 @@ from resnet_course.training import fit
 
 
 def weights_file(folder: Path) -> tuple[Path, str]:
-    found = pretrained.find_weights("resnet50")
+    found = imagenet.find_weights("resnet50")
     if found is not None:
         return found, "torchvision ImageNet weights"
     return finetune.save_standin_weights("resnet50", folder / "standin.pth"), "random stand-in weights"
@@ -55,8 +55,10 @@ def main() -> None:
     setup = choose_device_and_precision()
     with tempfile.TemporaryDirectory() as tmp:
         path, kind = weights_file(Path(tmp))
-        print(f"ResNet-50, {len(train.dataset)} training images at {args.image_size} px, batch {args.batch_size}, "
-              f"{setup.description}, {torch.get_num_threads()} threads, {kind}.")
+        print(
+            f"ResNet-50, {len(train.dataset)} training images at {args.image_size} px, batch {args.batch_size}, "
+            f"{setup.description}, {torch.get_num_threads()} threads, {kind}."
+        )
 
         def model():
             torch.manual_seed(0)
@@ -64,11 +66,13 @@ def main() -> None:
 
         full = fit(model(), train, None, 1, progress=False, precision=setup, seed=0)[0]["seconds"]
         print(f"full fine-tuning: {full:.1f} s/epoch", flush=True)
-        frozen = fit(finetune.freeze_backbone(model()), train, None, 1, progress=False, precision=setup,
-                     seed=0)[0]["seconds"]
+        frozen = fit(finetune.freeze_backbone(model()), train, None, 1, progress=False, precision=setup, seed=0)[0][
+            "seconds"
+        ]
         print(f"frozen backbone through fit: {frozen:.1f} s/epoch", flush=True)
-        history = finetune.linear_probe(model(), train, None, epochs=1 + args.head_epochs,
-                                          image_size=args.image_size, precision=setup)
+        history = finetune.linear_probe(
+            model(), train, None, epochs=1 + args.head_epochs, image_size=args.image_size, precision=setup
+        )
         features = history[0]["feature_seconds"]
         head = sum(r["seconds"] for r in history[1:]) / args.head_epochs
     print(f"linear probe: features once {features:.1f} s, then {head * 1000:.1f} ms per head epoch", flush=True)
@@ -80,10 +84,14 @@ def main() -> None:
     print(f"| frozen backbone through `fit`, one epoch | {frozen:.1f} | {frozen / full:.2f} |")
     print(f"| linear probe: features of the training images, once | {features:.1f} | {features / full:.2f} |")
     print(f"| linear probe: one head epoch on cached features | {head:.4f} | {head / full:.5f} |")
-    print(f"| linear probe, 10 epochs in all (features + 10 head epochs) | {features + 10 * head:.1f} | "
-          f"{(features + 10 * head) / full:.2f} |")
-    print(f"\nA head epoch on cached features is {full / head:,.0f}x faster than a fine-tuning epoch; "
-          f"10 probe epochs cost {(features + 10 * head) / (10 * full):.1%} of 10 fine-tuning epochs.")
+    print(
+        f"| linear probe, 10 epochs in all (features + 10 head epochs) | {features + 10 * head:.1f} | "
+        f"{(features + 10 * head) / full:.2f} |"
+    )
+    print(
+        f"\nA head epoch on cached features is {full / head:,.0f}x faster than a fine-tuning epoch; "
+        f"10 probe epochs cost {(features + 10 * head) / (10 * full):.1%} of 10 fine-tuning epochs."
+    )
 
 
 if __name__ == "__main__":

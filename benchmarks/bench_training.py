@@ -42,8 +42,15 @@ def synthetic_loader(size: int, steps: int, batch_size: int) -> DataLoader:
 def fit_images_per_second(make_model, size, steps, batch_size, precision, repeats) -> float:
     """Images/second of ``fit`` in its fastest timed epoch (no validation, no checkpoint)."""
     torch.manual_seed(0)
-    history = fit(make_model(), synthetic_loader(size, steps, batch_size), None, 1 + repeats,
-                  precision=precision, schedule="none", progress=False)
+    history = fit(
+        make_model(),
+        synthetic_loader(size, steps, batch_size),
+        None,
+        1 + repeats,
+        precision=precision,
+        schedule="none",
+        progress=False,
+    )
     return steps * batch_size / min(record["seconds"] for record in history[1:])
 
 
@@ -79,40 +86,55 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed epochs (the fastest counts)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 112, 224])
-    parser.add_argument("--extra", action="store_true",
-                        help="also time bf16 + channels-last and fp32 + channels-last forced on")
+    parser.add_argument(
+        "--extra", action="store_true", help="also time bf16 + channels-last and fp32 + channels-last forced on"
+    )
     args = parser.parse_args()
     auto = choose_device_and_precision()
     fp32 = choose_device_and_precision(force_fp32=True)
     steps, batch, top, repeats = args.steps, args.batch_size, max(args.sizes), args.repeats
-    print(f"device: {auto.description}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"batch {batch}, best of {repeats} epochs of {steps} steps\n")
+    print(
+        f"device: {auto.description}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"batch {batch}, best of {repeats} epochs of {steps} steps\n"
+    )
 
     ours = fit_images_per_second(lambda: resnet50(NUM_CLASSES), top, steps, batch, auto, repeats)
-    theirs = fit_images_per_second(lambda: torchvision.models.resnet50(num_classes=NUM_CLASSES),
-                                   top, steps, batch, auto, repeats)
+    theirs = fit_images_per_second(
+        lambda: torchvision.models.resnet50(num_classes=NUM_CLASSES), top, steps, batch, auto, repeats
+    )
     loop = hand_loop_images_per_second(top, steps, batch, auto.device, repeats)
     ours_fp32 = fit_images_per_second(lambda: resnet50(NUM_CLASSES), top, steps, batch, fp32, repeats)
 
     print(f"| comparison (ResNet-50, {top} px) | img/s | reference img/s | ratio | target |")
     print("|---|---|---|---|---|")
     print(f"| our resnet50 vs torchvision, both fit auto | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f} | >= 0.95 |")
-    print(f"| fit auto vs hand-written fp32 loop (torchvision) | {ours:.1f} | {loop:.1f} | {ours / loop:.2f} | >= 2 "
-          "with AMX/GPU |")
-    print(f"| fit fp32 vs hand-written fp32 loop (torchvision) | {ours_fp32:.1f} | {loop:.1f} | "
-          f"{ours_fp32 / loop:.2f} | >= 0.95 |")
+    print(
+        f"| fit auto vs hand-written fp32 loop (torchvision) | {ours:.1f} | {loop:.1f} | {ours / loop:.2f} | >= 2 "
+        "with AMX/GPU |"
+    )
+    print(
+        f"| fit fp32 vs hand-written fp32 loop (torchvision) | {ours_fp32:.1f} | {loop:.1f} | "
+        f"{ours_fp32 / loop:.2f} | >= 0.95 |"
+    )
     if args.extra and auto.device.type == "cpu":
-        for name, setup in (("bf16 + channels-last", ComputeSetup(auto.device, torch.bfloat16, True, False, "bf16 cl")),
-                            ("fp32 + channels-last", ComputeSetup(auto.device, None, True, False, "fp32 cl"))):
+        for name, setup in (
+            ("bf16 + channels-last", ComputeSetup(auto.device, torch.bfloat16, True, False, "bf16 cl")),
+            ("fp32 + channels-last", ComputeSetup(auto.device, None, True, False, "fp32 cl")),
+        ):
             speed = fit_images_per_second(lambda: resnet50(NUM_CLASSES), top, steps, batch, setup, repeats)
-            print(f"| fit {name} (forced) vs hand-written fp32 loop | {speed:.1f} | {loop:.1f} | {speed / loop:.2f} | "
-                  "(info) |")
+            print(
+                f"| fit {name} (forced) vs hand-written fp32 loop | {speed:.1f} | {loop:.1f} | {speed / loop:.2f} | "
+                "(info) |"
+            )
 
     print("\n| image size | fit auto img/s | ms per step |")
     print("|---|---|---|")
     for size in args.sizes:
-        speed = ours if size == top else fit_images_per_second(lambda: resnet50(NUM_CLASSES), size, steps, batch,
-                                                               auto, repeats)
+        speed = (
+            ours
+            if size == top
+            else fit_images_per_second(lambda: resnet50(NUM_CLASSES), size, steps, batch, auto, repeats)
+        )
         print(f"| {size} | {speed:.1f} | {1000 * batch / speed:.0f} |")
 
 

@@ -21,11 +21,21 @@ from torch import nn
 
 from .blocks import UNIT_ORDERINGS, ResidualUnit
 from .device import torch_threads
-from .diagrams import trace_operations
 from .tables import text_table
+from .tracing import trace_operations
 
-__all__ = ["UNIT_LABELS", "PAPER_CIFAR10_ERRORS", "PAPER_IMAGENET_TOP1", "operation_order", "zero_branch",
-           "Propagation", "propagate", "signal_propagation", "by_unit", "format_propagation"]
+__all__ = [
+    "UNIT_LABELS",
+    "PAPER_CIFAR10_ERRORS",
+    "PAPER_IMAGENET_TOP1",
+    "operation_order",
+    "zero_branch",
+    "Propagation",
+    "propagate",
+    "signal_propagation",
+    "by_unit",
+    "format_propagation",
+]
 
 #: The five orderings of a residual unit (He et al. 2016, "Identity Mappings in Deep Residual
 #: Networks", Fig. 4 (a)-(e); names from ``blocks.UNIT_ORDERINGS``) in plain words.
@@ -54,10 +64,11 @@ PAPER_IMAGENET_TOP1 = {"ResNet-152": (21.3, 21.1), "ResNet-200": (21.8, 20.7)}
 # The order of operations
 # --------------------------------------------------------------------------------------------
 
+
 def operation_order(module: nn.Module, skip: Sequence[str] = ("shortcut", "downsample")) -> list[str]:
     """The operations ``module.forward`` performs, in order, e.g. ``["conv", "BN", "ReLU", ..., "add"]``.
 
-    Read from a ``torch.fx`` trace (``diagrams.trace_operations``, which draws the same blocks), so
+    Read from a ``torch.fx`` trace (``tracing.trace_operations``, which ``diagrams`` draws from too), so
     it is what the code does. Submodules are named by kind ("conv", "BN", "ReLU", "max pool",
     "fc"), additions are "add"; the shortcut's own operations
     (submodules whose name starts with one of ``skip``) and identities are left out, so a unit
@@ -70,6 +81,7 @@ def operation_order(module: nn.Module, skip: Sequence[str] = ("shortcut", "downs
 # --------------------------------------------------------------------------------------------
 # Signal and gradient through a deep stack of units, at initialisation
 # --------------------------------------------------------------------------------------------
+
 
 def zero_branch(unit: ResidualUnit) -> ResidualUnit:
     """Make the unit's residual branch output exactly 0 by zeroing its last operation: the last BN's
@@ -111,8 +123,15 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a @ b).item() / denominator if denominator > 0 else 0.0
 
 
-def propagate(ordering: str, num_units: int = 100, seed: int = 0, channels: int = 16, image_size: int = 8,
-              batch_size: int = 16, zero_branches: bool = False) -> Propagation:
+def propagate(
+    ordering: str,
+    num_units: int = 100,
+    seed: int = 0,
+    channels: int = 16,
+    image_size: int = 8,
+    batch_size: int = 16,
+    zero_branches: bool = False,
+) -> Propagation:
     """Stack ``num_units`` ``ResidualUnit(channels, channels, ordering=ordering)`` (identity
     shortcuts), pass a standard-normal batch x_0 through it and back, and measure every unit.
 
@@ -145,7 +164,8 @@ def propagate(ordering: str, num_units: int = 100, seed: int = 0, channels: int 
         x0 = x0.detach()
         steps = [(b - a).min().item() for a, b in zip(outputs, outputs[1:])]
         return Propagation(
-            ordering, seed,
+            ordering,
+            seed,
             std=[x.std().item() for x in outputs],
             input_corr=[_corr(x, x0) for x in outputs],
             grad=[x.grad.norm().item() / last for x in outputs],
@@ -155,8 +175,14 @@ def propagate(ordering: str, num_units: int = 100, seed: int = 0, channels: int 
         )
 
 
-def signal_propagation(num_units: int = 100, seeds: Iterable[int] = (0, 1, 2), units: Iterable[str] = UNIT_ORDERINGS,
-                       zero_branches: bool = False, num_threads: int | None = 1, **kwargs) -> list[Propagation]:
+def signal_propagation(
+    num_units: int = 100,
+    seeds: Iterable[int] = (0, 1, 2),
+    units: Iterable[str] = UNIT_ORDERINGS,
+    zero_branches: bool = False,
+    num_threads: int | None = 1,
+    **kwargs,
+) -> list[Propagation]:
     """``propagate`` for every ordering in ``units`` (the paper's order) and every seed, on
     ``num_threads`` threads (1 by default; None keeps PyTorch's setting). ``kwargs`` go to
     ``propagate`` (channels, image_size, batch_size)."""
@@ -165,8 +191,9 @@ def signal_propagation(num_units: int = 100, seeds: Iterable[int] = (0, 1, 2), u
     if unknown:
         raise ValueError(f"unknown unit ordering(s) {unknown}; choose from {UNIT_ORDERINGS}")
     with torch_threads(num_threads):
-        return [propagate(unit, num_units, seed, zero_branches=zero_branches, **kwargs)
-                for unit in units for seed in seeds]
+        return [
+            propagate(unit, num_units, seed, zero_branches=zero_branches, **kwargs) for unit in units for seed in seeds
+        ]
 
 
 def by_unit(results: Iterable[Propagation]) -> dict[str, list[Propagation]]:
@@ -195,8 +222,16 @@ def format_propagation(results: Iterable[Propagation]) -> str:
     rows = []
     for unit, runs in by_unit(results).items():
         negative = 100 * sum(r.negative[-1] for r in runs) / len(runs)
-        rows.append([UNIT_LABELS[unit], _spread([r.std[-1] for r in runs], 2),
-                     _spread([r.input_corr[-1] for r in runs], 2), _spread([r.grad[0] for r in runs], 2),
-                     f"{negative:.0f}", f"{min(r.min_step for r in runs):.2g}"])
-    return text_table(["residual unit", "std of x_L", "corr(x_L, x_0)", "grad at x_0 / at x_L", "x_L < 0 (%)",
-                       "min step"], rows)
+        rows.append(
+            [
+                UNIT_LABELS[unit],
+                _spread([r.std[-1] for r in runs], 2),
+                _spread([r.input_corr[-1] for r in runs], 2),
+                _spread([r.grad[0] for r in runs], 2),
+                f"{negative:.0f}",
+                f"{min(r.min_step for r in runs):.2g}",
+            ]
+        )
+    return text_table(
+        ["residual unit", "std of x_L", "corr(x_L, x_0)", "grad at x_0 / at x_L", "x_L < 0 (%)", "min step"], rows
+    )

@@ -16,8 +16,17 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 __all__ = [
-    "KERAS_BN_EPS", "KERAS_BN_MOMENTUM", "UNIT_ORDERINGS", "conv3x3", "conv1x1", "BasicBlock",
-    "Bottleneck", "keras_batch_norm", "PreActBottleneck", "unit_shortcut", "ResidualUnit",
+    "KERAS_BN_EPS",
+    "KERAS_BN_MOMENTUM",
+    "UNIT_ORDERINGS",
+    "conv3x3",
+    "conv1x1",
+    "BasicBlock",
+    "Bottleneck",
+    "keras_batch_norm",
+    "PreActBottleneck",
+    "unit_shortcut",
+    "ResidualUnit",
     "PlainUnit",
 ]
 
@@ -49,8 +58,7 @@ class BasicBlock(nn.Module):
 
     expansion: int = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1,
-                 downsample: nn.Module | None = None) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -77,8 +85,14 @@ class Bottleneck(nn.Module):
 
     expansion: int = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1,
-                 downsample: nn.Module | None = None, stride_in_1x1: bool = False) -> None:
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        stride_in_1x1: bool = False,
+    ) -> None:
         super().__init__()
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(inplanes, planes, stride_1x1)
@@ -122,13 +136,14 @@ class PreActBottleneck(nn.Module):
 
     expansion: int = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1,
-                 conv_shortcut: bool = False) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, conv_shortcut: bool = False) -> None:
         super().__init__()
         out_planes = planes * self.expansion
         if not conv_shortcut and inplanes != out_planes:
-            raise ValueError(f"an identity shortcut needs inplanes == {out_planes} (planes x 4), "
-                             f"got inplanes={inplanes}; use conv_shortcut=True")
+            raise ValueError(
+                f"an identity shortcut needs inplanes == {out_planes} (planes x 4), "
+                f"got inplanes={inplanes}; use conv_shortcut=True"
+            )
         self.conv_shortcut = conv_shortcut
         self.preact_bn = keras_batch_norm(inplanes)
         self.preact_relu = nn.ReLU()
@@ -182,8 +197,7 @@ class ResidualUnit(nn.Module):
     ablation compares only the ordering. (The paper's CIFAR nets pad with zeros instead, option A.)
     """
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1,
-                 ordering: str = "original") -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, ordering: str = "original") -> None:
         super().__init__()
         if ordering not in UNIT_ORDERINGS:
             raise ValueError(f"unknown unit ordering {ordering!r}; choose one of {UNIT_ORDERINGS}")

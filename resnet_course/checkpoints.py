@@ -1,18 +1,18 @@
-"""A run folder and its checkpoints: one training at a time, files that survive a crash, what a
-checkpoint holds (this module owns the format), files checked before they are trusted, and a
-resumed run that is the same run.
+"""A run folder and its checkpoints: what a checkpoint holds (this module owns the format), the
+order an epoch's files are written in and their repair, files checked before they are trusted, and
+a resumed run that is the same run. How each file is written so that a crash leaves the old one
+whole, and the lock that keeps one training per folder, are ``runfolder``'s.
 
 What ``training.fit`` and the command line promise (see the README, "What train and resume
 promise"):
 
-- While a training writes into a folder it holds ``training.lock`` there (an OS lock on an open
-  file, which the OS lets go of when the process dies, so a crashed run never leaves it stuck); a
-  second training into the same folder is refused.
-- Every file is written to a temporary file and renamed over the old one (``atomic_write``), so a
-  crash or a full disk leaves the old file whole. ``checkpoint.pt`` is written first in an epoch
-  (``save_epoch_files``); ``best.pt``, ``history.json`` and ``run.json`` follow it and are repaired
-  from it on resume if a crash came in between (``repair_epoch_files``); temporary files a crash
-  left behind are removed.
+- Before a training writes into a folder it claims it (``claim_run_folder``): the folder is
+  checked writable, locked (``runfolder.RunFolderLock``: a second training into it is refused),
+  cleared of the temporary files a crash left behind, and refused if it holds best.pt or
+  history.json of an earlier run without the checkpoint.pt to continue it.
+- Every file is replaced atomically (``runfolder.atomic_write``). ``checkpoint.pt`` is written
+  first in an epoch (``save_epoch_files``); ``best.pt``, ``history.json`` and ``run.json`` follow it
+  and are repaired from it on resume if a crash came in between (``repair_epoch_files``).
 - A resumed run must have the same recipe: the meta the checkpoint recorded is compared with the
   new run's (``RECIPE_KEYS``, ``check_same_run``), and every difference is named.
 - A file that is not a course checkpoint raises ``CheckpointError`` saying what it is not; its
@@ -23,37 +23,54 @@ promise"):
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
 import random
-import shutil
-import signal
-import socket
-import tempfile
-import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Callable
 
 import numpy as np
 import torch
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-    import msvcrt
+from .runfolder import (
+    RunFolderError,
+    RunFolderLock,
+    atomic_write,
+    check_writable_folder,
+    read_json,
+    remove_temporary_files,
+    write_json,
+)
 
-__all__ = ["CHECKPOINT_NAME", "BEST_NAME", "HISTORY_NAME", "RUN_FILE", "LOCK_NAME", "CHECKPOINT_FORMAT",
-           "RECIPE_KEYS", "RESUME_KEYS", "CRASH_ENV", "CheckpointError", "RunFolderError", "SaveFailed",
-           "atomic_write", "save_checkpoint", "check_writable_folder", "RunFolderLock", "remove_temporary_files",
-           "claim_run_folder", "data_fingerprint", "recipe_differences", "check_same_run", "read_checkpoint",
-           "read_resumable", "meta_problem", "rng_state", "restore_rng_state", "best_state", "save_epoch_files",
-           "repair_epoch_files", "what_file_is", "read_json", "write_json", "best_record",
-           "saved_best"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "BEST_NAME",
+    "HISTORY_NAME",
+    "RUN_FILE",
+    "CHECKPOINT_FORMAT",
+    "RECIPE_KEYS",
+    "RESUME_KEYS",
+    "CheckpointError",
+    "save_checkpoint",
+    "claim_run_folder",
+    "data_fingerprint",
+    "run_meta",
+    "recipe_differences",
+    "check_same_run",
+    "read_checkpoint",
+    "read_resumable",
+    "meta_problem",
+    "rng_state",
+    "restore_rng_state",
+    "best_state",
+    "save_epoch_files",
+    "repair_epoch_files",
+    "what_file_is",
+    "best_record",
+    "saved_best",
+]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
@@ -62,240 +79,46 @@ HISTORY_NAME = "history.json"
 #: checkpoint's own record is the one a resume is checked against.
 RUN_FILE = "run.json"
 CHECKPOINT_FORMAT = 1
-#: The lock file a training holds in its output folder while it runs (removed when it ends).
-LOCK_NAME = "training.lock"
 #: What makes a resumed run the same run: a checkpoint that recorded another value for any of
 #: these is not continued. The number of epochs may grow; device, precision and process count may
 #: change.
-RECIPE_KEYS = ("model_name", "num_classes", "class_names", "image_size", "batch_size", "optimizer",
-               "lr", "weight_decay", "warmup_epochs", "schedule", "label_smoothing", "seed", "data",
-               "zero_init_residual", "weights", "normalization", "backbone_frozen", "train_fraction")
+RECIPE_KEYS = (
+    "model_name",
+    "num_classes",
+    "class_names",
+    "image_size",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "warmup_epochs",
+    "schedule",
+    "label_smoothing",
+    "seed",
+    "data",
+    "zero_init_residual",
+    "weights",
+    "normalization",
+    "backbone_frozen",
+    "train_fraction",
+)
 #: What checkpoint.pt holds besides weights and meta, so a run can go on (best.pt holds none of it).
 RESUME_KEYS = ("epoch", "optimizer", "scheduler", "rng", "history", "best_val_acc")
-#: For tests only: ``RESNET_COURSE_CRASH_AT=checkpoint.pt`` makes the process kill itself (SIGKILL,
-#: no clean-up) right after it replaced ``checkpoint.pt``; ``tmp:checkpoint.pt`` right after the
-#: temporary file is complete but before it replaces the old one. Any file name written with
-#: ``atomic_write`` works. That is how the tests check that a crash at any write loses nothing.
-CRASH_ENV = "RESNET_COURSE_CRASH_AT"
-WHAT_A_CHECKPOINT_IS = ("A course checkpoint is the checkpoint.pt or best.pt that "
-                        "`python -m resnet_course train` (training.fit) writes: a dict with the weights "
-                        "('model') and a record of the model, classes and image size ('meta').")
-
-
-class RunFolderError(ValueError):
-    """A run folder cannot be used as asked (in use, not writable, holding another run); the
-    message says why and what to do."""
+WHAT_A_CHECKPOINT_IS = (
+    "A course checkpoint is the checkpoint.pt or best.pt that "
+    "`python -m resnet_course train` (training.fit) writes: a dict with the weights "
+    "('model') and a record of the model, classes and image size ('meta')."
+)
 
 
 class CheckpointError(ValueError):
     """A file is not a usable course checkpoint; the message says what it is not."""
 
 
-class SaveFailed(OSError):
-    """A file could not be written (disk full, read-only, removed folder). The previous version of
-    the file, if any, is whole: the message says which file and why."""
-
-
-# --------------------------------------------------------------------------------------------
-# Writing files so that a crash leaves the old one whole
-# --------------------------------------------------------------------------------------------
-
-def _crash_point(name: str) -> None:
-    if os.environ.get(CRASH_ENV) == name:
-        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
-
-
-def _temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def _write_failure(path: Path, error: BaseException) -> str:
-    """Why writing ``path`` failed, in words: the operating system's reason, which torch's zip
-    writer hides behind its own message, or "the disk is full"."""
-    cause: BaseException | None = error
-    while cause is not None and not isinstance(cause, OSError):
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
-        return "the disk is full (no space left on device)"
-    try:
-        if shutil.disk_usage(path.parent).free < 1 << 20:
-            return "the disk is full"
-    except OSError:
-        pass
-    if isinstance(cause, OSError):
-        return cause.strerror or str(cause)
-    return str(error)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
-    """Write to a temporary file in the same folder, flush it to disk, then rename it over
-    ``path``: an interrupt, a crash or a full disk leaves the old file whole, never a half-written
-    one. A failure raises ``SaveFailed`` naming the file and the real reason."""
-    path = Path(path)
-    temporary = _temporary_name(path)
-    try:
-        with open(temporary, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        _crash_point(f"tmp:{path.name}")
-        os.replace(temporary, path)
-    except (OSError, RuntimeError) as error:
-        if isinstance(error.__context__, KeyboardInterrupt):  # torch's writer wraps Ctrl-C in its own error
-            raise KeyboardInterrupt from None
-        reason = _write_failure(path, error)
-        kept = f"; the previous {path.name} is kept as it was" if path.exists() else ""
-        raise SaveFailed(f"could not write {path}: {reason}{kept}") from error
-    finally:
-        if temporary.exists() or temporary.is_symlink():
-            temporary.unlink()
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself survive a power cut
-        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        except OSError:
-            pass
-        finally:
-            os.close(folder)
-    _crash_point(path.name)
-
-
-def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
-    """Save a checkpoint dict with ``torch.save``, atomically (``atomic_write``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda file: torch.save(state, file))
-    return path
-
-
-def write_json(path: Path, value: object) -> None:
-    """Write ``value`` as indented JSON, atomically (``read_json`` reads it back)."""
-    text = json.dumps(value, indent=1).encode()
-    atomic_write(path, lambda file: file.write(text))
-
-
-def remove_temporary_files(folder: Path, names: list[str]) -> list[Path]:
-    """Delete the temporary files a killed process left next to ``names`` (``.NAME.tmp-PID``);
-    call it only while holding the folder's lock, so no live writer owns them."""
-    removed = []
-    for name in names:
-        for leftover in Path(folder).glob(f".{name}.tmp-*"):
-            leftover.unlink()
-            removed.append(leftover)
-    return removed
-
-
-def check_writable_folder(out_dir: str | os.PathLike, what: str = "the run") -> Path:
-    """Refuse early (``RunFolderError``), before any training, an output folder that is a file,
-    lies under a file, or cannot be written. Creates nothing: the folder is made by the training.
-    ``what`` names what would be written there, for the message."""
-    out_dir = Path(out_dir)
-    for place in (out_dir, *out_dir.parents):
-        if place.exists():
-            if not place.is_dir():
-                where = "is a file" if place == out_dir else f"lies under {place}, which is a file"
-                raise RunFolderError(f"cannot write {what} into {out_dir}: it {where}, not a folder. "
-                                     "Choose another --out folder.")
-            try:  # a real write: permissions alone don't tell (root, read-only disks, /proc)
-                with tempfile.TemporaryFile(dir=place, prefix=".write-test-"):
-                    pass
-            except OSError as error:
-                what = "" if place == out_dir else f" (nor create it in {place})"
-                raise RunFolderError(f"cannot write into {out_dir}{what}: {error.strerror or error}. "
-                                     "Choose another --out folder.") from None
-            break
-    return out_dir
-
-
-# --------------------------------------------------------------------------------------------
-# One training per folder
-# --------------------------------------------------------------------------------------------
-
-def _try_lock(file: IO[str]) -> bool:
-    try:
-        if fcntl is not None:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        else:
-            file.seek(0)
-            msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)
-        return True
-    except OSError:
-        return False
-
-
-class RunFolderLock:
-    """Hold ``training.lock`` in a run folder so that no other training writes there at the same
-    time. The lock is the operating system's lock on the open file (``flock``): it ends with the
-    process, so a killed training never leaves the folder locked. Re-entrant within one process
-    (``runs.train_or_load`` holds it around ``fit``, which takes it again)."""
-
-    _held: dict[Path, list] = {}  # folder -> [open lock file, depth]
-
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-        self.path = self.folder / LOCK_NAME
-
-    def acquire(self) -> RunFolderLock:
-        key = self.path.resolve()
-        if key in self._held:
-            self._held[key][1] += 1
-            return self
-        while True:
-            try:
-                file = open(self.path, "a+", encoding="utf-8")
-            except OSError as error:
-                raise SaveFailed(f"could not create {self.path}: {_write_failure(self.path, error)}") from None
-            if not _try_lock(file):
-                file.seek(0)
-                owner = file.read().strip() or "another process"
-                file.close()
-                raise RunFolderError(f"{self.folder} is in use by another training ({owner}). Wait for it "
-                                     "to finish, or train into another --out folder.")
-            try:  # the file we locked may have been removed by its previous owner meanwhile
-                same = os.path.samestat(os.fstat(file.fileno()), os.stat(self.path))
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            file.close()
-        try:
-            file.seek(0)
-            file.truncate()
-            file.write(f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-            file.flush()
-        except OSError as error:  # a full disk: leave no empty lock file behind
-            self.path.unlink(missing_ok=True)
-            file.close()
-            raise SaveFailed(f"could not write {self.path}: {_write_failure(self.path, error)}") from None
-        self._held[key] = [file, 1]
-        return self
-
-    def release(self) -> None:
-        key = self.path.resolve()
-        entry = self._held.get(key)
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1] > 0:
-            return
-        del self._held[key]
-        if fcntl is not None:  # removed while still locked: a waiting process sees it is gone
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
-        entry[0].close()
-
-    def __enter__(self) -> RunFolderLock:
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
 # --------------------------------------------------------------------------------------------
 # The same run: recipe and data
 # --------------------------------------------------------------------------------------------
+
 
 def _content_key(path: str | os.PathLike) -> str:
     """A file's size and a hash of its first 4 KiB: new bytes under an old name change it, and it
@@ -325,6 +148,48 @@ def data_fingerprint(train_loader, val_loader) -> str | None:
     return digest.hexdigest()[:16]
 
 
+def _num_outputs(model: torch.nn.Module) -> int | None:
+    last_linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return last_linear[-1].out_features if last_linear else None
+
+
+def run_meta(
+    model: torch.nn.Module,
+    recipe: Mapping,
+    train_loader,
+    val_loader,
+    *,
+    epochs: int,
+    seed: int | None,
+    precision: str,
+    world_size: int,
+    class_names,
+    model_name,
+    image_size,
+) -> dict:
+    """The run's record (``"meta"``), saved in every checkpoint: what it trains, on what, with which
+    recipe (``RECIPE_KEYS``), and where (precision, processes)."""
+    return {
+        "model_name": model_name,
+        "num_classes": len(class_names) if class_names else _num_outputs(model),
+        "class_names": list(class_names) if class_names else None,
+        "image_size": image_size,
+        **recipe,
+        "epochs": epochs,
+        "seed": seed,
+        "batch_size": getattr(train_loader, "batch_size", None),
+        "world_size": world_size,
+        "precision": precision,
+        "data": data_fingerprint(train_loader, val_loader),
+        # the input scaling the weights expect ("imagenet" or "tf"); predict uses the same
+        "normalization": getattr(model, "input_normalization", "imagenet"),
+        "weights": (getattr(model, "weights_source", None) or {}).get("file"),
+        "backbone_frozen": bool(getattr(model, "backbone_frozen", False)),
+        "zero_init_residual": getattr(model, "zero_init_residual", None),
+        "train_fraction": getattr(getattr(train_loader, "dataset", None), "train_fraction", None),
+    }
+
+
 #: Settings where "none" is itself a setting (no weights file, not frozen): a run recorded with
 #: None differs from one asked for with a value, and the other way round.
 COMPARED_EVEN_IF_NONE = ("weights", "normalization", "backbone_frozen", "zero_init_residual")
@@ -334,6 +199,7 @@ def recipe_differences(saved: Mapping, now: Mapping) -> list[str]:
     """``"key: X there, Y now"`` for every setting in ``now`` that ``saved`` recorded otherwise.
     Settings left unrecorded (None) either side are not compared, except ``COMPARED_EVEN_IF_NONE``
     where ``saved`` has the key at all."""
+
     def plain(value):
         return list(value) if isinstance(value, tuple) else value
 
@@ -342,8 +208,11 @@ def recipe_differences(saved: Mapping, now: Mapping) -> list[str]:
             return True
         return value is not None and saved.get(key) is not None
 
-    return [f"{key}: {saved.get(key)!r} there, {value!r} now" for key, value in now.items()
-            if compared(key, value) and plain(saved.get(key)) != plain(value)]
+    return [
+        f"{key}: {saved.get(key)!r} there, {value!r} now"
+        for key, value in now.items()
+        if compared(key, value) and plain(saved.get(key)) != plain(value)
+    ]
 
 
 def claim_run_folder(out_dir: Path) -> RunFolderLock:
@@ -360,9 +229,11 @@ def claim_run_folder(out_dir: Path) -> RunFolderLock:
         remove_temporary_files(out_dir, [CHECKPOINT_NAME, BEST_NAME, HISTORY_NAME, RUN_FILE])
         leftovers = [name for name in (BEST_NAME, HISTORY_NAME) if (out_dir / name).exists()]
         if leftovers and not (out_dir / CHECKPOINT_NAME).exists():
-            raise RunFolderError(f"{out_dir} holds {' and '.join(leftovers)} of an earlier run but no "
-                                 f"{CHECKPOINT_NAME} to continue it from, and a new run would overwrite "
-                                 "them. Move them away, or train into another folder.")
+            raise RunFolderError(
+                f"{out_dir} holds {' and '.join(leftovers)} of an earlier run but no "
+                f"{CHECKPOINT_NAME} to continue it from, and a new run would overwrite "
+                "them. Move them away, or train into another folder."
+            )
     except BaseException:
         lock.release()
         raise
@@ -374,14 +245,18 @@ def check_same_run(checkpoint_path: Path, saved_meta: dict, meta: dict) -> None:
     naming every difference: continuing it would silently mix two runs."""
     differences = recipe_differences(saved_meta, {key: meta.get(key) for key in RECIPE_KEYS})
     if differences:
-        raise RunFolderError(f"{checkpoint_path} holds a run trained differently (" + "; ".join(differences)
-                             + "). Resume it with the settings it was trained with, or train into "
-                             "another folder.")
+        raise RunFolderError(
+            f"{checkpoint_path} holds a run trained differently ("
+            + "; ".join(differences)
+            + "). Resume it with the settings it was trained with, or train into "
+            "another folder."
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # What a checkpoint holds: weights, meta, and for checkpoint.pt the state to resume from
 # --------------------------------------------------------------------------------------------
+
 
 def rng_state(loader_generators: Sequence[torch.Generator]) -> dict:
     """Every random generator's state, as tensors and lists (no NumPy objects, so the checkpoint
@@ -423,6 +298,14 @@ def recipe_of(meta: Mapping) -> dict:
     return {key: meta.get(key) for key in RECIPE_KEYS}
 
 
+def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
+    """Save a checkpoint dict with ``torch.save``, atomically (``atomic_write``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda file: torch.save(state, file))
+    return path
+
+
 def save_epoch_files(out_dir: Path, state: dict, improved: bool) -> None:
     """After an epoch: checkpoint.pt (to resume), best.pt (weights and meta only, when the
     validation accuracy improved), history.json and run.json, each replaced atomically.
@@ -433,13 +316,6 @@ def save_epoch_files(out_dir: Path, state: dict, improved: bool) -> None:
         save_checkpoint(best_state(state), out_dir / BEST_NAME)
     write_json(out_dir / HISTORY_NAME, state["history"])
     write_json(out_dir / RUN_FILE, recipe_of(state["meta"]))
-
-
-def read_json(path: Path) -> object:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def best_record(history: Sequence[dict]) -> dict | None:
@@ -478,8 +354,11 @@ def repair_epoch_files(out_dir: Path, state: dict) -> list[str]:
         save_checkpoint(best_state(state), out_dir / BEST_NAME)
         repaired.append(f"{BEST_NAME} now holds epoch {best['epoch']} ({best['val_acc']:.1%})")
     else:
-        warnings.warn(f"{out_dir / BEST_NAME} does not hold the best epoch ({best['epoch']}, "
-                      f"{best['val_acc']:.1%}) and its weights are gone; it is left as it is.", stacklevel=2)
+        warnings.warn(
+            f"{out_dir / BEST_NAME} does not hold the best epoch ({best['epoch']}, "
+            f"{best['val_acc']:.1%}) and its weights are gone; it is left as it is.",
+            stacklevel=2,
+        )
     return repaired
 
 
@@ -505,8 +384,9 @@ def meta_problem(meta: object, model_names: Sequence[str]) -> str | None:
     if not _is_int(classes) or not 1 <= classes <= MAX_CLASSES:
         return f"its number of classes ({classes!r}) is not a whole number from 1 to {MAX_CLASSES:,}"
     names = meta.get("class_names")
-    if names is not None and (not isinstance(names, list) or len(names) != classes
-                              or not all(isinstance(n, str) for n in names)):
+    if names is not None and (
+        not isinstance(names, list) or len(names) != classes or not all(isinstance(n, str) for n in names)
+    ):
         return f"its class names do not list {classes} names"
     size = meta.get("image_size")
     if size is not None and (not _is_int(size) or size not in IMAGE_SIZES):
@@ -520,9 +400,11 @@ def read_resumable(path: Path) -> dict:
     state = read_checkpoint(path)
     missing = [key for key in RESUME_KEYS if key not in state]
     if missing:
-        raise CheckpointError(f"{path} cannot be resumed: it holds weights but not the training state "
-                              f"({', '.join(missing)}), as best.pt does. Resume from the run's own "
-                              f"{CHECKPOINT_NAME}, or train into another folder.")
+        raise CheckpointError(
+            f"{path} cannot be resumed: it holds weights but not the training state "
+            f"({', '.join(missing)}), as best.pt does. Resume from the run's own "
+            f"{CHECKPOINT_NAME}, or train into another folder."
+        )
     if not isinstance(state["history"], list) or not isinstance(state.get("meta"), dict):
         raise CheckpointError(f"{path} cannot be resumed: its history or meta is not what train writes.")
     return state
@@ -531,6 +413,7 @@ def read_resumable(path: Path) -> dict:
 # --------------------------------------------------------------------------------------------
 # Reading a checkpoint without trusting it
 # --------------------------------------------------------------------------------------------
+
 
 def what_file_is(path: Path, error: BaseException) -> str:
     """What ``path`` is, given that ``torch.load(weights_only=True)`` failed on it with ``error``
@@ -543,9 +426,11 @@ def what_file_is(path: Path, error: BaseException) -> str:
     is_pickle_refusal = type(error).__name__ == "UnpicklingError"
     if head.startswith(b"PK\x03\x04"):
         if is_pickle_refusal:
-            return ("it is a PyTorch file holding Python objects other than tensors, numbers and "
-                    "strings (for example a whole model saved with torch.save(model)); such a file is "
-                    "not opened, because unpickling it can run any code")
+            return (
+                "it is a PyTorch file holding Python objects other than tensors, numbers and "
+                "strings (for example a whole model saved with torch.save(model)); such a file is "
+                "not opened, because unpickling it can run any code"
+            )
         return "it is a damaged or truncated PyTorch file (it cannot be read to the end)"
     text = head.lstrip()
     if text[:1] in (b"{", b"[") or text.startswith(b'"'):
@@ -556,8 +441,10 @@ def what_file_is(path: Path, error: BaseException) -> str:
     except UnicodeDecodeError:
         pass
     if head[:1] == b"\x80" and is_pickle_refusal:
-        return ("it is a pickle holding Python objects other than tensors, numbers and strings; such "
-                "a file is not opened, because unpickling it can run any code")
+        return (
+            "it is a pickle holding Python objects other than tensors, numbers and strings; such "
+            "a file is not opened, because unpickling it can run any code"
+        )
     return "it is not a PyTorch file (its bytes are not in a format torch.save writes)"
 
 
@@ -571,14 +458,17 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many types: UnpicklingError, RuntimeError, EOFError, OSError ...
-        raise CheckpointError(f"{path} is not a course checkpoint: {what_file_is(path, error)}. "
-                              + WHAT_A_CHECKPOINT_IS) from None
+        raise CheckpointError(
+            f"{path} is not a course checkpoint: {what_file_is(path, error)}. " + WHAT_A_CHECKPOINT_IS
+        ) from None
     if not isinstance(state, dict):
         what = f"it holds a {type(state).__name__}, not a dict"
     elif "model" not in state:
         if state and all(isinstance(v, torch.Tensor) for v in state.values()):
-            what = ("it is a plain state_dict (weights only, such as torchvision's), without the "
-                    "course's record of which model, classes and image size it belongs to")
+            what = (
+                "it is a plain state_dict (weights only, such as torchvision's), without the "
+                "course's record of which model, classes and image size it belongs to"
+            )
         else:
             what = "it is a dict without model weights ('model')"
     elif not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):

@@ -4,18 +4,16 @@ download-weights``.
 Each command checks what it was given, says what it is about to do, and calls the package
 (``training.fit``, ``evaluation.predict``, ``data``). Mistakes a user can make (a missing folder,
 an unknown model, an unreadable image) end with a one-paragraph message and exit code 2, not a
-traceback.
+traceback. The options of each command, and their ranges, are ``arguments``'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import re
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -23,108 +21,36 @@ import torch.distributed as dist
 from torch import nn
 
 from . import config
+from .arguments import EXIT_USAGE, build_parser
 from .birds import BirdDataError, BirdDataWarning
-from .checkpoints import (
-    BEST_NAME,
-    CHECKPOINT_NAME,
-    HISTORY_NAME,
-    CheckpointError,
-    RunFolderError,
-    SaveFailed,
-    best_record,
-    check_writable_folder,
-    saved_best,
-)
+from .checkpoints import BEST_NAME, CHECKPOINT_NAME, HISTORY_NAME, CheckpointError, best_record, saved_best
 from .data import check_train_fraction, find_bird_data, load_birds, make_standin_birds
 from .device import FP32_ENV, choose_device_and_precision
-from .evaluation import predict
+from .distributed import init_distributed
+from .evaluation import load_model, predict
 from .finetune import freeze_backbone
+from .imagenet import OFFLINE_ENV, download_weights, weights_files
 from .images import UnreadableImage, check_image
 from .kaggle import import_kaggle
-from .models import MODEL_NAMES, get_model
-from .pretrained import OFFLINE_ENV, WeightsError, download_weights, normalization_for, weights_files
+from .models import get_model
+from .pretrained import WeightsError, normalization_for
 from .pretraining import (
-    DEFAULT_PER_SPECIES,
-    DEFAULT_SPECIES,
     PRETRAINING_EPOCHS,
-    SPECIES,
     check_pretraining_options,
     make_pretraining_set,
     pretraining_minutes,
     pretraining_set_is_complete,
 )
-from .recipe import (
-    DEFAULT_LR,
-    DEFAULT_OPTIMIZER,
-    DEFAULT_WARMUP_EPOCHS,
-    DEFAULT_WEIGHT_DECAY,
-    OPTIMIZERS,
-    SCHEDULES,
-    RecipeError,
-    validate,
-)
+from .recipe import RecipeError, validate
+from .runfolder import RunFolderError, SaveFailed, check_writable_folder
 from .standin import standin_is_complete
-from .training import TrainingDiverged, TrainingInterrupted, fit, init_distributed, load_model, set_seed
+from .training import TrainingDiverged, TrainingInterrupted, fit, set_seed
 
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-EXAMPLES = """\
-examples:
-  python -m resnet_course train --model resnet50 --epochs 10 --out runs/resnet50
-  python -m resnet_course train --model resnet50 --epochs 20 --out runs/resnet50 --resume
-  python -m resnet_course train --model resnet50 --weights imagenet --freeze-backbone --out runs/probe
-  python -m resnet_course download-weights --model resnet50v2
-  python -m resnet_course predict --checkpoint runs/resnet50/checkpoint.pt photo1.jpg photo2.png
-  python -m resnet_course make-standin
-  python -m resnet_course make-pretraining-set --out data/pretraining_birds
-  python -m resnet_course import-kaggle ~/Downloads/birds-525-species
-  torchrun --nproc_per_node=2 -m resnet_course train --model resnet50 --out runs/ddp
-"""
 
 
 class UsageError(Exception):
     """A mistake in how the command was called; its message is shown without a traceback."""
-
-
-class CourseArgumentParser(argparse.ArgumentParser):
-    """argparse, but a mistake in the options is one line (``error: ...`` and where the help is) and
-    exit code 2, like every other refusal of the command line: ``error: --epochs must be at least 1, not 0``."""
-
-    def error(self, message: str):
-        message = re.sub(r"^argument (--[\w-]+): must be ", r"\1 must be ", message)
-        self.exit(EXIT_USAGE, f"error: {message} (see: {self.prog} --help)\n")
-
-
-def number_in(kind: type, low: float, high: float, low_text: str, *,
-              high_excluded: bool = False) -> Callable[[str], float]:
-    """An argparse type: a finite number of ``kind`` (int or float) from ``low`` to ``high`` (``high``
-    itself excluded if ``high_excluded``). Anything else is refused saying what is allowed: a
-    fraction where a whole number is due, nan, inf, below ``low`` ("must be {low_text}"), above ``high``."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"must be {'a whole number' if kind is int else 'a number'}, not {text!r}") from None
-        if not math.isfinite(value) or value < low:
-            raise argparse.ArgumentTypeError(f"must be {low_text}, not {value}")
-        if value > high or (high_excluded and value == high):
-            raise argparse.ArgumentTypeError(f"must be {'below' if high_excluded else 'at most'} {high:g}, not {value}")
-        return value
-
-    return parse
-
-
-#: The sane range of every numeric option, defined once: a value outside it is refused before any work.
-EPOCHS = number_in(int, 1, 10_000, "at least 1")
-IMAGE_SIZE = number_in(int, 16, 1024, "at least 16")
-BATCH_SIZE = number_in(int, 1, 1024, "at least 1")
-# --lr, --weight-decay, --warmup-epochs and --label-smoothing are plain floats here: recipe.validate,
-# the one check of the recipe (fit's too), refuses them in cmd_train, naming the option.
-SEED = number_in(int, 0, 2**32 - 1, "a whole number >= 0")
-NUM_WORKERS = number_in(int, 0, 256, "0 (load in the training process) or more")
-TOPK = number_in(int, 1, 1000, "at least 1")
 
 
 def _say(message: str, rank: int = 0) -> None:
@@ -140,8 +66,7 @@ def _default_num_workers() -> int:
 
 
 def _epoch_line(record: dict, epochs: int) -> str:
-    line = (f"epoch {record['epoch']}/{epochs}  train loss {record['train_loss']:.4f} "
-            f"acc {record['train_acc']:6.1%}")
+    line = f"epoch {record['epoch']}/{epochs}  train loss {record['train_loss']:.4f} acc {record['train_acc']:6.1%}"
     if record["val_loss"] is not None:
         line += f"  |  val loss {record['val_loss']:.4f} acc {record['val_acc']:6.1%}"
     return line + f"  |  lr {record['lr']:.2e}  |  {record['seconds']:.1f} s"
@@ -155,8 +80,11 @@ def _check_batchnorm_can_train(model, model_name: str, batch_size: int, image_si
     if batch_size > 1:
         return
     sizes = []
-    hooks = [m.register_forward_hook(lambda m, inputs, out: sizes.append(inputs[0].shape[-2:].numel()))
-             for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    hooks = [
+        m.register_forward_hook(lambda m, inputs, out: sizes.append(inputs[0].shape[-2:].numel()))
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
     try:
         model.eval()
         with torch.no_grad():
@@ -166,9 +94,11 @@ def _check_batchnorm_can_train(model, model_name: str, batch_size: int, image_si
             hook.remove()
         model.train()
     if sizes and min(sizes) <= 1:
-        raise UsageError(f"--batch-size 1 cannot train {model_name} at {image_size} px: its last feature "
-                         "maps are 1x1 pixels, so BatchNorm would see a single value per channel. Use "
-                         "--batch-size 2 or more, or a larger --image-size.")
+        raise UsageError(
+            f"--batch-size 1 cannot train {model_name} at {image_size} px: its last feature "
+            "maps are 1x1 pixels, so BatchNorm would see a single value per channel. Use "
+            "--batch-size 2 or more, or a larger --image-size."
+        )
 
 
 def _check_train_options(args: argparse.Namespace) -> dict:
@@ -176,8 +106,15 @@ def _check_train_options(args: argparse.Namespace) -> dict:
     the recipe through ``recipe.validate``, the one check ``fit`` uses too, its message naming the
     option as typed, then the starting weights. Returns the validated recipe."""
     try:
-        recipe = validate(args.epochs, args.optimizer, args.lr, args.weight_decay, args.warmup_epochs,
-                          args.schedule, args.label_smoothing)
+        recipe = validate(
+            args.epochs,
+            args.optimizer,
+            args.lr,
+            args.weight_decay,
+            args.warmup_epochs,
+            args.schedule,
+            args.label_smoothing,
+        )
     except RecipeError as error:
         raise UsageError(error.message(lambda name: "--" + name.replace("_", "-"))) from None
     try:
@@ -185,10 +122,15 @@ def _check_train_options(args: argparse.Namespace) -> dict:
     except ValueError as error:
         raise UsageError(str(error)) from None
     if args.freeze_backbone and args.weights is None:
-        raise UsageError("--freeze-backbone trains only the head on top of pretrained weights: "
-                         "add --weights imagenet or --weights PATH")
-    if args.weights is not None and args.weights.strip().lower() != "imagenet" \
-            and not Path(args.weights).expanduser().is_file():
+        raise UsageError(
+            "--freeze-backbone trains only the head on top of pretrained weights: "
+            "add --weights imagenet or --weights PATH"
+        )
+    if (
+        args.weights is not None
+        and args.weights.strip().lower() != "imagenet"
+        and not Path(args.weights).expanduser().is_file()
+    ):
         raise UsageError(f"--weights: no file at {args.weights} (give 'imagenet' or the path of a weights file)")
     return recipe
 
@@ -213,8 +155,10 @@ def _done_line(history: list[dict], out_dir: Path) -> str:
         return line
     if saved_best(out_dir / BEST_NAME) == (best["epoch"], best["val_acc"]):
         return line + f"; best val accuracy {best['val_acc']:.1%} (epoch {best['epoch']}) in {out_dir / BEST_NAME}"
-    return line + (f"; the best epoch was {best['epoch']} ({best['val_acc']:.1%}), but {out_dir / BEST_NAME} "
-                   "does not hold it (it is missing or cannot be read)")
+    return line + (
+        f"; the best epoch was {best['epoch']} ({best['val_acc']:.1%}), but {out_dir / BEST_NAME} "
+        "does not hold it (it is missing or cannot be read)"
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -222,34 +166,61 @@ def cmd_train(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else config.RUNS_DIR / args.model
     check_writable_folder(out_dir)  # before any work, not after the first epoch
     if (out_dir / CHECKPOINT_NAME).exists() and not args.resume:
-        raise UsageError(f"{out_dir / CHECKPOINT_NAME} already holds a training run; pass --resume to "
-                         "continue it, or choose another --out folder.")
+        raise UsageError(
+            f"{out_dir / CHECKPOINT_NAME} already holds a training run; pass --resume to "
+            "continue it, or choose another --out folder."
+        )
     rank, world_size = init_distributed()
     root, standin = _training_data(args, rank, world_size)
     num_workers = _default_num_workers() if args.num_workers is None else args.num_workers
     normalization = normalization_for(args.model, args.weights)  # what the weights expect
     train_loader, val_loader, class_names = load_birds(
-        root, image_size=args.image_size, batch_size=args.batch_size, num_workers=num_workers,
-        normalization=normalization, train_fraction=args.train_fraction)
+        root,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        num_workers=num_workers,
+        normalization=normalization,
+        train_fraction=args.train_fraction,
+    )
     setup = choose_device_and_precision(force_fp32=args.fp32)
     batch = f"{args.batch_size}" if world_size == 1 else f"{args.batch_size} per process x {world_size}"
     start = "random initialisation" if args.weights is None else f"weights {args.weights}"
-    _say(f"Training {args.model} on {root}{' (the offline stand-in)' if standin else ''}: "
-         f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, {args.image_size} px, "
-         f"batch {batch}, {args.epochs} epochs, {args.optimizer}; {setup.description}. From {start}"
-         f"{', backbone frozen (head only)' if args.freeze_backbone else ''}, inputs normalised "
-         f"'{normalization}'. Output: {out_dir}", rank)
+    _say(
+        f"Training {args.model} on {root}{' (the offline stand-in)' if standin else ''}: "
+        f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, {args.image_size} px, "
+        f"batch {batch}, {args.epochs} epochs, {args.optimizer}; {setup.description}. From {start}"
+        f"{', backbone frozen (head only)' if args.freeze_backbone else ''}, inputs normalised "
+        f"'{normalization}'. Output: {out_dir}",
+        rank,
+    )
 
     set_seed(args.seed)
-    model = get_model(args.model, num_classes=len(class_names), weights=args.weights,
-                      zero_init_residual=not args.no_zero_init, class_names=class_names)
+    model = get_model(
+        args.model,
+        num_classes=len(class_names),
+        weights=args.weights,
+        zero_init_residual=not args.no_zero_init,
+        class_names=class_names,
+    )
     if args.freeze_backbone:
         freeze_backbone(model)
     _check_batchnorm_can_train(model, args.model, args.batch_size, args.image_size)
-    history = fit(model, train_loader, val_loader, args.epochs, **recipe, out_dir=out_dir,
-                  resume=args.resume, progress=not args.no_progress, precision=setup, seed=args.seed,
-                  class_names=class_names, model_name=args.model, image_size=args.image_size,
-                  on_epoch_end=lambda record: _say(_epoch_line(record, args.epochs)))
+    history = fit(
+        model,
+        train_loader,
+        val_loader,
+        args.epochs,
+        **recipe,
+        out_dir=out_dir,
+        resume=args.resume,
+        progress=not args.no_progress,
+        precision=setup,
+        seed=args.seed,
+        class_names=class_names,
+        model_name=args.model,
+        image_size=args.image_size,
+        on_epoch_end=lambda record: _say(_epoch_line(record, args.epochs)),
+    )
     _say(_done_line(history, out_dir), rank)
     return 0
 
@@ -258,8 +229,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
-        raise UsageError(f"no checkpoint at {config.printable_path(checkpoint)} "
-                         "(train one with: python -m resnet_course train --out DIR)")
+        raise UsageError(
+            f"no checkpoint at {config.printable_path(checkpoint)} "
+            "(train one with: python -m resnet_course train --out DIR)"
+        )
     model, meta = load_model(checkpoint)
     class_names = meta.get("class_names") or [str(i) for i in range(meta["num_classes"])]
     readable, problems = [], []
@@ -270,9 +243,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
         else:
             problems.append(f"cannot read {config.printable_path(image)}: {reason}")
     try:
-        results = predict(model, readable, class_names, image_size=meta.get("image_size") or 224,
-                          topk=args.topk, precision="fp32" if args.fp32 else "auto",
-                          normalization=meta.get("normalization") or "imagenet") if readable else []
+        results = (
+            predict(
+                model,
+                readable,
+                class_names,
+                image_size=meta.get("image_size") or 224,
+                topk=args.topk,
+                precision="fp32" if args.fp32 else "auto",
+                normalization=meta.get("normalization") or "imagenet",
+            )
+            if readable
+            else []
+        )
     except UnreadableImage as error:  # a file that changed since it was checked
         raise UsageError(str(error)) from None
     for result in results:
@@ -308,28 +291,13 @@ def cmd_make_pretraining_set(args: argparse.Namespace) -> int:
         print(f"{out} already holds this pretraining set: nothing to draw.")
         return 0
     make_pretraining_set(out, species=args.species, per_species=args.per_species, seed=args.seed)
-    print(f"Drew the pretraining set, the course's \"ImageNet in miniature\", into {out}: {args.species} invented "
-          f"species that are not the course's four, {args.per_species} drawn 224 px images each (not photos, not "
-          f"ImageNet). Pretraining ResNet-50 on it at 112 px for {PRETRAINING_EPOCHS} epochs takes about "
-          f"{pretraining_minutes(args.species, args.per_species):.1f} minutes on a 2-core CPU.")
+    print(
+        f'Drew the pretraining set, the course\'s "ImageNet in miniature", into {out}: {args.species} invented '
+        f"species that are not the course's four, {args.per_species} drawn 224 px images each (not photos, not "
+        f"ImageNet). Pretraining ResNet-50 on it at 112 px for {PRETRAINING_EPOCHS} epochs takes about "
+        f"{pretraining_minutes(args.species, args.per_species):.1f} minutes on a 2-core CPU."
+    )
     return 0
-
-
-def add_pretraining_parser(commands) -> None:
-    """The ``make-pretraining-set`` command's arguments."""
-
-    parser = commands.add_parser(
-        "make-pretraining-set", help="draw the pretraining set of other species (ImageNet in miniature)",
-        description="Draw a class-folder dataset of invented bird species that are not the course's four, "
-                    "with the stand-in's drawing code (224 px, the same scenes and clutter), to pretrain a "
-                    "backbone on where ImageNet weights are not available. Deterministic per seed.")
-    parser.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder")
-    parser.add_argument("--species", type=int, default=DEFAULT_SPECIES,
-                        help=f"number of species, 2 to {len(SPECIES)} (default: %(default)s)")
-    parser.add_argument("--per-species", type=int, default=DEFAULT_PER_SPECIES,
-                        help="images per species (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="drawing seed (default: %(default)s)")
-    parser.set_defaults(run=cmd_make_pretraining_set)
 
 
 def cmd_import_kaggle(args: argparse.Namespace) -> int:
@@ -347,102 +315,15 @@ def cmd_download_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-
-    defaults = config.settings()
-    parser = CourseArgumentParser(
-        prog="python -m resnet_course", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train ResNets on the four-class bird dataset, predict with a checkpoint, get the data.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    train = commands.add_parser(
-        "train", help="train a model; writes OUT/checkpoint.pt, OUT/best.pt and OUT/history.json",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train a ResNet on the bird photos (or the stand-in). A checkpoint is written after "
-                    "every epoch; --resume continues an interrupted or finished run up to --epochs. "
-                    "Under torchrun, --batch-size is per process (global batch = batch size x processes).")
-    train.add_argument("--model", default="resnet50", choices=MODEL_NAMES, help="architecture (default: %(default)s)")
-    train.add_argument("--data", default=None, metavar="DIR",
-                       help="folder with one sub-folder per class (default: the real photos in "
-                            "data/bird_photos or $RESNET_COURSE_DATA, else the offline stand-in)")
-    train.add_argument("--epochs", type=EPOCHS, default=defaults.epochs,
-                       help="total epochs, counting resumed ones (default: %(default)s)")
-    train.add_argument("--image-size", type=IMAGE_SIZE, default=defaults.image_size,
-                       help="image side in pixels (default: %(default)s)")
-    train.add_argument("--batch-size", type=BATCH_SIZE, default=defaults.batch_size,
-                       help="images per step, per process (default: %(default)s)")
-    train.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/MODEL)")
-    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
-    train.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, choices=OPTIMIZERS,
-                       help=f"adamw (lr {DEFAULT_LR['adamw']}, weight decay {DEFAULT_WEIGHT_DECAY['adamw']}; "
-                            "the default), "
-                            f"sgd (momentum 0.9, lr {DEFAULT_LR['sgd']}, weight decay {DEFAULT_WEIGHT_DECAY['sgd']}) "
-                            f"or adam (lr {DEFAULT_LR['adam']}, no decay)")
-    train.add_argument("--lr", type=float, default=None, help="peak learning rate (default: per optimiser)")
-    train.add_argument("--weight-decay", type=float, default=None,
-                       help="weight decay on conv and linear weights, never on BN or biases "
-                            "(default: per optimiser)")
-    train.add_argument("--warmup-epochs", type=float, default=DEFAULT_WARMUP_EPOCHS,
-                       help="epochs of linear learning-rate warm-up (default: %(default)s)")
-    train.add_argument("--schedule", default="cosine", choices=SCHEDULES,
-                       help="learning-rate schedule after the warm-up, stepped every batch (default: %(default)s)")
-    train.add_argument("--no-zero-init", action="store_true",
-                       help="don't start each residual branch at zero (zero_init_residual, on by default)")
-    train.add_argument("--label-smoothing", type=float, default=0.0,
-                       help="label smoothing for the training loss (default: %(default)s)")
-    train.add_argument("--fp32", action="store_true",
-                       help=f"plain fp32 instead of automatic mixed precision (or set {FP32_ENV}=1)")
-    train.add_argument("--seed", type=SEED, default=0,
-                       help="seed for weights, data order and augmentation (default: %(default)s)")
-    train.add_argument("--num-workers", type=NUM_WORKERS, default=None,
-                       help="data loading processes (default: 0 on a CPU, up to 4 with a GPU)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bars (per-epoch lines still print)")
-    train.add_argument("--weights", default=None, metavar="imagenet|PATH",
-                       help="start from ImageNet weights: 'imagenet' (torchvision's for v1, Keras "
-                            "Applications' for v2; cached or downloaded), a local weights file, or a "
-                            "checkpoint written by train (its backbone; the head is kept only for the same "
-                            "classes); the head is fresh (default: random initialisation)")
-    train.add_argument("--train-fraction", type=float, default=1.0, metavar="F",
-                       help="train on a stratified, deterministic fraction 0 < F <= 1 of the training split; "
-                            "the validation split never changes (default: %(default)s)")
-    train.add_argument("--freeze-backbone", action="store_true",
-                       help="train only the head (needs --weights); the backbone's BatchNorm keeps its statistics")
-    train.set_defaults(run=cmd_train)
-
-    predict = commands.add_parser("predict", help="classify image files with a trained checkpoint",
-                                  description="Print the predicted class and its probability for each image.")
-    predict.add_argument("--checkpoint", required=True, metavar="FILE", help="checkpoint.pt or best.pt from train")
-    predict.add_argument("--topk", type=TOPK, default=1, help="also list the K most likely classes")
-    predict.add_argument("--fp32", action="store_true", help="plain fp32 instead of automatic mixed precision")
-    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size, any mode)")
-    predict.set_defaults(run=cmd_predict)
-
-    standin = commands.add_parser("make-standin", help="draw the offline stand-in dataset",
-                                  description="Draw 565 procedural bird images (not photos) with the course's "
-                                              "classes and counts.")
-    standin.add_argument("--out", default=None, metavar="DIR", help="target folder (default: data/standin_birds)")
-    standin.add_argument("--seed", type=SEED, default=0, help="drawing seed")
-    standin.set_defaults(run=cmd_make_standin)
-
-    add_pretraining_parser(commands)
-
-    kaggle = commands.add_parser("import-kaggle", help="copy the four classes out of a Kaggle BIRDS 525 download",
-                                 description="Copy BANANAQUIT, BLACK SKIMMER, BLACK THROATED BUSHTIT and COCKATOO "
-                                             "from an unpacked Kaggle 'BIRDS 525 SPECIES' download.")
-    kaggle.add_argument("src", metavar="SRC", help="the unpacked download (holding train/, valid/, test/)")
-    kaggle.add_argument("--out", default=None, metavar="DIR", help="target folder (default: data/bird_photos)")
-    kaggle.set_defaults(run=cmd_import_kaggle)
-
-    download = commands.add_parser(
-        "download-weights", help="download ImageNet weights files for later offline use",
-        description="Download the published ImageNet weights (torchvision's .pth for v1, Keras "
-                    "Applications' .h5 with and without top for v2) into torch.hub's cache "
-                    "($TORCH_HOME/hub/checkpoints), where --weights imagenet finds them offline.")
-    download.add_argument("--model", action="append", choices=MODEL_NAMES, metavar="NAME",
-                          help="model whose weights to fetch; repeat for several "
-                               "(default: resnet50 and resnet50v2)")
-    download.set_defaults(run=cmd_download_weights)
-    return parser
+#: What each command runs (its options are ``arguments.build_parser``'s).
+COMMANDS = {
+    "train": cmd_train,
+    "predict": cmd_predict,
+    "make-standin": cmd_make_standin,
+    "make-pretraining-set": cmd_make_pretraining_set,
+    "import-kaggle": cmd_import_kaggle,
+    "download-weights": cmd_download_weights,
+}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -474,14 +355,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
-            return args.run(args)
+            return COMMANDS[args.command](args)
     except TrainingInterrupted as interrupted:
         print(str(interrupted), file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (UsageError, BirdDataError, WeightsError, CheckpointError, RunFolderError, SaveFailed, TrainingDiverged,
-            FileExistsError, FileNotFoundError) as error:
+    except (
+        UsageError,
+        BirdDataError,
+        WeightsError,
+        CheckpointError,
+        RunFolderError,
+        SaveFailed,
+        TrainingDiverged,
+        FileExistsError,
+        FileNotFoundError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -31,8 +31,14 @@ __all__ = ["BENCHMARK_RUNS", "load_runs", "seed_summary", "binomial_se", "seed_t
 BENCHMARK_RUNS = REPO_ROOT / "benchmarks" / "recipe_runs.jsonl"
 
 
-def load_runs(path: str | os.PathLike = BENCHMARK_RUNS, *, models: Sequence[str] | None = None,
-              image_size: int | None = None, epochs: int | None = None, default_recipe: bool = True) -> list[dict]:
+def load_runs(
+    path: str | os.PathLike = BENCHMARK_RUNS,
+    *,
+    models: Sequence[str] | None = None,
+    image_size: int | None = None,
+    epochs: int | None = None,
+    default_recipe: bool = True,
+) -> list[dict]:
     """The recorded runs in ``path`` (one JSON object per line) that match: ``models`` (in that
     order), ``image_size``, ``epochs`` and, with ``default_recipe``, only runs of the course's
     default recipe (no option changed, zero-init on, the default crops). Blank lines are skipped;
@@ -52,8 +58,11 @@ def load_runs(path: str | os.PathLike = BENCHMARK_RUNS, *, models: Sequence[str]
             continue
         if epochs is not None and run.get("epochs") != epochs:
             continue
-        if default_recipe and (run.get("recipe") or not run.get("zero_init_residual", True)
-                               or tuple(run.get("crop_scale", DEFAULT_TRAIN_CROP_SCALE)) != DEFAULT_TRAIN_CROP_SCALE):
+        if default_recipe and (
+            run.get("recipe")
+            or not run.get("zero_init_residual", True)
+            or tuple(run.get("crop_scale", DEFAULT_TRAIN_CROP_SCALE)) != DEFAULT_TRAIN_CROP_SCALE
+        ):
             continue
         runs.append(run)
     if models is not None:
@@ -74,10 +83,18 @@ def seed_summary(runs: Iterable[Mapping], key: str = "final_val_acc") -> list[di
     summary = []
     for model, seeds in by_model.items():
         values = list(seeds.values())
-        summary.append({"model": model, "seeds": list(seeds), "values": values, "n": len(values),
-                        "mean": statistics.fmean(values),
-                        "std": statistics.stdev(values) if len(values) > 1 else None,
-                        "min": min(values), "max": max(values)})
+        summary.append(
+            {
+                "model": model,
+                "seeds": list(seeds),
+                "values": values,
+                "n": len(values),
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else None,
+                "min": min(values),
+                "max": max(values),
+            }
+        )
     return summary
 
 
@@ -98,14 +115,27 @@ def seed_table(summary: Sequence[Mapping], num_images: int) -> str:
     for row in summary:
         each = "  ".join(f"{v:.1%}" for v in row["values"])
         spread = "" if row["std"] is None else f" ± {row['std']:.1%}"
-        rows.append([row["model"], row["n"], each, f"{row['mean']:.1%}{spread}",
-                     f"{row['min']:.1%} to {row['max']:.1%}", f"{binomial_se(row['mean'], num_images):.1%}"])
-    return text_table(["model", "seeds", "final val acc of each seed", "mean ± std", "range",
-                       f"binomial SE on {num_images}"], rows)
+        rows.append(
+            [
+                row["model"],
+                row["n"],
+                each,
+                f"{row['mean']:.1%}{spread}",
+                f"{row['min']:.1%} to {row['max']:.1%}",
+                f"{binomial_se(row['mean'], num_images):.1%}",
+            ]
+        )
+    return text_table(
+        ["model", "seeds", "final val acc of each seed", "mean ± std", "range", f"binomial SE on {num_images}"], rows
+    )
 
 
-def plot_seed_comparison(summary: Sequence[Mapping], num_images: int, title: str = "Final validation accuracy",
-                         num_classes: int | None = None):
+def plot_seed_comparison(
+    summary: Sequence[Mapping],
+    num_images: int,
+    title: str = "Final validation accuracy",
+    num_classes: int | None = None,
+):
     """One column per model: each seed's accuracy as a dot, the mean as a bar with whiskers of one
     standard deviation over the seeds, and beside it (grey) the binomial standard error of a
     single run at that mean, so the two kinds of noise can be compared. ``num_classes`` draws

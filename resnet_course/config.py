@@ -37,9 +37,11 @@ def env_flag(name: str) -> bool:
         return True
     if value in FALSE_WORDS:
         return False
-    raise ValueError(f"{name}={os.environ[name]!r} is neither on nor off: use one of "
-                     f"{', '.join(TRUE_WORDS)} to turn it on, or {', '.join(FALSE_WORDS[:-1])} (or leave it "
-                     "empty or unset) to turn it off.")
+    raise ValueError(
+        f"{name}={os.environ[name]!r} is neither on nor off: use one of "
+        f"{', '.join(TRUE_WORDS)} to turn it on, or {', '.join(FALSE_WORDS[:-1])} (or leave it "
+        "empty or unset) to turn it off."
+    )
 
 
 #: What torchrun sets for each process of a distributed run; the course reads WORLD_SIZE and LOCAL_RANK.
@@ -54,15 +56,19 @@ def _check_distributed_variables() -> None:
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         value = os.environ.get(name)
         if value is not None and not (value.strip().isdigit() and (name != "WORLD_SIZE" or int(value) >= 1)):
-            raise ValueError(f"{name}={value!r} is not a process count or number: torchrun sets it; unset it "
-                             "to train in one process.")
+            raise ValueError(
+                f"{name}={value!r} is not a process count or number: torchrun sets it; unset it "
+                "to train in one process."
+            )
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         missing = [name for name in DISTRIBUTED_VARIABLES if not os.environ.get(name)]
         if missing:
-            raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} asks for a distributed run, but "
-                             f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: launch it "
-                             "with torchrun (torchrun --nproc_per_node=2 -m resnet_course train ...), or unset "
-                             "WORLD_SIZE.")
+            raise ValueError(
+                f"WORLD_SIZE={os.environ['WORLD_SIZE']} asks for a distributed run, but "
+                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: launch it "
+                "with torchrun (torchrun --nproc_per_node=2 -m resnet_course train ...), or unset "
+                "WORLD_SIZE."
+            )
 
 
 def check_environment(*flags: str) -> None:
@@ -123,11 +129,30 @@ class Settings:
 def settings() -> Settings:
     """The settings for this run, read from ``RESNET_COURSE_FAST`` each time it is called."""
     if fast_mode():
-        return Settings(fast=True, image_size=64, epochs=1, batch_size=8, demo_steps=60, demo_seeds=2,
-                        propagation_units=30, degradation_depths=(8, 20), pretraining_per_species=10,
-                        pretraining_epochs=1, transfer_epochs=1, transfer_seeds=1)
-    return Settings(fast=False, image_size=112, epochs=30, batch_size=8, demo_steps=300, demo_seeds=3,
-                    propagation_units=300, degradation_depths=(8, 20, 56))
+        return Settings(
+            fast=True,
+            image_size=64,
+            epochs=1,
+            batch_size=8,
+            demo_steps=60,
+            demo_seeds=2,
+            propagation_units=30,
+            degradation_depths=(8, 20),
+            pretraining_per_species=10,
+            pretraining_epochs=1,
+            transfer_epochs=1,
+            transfer_seeds=1,
+        )
+    return Settings(
+        fast=False,
+        image_size=112,
+        epochs=30,
+        batch_size=8,
+        demo_steps=300,
+        demo_seeds=3,
+        propagation_units=300,
+        degradation_depths=(8, 20, 56),
+    )
 
 
 def use_fast_mode(fast: bool | None = None) -> Settings:

@@ -43,9 +43,21 @@ from .standin import STANDIN_MARKER, check_can_draw_into, standin_is_complete
 from .standin import make_standin_birds as _draw_standin
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "ScanResult", "BirdDataset", "course_class_for", "list_image_files",
-    "scan_bird_folder", "is_bird_folder", "scan_class_folders", "scan_dataset_folder", "split_samples",
-    "check_train_fraction", "training_subset", "load_birds", "find_bird_data", "is_standin_folder",
+    "IMAGE_EXTENSIONS",
+    "ScanResult",
+    "BirdDataset",
+    "course_class_for",
+    "list_image_files",
+    "scan_bird_folder",
+    "is_bird_folder",
+    "scan_class_folders",
+    "scan_dataset_folder",
+    "split_samples",
+    "check_train_fraction",
+    "training_subset",
+    "load_birds",
+    "find_bird_data",
+    "is_standin_folder",
     "make_standin_birds",
 ]
 
@@ -55,7 +67,8 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 HOW_TO_GET_PHOTOS = (
     "How to get the bird photos:\n"
     "  * put them in data/bird_photos/<class>/ with one folder per class: "
-    + ", ".join(CLASS_NAMES) + " (or set RESNET_COURSE_DATA to your folder);\n"
+    + ", ".join(CLASS_NAMES)
+    + " (or set RESNET_COURSE_DATA to your folder);\n"
     "  * or copy them from a Kaggle 'BIRDS 525 SPECIES' download: "
     "python -m resnet_course import-kaggle SRC;\n"
     "  * or work offline with the procedurally drawn stand-in: python -m resnet_course make-standin"
@@ -67,6 +80,7 @@ PathLike = Union[str, os.PathLike]
 # --------------------------------------------------------------------------------------------
 # Scanning a folder
 # --------------------------------------------------------------------------------------------
+
 
 def _normalise_name(name: str) -> str:
     return " ".join(name.replace("_", " ").split()).casefold()
@@ -147,8 +161,9 @@ class ScanResult:
             lines.append(f"skipped {len(self.skipped)} unreadable file(s):")
             lines += [f"  {printable_path(path.relative_to(self.root))}: {reason}" for path, reason in self.skipped]
         if self.ignored_folders:
-            lines.append("ignored folders that are not course classes: "
-                         + ", ".join(map(printable_path, self.ignored_folders)))
+            lines.append(
+                "ignored folders that are not course classes: " + ", ".join(map(printable_path, self.ignored_folders))
+            )
         return "\n".join(lines)
 
 
@@ -194,8 +209,10 @@ def scan_bird_folder(root: PathLike) -> ScanResult:
         raise BirdDataError(_missing_classes_message(root, missing, subfolders))
     doubled = {name: [d.name for d in dirs] for name, dirs in class_dirs.items() if len(dirs) > 1}
     if doubled:
-        raise BirdDataError(f"{printable_path(root)} has more than one folder for the same class: {doubled}. "
-                            "Keep one folder per class (merge the photos into it).")
+        raise BirdDataError(
+            f"{printable_path(root)} has more than one folder for the same class: {doubled}. "
+            "Keep one folder per class (merge the photos into it)."
+        )
 
     _refuse_overlapping_class_folders(root, [class_dirs[name][0] for name in CLASS_NAMES])
     files: dict[str, list[Path]] = {}
@@ -206,9 +223,12 @@ def scan_bird_folder(root: PathLike) -> ScanResult:
     empty = [printable_path(class_dirs[name][0].name) for name, paths in files.items() if not paths]
     if empty:
         detail = "".join(f"\n  {printable_path(p.relative_to(root))}: {r}" for p, r in skipped)
-        raise BirdDataError(f"No readable images in the class folder(s) {', '.join(empty)} under "
-                            f"{printable_path(root)}."
-                            + (f"\nSkipped as unreadable:{detail}" if detail else "") + f"\n{HOW_TO_GET_PHOTOS}")
+        raise BirdDataError(
+            f"No readable images in the class folder(s) {', '.join(empty)} under "
+            f"{printable_path(root)}."
+            + (f"\nSkipped as unreadable:{detail}" if detail else "")
+            + f"\n{HOW_TO_GET_PHOTOS}"
+        )
     return ScanResult(root=root, files=files, skipped=skipped, ignored_folders=ignored)
 
 
@@ -219,13 +239,17 @@ def _refuse_overlapping_class_folders(root: Path, folders: list[Path]) -> None:
     resolved = [folder.resolve() for folder in folders]
     for folder, place in zip(folders, resolved):
         if place == root.resolve() or place in root.resolve().parents:
-            raise BirdDataError(f"The class folder {printable_path(folder)} leads to {printable_path(place)}, the "
-                                "photo folder itself or a folder above it: each class needs its own folder.")
+            raise BirdDataError(
+                f"The class folder {printable_path(folder)} leads to {printable_path(place)}, the "
+                "photo folder itself or a folder above it: each class needs its own folder."
+            )
         for other, other_place in zip(folders, resolved):
             if other != folder and (other_place == place or place in other_place.parents):
-                raise BirdDataError(f"The class folders {printable_path(folder.name)} and {printable_path(other.name)} "
-                                    f"overlap (both lead into {printable_path(place)}): their photos would get two "
-                                    "labels. Each class needs its own folder.")
+                raise BirdDataError(
+                    f"The class folders {printable_path(folder.name)} and {printable_path(other.name)} "
+                    f"overlap (both lead into {printable_path(place)}): their photos would get two "
+                    "labels. Each class needs its own folder."
+                )
 
 
 def _not_folders(root: Path, missing: list[str]) -> str:
@@ -245,13 +269,17 @@ def _missing_classes_message(root: Path, missing: list[str], subfolders: list[Pa
     if not found:
         message = f"{shown_root} has no class folders (expected {', '.join(CLASS_NAMES)}){_not_folders(root, missing)}."
     else:
-        message = (f"{shown_root} is missing the class folder(s) {', '.join(missing)}{_not_folders(root, missing)}. "
-                   f"Found: {', '.join(found[:12])}{' ...' if len(found) > 12 else ''}.")
+        message = (
+            f"{shown_root} is missing the class folder(s) {', '.join(missing)}{_not_folders(root, missing)}. "
+            f"Found: {', '.join(found[:12])}{' ...' if len(found) > 12 else ''}."
+        )
     splits = [p.name for p in subfolders if p.name.lower() in {"train", "valid", "test"}]
     if splits:
-        message += (f"\nThis looks like the Kaggle 'BIRDS 525 SPECIES' layout ({', '.join(splits)}); "
-                    "copy the course's four classes out of it with: python -m resnet_course import-kaggle "
-                    f"{shown_root}")
+        message += (
+            f"\nThis looks like the Kaggle 'BIRDS 525 SPECIES' layout ({', '.join(splits)}); "
+            "copy the course's four classes out of it with: python -m resnet_course import-kaggle "
+            f"{shown_root}"
+        )
     elif len(subfolders) == 1:
         message += f"\nDid you mean the folder inside it, {printable_path(subfolders[0])}?"
     return f"{message}\n{HOW_TO_GET_PHOTOS}"
@@ -288,8 +316,10 @@ def scan_class_folders(root: PathLike) -> ScanResult:
         files[folder.name] = _usable_images(folder, skipped)
     empty = [name for name, paths in files.items() if not paths]
     if empty:
-        raise BirdDataError(f"No readable images in the class folder(s) {empty} under {root}: every class "
-                            "folder needs at least one image.")
+        raise BirdDataError(
+            f"No readable images in the class folder(s) {empty} under {root}: every class "
+            "folder needs at least one image."
+        )
     return ScanResult(root=root, files=files, skipped=skipped)
 
 
@@ -304,14 +334,16 @@ def scan_dataset_folder(root: PathLike) -> ScanResult:
 # The deterministic split, the Dataset and the loaders
 # --------------------------------------------------------------------------------------------
 
+
 def _split_key(seed: int, class_name: str, relative_path: str) -> str:
     """A stable pseudo-random key per file: the same on every machine, OS and Python version,
     and independent of the order in which the file system lists the files."""
     return hashlib.sha256(os.fsencode(f"{seed}/{class_name}/{relative_path}")).hexdigest()  # any file name
 
 
-def split_samples(scan: ScanResult, val_split: float = 0.2, seed: int = 123
-                  ) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
+def split_samples(
+    scan: ScanResult, val_split: float = 0.2, seed: int = 123
+) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
     """Split into (train, val) lists of (path, label): stratified by class, deterministic.
 
     The validation set has ``round(total * val_split)`` images (113 of 565), shared out over the
@@ -332,10 +364,12 @@ def split_samples(scan: ScanResult, val_split: float = 0.2, seed: int = 123
     train, val = [], []
     for label, name in enumerate(names):
         folder_root = scan.root
-        ordered = sorted(scan.files[name],
-                         key=lambda p: _split_key(seed, name, p.relative_to(folder_root).as_posix().split("/", 1)[-1]))
+        ordered = sorted(
+            scan.files[name],
+            key=lambda p: _split_key(seed, name, p.relative_to(folder_root).as_posix().split("/", 1)[-1]),
+        )
         val += [(p, label) for p in sorted(ordered[: n_val[name]])]
-        train += [(p, label) for p in sorted(ordered[n_val[name]:])]
+        train += [(p, label) for p in sorted(ordered[n_val[name] :])]
     return train, val
 
 
@@ -343,8 +377,7 @@ class BirdDataset(Dataset):
     """(image tensor, label) pairs from a list of (path, label); ``samples``, ``targets``,
     ``classes`` and ``class_to_idx`` as in torchvision's ImageFolder."""
 
-    def __init__(self, samples: Sequence[tuple[Path, int]], transform=None,
-                 class_names: Sequence[str] = CLASS_NAMES):
+    def __init__(self, samples: Sequence[tuple[Path, int]], transform=None, class_names: Sequence[str] = CLASS_NAMES):
         self.samples = list(samples)
         self.targets = [label for _, label in self.samples]
         self.classes = list(class_names)
@@ -369,8 +402,7 @@ def check_train_fraction(fraction: float, name: str = "train_fraction") -> None:
         raise ValueError(f"{name} must be in (0, 1], not {fraction!r}")
 
 
-def training_subset(train: Sequence[tuple[Path, int]], fraction: float, seed: int = 123
-                    ) -> list[tuple[Path, int]]:
+def training_subset(train: Sequence[tuple[Path, int]], fraction: float, seed: int = 123) -> list[tuple[Path, int]]:
     """A deterministic, stratified ``fraction`` of the training samples: ``round(n * fraction)``
     images of each class's ``n`` (at least one), chosen by a SHA-256 hash of (seed, label, file
     name), so a smaller fraction keeps a subset of a larger one. The validation split is not touched."""
@@ -381,14 +413,20 @@ def training_subset(train: Sequence[tuple[Path, int]], fraction: float, seed: in
     kept = []
     for label, samples in by_label.items():
         ordered = sorted(samples, key=lambda s: _split_key(seed, f"fraction/{label}", Path(s[0]).name))
-        kept += ordered[:max(1, round(len(samples) * fraction))]
+        kept += ordered[: max(1, round(len(samples) * fraction))]
     return sorted(kept, key=lambda s: (s[1], str(s[0])))
 
 
-def load_birds(root: PathLike | None = None, image_size: int = 224, batch_size: int = 8,
-               val_split: float = 0.2, seed: int = 123, num_workers: int = 0,
-               normalization: str = "imagenet", train_fraction: float = 1.0
-               ) -> tuple[DataLoader, DataLoader, list[str]]:
+def load_birds(
+    root: PathLike | None = None,
+    image_size: int = 224,
+    batch_size: int = 8,
+    val_split: float = 0.2,
+    seed: int = 123,
+    num_workers: int = 0,
+    normalization: str = "imagenet",
+    train_fraction: float = 1.0,
+) -> tuple[DataLoader, DataLoader, list[str]]:
     """The course's data loaders: ``(train_loader, val_loader, class_names)``.
 
     ``root`` defaults to ``config.data_dir()``. The folder is scanned first (skipped files are
@@ -413,18 +451,33 @@ def load_birds(root: PathLike | None = None, image_size: int = 224, batch_size: 
     generator = torch.Generator().manual_seed(seed)
     pin = torch.cuda.is_available()
     train_loader = DataLoader(
-        train_set, batch_size=batch_size, shuffle=True, generator=generator, num_workers=num_workers,
-        pin_memory=pin, persistent_workers=num_workers > 0,
+        train_set,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=generator,
+        num_workers=num_workers,
+        pin_memory=pin,
+        persistent_workers=num_workers > 0,
         # a last batch of one image would make BatchNorm fail in training mode
         drop_last=len(train_set) % batch_size == 1,
     )
-    val_loader = DataLoader(val_set, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                            pin_memory=pin, persistent_workers=num_workers > 0)
+    val_loader = DataLoader(
+        val_set,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=pin,
+        persistent_workers=num_workers > 0,
+    )
     return train_loader, val_loader, scan.class_names
 
 
-def _warn_about_empty_splits(train: Sequence[tuple[Path, int]], val: Sequence[tuple[Path, int]],
-                             val_split: float, class_names: Sequence[str] = CLASS_NAMES) -> None:
+def _warn_about_empty_splits(
+    train: Sequence[tuple[Path, int]],
+    val: Sequence[tuple[Path, int]],
+    val_split: float,
+    class_names: Sequence[str] = CLASS_NAMES,
+) -> None:
     """A ``BirdDataWarning`` naming the classes with no training image or, when there is a
     validation split, no validation image: with so few photos per class, training cannot learn
     that class or validation cannot measure it."""
@@ -432,27 +485,39 @@ def _warn_about_empty_splits(train: Sequence[tuple[Path, int]], val: Sequence[tu
         present = {label for _, label in samples}
         missing = [name for label, name in enumerate(class_names) if label not in present]
         if wanted and missing:
-            warnings.warn(f"No {split} image for {', '.join(missing)} (too few photos to split "
-                          f"{1 - val_split:.0%}/{val_split:.0%}): the {split} "
-                          f"{'cannot learn' if split == 'training' else 'accuracy does not measure'} "
-                          f"{'that class' if len(missing) == 1 else 'those classes'}.",
-                          BirdDataWarning, stacklevel=3)
+            warnings.warn(
+                f"No {split} image for {', '.join(missing)} (too few photos to split "
+                f"{1 - val_split:.0%}/{val_split:.0%}): the {split} "
+                f"{'cannot learn' if split == 'training' else 'accuracy does not measure'} "
+                f"{'that class' if len(missing) == 1 else 'those classes'}.",
+                BirdDataWarning,
+                stacklevel=3,
+            )
 
 
 def warn_about_skipped(scan: ScanResult) -> None:
     """Issue a ``BirdDataWarning`` naming every skipped file and ignored folder, if any."""
     if scan.skipped:
         names = "\n".join(f"  {printable_path(p.relative_to(scan.root))}: {reason}" for p, reason in scan.skipped)
-        warnings.warn(f"Skipped {len(scan.skipped)} unreadable image(s) in {printable_path(scan.root)} "
-                      f"(using the other {scan.total}):\n{names}", BirdDataWarning, stacklevel=3)
+        warnings.warn(
+            f"Skipped {len(scan.skipped)} unreadable image(s) in {printable_path(scan.root)} "
+            f"(using the other {scan.total}):\n{names}",
+            BirdDataWarning,
+            stacklevel=3,
+        )
     if scan.ignored_folders:
-        warnings.warn(f"Ignored folder(s) in {printable_path(scan.root)} that are not course classes: "
-                      f"{', '.join(map(printable_path, scan.ignored_folders))}", BirdDataWarning, stacklevel=3)
+        warnings.warn(
+            f"Ignored folder(s) in {printable_path(scan.root)} that are not course classes: "
+            f"{', '.join(map(printable_path, scan.ignored_folders))}",
+            BirdDataWarning,
+            stacklevel=3,
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # Getting the data: Kaggle import, real photos or stand-in
 # --------------------------------------------------------------------------------------------
+
 
 def find_bird_data(verbose: bool = True) -> tuple[Path, bool]:
     """``(root, is_standin)``: the real photos at ``config.data_dir()`` if they are there and
@@ -481,8 +546,10 @@ def find_bird_data(verbose: bool = True) -> tuple[Path, bool]:
     if not standin_is_complete(standin):
         _generate_standin_atomically(standin)
     if verbose:
-        print(f"Using the offline stand-in (procedurally drawn birds, not real photos) at "
-              f"{config.display_path(standin)}: {sum(CLASS_COUNTS.values())} images.")
+        print(
+            f"Using the offline stand-in (procedurally drawn birds, not real photos) at "
+            f"{config.display_path(standin)}: {sum(CLASS_COUNTS.values())} images."
+        )
     return standin, True
 
 
@@ -504,8 +571,10 @@ def _generate_standin_atomically(root: Path) -> None:
     if root.exists():
         if not (root / STANDIN_MARKER).exists() and any(root.iterdir()):
             shutil.rmtree(temporary)
-            raise BirdDataError(f"{printable_path(root)} exists, is not a generated stand-in and is not usable; "
-                                "move it away so the stand-in can be generated there.")
+            raise BirdDataError(
+                f"{printable_path(root)} exists, is not a generated stand-in and is not usable; "
+                "move it away so the stand-in can be generated there."
+            )
         if standin_is_complete(root):  # another process finished first
             shutil.rmtree(temporary)
             return

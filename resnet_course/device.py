@@ -18,8 +18,16 @@ from torch import nn
 from .config import env_flag
 
 __all__ = [
-    "FP32_ENV", "ComputeSetup", "cpu_has_bf16_matrix_units", "choose_device_and_precision",
-    "resolve_setup", "autocast", "place_model", "place_batch", "torch_threads", "evaluating",
+    "FP32_ENV",
+    "ComputeSetup",
+    "cpu_has_bf16_matrix_units",
+    "choose_device_and_precision",
+    "resolve_setup",
+    "autocast",
+    "place_model",
+    "place_batch",
+    "torch_threads",
+    "evaluating",
 ]
 
 #: Set ``RESNET_COURSE_FP32=1`` to force plain fp32 everywhere (e.g. to compare numbers exactly).
@@ -72,10 +80,16 @@ def choose_device_and_precision(force_fp32: bool = False) -> ComputeSetup:
         if fp32:
             return ComputeSetup(device, None, False, False, f"CUDA ({name}), fp32")
         if torch.cuda.is_bf16_supported():
-            return ComputeSetup(device, torch.bfloat16, True, False,
-                                f"CUDA ({name}), bf16 mixed precision, channels-last")
-        return ComputeSetup(device, torch.float16, True, True,
-                            f"CUDA ({name}), fp16 mixed precision with gradient scaling, channels-last")
+            return ComputeSetup(
+                device, torch.bfloat16, True, False, f"CUDA ({name}), bf16 mixed precision, channels-last"
+            )
+        return ComputeSetup(
+            device,
+            torch.float16,
+            True,
+            True,
+            f"CUDA ({name}), fp16 mixed precision with gradient scaling, channels-last",
+        )
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         return ComputeSetup(torch.device("mps"), None, False, False, "Apple GPU (MPS), fp32")

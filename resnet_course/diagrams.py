@@ -1,10 +1,11 @@
 """Pictures of blocks and networks, drawn from the modules themselves.
 
-``block_graph`` reads what a block's ``forward`` does with a ``torch.fx`` trace (the same way
-``ablation.operation_order`` reads it): every convolution, BatchNorm, ReLU, pooling and addition,
-in forward order, and which of them feeds which. ``draw_block`` lays that graph out as the papers
-do (residual branch down the middle, shortcut to the right, the addition where they meet), so a
-change in ``blocks.py`` changes the picture and the picture cannot disagree with the code.
+``tracing.block_graph`` reads what a block's ``forward`` does with a ``torch.fx`` trace (the same
+way ``ablation.operation_order`` reads it): every convolution, BatchNorm, ReLU, pooling and
+addition, in forward order, and which of them feeds which. ``draw_block`` lays that graph out as
+the papers do (residual branch down the middle, shortcut to the right, the addition where they
+meet), so a change in ``blocks.py`` changes the picture and the picture cannot disagree with the
+code.
 ``draw_network`` draws a whole network stage by stage from ``model.stages()`` with the output
 shape of each stage, and ``draw_stage_tensors`` draws each stage's output tensor as a box whose
 sides follow its channels, height and width (what the shape explorer shows).
@@ -15,179 +16,28 @@ Matplotlib only; every function returns a ``Figure`` built without pyplot (see `
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-import torch
-import torch.nn.functional as F
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyBboxPatch, Polygon
-from torch import fx, nn
+from torch import nn
 
 from .stages import model_stages, stage_shapes
 from .tables import shape_text
+from .tracing import BlockGraph, block_graph, trace_operations
 
 #: Box colours by kind of operation (the same in every figure of the course).
-KIND_COLORS = {"conv": "#cfe2f3", "BN": "#fff2cc", "ReLU": "#d9ead3", "max pool": "#ead1dc",
-               "avg pool": "#ead1dc", "fc": "#cfe2f3", "add": "#ffffff"}
+KIND_COLORS = {
+    "conv": "#cfe2f3",
+    "BN": "#fff2cc",
+    "ReLU": "#d9ead3",
+    "max pool": "#ead1dc",
+    "avg pool": "#ead1dc",
+    "fc": "#cfe2f3",
+    "add": "#ffffff",
+}
 #: Edge colour of an operation that changes the spatial size (stride > 1): where the stride sits.
 STRIDE_COLOR = "#cc0000"
-_FUNCTION_KINDS = {operator.add: "add", operator.iadd: "add", torch.add: "add",
-                   torch.relu: "ReLU", F.relu: "ReLU"}
-_METHOD_KINDS = {"add": "add", "add_": "add", "relu": "ReLU", "relu_": "ReLU"}
-
-
-@dataclass
-class Op:
-    """One operation of a block: its kind ("conv", "BN", "ReLU", "max pool", "add", ...), the
-    text written in its box, its stride, and the indices (in ``BlockGraph.ops``) of its inputs;
-    -1 is the block's input ``x``."""
-
-    kind: str
-    text: str
-    stride: int = 1
-    inputs: list = field(default_factory=list)
-    target: str = ""
-
-
-@dataclass
-class BlockGraph:
-    """A block's operations in forward order, and where each one is drawn.
-
-    ``column`` is 0 for the main path and 1 for the shortcut; ``row`` counts down from the input.
-    """
-
-    ops: list
-    column: list
-    row: list
-
-    @property
-    def kinds(self) -> list:
-        """The kinds of the operations, in forward order."""
-        return [op.kind for op in self.ops]
-
-    def path(self, column: int) -> list:
-        """Kinds of the operations drawn in ``column``, top to bottom."""
-        drawn = sorted((self.row[i], self.ops[i].kind) for i in range(len(self.ops))
-                       if self.column[i] == column)
-        return [kind for _, kind in drawn]
-
-
-def _pair(value) -> int:
-    return value[0] if isinstance(value, tuple) else value
-
-
-def _describe(module: nn.Module) -> tuple[str, str, int]:
-    """(kind, box text, stride) of one leaf module."""
-    if isinstance(module, nn.Conv2d):
-        k, s = _pair(module.kernel_size), _pair(module.stride)
-        notes = [f"stride {s}"] * (s > 1) + ["+ bias"] * (module.bias is not None)
-        text = f"conv {k}×{k}, {module.in_channels}→{module.out_channels}"
-        return "conv", text + ("\n" + ", ".join(notes) if notes else ""), s
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return "BN", "BN", 1
-    if isinstance(module, nn.ReLU):
-        return "ReLU", "ReLU", 1
-    if isinstance(module, nn.MaxPool2d):
-        k, s = _pair(module.kernel_size), _pair(module.stride)
-        return "max pool", f"max pool {k}×{k}" + (f"\nstride {s}" if s > 1 else ""), s
-    if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AvgPool2d)):
-        return "avg pool", "avg pool", 1
-    if isinstance(module, nn.Linear):
-        return "fc", f"fc {module.in_features}→{module.out_features}", 1
-    name = type(module).__name__
-    return name, name, 1
-
-
-def trace_operations(module: nn.Module) -> list[Op]:
-    """The operations of ``module.forward`` in forward order, read from a ``torch.fx`` trace
-    (so it is what the code does), identities and plumbing left out."""
-    traced = fx.symbolic_trace(module)
-    index: dict = {}  # fx node -> op index (-1: the input); identities map to their input
-    ops: list[Op] = []
-
-    def sources(node: fx.Node) -> list[int]:
-        found = []
-        for arg in node.all_input_nodes:
-            if arg in index and index[arg] not in found:
-                found.append(index[arg])
-        return found
-
-    for node in traced.graph.nodes:
-        if node.op == "placeholder":
-            if index:
-                raise ValueError("draw_block draws modules with one input")
-            index[node] = -1
-            continue
-        if node.op == "output":
-            continue
-        kind = text = None
-        stride = 1
-        if node.op == "call_module":
-            submodule = traced.get_submodule(node.target)
-            if isinstance(submodule, (nn.Identity, nn.Flatten)):
-                index[node] = sources(node)[0]
-                continue
-            kind, text, stride = _describe(submodule)
-        elif node.op == "call_function":
-            kind = _FUNCTION_KINDS.get(node.target, getattr(node.target, "__name__", str(node.target)))
-        elif node.op == "call_method":
-            kind = _METHOD_KINDS.get(node.target, str(node.target))
-        if kind is None:  # get_attr and the like: not an operation on the data
-            continue
-        ops.append(Op(kind, text or ("+" if kind == "add" else kind), stride, sources(node),
-                      str(node.target)))
-        index[node] = len(ops) - 1
-    return ops
-
-
-def _ancestors(ops: list[Op], start: int) -> set:
-    seen, stack = set(), [start]
-    while stack:
-        i = stack.pop()
-        if i < 0 or i in seen:
-            continue
-        seen.add(i)
-        stack.extend(ops[i].inputs)
-    return seen
-
-
-def block_graph(module: nn.Module) -> BlockGraph:
-    """The operations of ``module`` (a residual block, or any single-input module fx can trace)
-    with their place in the picture.
-
-    Operations that feed both terms of the block's addition (a pre-activation shared by branch
-    and shortcut) and the residual branch go down column 0; the operations only the shortcut
-    uses go in column 1; the addition and what follows it go below the branch. The shortcut is
-    the term of the addition with fewer operations (an identity has none).
-    """
-    ops = trace_operations(module)
-    adds = [i for i, op in enumerate(ops) if op.kind == "add"]
-    column, row = [0] * len(ops), [0] * len(ops)
-    if len(adds) != 1 or len(ops[adds[0]].inputs) != 2:
-        for i in range(len(ops)):
-            row[i] = i + 1
-        return BlockGraph(ops, column, row)
-    add = adds[0]
-    left, right = (_ancestors(ops, j) for j in ops[add].inputs)
-    shared = left & right
-    branch, shortcut = (left - shared, right - shared)
-    if len(shortcut) > len(branch):
-        branch, shortcut = shortcut, branch
-    next_row, short_row = 1, None
-    for i in range(len(ops)):
-        if i in shortcut:
-            column[i] = 1
-            if short_row is None:  # the shortcut starts beside its source
-                sources = [row[j] if j >= 0 else 0 for j in ops[i].inputs]
-                short_row = max(sources) + 1
-            row[i], short_row = short_row, short_row + 1
-        else:
-            if i == add and short_row is not None:
-                next_row = max(next_row, short_row)
-            row[i], next_row = next_row, next_row + 1
-    return BlockGraph(ops, column, row)
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,9 +53,18 @@ def _xy(column: int, row: int) -> tuple[float, float]:
 
 def _box(ax, x: float, y: float, text: str, kind: str, stride: int, gid: str, width: float = _BOX_W) -> None:
     edge, lw = (STRIDE_COLOR, 2.2) if stride > 1 else ("#444444", 1.0)
-    ax.add_patch(FancyBboxPatch((x - width / 2, y - _BOX_H / 2), width, _BOX_H,
-                                boxstyle="round,pad=0.02,rounding_size=0.08",
-                                fc=KIND_COLORS.get(kind, "#eeeeee"), ec=edge, lw=lw, zorder=2))
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - width / 2, y - _BOX_H / 2),
+            width,
+            _BOX_H,
+            boxstyle="round,pad=0.02,rounding_size=0.08",
+            fc=KIND_COLORS.get(kind, "#eeeeee"),
+            ec=edge,
+            lw=lw,
+            zorder=2,
+        )
+    )
     ax.text(x, y, text, ha="center", va="center", fontsize=7.5, linespacing=1.1, zorder=3, gid=gid)
 
 
@@ -224,8 +83,13 @@ def _arrow(ax, points: list, into: str, color: str = "#444444") -> None:
         gap = _BOX_W / 2
     length = math.hypot(x1 - x0, y1 - y0) or 1.0
     end = (x1 - (x1 - x0) / length * gap, y1 - (y1 - y0) / length * gap)
-    ax.annotate("", xy=end, xytext=(x0, y0), zorder=1,
-                arrowprops=dict(arrowstyle="-|>", color=color, lw=1.1, shrinkA=0, shrinkB=0))
+    ax.annotate(
+        "",
+        xy=end,
+        xytext=(x0, y0),
+        zorder=1,
+        arrowprops=dict(arrowstyle="-|>", color=color, lw=1.1, shrinkA=0, shrinkB=0),
+    )
 
 
 def _draw_graph(ax, graph: BlockGraph, title: str = "") -> None:
@@ -233,8 +97,16 @@ def _draw_graph(ax, graph: BlockGraph, title: str = "") -> None:
     ops, column, row = graph.ops, graph.column, graph.row
     last_row = max(row, default=0) + 1
     positions = {-1: _xy(0, 0)}
-    ax.text(*_xy(0, 0), "x", ha="center", va="center", fontsize=10, fontweight="bold", zorder=3,
-            bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="#444444"))
+    ax.text(
+        *_xy(0, 0),
+        "x",
+        ha="center",
+        va="center",
+        fontsize=10,
+        fontweight="bold",
+        zorder=3,
+        bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="#444444"),
+    )
     for i, op in enumerate(ops):
         positions[i] = _xy(column[i], row[i])
         gid = f"op{i}:{op.kind}"
@@ -256,8 +128,16 @@ def _draw_graph(ax, graph: BlockGraph, title: str = "") -> None:
                 rx = _COL_DX
                 _arrow(ax, [(sx, sy), (rx, sy), (rx, y), (x, y)], into)
                 if not shortcut_drawn:
-                    ax.text(rx + 0.1, (sy + y) / 2, "identity", rotation=90, ha="left", va="center",
-                            fontsize=8, color="#444444")
+                    ax.text(
+                        rx + 0.1,
+                        (sy + y) / 2,
+                        "identity",
+                        rotation=90,
+                        ha="left",
+                        va="center",
+                        fontsize=8,
+                        color="#444444",
+                    )
             elif column[i] == 1 and column[j] == 0:  # the shortcut leaves the main path
                 _arrow(ax, [(sx, sy), (x, sy), (x, y)], into)
             elif column[i] == 0 and column[j] == 1:  # the shortcut joins the addition
@@ -307,7 +187,7 @@ def drawn_operations(fig: Figure) -> list[list[str]]:
     panels = []
     for ax in fig.axes:
         labelled = [t.get_gid() for t in ax.texts if (t.get_gid() or "").startswith("op")]
-        labelled.sort(key=lambda gid: int(gid[2:gid.index(":")]))
+        labelled.sort(key=lambda gid: int(gid[2 : gid.index(":")]))
         panels.append([gid.split(":", 1)[1] for gid in labelled])
     return panels
 
@@ -315,6 +195,7 @@ def drawn_operations(fig: Figure) -> list[list[str]]:
 # --------------------------------------------------------------------------------------------
 # Drawing a network stage by stage
 # --------------------------------------------------------------------------------------------
+
 
 def stage_summary(name: str, stage: nn.Module) -> dict:
     """What a stage is made of: ``blocks`` (how many), ``block`` (class name) and ``lines``
@@ -325,8 +206,11 @@ def stage_summary(name: str, stage: nn.Module) -> dict:
     if children and all(not type(c).__module__.startswith("torch.nn") for c in children):
         graphs = [block_graph(c) for c in children]
         first = graphs[0]
-        convs = [op.text.replace("conv ", "").replace("\n", ", ") for op, col in zip(first.ops, first.column)
-                 if op.kind == "conv" and col == 0]
+        convs = [
+            op.text.replace("conv ", "").replace("\n", ", ")
+            for op, col in zip(first.ops, first.column)
+            if op.kind == "conv" and col == 0
+        ]
         strided = [i + 1 for i, g in enumerate(graphs) if any(op.stride > 1 for op in g.ops)]
         lines = convs + ([f"stride 2 in block {', '.join(map(str, strided))}"] if strided else [])
         return {"stage": name, "blocks": len(children), "block": type(children[0]).__name__, "lines": lines}
@@ -347,18 +231,48 @@ def draw_network(model: nn.Module, input_size: int = 224, title: str = "") -> Fi
     for i, ((name, stage), shape) in enumerate(zip(stages, shapes)):
         info = stage_summary(name, stage)
         x = i * 1.85
-        ax.add_patch(FancyBboxPatch((x, 0), width, height, boxstyle="round,pad=0.02,rounding_size=0.08",
-                                    fc="#f3f3f3", ec="#444444"))
+        ax.add_patch(
+            FancyBboxPatch(
+                (x, 0), width, height, boxstyle="round,pad=0.02,rounding_size=0.08", fc="#f3f3f3", ec="#444444"
+            )
+        )
         head = name if not info["blocks"] else f"{name}\n{info['blocks']} × {info['block']}"
-        ax.text(x + width / 2, height - 0.08, head, ha="center", va="top", fontsize=8.5,
-                fontweight="bold", gid=f"stage{i}:{name}:{info['blocks']}")
-        ax.text(x + width / 2, height - 0.55, "\n".join(info["lines"]), ha="center", va="top",
-                fontsize=6.8, linespacing=1.25)
-        ax.text(x + width / 2, -0.12, shape_text(shape), ha="center", va="top", fontsize=8,
-                color="#0b5394", gid=f"shape{i}:{shape_text(shape)}")
+        ax.text(
+            x + width / 2,
+            height - 0.08,
+            head,
+            ha="center",
+            va="top",
+            fontsize=8.5,
+            fontweight="bold",
+            gid=f"stage{i}:{name}:{info['blocks']}",
+        )
+        ax.text(
+            x + width / 2,
+            height - 0.55,
+            "\n".join(info["lines"]),
+            ha="center",
+            va="top",
+            fontsize=6.8,
+            linespacing=1.25,
+        )
+        ax.text(
+            x + width / 2,
+            -0.12,
+            shape_text(shape),
+            ha="center",
+            va="top",
+            fontsize=8,
+            color="#0b5394",
+            gid=f"shape{i}:{shape_text(shape)}",
+        )
         if i + 1 < n:
-            ax.annotate("", xy=(x + 1.85, height / 2), xytext=(x + width, height / 2),
-                        arrowprops=dict(arrowstyle="-|>", color="#444444", shrinkA=0, shrinkB=0))
+            ax.annotate(
+                "",
+                xy=(x + 1.85, height / 2),
+                xytext=(x + width, height / 2),
+                arrowprops=dict(arrowstyle="-|>", color="#444444", shrinkA=0, shrinkB=0),
+            )
     ax.text(-0.05, -0.12, "out:", ha="right", va="top", fontsize=8, color="#0b5394")
     ax.set_xlim(-0.45, (n - 1) * 1.85 + width + 0.05)
     ax.set_ylim(-0.45, height + 0.05)
@@ -371,6 +285,7 @@ def draw_network(model: nn.Module, input_size: int = 224, title: str = "") -> Fi
 # --------------------------------------------------------------------------------------------
 # Tensors as boxes
 # --------------------------------------------------------------------------------------------
+
 
 def side_length(n: int) -> float:
     """The drawn length of a tensor side of ``n`` elements: log2(n) + 1, so 1 -> 1, 2048 -> 12
@@ -406,8 +321,15 @@ def _cuboid(ax, x: float, shape: Sequence[int], color: str, gid: str) -> float:
         ax.add_patch(Polygon(points, closed=True, fc=color, ec="#333333", lw=0.8, alpha=shade, gid=gid))
     ax.text(x + wl / 2, -0.35, f"W {w}", ha="center", va="top", fontsize=7)
     ax.text(x - 0.2, hl / 2, f"H {h}", ha="right", va="center", fontsize=7, rotation=90)
-    ax.text(x + wl + dx / 2 + 0.25, hl + dy / 2, f"C {c}", ha="left", va="center", fontsize=7,
-            rotation=math.degrees(math.atan2(_DEPTH_SLANT[1], _DEPTH_SLANT[0])))
+    ax.text(
+        x + wl + dx / 2 + 0.25,
+        hl + dy / 2,
+        f"C {c}",
+        ha="left",
+        va="center",
+        fontsize=7,
+        rotation=math.degrees(math.atan2(_DEPTH_SLANT[1], _DEPTH_SLANT[0])),
+    )
     return x + wl + dx
 
 
@@ -432,8 +354,10 @@ def draw_stage_tensors(models: Sequence[tuple[str, Sequence[dict]]], input_size:
             boxes.append((start, row))
         layouts.append((name, boxes, x))
     width = max(end for _, _, end in layouts)
-    heights = [max(side_length(_chw(r["shape"])[1]) + side_length(_chw(r["shape"])[0]) * _DEPTH_SLANT[1]
-                   for _, r in boxes) for _, boxes, _ in layouts]
+    heights = [
+        max(side_length(_chw(r["shape"])[1]) + side_length(_chw(r["shape"])[0]) * _DEPTH_SLANT[1] for _, r in boxes)
+        for _, boxes, _ in layouts
+    ]
     band = max(heights) + 5.0  # name above, labels below
     top, bottom = heights[0] + 1.6, -(len(models) - 1) * band - 3.4
     inches = 13.0 / (width + 1.2)
@@ -441,20 +365,35 @@ def draw_stage_tensors(models: Sequence[tuple[str, Sequence[dict]]], input_size:
     ax = fig.subplots()
     for k, (name, boxes, _) in enumerate(layouts):
         y0 = -k * band
-        ax.text(-1.0, y0 + heights[k] + 0.5, name, ha="left", va="bottom", fontsize=10, fontweight="bold",
-                gid=f"model{k}:{name}")
+        ax.text(
+            -1.0,
+            y0 + heights[k] + 0.5,
+            name,
+            ha="left",
+            va="bottom",
+            fontsize=10,
+            fontweight="bold",
+            gid=f"model{k}:{name}",
+        )
         for i, (x, row) in enumerate(boxes):
             shape = _chw(row["shape"])
             gid = f"box{k}.{i}:{row['stage']}:{shape_text(shape)}"
             before = len(ax.patches), len(ax.texts)
             _cuboid(ax, x, shape, colors[k % len(colors)], gid)
-            for patch in ax.patches[before[0]:]:  # move the box into its model's row
+            for patch in ax.patches[before[0] :]:  # move the box into its model's row
                 patch.set_xy([(px, py + y0) for px, py in patch.get_xy()])
-            for text in ax.texts[before[1]:]:
+            for text in ax.texts[before[1] :]:
                 tx, ty = text.get_position()
                 text.set_position((tx, ty + y0))
-            ax.text(x + side_length(shape[2]) / 2, y0 - 1.3, f"{row['stage']}\n{shape_text(row['shape'])}",
-                    ha="center", va="top", fontsize=7.5, color="#0b5394")
+            ax.text(
+                x + side_length(shape[2]) / 2,
+                y0 - 1.3,
+                f"{row['stage']}\n{shape_text(row['shape'])}",
+                ha="center",
+                va="top",
+                fontsize=7.5,
+                color="#0b5394",
+            )
     ax.set_xlim(-1.2, width)
     ax.set_ylim(bottom, top)
     ax.set_aspect("equal")
@@ -481,13 +420,29 @@ def drawn_boxes(fig: Figure) -> list[dict]:
         xs, ys = [p[0] for p in front], [p[1] for p in front]
         side = polygons[0]
         depth_x = max(p[0] for p in side) - max(xs)
-        boxes.append({"model": model, "index": index, "stage": stage,
-                      "shape": tuple(int(n) for n in shape.split("×")),
-                      "width": max(xs) - min(xs), "height": max(ys) - min(ys),
-                      "depth": depth_x / _DEPTH_SLANT[0]})
+        boxes.append(
+            {
+                "model": model,
+                "index": index,
+                "stage": stage,
+                "shape": tuple(int(n) for n in shape.split("×")),
+                "width": max(xs) - min(xs),
+                "height": max(ys) - min(ys),
+                "depth": depth_x / _DEPTH_SLANT[0],
+            }
+        )
     return sorted(boxes, key=lambda b: (b["model"], b["index"]))
 
 
-__all__ = ["KIND_COLORS", "STRIDE_COLOR", "Op", "BlockGraph", "trace_operations", "block_graph", "draw_blocks",
-           "draw_block", "drawn_operations", "stage_summary", "draw_network", "side_length", "draw_stage_tensors",
-           "drawn_boxes"]
+__all__ = [
+    "KIND_COLORS",
+    "STRIDE_COLOR",
+    "draw_blocks",
+    "draw_block",
+    "drawn_operations",
+    "stage_summary",
+    "draw_network",
+    "side_length",
+    "draw_stage_tensors",
+    "drawn_boxes",
+]

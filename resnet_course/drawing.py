@@ -23,6 +23,7 @@ Point = tuple[float, float]
 # Pen strokes
 # --------------------------------------------------------------------------------------------
 
+
 def jitter(colour: Sequence[int], rng: random.Random, amount: int = 25) -> Colour:
     """``colour`` with each channel moved by up to ``amount``, kept in 0..255."""
     return tuple(int(min(255, max(0, c + rng.randint(-amount, amount)))) for c in colour)
@@ -69,6 +70,7 @@ def legs(draw: ImageDraw.ImageDraw, x: float, top: float, bottom: float, colour,
 # Other species, drawn from their field marks (``pretraining`` draws its species with these)
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class FieldMarks:
     """What tells a drawn species apart: the colour of each part and the shape of body, tail,
@@ -104,12 +106,39 @@ FIELD_MARK_SHAPES = {
 #: sit in the body's own frame (units of its radii), the head's radius, the tail's direction
 #: (degrees, 180 = straight back) and the bird's size in the frame.
 BODY_PLANS = {
-    "round": {"centre": (255, 285), "radii": (92, 66), "tilt": (-20, 10), "head": (0.8, -0.75), "head_radius": 44,
-              "tail": (-0.85, 0.15), "tail_angle": 165, "legs": (0.1, 0.95), "scale": (0.55, 0.95)},
-    "slim": {"centre": (250, 290), "radii": (128, 44), "tilt": (-12, 6), "head": (0.88, -0.8), "head_radius": 38,
-             "tail": (-0.92, 0.0), "tail_angle": 175, "legs": (0.15, 0.95), "scale": (0.6, 1.0)},
-    "upright": {"centre": (250, 300), "radii": (64, 106), "tilt": (8, 28), "head": (0.35, -1.0), "head_radius": 50,
-                "tail": (-0.25, 0.9), "tail_angle": 110, "legs": (0.2, 0.97), "scale": (0.6, 1.0)},
+    "round": {
+        "centre": (255, 285),
+        "radii": (92, 66),
+        "tilt": (-20, 10),
+        "head": (0.8, -0.75),
+        "head_radius": 44,
+        "tail": (-0.85, 0.15),
+        "tail_angle": 165,
+        "legs": (0.1, 0.95),
+        "scale": (0.55, 0.95),
+    },
+    "slim": {
+        "centre": (250, 290),
+        "radii": (128, 44),
+        "tilt": (-12, 6),
+        "head": (0.88, -0.8),
+        "head_radius": 38,
+        "tail": (-0.92, 0.0),
+        "tail_angle": 175,
+        "legs": (0.15, 0.95),
+        "scale": (0.6, 1.0),
+    },
+    "upright": {
+        "centre": (250, 300),
+        "radii": (64, 106),
+        "tilt": (8, 28),
+        "head": (0.35, -1.0),
+        "head_radius": 50,
+        "tail": (-0.25, 0.9),
+        "tail_angle": 110,
+        "legs": (0.2, 0.97),
+        "scale": (0.6, 1.0),
+    },
 }
 
 
@@ -149,8 +178,14 @@ def _draw_wing_mark(draw: ImageDraw.ImageDraw, wing: Callable[[float, float], Po
         draw.polygon([wing(-0.45, -0.9), wing(-1.0, 0.0), wing(-0.45, 0.9)], fill=colour)
 
 
-def _draw_crest(draw: ImageDraw.ImageDraw, head: Callable[[float, float], Point], radius: float, shape: str,
-                colour, rng: random.Random) -> None:
+def _draw_crest(
+    draw: ImageDraw.ImageDraw,
+    head: Callable[[float, float], Point],
+    radius: float,
+    shape: str,
+    colour,
+    rng: random.Random,
+) -> None:
     raised = rng.uniform(0.5, 1.0)
     if shape == "spiky":
         for k in range(4):
@@ -166,8 +201,9 @@ def _draw_crest(draw: ImageDraw.ImageDraw, head: Callable[[float, float], Point]
         draw.polygon(ellipse(cx, cy, 0.6 * radius, 0.38 * radius * (0.6 + raised), -30), fill=colour)
 
 
-def _draw_face_mark(draw: ImageDraw.ImageDraw, head: Callable[[float, float], Point], radius: float, shape: str,
-                    colour) -> None:
+def _draw_face_mark(
+    draw: ImageDraw.ImageDraw, head: Callable[[float, float], Point], radius: float, shape: str, colour
+) -> None:
     if shape == "mask":
         draw.polygon([head(-0.95, -0.1), head(0.8, -0.35), head(0.85, 0.1), head(-0.85, 0.35)], fill=colour)
     elif shape == "eyering":

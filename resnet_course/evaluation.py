@@ -1,6 +1,7 @@
 """Evaluation: accuracy, loss, the confusion matrix, per-class precision and recall, top-k
-accuracy, predictions for single image files, and a mean-colour baseline that says how much of a
-dataset colour alone gives away.
+accuracy, a trained model read back from the checkpoint ``training.fit`` wrote (``load_model``),
+predictions for single image files, and a mean-colour baseline that says how much of a dataset
+colour alone gives away.
 
 Everything is computed from fp32 logits collected once (``collect_predictions``), so the numbers
 are the same whichever precision the forward pass ran in.
@@ -17,18 +18,31 @@ from PIL import Image
 from torch import nn
 
 from .birds import CLASS_NAMES
+from .checkpoints import CheckpointError, meta_problem, read_checkpoint
 from .config import printable_path
 from .data import scan_bird_folder, split_samples
 from .device import ComputeSetup, autocast, place_batch, resolve_setup
 from .images import eval_transform, load_rgb
+from .models import MODEL_NAMES, get_model
 
-__all__ = ["collect_predictions", "confusion_matrix", "per_class_metrics", "topk_accuracy",
-           "evaluate", "predict", "mean_colours", "mean_colour_baseline"]
+__all__ = [
+    "collect_predictions",
+    "confusion_matrix",
+    "per_class_metrics",
+    "topk_accuracy",
+    "evaluate",
+    "load_checkpoint",
+    "load_model",
+    "predict",
+    "mean_colours",
+    "mean_colour_baseline",
+]
 
 
 @torch.no_grad()
-def collect_predictions(model: nn.Module, loader, precision: str | ComputeSetup = "auto"
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+def collect_predictions(
+    model: nn.Module, loader, precision: str | ComputeSetup = "auto"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` (in eval mode, moved to the chosen device) over ``loader``; returns
     ``(logits, targets)`` on the CPU, logits as fp32 of shape (N, num_classes)."""
     setup = resolve_setup(precision)
@@ -59,8 +73,7 @@ def per_class_metrics(confusion: torch.Tensor) -> dict[str, list[float]]:
     predicted, support = confusion.sum(0), confusion.sum(1)
     precision = torch.where(predicted > 0, correct / predicted.clamp(min=1), torch.zeros_like(correct))
     recall = torch.where(support > 0, correct / support.clamp(min=1), torch.zeros_like(correct))
-    return {"precision": precision.tolist(), "recall": recall.tolist(),
-            "support": [int(s) for s in support.tolist()]}
+    return {"precision": precision.tolist(), "recall": recall.tolist(), "support": [int(s) for s in support.tolist()]}
 
 
 def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, topk: Sequence[int] = (1,)) -> dict[int, float]:
@@ -76,8 +89,13 @@ def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, topk: Sequence[in
     return {k: hits[:, :k].any(1).double().mean().item() for k in topk}
 
 
-def evaluate(model: nn.Module, loader, class_names: Sequence[str] | None = None,
-             topk: Sequence[int] = (1,), precision: str | ComputeSetup = "auto") -> dict:
+def evaluate(
+    model: nn.Module,
+    loader,
+    class_names: Sequence[str] | None = None,
+    topk: Sequence[int] = (1,),
+    precision: str | ComputeSetup = "auto",
+) -> dict:
     """Accuracy, mean cross-entropy loss, confusion matrix (rows true, columns predicted, as
     lists), per-class precision/recall/support and top-k accuracy of ``model`` on ``loader``.
 
@@ -98,22 +116,78 @@ def evaluate(model: nn.Module, loader, class_names: Sequence[str] | None = None,
         "num_images": len(targets),
         "class_names": names,
         "confusion": confusion.tolist(),
-        "per_class": [{"class": name, "precision": p, "recall": r, "support": s} for name, p, r, s
-                      in zip(names, metrics["precision"], metrics["recall"], metrics["support"])],
+        "per_class": [
+            {"class": name, "precision": p, "recall": r, "support": s}
+            for name, p, r, s in zip(names, metrics["precision"], metrics["recall"], metrics["support"])
+        ],
         "topk": topk_accuracy(logits, targets, topk) if num_classes else {},
     }
 
 
+# --------------------------------------------------------------------------------------------
+# A trained model, read back from its checkpoint
+# --------------------------------------------------------------------------------------------
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load a checkpoint written by ``fit`` with ``weights_only=True`` (loading one cannot run
+    code). A file that is not a course checkpoint raises ``CheckpointError`` saying what it is not."""
+    return read_checkpoint(path, map_location=map_location)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model a checkpoint was trained as (``models.get_model``), load its weights and
+    return ``(model in eval mode, meta)``; ``meta`` holds model_name, num_classes, class_names,
+    image_size and normalization (the input scaling, also set as ``model.input_normalization``).
+    The meta is checked before anything is built from it (``checkpoints.meta_problem``)."""
+    checkpoint = load_checkpoint(path)
+    problem = meta_problem(checkpoint.get("meta"), MODEL_NAMES)
+    if problem:
+        raise CheckpointError(
+            f"{path} cannot be used: {problem}. Build the model yourself and load "
+            "load_checkpoint(path)['model'] into it, or use the checkpoint train wrote."
+        )
+    meta = dict(checkpoint["meta"])
+    bad = [
+        name
+        for name, tensor in checkpoint["model"].items()
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{path} holds weights that are not finite numbers (NaN or infinite, in "
+            f"{bad[0]} and {len(bad) - 1} more): the training it comes from diverged."
+        )
+    model = get_model(meta["model_name"], num_classes=meta["num_classes"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        lines = str(error).splitlines()
+        first = lines[1].strip() if len(lines) > 1 else str(error)
+        raise CheckpointError(
+            f"{path} says it holds a {meta['model_name']} with {meta['num_classes']} "
+            f"classes, but its weights do not fit one ({first})"
+        ) from None
+    model.input_normalization = meta.get("normalization") or "imagenet"
+    return model.to(device).eval(), meta
+
+
 @torch.no_grad()
-def predict(model: nn.Module, images: Iterable | str | os.PathLike | Image.Image,
-            class_names: Sequence[str], image_size: int = 224, topk: int = 1,
-            precision: str | ComputeSetup = "auto", batch_size: int = 16,
-            normalization: str | None = None) -> list[dict]:
+def predict(
+    model: nn.Module,
+    images: Iterable | str | os.PathLike | Image.Image,
+    class_names: Sequence[str],
+    image_size: int = 224,
+    topk: int = 1,
+    precision: str | ComputeSetup = "auto",
+    batch_size: int = 16,
+    normalization: str | None = None,
+) -> list[dict]:
     """Classify image files or PIL images of any size and mode (resized and centre-cropped to
     ``image_size`` like validation images). Returns one dict per image: ``image`` (the file name,
     or "image 0", ... for PIL images), ``label`` (predicted class), ``probability`` and ``topk``
     (a list of (class, probability) pairs, best first). ``normalization`` defaults to the model's
-    ``input_normalization`` (set by ``get_model`` and ``training.load_model``), else "imagenet"."""
+    ``input_normalization`` (set by ``get_model`` and ``load_model``), else "imagenet"."""
     if isinstance(images, (str, os.PathLike, Image.Image)):
         images = [images]
     images = list(images)
@@ -123,7 +197,7 @@ def predict(model: nn.Module, images: Iterable | str | os.PathLike | Image.Image
     model.to(setup.device).eval()
     results = []
     for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
+        chunk = images[start : start + batch_size]
         batch = torch.stack([transform(load_rgb(image)) for image in chunk])
         with autocast(setup):
             logits = model(place_batch(batch, setup))
@@ -139,6 +213,7 @@ def predict(model: nn.Module, images: Iterable | str | os.PathLike | Image.Image
 # --------------------------------------------------------------------------------------------
 # How hard is the dataset? A mean-colour baseline
 # --------------------------------------------------------------------------------------------
+
 
 def mean_colours(paths: Sequence[str | os.PathLike]) -> np.ndarray:
     """Each image's mean RGB in [0, 1], shape (N, 3)."""
@@ -177,6 +252,8 @@ def mean_colour_baseline(root: str | os.PathLike, val_split: float = 0.2, seed: 
     neighbours = y_train[np.argsort(distances, axis=1, kind="stable")[:, :5]]
     knn = np.array([np.bincount(row, minlength=len(classes)).argmax() for row in neighbours])
 
-    return {"nearest_centroid": float((nearest == y_val).mean()),
-            "logistic_regression": float((logistic == y_val).mean()),
-            "knn5": float((knn == y_val).mean())}
+    return {
+        "nearest_centroid": float((nearest == y_val).mean()),
+        "logistic_regression": float((logistic == y_val).mean()),
+        "knn5": float((knn == y_val).mean()),
+    }

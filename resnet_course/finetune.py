@@ -21,12 +21,19 @@ from torch.utils.data import DataLoader
 from . import config
 from .data import BirdDataset
 from .evaluation import collect_predictions
+from .imagenet import find_weights, imagenet_file, model_key
 from .images import eval_transform
 from .models import V1_NAMES, get_model, like_a_trained_net
-from .pretrained import find_weights, imagenet_file, model_key, write_keras_h5
+from .pretrained import write_keras_h5
 
-__all__ = ["head_of", "freeze_backbone", "extract_features", "linear_probe", "save_standin_weights",
-           "weights_or_standin"]
+__all__ = [
+    "head_of",
+    "freeze_backbone",
+    "extract_features",
+    "linear_probe",
+    "save_standin_weights",
+    "weights_or_standin",
+]
 
 
 def head_of(model: nn.Module) -> nn.Linear:
@@ -79,14 +86,25 @@ def _feature_loader(loader, image_size: int, normalization: str):
     dataset = loader.dataset
     if not hasattr(dataset, "samples"):
         return loader
-    plain = BirdDataset(dataset.samples, eval_transform(image_size, normalization=normalization),
-                        class_names=dataset.classes)
+    plain = BirdDataset(
+        dataset.samples, eval_transform(image_size, normalization=normalization), class_names=dataset.classes
+    )
     return DataLoader(plain, batch_size=loader.batch_size, shuffle=False, num_workers=0)
 
 
-def linear_probe(model: nn.Module, train_loader, val_loader, epochs: int, *, lr: float = 1e-3,
-                 weight_decay: float = 0.0, image_size: int | None = None,
-                 normalization: str | None = None, seed: int = 0, precision="auto") -> list[dict]:
+def linear_probe(
+    model: nn.Module,
+    train_loader,
+    val_loader,
+    epochs: int,
+    *,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    image_size: int | None = None,
+    normalization: str | None = None,
+    seed: int = 0,
+    precision="auto",
+) -> list[dict]:
     """Fit only ``model.fc`` on cached features: the frozen backbone sees each image once
     (validation transform, no augmentation), then the head trains for ``epochs`` epochs of
     mini-batches (the loader's batch size, Adam) on the stored vectors, which takes seconds.
@@ -118,7 +136,7 @@ def linear_probe(model: nn.Module, train_loader, val_loader, epochs: int, *, lr:
         order = torch.randperm(len(train_y), generator=generator)
         loss_sum = correct = 0.0
         for i in range(0, len(order), batch):
-            index = order[i:i + batch]
+            index = order[i : i + batch]
             logits = head(train_x[index])
             loss = criterion(logits, train_y[index])
             optimizer.zero_grad(set_to_none=True)
@@ -134,17 +152,24 @@ def linear_probe(model: nn.Module, train_loader, val_loader, epochs: int, *, lr:
             val_loss = nn.functional.cross_entropy(val_logits, val_y).item()
             val_acc = (val_logits.argmax(1) == val_y).double().mean().item()
         seconds = time.perf_counter() - tick + (feature_seconds if epoch == 0 else 0.0)
-        history.append({"epoch": epoch + 1, "train_loss": loss_sum / len(train_y),
-                        "train_acc": correct / len(train_y), "val_loss": val_loss, "val_acc": val_acc,
-                        "lr": lr, "seconds": seconds})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / len(train_y),
+                "train_acc": correct / len(train_y),
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "lr": lr,
+                "seconds": seconds,
+            }
+        )
     history[0]["feature_seconds"] = feature_seconds
     head.to(device)
     model.eval()
     return history
 
 
-def save_standin_weights(model_name: str, path: str | os.PathLike, seed: int = 0,
-                         include_top: bool = True) -> Path:
+def save_standin_weights(model_name: str, path: str | os.PathLike, seed: int = 0, include_top: bool = True) -> Path:
     """Write *random* weights for ``model_name`` in the published file's format (a torchvision
     state_dict for v1, Keras' HDF5 for v2), with BN statistics and biases like a trained net's.
 
@@ -163,8 +188,9 @@ def save_standin_weights(model_name: str, path: str | os.PathLike, seed: int = 0
     return path
 
 
-def weights_or_standin(model_name: str, include_top: bool = False, folder: str | os.PathLike | None = None,
-                       verbose: bool = True) -> tuple[Path, bool]:
+def weights_or_standin(
+    model_name: str, include_top: bool = False, folder: str | os.PathLike | None = None, verbose: bool = True
+) -> tuple[Path, bool]:
     """``(path, is_imagenet)``: the cached ImageNet file for ``model_name`` if there is one (never
     downloads), else random stand-in weights in the same format (``save_standin_weights``, kept in
     ``folder``, default ``runs/standin_weights``). Prints one line saying plainly which it is."""
@@ -179,6 +205,8 @@ def weights_or_standin(model_name: str, include_top: bool = False, folder: str |
     if not path.is_file():
         save_standin_weights(model_name, path, include_top=file.include_top)
     if verbose:
-        print(f"{model_name}: NO ImageNet weights here ({file.filename} is not in {file.path.parent}). "
-              f"Using RANDOM stand-in weights in the same format instead: {config.display_path(path)}")
+        print(
+            f"{model_name}: NO ImageNet weights here ({file.filename} is not in {file.path.parent}). "
+            f"Using RANDOM stand-in weights in the same format instead: {config.display_path(path)}"
+        )
     return path, False

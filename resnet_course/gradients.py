@@ -30,9 +30,12 @@ ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def gradient_norms(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                   ) -> list[tuple[str, float]]:
+def gradient_norms(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> list[tuple[str, float]]:
     """``(layer name, L2 norm of d loss / d weight)`` for every Linear/Conv layer, in registration order.
 
     One forward and backward pass on ``inputs``/``targets`` (cross-entropy unless ``loss_fn`` is
@@ -41,22 +44,26 @@ def gradient_norms(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
     forward order, so the first entry is the layer nearest the input.
     """
     loss_fn = F.cross_entropy if loss_fn is None else loss_fn
-    layers = [(name, module) for name, module in model.named_modules()
-              if isinstance(module, WEIGHT_LAYERS)]
+    layers = [(name, module) for name, module in model.named_modules() if isinstance(module, WEIGHT_LAYERS)]
     if not layers:
         raise ValueError(f"{type(model).__name__} has no Linear or Conv layers to measure")
     model.zero_grad(set_to_none=True)
     loss = loss_fn(model(inputs), targets)
     loss.backward()
-    return [(name, 0.0 if module.weight.grad is None else module.weight.grad.norm().item())
-            for name, module in layers]
+    return [(name, 0.0 if module.weight.grad is None else module.weight.grad.norm().item()) for name, module in layers]
 
 
 class MLPLayer(nn.Module):
     """``activation(batchnorm(linear(x)))``, plus ``x`` itself when ``residual`` (an identity shortcut)."""
 
-    def __init__(self, in_features: int, out_features: int, activation: str = "sigmoid",
-                 batchnorm: bool = False, residual: bool = False) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        activation: str = "sigmoid",
+        batchnorm: bool = False,
+        residual: bool = False,
+    ) -> None:
         super().__init__()
         if residual and in_features != out_features:
             raise ValueError("an identity shortcut needs in_features == out_features")
@@ -70,8 +77,15 @@ class MLPLayer(nn.Module):
         return x + out if self.residual else out
 
 
-def deep_mlp(depth: int, width: int = 64, in_features: int = 32, num_classes: int = 10,
-             activation: str = "sigmoid", batchnorm: bool = False, residual: bool = False) -> nn.Sequential:
+def deep_mlp(
+    depth: int,
+    width: int = 64,
+    in_features: int = 32,
+    num_classes: int = 10,
+    activation: str = "sigmoid",
+    batchnorm: bool = False,
+    residual: bool = False,
+) -> nn.Sequential:
     """A ``depth``-layer MLP (counting Linear layers, as He et al. count weight layers) for the gradient demo.
 
     An input layer to ``width`` units, ``depth - 2`` hidden layers of ``width`` units (with an
@@ -92,8 +106,10 @@ def deep_mlp(depth: int, width: int = 64, in_features: int = 32, num_classes: in
 # The degradation problem in miniature (He et al. 2015, Fig. 1 and Fig. 6)
 # --------------------------------------------------------------------------------------------
 
-def synthetic_textures(num_images: int = 1024, num_classes: int = 10, image_size: int = 16,
-                       noise: float = 0.5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+
+def synthetic_textures(
+    num_images: int = 1024, num_classes: int = 10, image_size: int = 16, noise: float = 0.5, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A tiny, deterministic image task: the class sets a grating's orientation and frequency.
 
     Each image is a sine grating of a random colour and phase (the class decides only its
@@ -115,14 +131,22 @@ def synthetic_textures(num_images: int = 1024, num_classes: int = 10, image_size
     wave = torch.sin(2 * math.pi * freq[:, None, None] * along + phase[:, None, None])
     colour = torch.randn(num_images, 3, generator=g)
     images = colour[:, :, None, None] * wave[:, None] + noise * torch.randn(
-        num_images, 3, image_size, image_size, generator=g)
+        num_images, 3, image_size, image_size, generator=g
+    )
     images = (images - images.mean()) / images.std()
     return images, labels
 
 
-def train_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int,
-                batch_size: int = 64, lr: float = 0.1, seed: int = 0,
-                weight_decay: float = 0.0) -> tuple[list[float], list[float]]:
+def train_steps(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 0.1,
+    seed: int = 0,
+    weight_decay: float = 0.0,
+) -> tuple[list[float], list[float]]:
     """Train with SGD (momentum 0.9, ``weight_decay``) on random minibatches drawn with ``seed``;
     returns per-step training loss and accuracy. The demos' one small training loop (the full
     one, with devices, precision and checkpoints, is ``training.fit``). The learning rate stays ``lr``.
@@ -145,10 +169,18 @@ def train_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, st
     return losses, accuracies
 
 
-def degradation_experiment(depths: Sequence[int] | None = None, residual: Iterable[bool] = (False, True),
-                           steps: int | None = None, batch_size: int = 32, lr: float = 0.03,
-                           image_size: int = 16, num_images: int = 1024, seed: int = 0,
-                           threads: int | None = 1, verbose: bool = False) -> list[dict]:
+def degradation_experiment(
+    depths: Sequence[int] | None = None,
+    residual: Iterable[bool] = (False, True),
+    steps: int | None = None,
+    batch_size: int = 32,
+    lr: float = 0.03,
+    image_size: int = 16,
+    num_images: int = 1024,
+    seed: int = 0,
+    threads: int | None = 1,
+    verbose: bool = False,
+) -> list[dict]:
     """Train plain and residual CIFAR-style nets of each depth with the same budget; return their curves.
 
     Every run gets the same data (``synthetic_textures``), the same minibatches, optimiser (SGD,
@@ -182,17 +214,22 @@ def _train_each(depths, residual, images, labels, steps, batch_size, lr, seed, v
             start = time.perf_counter()
             losses, accuracies = train_steps(model, images, labels, steps, batch_size, lr, seed)
             record = {
-                "depth": depth, "residual": bool(is_residual),
+                "depth": depth,
+                "residual": bool(is_residual),
                 "name": f"{'resnet' if is_residual else 'plain'}-{depth}",
                 "params": sum(p.numel() for p in model.parameters()),
-                "train_loss": losses, "train_acc": accuracies,
-                "final_loss": sum(losses[-last:]) / last, "final_acc": sum(accuracies[-last:]) / last,
+                "train_loss": losses,
+                "train_acc": accuracies,
+                "final_loss": sum(losses[-last:]) / last,
+                "final_acc": sum(accuracies[-last:]) / last,
                 "seconds": time.perf_counter() - start,
             }
             records.append(record)
             if verbose:
-                print(f"{record['name']:>10}: final train loss {record['final_loss']:.3f}, "
-                      f"accuracy {record['final_acc']:.2f} ({record['seconds']:.0f} s)")
+                print(
+                    f"{record['name']:>10}: final train loss {record['final_loss']:.3f}, "
+                    f"accuracy {record['final_acc']:.2f} ({record['seconds']:.0f} s)"
+                )
     return records
 
 
@@ -205,5 +242,6 @@ def degradation_table(records: Sequence[dict]) -> str:
         return "-" if record is None else f"{record['final_loss']:.3f} ({record['final_acc']:.0%})"
 
     rows = [[d, cell(by_run.get((d, False))), cell(by_run.get((d, True)))] for d in depths]
-    return text_table(["depth", "plain: loss (acc)", "residual: loss (acc)"], rows, right=[True] * 3,
-                      widths=[5, 18, 20], rule=False)
+    return text_table(
+        ["depth", "plain: loss (acc)", "residual: loss (acc)"], rows, right=[True] * 3, widths=[5, 18, 20], rule=False
+    )

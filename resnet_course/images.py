@@ -1,5 +1,6 @@
 """Images in, tensors out: reading any image file as RGB, the training and validation transforms,
-and the input normalisations (ImageNet mean/std, or [-1, 1] for Keras' weights).
+and the input normalisations (ImageNet mean/std, or [-1, 1] for Keras' weights); and back, an image
+as the array a figure shows (``to_display_image``).
 
 Every image file the course reads is opened here (``open_image``), so every way a file can fail
 (not a file, a pipe, empty, damaged, too large to decode safely, ...) becomes one ``UnreadableImage``
@@ -14,6 +15,7 @@ import os
 import re
 import stat
 import warnings
+from pathlib import Path
 from typing import Union
 
 import numpy as np
@@ -23,9 +25,24 @@ from torchvision import transforms
 
 from .config import printable_path
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "NORMALIZATIONS", "TRAIN_CROP_SCALE", "DEFAULT_TRAIN_CROP_SCALE",
-           "UnreadableImage", "file_problem", "open_image", "check_image", "to_rgb", "load_rgb", "mean_std",
-           "train_transform", "eval_transform", "denormalize"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "NORMALIZATIONS",
+    "TRAIN_CROP_SCALE",
+    "DEFAULT_TRAIN_CROP_SCALE",
+    "UnreadableImage",
+    "file_problem",
+    "open_image",
+    "check_image",
+    "to_rgb",
+    "load_rgb",
+    "mean_std",
+    "train_transform",
+    "eval_transform",
+    "denormalize",
+    "to_display_image",
+]
 
 PathLike = Union[str, os.PathLike]
 
@@ -51,6 +68,7 @@ TRAIN_CROP_SCALE: tuple[float, float] = DEFAULT_TRAIN_CROP_SCALE
 # --------------------------------------------------------------------------------------------
 # Opening an image file: every failure is one UnreadableImage
 # --------------------------------------------------------------------------------------------
+
 
 class UnreadableImage(ValueError):
     """An image file that cannot be used; ``reason`` says why, the message names the file too."""
@@ -85,8 +103,10 @@ def _pillow_failure_reason(error: Exception) -> str:
     if isinstance(error, Image.DecompressionBombError):
         size = re.search(r"\((\d+) pixels\)", str(error))
         shown = f" ({int(size.group(1)) / 1e6:,.0f} megapixels)" if size else ""
-        return (f"too large to open safely{shown}: Pillow refuses images over "
-                f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:,.0f} megapixels as possible decompression bombs")
+        return (
+            f"too large to open safely{shown}: Pillow refuses images over "
+            f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:,.0f} megapixels as possible decompression bombs"
+        )
     if isinstance(error, Image.UnidentifiedImageError):
         return "not an image (cannot identify image file)"
     if isinstance(error, OSError) and error.strerror:
@@ -127,6 +147,7 @@ def open_image(path: PathLike, draft_size: tuple[int, int] | None = None) -> Ima
 # --------------------------------------------------------------------------------------------
 # Images of any mode -> RGB
 # --------------------------------------------------------------------------------------------
+
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
     """Composite a transparent image on white, the way it looks in a viewer."""
@@ -212,25 +233,29 @@ def mean_std(normalization: str) -> tuple[tuple[float, float, float], tuple[floa
 def train_transform(image_size: int = 224, normalization: str = "imagenet") -> transforms.Compose:
     """Training augmentation: a random crop of 50-100 % of the area resized to ``image_size``,
     a random horizontal flip, then the normalisation (ImageNet mean/std unless told otherwise)."""
-    return transforms.Compose([
-        _ToRGB(),
-        transforms.RandomResizedCrop(image_size, scale=TRAIN_CROP_SCALE),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(*mean_std(normalization)),
-    ])
+    return transforms.Compose(
+        [
+            _ToRGB(),
+            transforms.RandomResizedCrop(image_size, scale=TRAIN_CROP_SCALE),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(*mean_std(normalization)),
+        ]
+    )
 
 
 def eval_transform(image_size: int = 224, normalization: str = "imagenet") -> transforms.Compose:
     """Validation/prediction: shorter side resized to ``image_size``, centre crop to a square
     (a no-op crop for square photos), the normalisation (ImageNet unless told otherwise). No randomness."""
-    return transforms.Compose([
-        _ToRGB(),
-        transforms.Resize(image_size),
-        transforms.CenterCrop(image_size),
-        transforms.ToTensor(),
-        transforms.Normalize(*mean_std(normalization)),
-    ])
+    return transforms.Compose(
+        [
+            _ToRGB(),
+            transforms.Resize(image_size),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+            transforms.Normalize(*mean_std(normalization)),
+        ]
+    )
 
 
 def denormalize(tensor: torch.Tensor, normalization: str = "imagenet") -> torch.Tensor:
@@ -239,3 +264,36 @@ def denormalize(tensor: torch.Tensor, normalization: str = "imagenet") -> torch.
     mean = torch.tensor(mean_values, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
     std = torch.tensor(std_values, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
     return (tensor * std + mean).clamp(0.0, 1.0)
+
+
+def to_display_image(image, normalized: bool = True) -> np.ndarray:
+    """An image as an (H, W, 3) or (H, W) array matplotlib can show.
+
+    Accepts a (C, H, W) tensor, a PIL image, an (H, W[, C]) array or an image path. Tensors are
+    assumed to be normalized with the ImageNet mean/std (as the course's transforms do) and are
+    denormalized unless ``normalized=False``; values end up clipped to [0, 1].
+    """
+    if isinstance(image, (str, Path)):
+        return np.asarray(load_rgb(image))
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    if isinstance(image, torch.Tensor):
+        x = image.detach().to("cpu", torch.float32)
+        if x.ndim == 4 and x.shape[0] == 1:
+            x = x[0]
+        if x.ndim != 3 or x.shape[0] not in (1, 3):
+            raise ValueError(f"expected an image tensor of shape (C, H, W) with C = 1 or 3, got {tuple(x.shape)}")
+        if normalized and x.shape[0] == 3:
+            x = denormalize(x)
+        x = x.clamp(0, 1).permute(1, 2, 0).numpy()
+        return x[..., 0] if x.shape[-1] == 1 else x
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = array.transpose(1, 2, 0)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3):
+        raise ValueError(f"expected an image array of shape (H, W) or (H, W, C), got {array.shape}")
+    if array.dtype != np.uint8:
+        array = np.clip(array.astype(np.float32), 0, 1)
+    return array

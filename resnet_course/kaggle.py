@@ -16,10 +16,10 @@ from pathlib import Path
 
 from . import config
 from .birds import CLASS_NAMES, KAGGLE_SPLITS, BirdDataError
-from .checkpoints import check_writable_folder
 from .config import printable_path
 from .data import PathLike, course_class_for, list_image_files
 from .images import file_problem
+from .runfolder import check_writable_folder
 
 __all__ = ["import_kaggle"]
 
@@ -59,11 +59,14 @@ def _refuse_nested_folders(src: Path, dst: Path) -> None:
     the same folder."""
     source, target = src.resolve(), dst.resolve()
     if source == target or source in target.parents or target in source.parents:
-        relation = ("is the same folder as" if source == target else
-                    "lies inside" if source in target.parents else "holds")
-        raise BirdDataError(f"--out {printable_path(dst)} {relation} the source {printable_path(src)}: the import "
-                            "would read its own copies. Choose an --out folder outside the download "
-                            "(the default is data/bird_photos).")
+        relation = (
+            "is the same folder as" if source == target else "lies inside" if source in target.parents else "holds"
+        )
+        raise BirdDataError(
+            f"--out {printable_path(dst)} {relation} the source {printable_path(src)}: the import "
+            "would read its own copies. Choose an --out folder outside the download "
+            "(the default is data/bird_photos)."
+        )
 
 
 def _copy_photo(path: Path, target: Path, copied: int) -> None:
@@ -75,18 +78,22 @@ def _copy_photo(path: Path, target: Path, copied: int) -> None:
         os.replace(temporary, target)
     except OSError as error:
         temporary.unlink(missing_ok=True)
-        raise BirdDataError(f"could not copy {printable_path(path)} to {printable_path(target)}: "
-                            f"{(error.strerror or str(error)).lower()}. The {copied} photo(s) copied before it are "
-                            "in place and nothing else changed; run import-kaggle again once it can write "
-                            "(photos already there are not copied twice).") from None
+        raise BirdDataError(
+            f"could not copy {printable_path(path)} to {printable_path(target)}: "
+            f"{(error.strerror or str(error)).lower()}. The {copied} photo(s) copied before it are "
+            "in place and nothing else changed; run import-kaggle again once it can write "
+            "(photos already there are not copied twice)."
+        ) from None
 
 
 def _find_kaggle_classes(src: Path) -> list[tuple[str, Path, str]]:
     """The course-class folders of a Kaggle download at ``src`` (or one folder level below it);
     ``BirdDataError`` naming the classes it lacks."""
     if not src.is_dir():
-        raise BirdDataError(f"{printable_path(src)} is not a folder. Point import-kaggle at the unpacked Kaggle "
-                            "'BIRDS 525 SPECIES' download (the folder holding train/, valid/, test/).")
+        raise BirdDataError(
+            f"{printable_path(src)} is not a folder. Point import-kaggle at the unpacked Kaggle "
+            "'BIRDS 525 SPECIES' download (the folder holding train/, valid/, test/)."
+        )
     found = _kaggle_class_folders(src)
     if not found:  # perhaps the zip unpacked into one more folder level
         for child in sorted(p for p in src.iterdir() if p.is_dir()):
@@ -99,7 +106,8 @@ def _find_kaggle_classes(src: Path) -> list[tuple[str, Path, str]]:
         raise BirdDataError(
             f"{printable_path(src)} does not look like the Kaggle 'BIRDS 525 SPECIES' download: no folder for "
             f"{', '.join(missing)} (expected train/, valid/, test/ with folders such as BANANAQUIT, "
-            "BLACK SKIMMER, BLACK THROATED BUSHTIT, COCKATOO).")
+            "BLACK SKIMMER, BLACK THROATED BUSHTIT, COCKATOO)."
+        )
     return found
 
 
@@ -130,15 +138,16 @@ def import_kaggle(src: PathLike, dst: PathLike | None = None, verbose: bool = Tr
     for prefix, folder, name in found:
         target_dir = dst / name
         target_dir.mkdir(parents=True, exist_ok=True)
-        present = present_by_class.setdefault(name, {_file_digest(p): p for p in list_image_files(target_dir)
-                                                     if file_problem(p) is None})
+        present = present_by_class.setdefault(
+            name, {_file_digest(p): p for p in list_image_files(target_dir) if file_problem(p) is None}
+        )
         for path in list_image_files(folder):
             digest, problem = _digest_or_problem(path)
             if problem is not None:
                 not_copied.append(f"{printable_path(path.relative_to(src))} ({problem})")
                 continue
             if digest in present:  # already there, perhaps under another name: a second copy would
-                duplicates += 1    # put the same photo in both the training and the validation split
+                duplicates += 1  # put the same photo in both the training and the validation split
                 continue
             relative = path.relative_to(folder).as_posix().replace("/", "_")
             target = target_dir / f"{prefix}{relative}"
@@ -151,9 +160,16 @@ def import_kaggle(src: PathLike, dst: PathLike | None = None, verbose: bool = Tr
             copied += 1
     counts = {name: len([p for p in list_image_files(dst / name) if file_problem(p) is None]) for name in CLASS_NAMES}
     if verbose:
-        print(f"Imported from {printable_path(src)} into {printable_path(dst)}: {copied} photos copied, {duplicates} "
-              "skipped as already there (the same bytes, under any name)"
-              + (f", {len(not_copied)} not copied as they are not readable files: {', '.join(not_copied)}"
-                 if not_copied else "")
-              + ". The folder now holds " + ", ".join(f"{n}: {c}" for n, c in counts.items()) + ".")
+        print(
+            f"Imported from {printable_path(src)} into {printable_path(dst)}: {copied} photos copied, {duplicates} "
+            "skipped as already there (the same bytes, under any name)"
+            + (
+                f", {len(not_copied)} not copied as they are not readable files: {', '.join(not_copied)}"
+                if not_copied
+                else ""
+            )
+            + ". The folder now holds "
+            + ", ".join(f"{n}: {c}" for n, c in counts.items())
+            + "."
+        )
     return counts

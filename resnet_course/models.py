@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from . import pretrained
+from . import imagenet, pretrained
 from .blocks import (
     UNIT_ORDERINGS,
     BasicBlock,
@@ -34,10 +34,28 @@ from .blocks import (
 )
 
 __all__ = [
-    "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "stack_v2", "ResNetV2", "resnet50v2", "resnet101v2", "resnet152v2",
-    "CifarResNet", "cifar_resnet", "plain_cifar_net", "CIFAR_UNITS",
-    "V1_NAMES", "V2_NAMES", "MODEL_NAMES", "get_model", "BN_KINDS", "draw_like_trained", "like_a_trained_net",
+    "ResNet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "stack_v2",
+    "ResNetV2",
+    "resnet50v2",
+    "resnet101v2",
+    "resnet152v2",
+    "CifarResNet",
+    "cifar_resnet",
+    "plain_cifar_net",
+    "CIFAR_UNITS",
+    "V1_NAMES",
+    "V2_NAMES",
+    "MODEL_NAMES",
+    "get_model",
+    "BN_KINDS",
+    "draw_like_trained",
+    "like_a_trained_net",
 ]
 
 Stages = list[tuple[str, nn.Module]]
@@ -64,6 +82,7 @@ def _kaiming_init(model: nn.Module) -> None:
 # ResNet v1 (torchvision layout)
 # --------------------------------------------------------------------------------------------
 
+
 class ResNet(nn.Module):
     """ResNet v1 for ImageNet-size inputs, module for module torchvision's ``ResNet``.
 
@@ -73,9 +92,14 @@ class ResNet(nn.Module):
     identity (Goyal et al. 2017).
     """
 
-    def __init__(self, block: type[BasicBlock | Bottleneck], layers: Sequence[int],
-                 num_classes: int = 1000, zero_init_residual: bool = False,
-                 stride_in_1x1: bool = False) -> None:
+    def __init__(
+        self,
+        block: type[BasicBlock | Bottleneck],
+        layers: Sequence[int],
+        num_classes: int = 1000,
+        zero_init_residual: bool = False,
+        stride_in_1x1: bool = False,
+    ) -> None:
         super().__init__()
         if stride_in_1x1 and block is not Bottleneck:
             raise ValueError("stride_in_1x1 only applies to Bottleneck blocks (ResNet-50/101/152)")
@@ -100,13 +124,15 @@ class ResNet(nn.Module):
                 elif isinstance(m, BasicBlock):
                     nn.init.zeros_(m.bn2.weight)
 
-    def _make_layer(self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int,
-                    stride: int = 1) -> nn.Sequential:
+    def _make_layer(
+        self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int, stride: int = 1
+    ) -> nn.Sequential:
         """One stage: the first block may change shape (projection shortcut), the rest keep it."""
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
-            downsample = nn.Sequential(conv1x1(self.inplanes, planes * block.expansion, stride),
-                                       nn.BatchNorm2d(planes * block.expansion))
+            downsample = nn.Sequential(
+                conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
+            )
         extra = {"stride_in_1x1": True} if self.stride_in_1x1 else {}
         layers = [block(self.inplanes, planes, stride, downsample, **extra)]
         self.inplanes = planes * block.expansion
@@ -115,10 +141,14 @@ class ResNet(nn.Module):
 
     def stages(self) -> Stages:
         """``stem``, ``layer1``..``layer4``, ``head``: chained, they compute ``forward``."""
-        return [("stem", nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool)),
-                ("layer1", self.layer1), ("layer2", self.layer2),
-                ("layer3", self.layer3), ("layer4", self.layer4),
-                ("head", _head(self.avgpool, self.fc))]
+        return [
+            ("stem", nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool)),
+            ("layer1", self.layer1),
+            ("layer2", self.layer2),
+            ("layer3", self.layer3),
+            ("layer4", self.layer4),
+            ("head", _head(self.avgpool, self.fc)),
+        ]
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv1(x)
@@ -164,6 +194,7 @@ def resnet152(num_classes: int = 1000, **kwargs) -> ResNet:
 # --------------------------------------------------------------------------------------------
 # ResNet v2 (Keras Applications layout)
 # --------------------------------------------------------------------------------------------
+
 
 def stack_v2(inplanes: int, planes: int, blocks: int, stride: int = 2) -> nn.Sequential:
     """One v2 stage, as Keras' ``stack_residual_blocks_v2``.
@@ -218,10 +249,14 @@ class ResNetV2(nn.Module):
 
     def stages(self) -> Stages:
         """``stem``, ``conv2``..``conv5``, ``head`` (post BN-ReLU, pool, fc): chained = ``forward``."""
-        return [("stem", nn.Sequential(self.conv1, self.pool1)),
-                ("conv2", self.conv2), ("conv3", self.conv3),
-                ("conv4", self.conv4), ("conv5", self.conv5),
-                ("head", _head(self.avgpool, self.fc, self.post_bn, self.post_relu))]
+        return [
+            ("stem", nn.Sequential(self.conv1, self.pool1)),
+            ("conv2", self.conv2),
+            ("conv3", self.conv3),
+            ("conv4", self.conv4),
+            ("conv5", self.conv5),
+            ("head", _head(self.avgpool, self.fc, self.post_bn, self.post_relu)),
+        ]
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv1(x)
@@ -290,8 +325,10 @@ class CifarResNet(nn.Module):
         if unit == "plain":
             make_unit = PlainUnit
         else:
+
             def make_unit(inplanes: int, planes: int, stride: int = 1) -> nn.Module:
                 return ResidualUnit(inplanes, planes, stride, ordering=unit)
+
         inplanes = 16
         for index, (planes, stride) in enumerate([(16, 1), (32, 2), (64, 2)], start=1):
             units = [make_unit(inplanes, planes, stride)] + [make_unit(planes, planes) for _ in range(n - 1)]
@@ -312,8 +349,13 @@ class CifarResNet(nn.Module):
         else:
             stem = nn.Sequential(self.conv1, self.bn1, self.relu)
             head = _head(self.avgpool, self.fc)
-        return [("stem", stem), ("stage1", self.stage1), ("stage2", self.stage2),
-                ("stage3", self.stage3), ("head", head)]
+        return [
+            ("stem", stem),
+            ("stage1", self.stage1),
+            ("stage2", self.stage2),
+            ("stage3", self.stage3),
+            ("head", head),
+        ]
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv1(x)
@@ -352,8 +394,9 @@ def plain_cifar_net(depth: int, num_classes: int = 10) -> CifarResNet:
 BN_KINDS = ("scale", "shift", "shift", "variance")
 
 
-def draw_like_trained(shape: Sequence[int], kind: str, generator: torch.Generator, shift_std: float = 0.1,
-                      max_variance: float = 1.5) -> Tensor:
+def draw_like_trained(
+    shape: Sequence[int], kind: str, generator: torch.Generator, shift_std: float = 0.1, max_variance: float = 1.5
+) -> Tensor:
     """Float64 values of ``shape`` such as training leaves, drawn from ``generator``: a BN
     ``"scale"`` (gamma) ~ U(0.5, 1.5), a running ``"variance"`` ~ U(0.5, max_variance), a ``"shift"``
     (BN beta or running mean, a conv or linear bias) ~ N(0, shift_std)."""
@@ -365,8 +408,9 @@ def draw_like_trained(shape: Sequence[int], kind: str, generator: torch.Generato
     return 0.5 + (high - 0.5) * torch.rand(shape, generator=generator, dtype=torch.float64)
 
 
-def like_a_trained_net(model: nn.Module, seed: int = 0, shift_std: float = 0.1, max_variance: float = 1.5,
-                       biases: bool = True) -> nn.Module:
+def like_a_trained_net(
+    model: nn.Module, seed: int = 0, shift_std: float = 0.1, max_variance: float = 1.5, biases: bool = True
+) -> nn.Module:
     """Give ``model`` (in place) non-trivial BatchNorm statistics and, with ``biases``, non-zero
     conv/linear biases, as training would (``draw_like_trained``'s distributions). At initialisation
     BN is the identity in eval mode and biases are 0, which hides a misplaced BN or a missing bias.
@@ -419,6 +463,6 @@ def get_model(name: str, num_classes: int = 1000, weights=None, class_names=None
     model.weights_source = None
     if weights is not None:
         if isinstance(weights, str) and weights.strip().lower() == "imagenet":
-            weights = pretrained.imagenet_weights(key, include_top=num_classes == 1000)
+            weights = imagenet.imagenet_weights(key, include_top=num_classes == 1000)
         model.weights_source = pretrained.load_weights(model, key, weights, class_names=class_names)
     return model

@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from .ablation import UNIT_LABELS, by_unit
-from .images import denormalize, load_rgb
+from .images import load_rgb, to_display_image
 
 RIGHT_COLOR = "tab:green"
 WRONG_COLOR = "red"
@@ -31,39 +31,6 @@ WRONG_COLOR = "red"
 # --------------------------------------------------------------------------------------------
 # Images
 # --------------------------------------------------------------------------------------------
-
-
-def to_display_image(image, normalized: bool = True) -> np.ndarray:
-    """An image as an (H, W, 3) or (H, W) array matplotlib can show.
-
-    Accepts a (C, H, W) tensor, a PIL image, an (H, W[, C]) array or an image path. Tensors are
-    assumed to be normalized with the ImageNet mean/std (as the course's transforms do) and are
-    denormalized unless ``normalized=False``; values end up clipped to [0, 1].
-    """
-    if isinstance(image, (str, Path)):
-        return np.asarray(load_rgb(image))
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    if isinstance(image, torch.Tensor):
-        x = image.detach().to("cpu", torch.float32)
-        if x.ndim == 4 and x.shape[0] == 1:
-            x = x[0]
-        if x.ndim != 3 or x.shape[0] not in (1, 3):
-            raise ValueError(f"expected an image tensor of shape (C, H, W) with C = 1 or 3, got {tuple(x.shape)}")
-        if normalized and x.shape[0] == 3:
-            x = denormalize(x)
-        x = x.clamp(0, 1).permute(1, 2, 0).numpy()
-        return x[..., 0] if x.shape[-1] == 1 else x
-    array = np.asarray(image)
-    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
-        array = array.transpose(1, 2, 0)
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim not in (2, 3):
-        raise ValueError(f"expected an image array of shape (H, W) or (H, W, C), got {array.shape}")
-    if array.dtype != np.uint8:
-        array = np.clip(array.astype(np.float32), 0, 1)
-    return array
 
 
 def _figure(nrows: int = 1, ncols: int = 1, figsize=(8, 4), squeeze: bool = True):
@@ -261,8 +228,9 @@ def chance_lines(num_classes: int | None, majority: float | None) -> list[tuple[
 
 def _finish_history_axes(axes, percent: bool, num_classes: int | None = None, majority: float | None = None) -> None:
     for level, (y, label) in enumerate(chance_lines(num_classes, majority)):
-        axes[0].axhline(y if percent else y / 100, color="0.4", linestyle=(0, (1, 2 + 2 * level)), linewidth=1.2,
-                        label=label)
+        axes[0].axhline(
+            y if percent else y / 100, color="0.4", linestyle=(0, (1, 2 + 2 * level)), linewidth=1.2, label=label
+        )
     axes[0].set_title("Accuracy")
     axes[0].set_ylabel("accuracy (%)" if percent else "accuracy")
     axes[1].set_title("Loss")
@@ -275,8 +243,9 @@ def _finish_history_axes(axes, percent: bool, num_classes: int | None = None, ma
         ax.legend(fontsize=9)
 
 
-def plot_history(history, title: str = "Training history", num_classes: int | None = None,
-                 majority: float | None = None) -> Figure:
+def plot_history(
+    history, title: str = "Training history", num_classes: int | None = None, majority: float | None = None
+) -> Figure:
     """Accuracy and loss per epoch, training vs validation, side by side; the loss on a log axis.
 
     ``history`` is what ``training.fit`` returns (a list of dicts with ``epoch``, ``train_loss``,
@@ -293,8 +262,12 @@ def plot_history(history, title: str = "Training history", num_classes: int | No
     return fig
 
 
-def plot_histories(histories: Mapping, title: str = "Training histories compared", num_classes: int | None = None,
-                   majority: float | None = None) -> Figure:
+def plot_histories(
+    histories: Mapping,
+    title: str = "Training histories compared",
+    num_classes: int | None = None,
+    majority: float | None = None,
+) -> Figure:
     """Several training histories on the same accuracy and loss axes, e.g. ResNet50 vs
     ResNet50V2: one colour per model, solid for training, dashed for validation. ``num_classes``
     and ``majority`` draw chance levels as in ``plot_history``."""
@@ -310,8 +283,9 @@ def plot_histories(histories: Mapping, title: str = "Training histories compared
     return fig
 
 
-def plot_label_efficiency(summary_rows, num_classes: int | None = None,
-                          title: str = "Validation accuracy against training images") -> Figure:
+def plot_label_efficiency(
+    summary_rows, num_classes: int | None = None, title: str = "Validation accuracy against training images"
+) -> Figure:
     """Validation accuracy against the number of training images, one line per method through the
     mean over seeds, a bar from the lowest to the highest seed at each point, and the chance
     level of guessing among ``num_classes``. ``summary_rows`` are ``transfer.summary``'s dicts
@@ -325,8 +299,9 @@ def plot_label_efficiency(summary_rows, num_classes: int | None = None,
         rows = sorted((r for r in summary_rows if r["method"] == method), key=lambda r: r["train_images"])
         x = [r["train_images"] for r in rows]
         mean = np.array([100 * r["mean"] for r in rows])
-        spread = np.array([[100 * r["mean"] - 100 * r["low"] for r in rows],
-                           [100 * r["high"] - 100 * r["mean"] for r in rows]])
+        spread = np.array(
+            [[100 * r["mean"] - 100 * r["low"] for r in rows], [100 * r["high"] - 100 * r["mean"] for r in rows]]
+        )
         seeds = sorted({r["seeds"] for r in rows})
         label = f"{method} (mean of {'/'.join(map(str, seeds))} seed{'s' if seeds != [1] else ''}, bar: range)"
         ax.errorbar(x, mean, yerr=spread, marker="o", capsize=4, color=f"C{i}", label=label)
@@ -407,8 +382,9 @@ def plot_gradient_norms(norms_by_label: Mapping, title: str = "Gradient norm of 
     return fig
 
 
-def plot_training_losses(records, xlabel: str = "training step",
-                         title: str = "Training loss: plain vs residual") -> Figure:
+def plot_training_losses(
+    records, xlabel: str = "training step", title: str = "Training loss: plain vs residual"
+) -> Figure:
     """Training-loss curves of plain and residual networks of growing depth (He et al. 2015,
     Fig. 1 and 6 in miniature): colour by depth, solid line for residual, dashed for plain.
 
@@ -440,8 +416,8 @@ def plot_training_losses(records, xlabel: str = "training step",
 
 
 def plot_signal_propagation(
-        results, zero_results=None,
-        title: str = "Signal and gradient through a deep stack of units, at initialisation") -> Figure:
+    results, zero_results=None, title: str = "Signal and gradient through a deep stack of units, at initialisation"
+) -> Figure:
     """How the five residual-unit orderings (He et al. 2016, Fig. 4) pass the signal forward and
     the gradient backward through a deep stack, from ``ablation.signal_propagation``.
 
@@ -458,9 +434,11 @@ def plot_signal_propagation(
     if not all(group for _, group in grouped):
         raise ValueError("no propagation results to plot")
     fig, axes = _figure(len(rows), 3, figsize=(14, 4 * len(rows)), squeeze=False)
-    columns = (("std", "std of unit output x_l (log scale)", True),
-               ("input_corr", "correlation of x_l with the input x_0", False),
-               ("grad", "gradient norm at x_l / at the last unit (log scale)", True))
+    columns = (
+        ("std", "std of unit output x_l (log scale)", True),
+        ("input_corr", "correlation of x_l with the input x_0", False),
+        ("grad", "gradient norm at x_l / at the last unit (log scale)", True),
+    )
     for row, (label, group) in zip(axes, grouped):
         for ax, (key, ylabel, log) in zip(row, columns):
             for i, unit in enumerate(UNIT_LABELS):
@@ -487,8 +465,9 @@ def plot_signal_propagation(
 # --------------------------------------------------------------------------------------------
 
 
-def plot_feature_maps(feature_maps_by_stage: Mapping, n_channels: int = 8,
-                      title: str = "Feature maps of each stage") -> Figure:
+def plot_feature_maps(
+    feature_maps_by_stage: Mapping, n_channels: int = 8, title: str = "Feature maps of each stage"
+) -> Figure:
     """One row per stage, ``n_channels`` channels per row, for a single image.
 
     Values are ``(C, H, W)`` (or ``(1, C, H, W)``) activations, e.g. from
@@ -543,8 +522,10 @@ def plot_gradcam(images, cams, titles=None, alpha: float = 0.45, ncols: int = 4)
     bar = fig.colorbar(heat, ax=axes, shrink=0.8, pad=0.02)
     bar.solids.set_alpha(1)
     bar.set_label("Grad-CAM, as a fraction of this image's own maximum")
-    fig.suptitle("Grad-CAM: where the evidence for the class comes from\n"
-                 "(each map is normalised by its own maximum: compare places within an image, not between images)")
+    fig.suptitle(
+        "Grad-CAM: where the evidence for the class comes from\n"
+        "(each map is normalised by its own maximum: compare places within an image, not between images)"
+    )
     return fig
 
 

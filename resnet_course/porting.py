@@ -33,9 +33,18 @@ from .blocks import KERAS_BN_EPS
 from .models import BN_KINDS, ResNetV2, draw_like_trained
 from .pretrained import keras_to_torch, keras_v2_module_name  # both live with the weights-file reader
 
-__all__ = ["keras_v2_module_name", "load_keras_weights", "NAIVE_PORT_PITFALLS", "PITFALL_LABELS", "PYTORCH_BN_EPS",
-           "like_a_trained_keras_net", "naive_port", "slipped", "pitfall_effects",
-           "dead_channel_bn_eps_change"]
+__all__ = [
+    "keras_v2_module_name",
+    "load_keras_weights",
+    "NAIVE_PORT_PITFALLS",
+    "PITFALL_LABELS",
+    "PYTORCH_BN_EPS",
+    "like_a_trained_keras_net",
+    "naive_port",
+    "slipped",
+    "pitfall_effects",
+    "dead_channel_bn_eps_change",
+]
 
 
 def load_keras_weights(model: ResNetV2, keras_model) -> dict[str, str]:
@@ -54,8 +63,9 @@ def load_keras_weights(model: ResNetV2, keras_model) -> dict[str, str]:
             name, value = keras_to_torch(variable.path, array)
             key = f"{prefix}.{name}"
             if key not in state or state[key].shape != value.shape:
-                raise ValueError(f"Keras weight {variable.path} {tuple(array.shape)} has no match "
-                                 f"in the model (looked for {key})")
+                raise ValueError(
+                    f"Keras weight {variable.path} {tuple(array.shape)} has no match in the model (looked for {key})"
+                )
             if key in copied:
                 raise ValueError(f"{key} would be written twice ({copied[key]}, {variable.path})")
             state[key] = value
@@ -114,6 +124,7 @@ def _apply_slip(model: nn.Module, pitfall: str) -> Callable[[], None]:
         def restore_biases() -> None:
             for m, bias in biases.items():
                 m.bias = bias
+
         return restore_biases
     epsilons = {m: m.eps for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     for m in epsilons:
@@ -122,6 +133,7 @@ def _apply_slip(model: nn.Module, pitfall: str) -> Callable[[], None]:
     def restore_epsilons() -> None:
         for m, eps in epsilons.items():
             m.eps = eps
+
     return restore_epsilons
 
 

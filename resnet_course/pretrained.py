@@ -1,5 +1,6 @@
-"""ImageNet weights for the course's models: where the files come from, finding them offline,
-reading them, and loading them exactly (``finetune`` uses them: frozen backbone, linear probe).
+"""Starting weights for the course's models: reading the files and loading them exactly
+(``finetune`` uses them: frozen backbone, linear probe). Which ImageNet file each model takes,
+where it is kept and how it is downloaded is ``imagenet``'s.
 
 - v1 (``resnet18`` ... ``resnet152``): torchvision's published state_dicts (``IMAGENET1K_V1``, a
   plain ``.pth``). Our v1 models use torchvision's module names, so the file loads key for key.
@@ -22,225 +23,41 @@ ImageNet mean/std, Keras' ResNet50V2 inputs scaled to [-1, 1] (``preprocess_inpu
 
 from __future__ import annotations
 
-import hashlib
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np
 import torch
-import torchvision.models
 from torch import nn
 
 from .checkpoints import what_file_is
-from .config import env_flag
+from .imagenet import KERAS_WEIGHTS_MD5, TORCHVISION_ENUMS, WEIGHTS_SOURCE, imagenet_file, model_key
 
 __all__ = [
-    "OFFLINE_ENV", "model_key", "WeightsError", "WeightsUnavailable", "WeightsFile", "WEIGHTS_SOURCE",
-    "cache_dir", "imagenet_file", "weights_files", "find_weights", "download_weights",
-    "imagenet_weights", "normalization_for", "course_checkpoint_meta", "load_course_checkpoint",
-    "load_weights", "read_torch_state_dict",
-    "read_keras_h5", "keras_to_torch", "write_keras_h5", "keras_v2_module_name", "keras_layer_name",
+    "WeightsError",
+    "normalization_for",
+    "course_checkpoint_meta",
+    "load_course_checkpoint",
+    "load_weights",
+    "read_torch_state_dict",
+    "read_keras_h5",
+    "keras_to_torch",
+    "write_keras_h5",
+    "keras_v2_module_name",
+    "keras_layer_name",
 ]
 
-#: Set ``RESNET_COURSE_OFFLINE=1`` and ``"imagenet"`` never touches the network: cached files only.
-OFFLINE_ENV = "RESNET_COURSE_OFFLINE"
-#: torchvision's weights enum per v1 model; "imagenet" means its IMAGENET1K_V1 entry.
-TORCHVISION_ENUMS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights",
-                     "resnet50": "ResNet50_Weights", "resnet101": "ResNet101_Weights",
-                     "resnet152": "ResNet152_Weights"}
-#: Where Keras Applications publishes its ResNet weights (``keras.applications.resnet``).
-KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
-#: MD5 of the published files, (with top, notop), as in Keras' ``resnet.WEIGHTS_HASHES``.
-KERAS_WEIGHTS_MD5 = {
-    "resnet50v2": ("3ef43a0b657b3be2300d5770ece849e0", "fac2f116257151a9d068a22e544a4917"),
-    "resnet101v2": ("6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5"),
-    "resnet152v2": ("a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33"),
-}
-#: Who publishes each model's ImageNet weights, read off the two tables above: torchvision (v1,
-#: ``models.V1_NAMES``) or Keras Applications (v2, ``models.V2_NAMES``).
-WEIGHTS_SOURCE = {**dict.fromkeys(TORCHVISION_ENUMS, "torchvision"), **dict.fromkeys(KERAS_WEIGHTS_MD5, "keras")}
 #: Input scaling each family of published weights was trained with (names from ``data.NORMALIZATIONS``).
 NORMALIZATION_FOR_WEIGHTS = {"torchvision": "imagenet", "keras": "tf"}
-#: Seconds to wait for the download server before giving up (a dead network fails fast).
-DOWNLOAD_TIMEOUT = 10.0
-
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-_BN_LEAVES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
-              "moving_variance": "running_var"}
+_BN_LEAVES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
 
 
 class WeightsError(ValueError):
     """A weights file does not fit the model or cannot be read; the message names the file and
     the first tensor that does not fit."""
-
-
-class WeightsUnavailable(FileNotFoundError):
-    """``"imagenet"`` weights are neither cached nor downloadable here; the message says which
-    file is needed, where to put it and where it comes from."""
-
-
-# --------------------------------------------------------------------------------------------
-# The published files and where they are kept
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class WeightsFile:
-    """One published weights file: its name, URL and checksum, and whether it holds the classifier."""
-
-    model_name: str
-    filename: str
-    url: str
-    checksum: str  # a sha256 prefix (torchvision puts it in the file name) or an MD5 (Keras)
-    include_top: bool
-    source: str  # "torchvision" or "keras"
-
-    @property
-    def path(self) -> Path:
-        """Where the course keeps it: torch.hub's cache, ``$TORCH_HOME/hub/checkpoints/``."""
-        return cache_dir() / self.filename
-
-
-def cache_dir() -> Path:
-    """torch.hub's checkpoint cache (``$TORCH_HOME/hub/checkpoints``, by default
-    ``~/.cache/torch/hub/checkpoints``), where torchvision keeps its weights; Keras' files go there too."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def model_key(model_name: str) -> str:
-    """``model_name`` as the weights files know it (lower case); a ValueError for a model without
-    ImageNet weights."""
-    key = str(model_name).strip().lower()
-    if key not in WEIGHTS_SOURCE:
-        raise ValueError(f"no ImageNet weights for {model_name!r}; models with weights: "
-                         f"{', '.join(WEIGHTS_SOURCE)}")
-    return key
-
-
-def imagenet_file(model_name: str, include_top: bool = True) -> WeightsFile:
-    """The published ImageNet file for ``model_name``: torchvision's ``IMAGENET1K_V1`` for v1
-    (always with the classifier), Keras Applications' ``.h5`` (or ``_notop.h5``) for v2."""
-    key = model_key(model_name)
-    if WEIGHTS_SOURCE[key] == "torchvision":
-        url = getattr(torchvision.models, TORCHVISION_ENUMS[key]).IMAGENET1K_V1.url
-        filename = url.rsplit("/", 1)[-1]
-        return WeightsFile(key, filename, url, filename.rsplit("-", 1)[-1].split(".")[0], True, "torchvision")
-    filename = f"{key}_weights_tf_dim_ordering_tf_kernels{'' if include_top else '_notop'}.h5"
-    md5 = KERAS_WEIGHTS_MD5[key][0 if include_top else 1]
-    return WeightsFile(key, filename, KERAS_WEIGHTS_URL + filename, md5, include_top, "keras")
-
-
-def weights_files(model_name: str) -> list[WeightsFile]:
-    """Every published file for ``model_name``: one for v1, with and without top for v2."""
-    key = model_key(model_name)
-    if WEIGHTS_SOURCE[key] == "torchvision":
-        return [imagenet_file(key)]
-    return [imagenet_file(key, True), imagenet_file(key, False)]
-
-
-def _candidates(file: WeightsFile) -> list[Path]:
-    places = [file.path]
-    if file.source == "keras":  # where keras.applications itself caches them
-        places.append(Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / file.filename)
-    return places
-
-
-def find_weights(model_name: str, include_top: bool = True) -> Path | None:
-    """The cached ImageNet file for ``model_name``, or None; never touches the network.
-
-    For v2 without the top, the full file does as well (its classifier is then left out)."""
-    wanted = [imagenet_file(model_name, include_top)]
-    if not include_top:
-        wanted.append(imagenet_file(model_name, True))
-    for file in wanted:
-        for place in _candidates(file):
-            if place.is_file() and place.stat().st_size > 0:
-                return place
-    return None
-
-
-def _how_to_get(file: WeightsFile) -> str:
-    return (f"The {file.model_name} ImageNet weights are the file {file.filename}, published at\n"
-            f"  {file.url}\n"
-            f"Download it on a machine with internet (python -m resnet_course download-weights "
-            f"--model {file.model_name}, or any browser) and put it at\n  {file.path}\n"
-            f"(torch.hub's cache; set TORCH_HOME to move it), or pass the file's path as the weights.")
-
-
-def _open_url(url: str, timeout: float):
-    """Open ``url`` for reading (one place, so tests can check the network is never touched)."""
-    return urllib.request.urlopen(url, timeout=timeout)
-
-
-def _checksum_ok(path: Path, file: WeightsFile) -> bool:
-    digest = hashlib.sha256() if file.source == "torchvision" else hashlib.md5()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest().startswith(file.checksum)
-
-
-def download_weights(model_name: str, include_top: bool = True, timeout: float = DOWNLOAD_TIMEOUT,
-                     progress: Callable[[str], None] | None = print) -> Path:
-    """Download one published file into ``cache_dir()`` (checksum verified, written atomically)
-    and return its path; a file already there is returned as it is.
-
-    Raises ``WeightsUnavailable`` (with ``_how_to_get``'s instructions) when the network fails,
-    after at most ``timeout`` seconds of silence from the server."""
-    file = imagenet_file(model_name, include_top)
-    if file.path.is_file():
-        return file.path
-    file.path.parent.mkdir(parents=True, exist_ok=True)
-    partial = file.path.with_name(f".{file.filename}.part-{os.getpid()}")
-    try:
-        if progress:
-            progress(f"Downloading {file.url} -> {file.path}")
-        with _open_url(file.url, timeout) as response, open(partial, "wb") as out:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                out.write(chunk)
-        if not _checksum_ok(partial, file):
-            raise WeightsUnavailable(f"The download of {file.filename} is damaged (checksum "
-                                     f"mismatch); try again.\n{_how_to_get(file)}")
-        os.replace(partial, file.path)
-    except (urllib.error.URLError, OSError, TimeoutError) as error:
-        if isinstance(error, WeightsUnavailable):
-            raise
-        raise WeightsUnavailable(f"Could not download {file.filename} ({_reason(error)}).\n"
-                                 f"{_how_to_get(file)}") from None
-    finally:
-        if partial.exists():
-            partial.unlink()
-    return file.path
-
-
-def _reason(error: BaseException) -> str:
-    reason = getattr(error, "reason", None) or error
-    return f"{type(error).__name__}: {reason}"
-
-
-def _offline() -> bool:
-
-    return env_flag(OFFLINE_ENV)
-
-
-def imagenet_weights(model_name: str, include_top: bool = True) -> Path:
-    """The ImageNet file for ``model_name``: from the cache, else downloaded (unless
-    ``RESNET_COURSE_OFFLINE=1``). Without both, ``WeightsUnavailable`` says which file is needed,
-    where to put it and where it comes from; it fails in seconds, never hangs."""
-    found = find_weights(model_name, include_top)
-    if found is not None:
-        return found
-    file = imagenet_file(model_name, include_top)
-    if _offline():
-        raise WeightsUnavailable(f"No cached {file.filename} (looked in "
-                                 f"{', '.join(str(p.parent) for p in _candidates(file))}) and "
-                                 f"downloading is off.\n{_how_to_get(file)}")
-    return download_weights(model_name, include_top)
 
 
 def normalization_for(model_name: str, weights: str | os.PathLike | None) -> str:
@@ -283,6 +100,7 @@ def course_checkpoint_meta(path: str | os.PathLike) -> dict | None:
 # Reading the files
 # --------------------------------------------------------------------------------------------
 
+
 def _file_kind(path: Path) -> str:
     with open(path, "rb") as handle:
         head = handle.read(8)
@@ -299,8 +117,10 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch's own text advises weights_only=False: never shown
-        raise WeightsError(f"Cannot read {path} as a PyTorch state_dict: {what_file_is(path, error)} "
-                           "(an incomplete download, or another kind of file?).") from None
+        raise WeightsError(
+            f"Cannot read {path} as a PyTorch state_dict: {what_file_is(path, error)} "
+            "(an incomplete download, or another kind of file?)."
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a checkpoint written by training.fit
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -347,8 +167,9 @@ def read_keras_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, str]
         with h5py.File(path, "r") as handle:
             root = handle["model_weights"] if "model_weights" in handle else handle  # a whole saved model
             if "layer_names" not in root.attrs:
-                raise WeightsError(f"{path} is an HDF5 file but not Keras' legacy weights format "
-                                   "(no 'layer_names' attribute).")
+                raise WeightsError(
+                    f"{path} is an HDF5 file but not Keras' legacy weights format (no 'layer_names' attribute)."
+                )
             for layer in map(_text, root.attrs["layer_names"]):
                 group = root[layer]
                 names = [_text(n) for n in group.attrs.get("weight_names", [])]
@@ -357,8 +178,9 @@ def read_keras_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, str]
                 try:
                     prefix = keras_v2_module_name(layer)
                 except ValueError:
-                    raise WeightsError(f"{path}: layer {layer!r} has no place in a ResNet*V2 "
-                                       "(is this a Keras ResNet v1 file?).") from None
+                    raise WeightsError(
+                        f"{path}: layer {layer!r} has no place in a ResNet*V2 (is this a Keras ResNet v1 file?)."
+                    ) from None
                 for name in names:
                     try:
                         leaf, value = keras_to_torch(name, group[name])
@@ -371,8 +193,9 @@ def read_keras_h5(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, str]
     except WeightsError:
         raise
     except Exception as error:  # h5py: truncated file, missing dataset, not HDF5 ...
-        raise WeightsError(f"Cannot read {path} as Keras HDF5 weights (incomplete download?): "
-                           f"{str(error).splitlines()[0]}") from None
+        raise WeightsError(
+            f"Cannot read {path} as Keras HDF5 weights (incomplete download?): {str(error).splitlines()[0]}"
+        ) from None
     return out
 
 
@@ -410,8 +233,9 @@ def keras_layer_name(module_name: str) -> str:
     return f"{stage}_{block}_{index}_{kind}"
 
 
-def write_keras_h5(model: nn.Module, path: str | os.PathLike, include_top: bool = True,
-                   keras2_names: bool = True) -> Path:
+def write_keras_h5(
+    model: nn.Module, path: str | os.PathLike, include_top: bool = True, keras2_names: bool = True
+) -> Path:
     """Write a ``ResNetV2``'s weights in Keras' legacy HDF5 layout (the published files' format,
     Keras 2 names ``layer/kernel:0`` unless ``keras2_names=False``). The notebook uses it to
     exercise the Keras loader when the real file is absent."""
@@ -454,14 +278,16 @@ def write_keras_h5(model: nn.Module, path: str | os.PathLike, include_top: bool 
 # Loading into a model, strictly
 # --------------------------------------------------------------------------------------------
 
+
 def _counter(key: str) -> bool:
     """BatchNorm's step counter: not a weight, absent from Keras files and from torchvision files
     saved before PyTorch 0.4.1 (PyTorch's own strict loading fills it in too)."""
     return key.endswith("num_batches_tracked")
 
 
-def _load_strict(model: nn.Module, tensors: dict[str, tuple[torch.Tensor, str]], path: Path,
-                 load_head: bool = True) -> dict:
+def _load_strict(
+    model: nn.Module, tensors: dict[str, tuple[torch.Tensor, str]], path: Path, load_head: bool = True
+) -> dict:
     """Copy ``tensors`` into ``model``: the backbone exactly, the head (``fc.*``) when its shape fits
     (and ``load_head``).
 
@@ -475,27 +301,36 @@ def _load_strict(model: nn.Module, tensors: dict[str, tuple[torch.Tensor, str]],
         if key in head_keys or (_counter(key) and key not in tensors):
             continue
         if key not in tensors:
-            raise WeightsError(f"{path} does not fit {type(model).__name__}: it has no tensor for "
-                               f"{key} {tuple(target.shape)} (the first one missing; "
-                               f"{len(tensors)} tensors in the file, {len(state)} in the model).")
+            raise WeightsError(
+                f"{path} does not fit {type(model).__name__}: it has no tensor for "
+                f"{key} {tuple(target.shape)} (the first one missing; "
+                f"{len(tensors)} tensors in the file, {len(state)} in the model)."
+            )
         value, name = tensors[key]
         if value.shape != target.shape:
             where = key if name == key else f"{key} ({name} in the file)"
-            raise WeightsError(f"{path} does not fit {type(model).__name__}: {where} is "
-                               f"{tuple(value.shape)} in the file, {tuple(target.shape)} in the model.")
+            raise WeightsError(
+                f"{path} does not fit {type(model).__name__}: {where} is "
+                f"{tuple(value.shape)} in the file, {tuple(target.shape)} in the model."
+            )
     extra = [tensors[k][1] for k in tensors if k not in state]
     if extra:
-        raise WeightsError(f"{path} does not fit {type(model).__name__}: {extra[0]} has no place "
-                           f"in the model ({len(extra)} such tensors).")
-    new_state = {k: (tensors[k][0].to(v.dtype) if k in tensors and (head_fits or k not in head_keys) else v)
-                 for k, v in state.items()}
+        raise WeightsError(
+            f"{path} does not fit {type(model).__name__}: {extra[0]} has no place "
+            f"in the model ({len(extra)} such tensors)."
+        )
+    new_state = {
+        k: (tensors[k][0].to(v.dtype) if k in tensors and (head_fits or k not in head_keys) else v)
+        for k, v in state.items()
+    }
     model.load_state_dict(new_state)
     loaded = sum(1 for k in state if k in tensors and not _counter(k) and (head_fits or k not in head_keys))
     return {"file": str(path), "tensors_loaded": loaded, "fresh_head": not head_fits}
 
 
-def load_course_checkpoint(model: nn.Module, model_name: str, path: str | os.PathLike,
-                           class_names: Sequence[str] | None = None) -> dict:
+def load_course_checkpoint(
+    model: nn.Module, model_name: str, path: str | os.PathLike, class_names: Sequence[str] | None = None
+) -> dict:
     """Start ``model`` (built as ``model_name``, any number of classes) from a checkpoint written by
     ``train``: the backbone strictly (``WeightsError`` names the first tensor that does not fit),
     the head only when the checkpoint was trained on exactly ``class_names``; otherwise the head
@@ -506,8 +341,10 @@ def load_course_checkpoint(model: nn.Module, model_name: str, path: str | os.Pat
     meta, weights = state["meta"], state["model"]
     bad = [name for name, tensor in weights.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if bad:
-        raise WeightsError(f"{path} holds weights that are not finite numbers (in {bad[0]}): the training it "
-                           "comes from diverged; start from another checkpoint.")
+        raise WeightsError(
+            f"{path} holds weights that are not finite numbers (in {bad[0]}): the training it "
+            "comes from diverged; start from another checkpoint."
+        )
     source_classes = list(meta.get("class_names") or [])
     same_classes = class_names is not None and source_classes == list(class_names)
     try:
@@ -515,15 +352,23 @@ def load_course_checkpoint(model: nn.Module, model_name: str, path: str | os.Pat
     except WeightsError as error:
         source = meta.get("model_name")
         if source and source != model_name:
-            raise WeightsError(f"{error} The checkpoint holds a {source}, not a {model_name}: start a "
-                               f"{source} from it, or train {model_name} from another checkpoint.") from None
+            raise WeightsError(
+                f"{error} The checkpoint holds a {source}, not a {model_name}: start a "
+                f"{source} from it, or train {model_name} from another checkpoint."
+            ) from None
         raise
-    return {**info, "format": "course checkpoint", "source_model": meta.get("model_name"),
-            "source_classes": source_classes, "normalization": meta.get("normalization") or "imagenet"}
+    return {
+        **info,
+        "format": "course checkpoint",
+        "source_model": meta.get("model_name"),
+        "source_classes": source_classes,
+        "normalization": meta.get("normalization") or "imagenet",
+    }
 
 
-def load_weights(model: nn.Module, model_name: str, path: str | os.PathLike,
-                 class_names: Sequence[str] | None = None) -> dict:
+def load_weights(
+    model: nn.Module, model_name: str, path: str | os.PathLike, class_names: Sequence[str] | None = None
+) -> dict:
     """Load a weights file into ``model`` (a course model built as ``model_name``), strictly.
 
     v1 models take torchvision's ``.pth`` state_dict, v2 models Keras' HDF5 file, and every model
@@ -541,16 +386,20 @@ def load_weights(model: nn.Module, model_name: str, path: str | os.PathLike,
     kind = _file_kind(path)
     if WEIGHTS_SOURCE[key] == "torchvision":
         if kind == "hdf5":
-            raise WeightsError(f"{path} is an HDF5 (Keras) file; {key} takes torchvision's .pth "
-                               f"state_dict. Keras Applications' ResNet*V2 files are for "
-                               f"{', '.join(KERAS_WEIGHTS_MD5)}.")
+            raise WeightsError(
+                f"{path} is an HDF5 (Keras) file; {key} takes torchvision's .pth "
+                f"state_dict. Keras Applications' ResNet*V2 files are for "
+                f"{', '.join(KERAS_WEIGHTS_MD5)}."
+            )
         tensors = {k: (v, k) for k, v in read_torch_state_dict(path).items()}
         info = _load_strict(model, tensors, path)
         return {**info, "format": "torchvision"}
     if kind != "hdf5":
-        raise WeightsError(f"{path} is not an HDF5 file; {key} takes the Keras Applications file "
-                           f"{imagenet_file(key).filename} (a .pth state_dict is for the v1 "
-                           f"models {', '.join(TORCHVISION_ENUMS)}).")
+        raise WeightsError(
+            f"{path} is not an HDF5 file; {key} takes the Keras Applications file "
+            f"{imagenet_file(key).filename} (a .pth state_dict is for the v1 "
+            f"models {', '.join(TORCHVISION_ENUMS)})."
+        )
     tensors = read_keras_h5(path)
     info = _load_strict(model, tensors, path)
     return {**info, "format": "keras"}

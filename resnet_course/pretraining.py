@@ -35,10 +35,23 @@ from .birds import BirdDataError
 from .drawing import BODY_PLANS, FieldMarks, draw_marked_bird
 from .standin import SCENES, draw_scene_with_bird
 
-__all__ = ["SPECIES", "DEFAULT_SPECIES", "DEFAULT_PER_SPECIES", "MIN_PER_SPECIES", "MAX_PER_SPECIES",
-           "PRETRAINING_EPOCHS", "PRETRAINING_MARKER", "species_names", "pretraining_file_names",
-           "pretraining_set_is_complete", "check_pretraining_options", "make_pretraining_set",
-           "draw_pretraining_jpeg", "pretraining_minutes", "preview"]
+__all__ = [
+    "SPECIES",
+    "DEFAULT_SPECIES",
+    "DEFAULT_PER_SPECIES",
+    "MIN_PER_SPECIES",
+    "MAX_PER_SPECIES",
+    "PRETRAINING_EPOCHS",
+    "PRETRAINING_MARKER",
+    "species_names",
+    "pretraining_file_names",
+    "pretraining_set_is_complete",
+    "check_pretraining_options",
+    "make_pretraining_set",
+    "draw_pretraining_jpeg",
+    "pretraining_minutes",
+    "preview",
+]
 
 #: Bumped whenever the drawing changes, so that an older set on disk is redrawn.
 GENERATOR_VERSION = 1
@@ -60,72 +73,308 @@ SCENE_WEIGHTS = (3, 3, 2, 1, 2, 2)
 #: white upright bird with a yellow crest and a hooked bill, a black-and-white one with a long red
 #: bill, a grey long-tailed one with a black mask and throat, a dark one with a yellow breast).
 SPECIES: tuple[tuple[str, FieldMarks], ...] = (
-    ("Azure Fantail", FieldMarks(back=(45, 85, 190), belly=(170, 195, 225), head=(40, 75, 175), wing=(30, 60, 150),
-                                 tail=(35, 65, 160), bill=(40, 40, 45), mark=(240, 240, 235), face=(240, 240, 235),
-                                 crest_colour=(40, 75, 175), body="round", tail_shape="fan", bill_shape="short",
-                                 wing_mark="bars")),
-    ("Crimson Spikecrest", FieldMarks(back=(185, 35, 35), belly=(235, 150, 140), head=(205, 30, 30),
-                                      wing=(140, 25, 30), tail=(120, 25, 25), bill=(235, 190, 60), mark=(90, 20, 20),
-                                      face=(40, 20, 20), crest_colour=(215, 40, 35), body="round", crest="spiky",
-                                      bill_shape="conical", face_mark="mask")),
-    ("Emerald Longbill", FieldMarks(back=(35, 135, 70), belly=(185, 215, 150), head=(30, 120, 65), wing=(25, 100, 55),
-                                    tail=(25, 95, 55), bill=(30, 30, 30), mark=(240, 205, 40), face=(30, 120, 65),
-                                    crest_colour=(30, 120, 65), body="slim", tail_shape="short", bill_shape="long",
-                                    wing_mark="patch")),
-    ("Ochre Forktail", FieldMarks(back=(165, 115, 50), belly=(235, 215, 170), head=(150, 105, 45), wing=(130, 90, 40),
-                                  tail=(110, 75, 35), bill=(50, 45, 40), mark=(245, 240, 225), face=(25, 25, 25),
-                                  crest_colour=(150, 105, 45), body="slim", tail_shape="forked", face_mark="cap",
-                                  wing_mark="spots")),
-    ("Violet Hookbill", FieldMarks(back=(110, 55, 150), belly=(195, 165, 215), head=(125, 65, 165), wing=(90, 45, 125),
-                                   tail=(80, 40, 110), bill=(225, 215, 190), mark=(70, 200, 190), face=(235, 235, 230),
-                                   crest_colour=(125, 65, 165), body="upright", tail_shape="long", bill_shape="hooked",
-                                   face_mark="eyering", wing_mark="patch")),
-    ("Slate Plumehead", FieldMarks(back=(95, 105, 120), belly=(235, 235, 230), head=(85, 95, 110), wing=(75, 85, 100),
-                                   tail=(70, 80, 95), bill=(230, 150, 40), mark=(235, 235, 230), face=(85, 95, 110),
-                                   crest_colour=(30, 30, 35), body="round", tail_shape="long", crest="plume",
-                                   bill_shape="short", wing_mark="bars")),
-    ("Rust Eyering", FieldMarks(back=(170, 80, 40), belly=(230, 195, 150), head=(175, 85, 45), wing=(140, 65, 35),
-                                tail=(150, 70, 35), bill=(60, 50, 45), mark=(240, 225, 190), face=(245, 245, 240),
-                                crest_colour=(175, 85, 45), body="round", tail_shape="short", bill_shape="decurved",
-                                face_mark="eyering", wing_mark="spots")),
-    ("Teal Tuftcrest", FieldMarks(back=(30, 130, 130), belly=(200, 215, 90), head=(35, 145, 140), wing=(25, 105, 110),
-                                  tail=(25, 100, 105), bill=(45, 45, 50), mark=(225, 90, 40), face=(35, 145, 140),
-                                  crest_colour=(235, 120, 40), body="upright", tail_shape="fan", crest="tuft",
-                                  bill_shape="conical", wing_mark="dark tip")),
-    ("Scarlet Bibbed Finchlet", FieldMarks(back=(120, 120, 115), belly=(240, 238, 230), head=(125, 125, 120),
-                                             wing=(100, 100, 95), tail=(90, 90, 85), bill=(225, 170, 60),
-                                             mark=(240, 238, 230), face=(215, 35, 45), crest_colour=(125, 125, 120),
-                                             body="round", tail_shape="forked", bill_shape="conical",
-                                             face_mark="throat", wing_mark="bars")),
-    ("Golden Plumebill", FieldMarks(back=(120, 85, 55), belly=(240, 225, 180), head=(225, 175, 40),
-                                    wing=(100, 70, 45), tail=(95, 65, 40), bill=(60, 55, 50), mark=(230, 175, 40),
-                                    face=(225, 175, 40), crest_colour=(230, 180, 45), body="slim", tail_shape="long",
-                                    crest="plume", bill_shape="long", wing_mark="bars")),
-    ("Indigo Swallowtail", FieldMarks(back=(40, 45, 120), belly=(205, 110, 70), head=(45, 50, 130), wing=(35, 40, 105),
-                                      tail=(30, 35, 95), bill=(30, 30, 30), mark=(35, 40, 105), face=(190, 80, 50),
-                                      crest_colour=(45, 50, 130), body="slim", tail_shape="forked", bill_shape="short",
-                                      face_mark="throat", wing_mark="dark tip")),
-    ("Olive Spotwing", FieldMarks(back=(110, 120, 50), belly=(200, 200, 130), head=(100, 110, 45), wing=(85, 95, 40),
-                                  tail=(80, 90, 40), bill=(180, 110, 60), mark=(240, 215, 70), face=(60, 60, 35),
-                                  crest_colour=(100, 110, 45), body="upright", tail_shape="short", crest="spiky",
-                                  bill_shape="decurved", face_mark="mask", wing_mark="spots")),
-    ("Rose Capped Hookbill", FieldMarks(back=(150, 150, 155), belly=(235, 170, 185), head=(220, 140, 165),
-                                        wing=(125, 125, 130), tail=(115, 115, 120), bill=(245, 235, 200),
-                                        mark=(235, 170, 185), face=(175, 40, 90), crest_colour=(220, 140, 165),
-                                        body="round", tail_shape="long", bill_shape="hooked", face_mark="cap",
-                                        wing_mark="patch")),
-    ("Cinnamon Barwing", FieldMarks(back=(190, 130, 80), belly=(225, 190, 150), head=(185, 125, 75),
-                                    wing=(160, 105, 60), tail=(150, 100, 55), bill=(40, 40, 40), mark=(35, 30, 30),
-                                    face=(240, 240, 235), crest_colour=(185, 125, 75), body="slim", tail_shape="fan",
-                                    crest="tuft", bill_shape="hooked", face_mark="eyering", wing_mark="bars")),
-    ("Jade Capwing", FieldMarks(back=(60, 160, 120), belly=(235, 240, 230), head=(55, 150, 115), wing=(45, 125, 95),
-                                tail=(40, 115, 90), bill=(35, 35, 35), mark=(30, 60, 150), face=(30, 60, 150),
-                                crest_colour=(55, 150, 115), body="upright", tail_shape="forked", bill_shape="short",
-                                face_mark="cap", wing_mark="patch")),
-    ("Copper Longtail", FieldMarks(back=(175, 95, 50), belly=(200, 200, 200), head=(60, 60, 65), wing=(150, 80, 45),
-                                   tail=(160, 85, 45), bill=(215, 200, 60), mark=(240, 240, 235), face=(60, 60, 65),
-                                   crest_colour=(60, 60, 65), body="slim", tail_shape="long", crest="spiky",
-                                   bill_shape="conical", wing_mark="spots")),
+    (
+        "Azure Fantail",
+        FieldMarks(
+            back=(45, 85, 190),
+            belly=(170, 195, 225),
+            head=(40, 75, 175),
+            wing=(30, 60, 150),
+            tail=(35, 65, 160),
+            bill=(40, 40, 45),
+            mark=(240, 240, 235),
+            face=(240, 240, 235),
+            crest_colour=(40, 75, 175),
+            body="round",
+            tail_shape="fan",
+            bill_shape="short",
+            wing_mark="bars",
+        ),
+    ),
+    (
+        "Crimson Spikecrest",
+        FieldMarks(
+            back=(185, 35, 35),
+            belly=(235, 150, 140),
+            head=(205, 30, 30),
+            wing=(140, 25, 30),
+            tail=(120, 25, 25),
+            bill=(235, 190, 60),
+            mark=(90, 20, 20),
+            face=(40, 20, 20),
+            crest_colour=(215, 40, 35),
+            body="round",
+            crest="spiky",
+            bill_shape="conical",
+            face_mark="mask",
+        ),
+    ),
+    (
+        "Emerald Longbill",
+        FieldMarks(
+            back=(35, 135, 70),
+            belly=(185, 215, 150),
+            head=(30, 120, 65),
+            wing=(25, 100, 55),
+            tail=(25, 95, 55),
+            bill=(30, 30, 30),
+            mark=(240, 205, 40),
+            face=(30, 120, 65),
+            crest_colour=(30, 120, 65),
+            body="slim",
+            tail_shape="short",
+            bill_shape="long",
+            wing_mark="patch",
+        ),
+    ),
+    (
+        "Ochre Forktail",
+        FieldMarks(
+            back=(165, 115, 50),
+            belly=(235, 215, 170),
+            head=(150, 105, 45),
+            wing=(130, 90, 40),
+            tail=(110, 75, 35),
+            bill=(50, 45, 40),
+            mark=(245, 240, 225),
+            face=(25, 25, 25),
+            crest_colour=(150, 105, 45),
+            body="slim",
+            tail_shape="forked",
+            face_mark="cap",
+            wing_mark="spots",
+        ),
+    ),
+    (
+        "Violet Hookbill",
+        FieldMarks(
+            back=(110, 55, 150),
+            belly=(195, 165, 215),
+            head=(125, 65, 165),
+            wing=(90, 45, 125),
+            tail=(80, 40, 110),
+            bill=(225, 215, 190),
+            mark=(70, 200, 190),
+            face=(235, 235, 230),
+            crest_colour=(125, 65, 165),
+            body="upright",
+            tail_shape="long",
+            bill_shape="hooked",
+            face_mark="eyering",
+            wing_mark="patch",
+        ),
+    ),
+    (
+        "Slate Plumehead",
+        FieldMarks(
+            back=(95, 105, 120),
+            belly=(235, 235, 230),
+            head=(85, 95, 110),
+            wing=(75, 85, 100),
+            tail=(70, 80, 95),
+            bill=(230, 150, 40),
+            mark=(235, 235, 230),
+            face=(85, 95, 110),
+            crest_colour=(30, 30, 35),
+            body="round",
+            tail_shape="long",
+            crest="plume",
+            bill_shape="short",
+            wing_mark="bars",
+        ),
+    ),
+    (
+        "Rust Eyering",
+        FieldMarks(
+            back=(170, 80, 40),
+            belly=(230, 195, 150),
+            head=(175, 85, 45),
+            wing=(140, 65, 35),
+            tail=(150, 70, 35),
+            bill=(60, 50, 45),
+            mark=(240, 225, 190),
+            face=(245, 245, 240),
+            crest_colour=(175, 85, 45),
+            body="round",
+            tail_shape="short",
+            bill_shape="decurved",
+            face_mark="eyering",
+            wing_mark="spots",
+        ),
+    ),
+    (
+        "Teal Tuftcrest",
+        FieldMarks(
+            back=(30, 130, 130),
+            belly=(200, 215, 90),
+            head=(35, 145, 140),
+            wing=(25, 105, 110),
+            tail=(25, 100, 105),
+            bill=(45, 45, 50),
+            mark=(225, 90, 40),
+            face=(35, 145, 140),
+            crest_colour=(235, 120, 40),
+            body="upright",
+            tail_shape="fan",
+            crest="tuft",
+            bill_shape="conical",
+            wing_mark="dark tip",
+        ),
+    ),
+    (
+        "Scarlet Bibbed Finchlet",
+        FieldMarks(
+            back=(120, 120, 115),
+            belly=(240, 238, 230),
+            head=(125, 125, 120),
+            wing=(100, 100, 95),
+            tail=(90, 90, 85),
+            bill=(225, 170, 60),
+            mark=(240, 238, 230),
+            face=(215, 35, 45),
+            crest_colour=(125, 125, 120),
+            body="round",
+            tail_shape="forked",
+            bill_shape="conical",
+            face_mark="throat",
+            wing_mark="bars",
+        ),
+    ),
+    (
+        "Golden Plumebill",
+        FieldMarks(
+            back=(120, 85, 55),
+            belly=(240, 225, 180),
+            head=(225, 175, 40),
+            wing=(100, 70, 45),
+            tail=(95, 65, 40),
+            bill=(60, 55, 50),
+            mark=(230, 175, 40),
+            face=(225, 175, 40),
+            crest_colour=(230, 180, 45),
+            body="slim",
+            tail_shape="long",
+            crest="plume",
+            bill_shape="long",
+            wing_mark="bars",
+        ),
+    ),
+    (
+        "Indigo Swallowtail",
+        FieldMarks(
+            back=(40, 45, 120),
+            belly=(205, 110, 70),
+            head=(45, 50, 130),
+            wing=(35, 40, 105),
+            tail=(30, 35, 95),
+            bill=(30, 30, 30),
+            mark=(35, 40, 105),
+            face=(190, 80, 50),
+            crest_colour=(45, 50, 130),
+            body="slim",
+            tail_shape="forked",
+            bill_shape="short",
+            face_mark="throat",
+            wing_mark="dark tip",
+        ),
+    ),
+    (
+        "Olive Spotwing",
+        FieldMarks(
+            back=(110, 120, 50),
+            belly=(200, 200, 130),
+            head=(100, 110, 45),
+            wing=(85, 95, 40),
+            tail=(80, 90, 40),
+            bill=(180, 110, 60),
+            mark=(240, 215, 70),
+            face=(60, 60, 35),
+            crest_colour=(100, 110, 45),
+            body="upright",
+            tail_shape="short",
+            crest="spiky",
+            bill_shape="decurved",
+            face_mark="mask",
+            wing_mark="spots",
+        ),
+    ),
+    (
+        "Rose Capped Hookbill",
+        FieldMarks(
+            back=(150, 150, 155),
+            belly=(235, 170, 185),
+            head=(220, 140, 165),
+            wing=(125, 125, 130),
+            tail=(115, 115, 120),
+            bill=(245, 235, 200),
+            mark=(235, 170, 185),
+            face=(175, 40, 90),
+            crest_colour=(220, 140, 165),
+            body="round",
+            tail_shape="long",
+            bill_shape="hooked",
+            face_mark="cap",
+            wing_mark="patch",
+        ),
+    ),
+    (
+        "Cinnamon Barwing",
+        FieldMarks(
+            back=(190, 130, 80),
+            belly=(225, 190, 150),
+            head=(185, 125, 75),
+            wing=(160, 105, 60),
+            tail=(150, 100, 55),
+            bill=(40, 40, 40),
+            mark=(35, 30, 30),
+            face=(240, 240, 235),
+            crest_colour=(185, 125, 75),
+            body="slim",
+            tail_shape="fan",
+            crest="tuft",
+            bill_shape="hooked",
+            face_mark="eyering",
+            wing_mark="bars",
+        ),
+    ),
+    (
+        "Jade Capwing",
+        FieldMarks(
+            back=(60, 160, 120),
+            belly=(235, 240, 230),
+            head=(55, 150, 115),
+            wing=(45, 125, 95),
+            tail=(40, 115, 90),
+            bill=(35, 35, 35),
+            mark=(30, 60, 150),
+            face=(30, 60, 150),
+            crest_colour=(55, 150, 115),
+            body="upright",
+            tail_shape="forked",
+            bill_shape="short",
+            face_mark="cap",
+            wing_mark="patch",
+        ),
+    ),
+    (
+        "Copper Longtail",
+        FieldMarks(
+            back=(175, 95, 50),
+            belly=(200, 200, 200),
+            head=(60, 60, 65),
+            wing=(150, 80, 45),
+            tail=(160, 85, 45),
+            bill=(215, 200, 60),
+            mark=(240, 240, 235),
+            face=(60, 60, 65),
+            crest_colour=(60, 60, 65),
+            body="slim",
+            tail_shape="long",
+            crest="spiky",
+            bill_shape="conical",
+            wing_mark="spots",
+        ),
+    ),
 )
 
 
@@ -143,16 +392,23 @@ def check_pretraining_options(species: int, per_species: int) -> None:
     """Raise ``ValueError`` (one sentence) unless 2 <= species <= len(SPECIES) and
     ``MIN_PER_SPECIES`` <= per_species <= ``MAX_PER_SPECIES``."""
     if not isinstance(species, int) or not 2 <= species <= len(SPECIES):
-        raise ValueError(f"species must be a whole number from 2 to {len(SPECIES)} (the drawn species there "
-                         f"are), not {species!r}")
+        raise ValueError(
+            f"species must be a whole number from 2 to {len(SPECIES)} (the drawn species there are), not {species!r}"
+        )
     if not isinstance(per_species, int) or not MIN_PER_SPECIES <= per_species <= MAX_PER_SPECIES:
-        raise ValueError(f"per-species must be a whole number from {MIN_PER_SPECIES} (one image left to "
-                         f"validate on) to {MAX_PER_SPECIES}, not {per_species!r}")
+        raise ValueError(
+            f"per-species must be a whole number from {MIN_PER_SPECIES} (one image left to "
+            f"validate on) to {MAX_PER_SPECIES}, not {per_species!r}"
+        )
 
 
-def pretraining_minutes(species: int = DEFAULT_SPECIES, per_species: int = DEFAULT_PER_SPECIES,
-                        epochs: int = PRETRAINING_EPOCHS, train_images_per_second: float = 16.0,
-                        val_split: float = 0.2) -> float:
+def pretraining_minutes(
+    species: int = DEFAULT_SPECIES,
+    per_species: int = DEFAULT_PER_SPECIES,
+    epochs: int = PRETRAINING_EPOCHS,
+    train_images_per_second: float = 16.0,
+    val_split: float = 0.2,
+) -> float:
     """Estimated minutes to pretrain on the set: training images at ``train_images_per_second``
     (ResNet-50 at 112 px on 2 CPU cores: about 16) and validation images three times as fast."""
     total = species * per_species
@@ -162,14 +418,17 @@ def pretraining_minutes(species: int = DEFAULT_SPECIES, per_species: int = DEFAU
 
 
 def _marker_text(species: int, per_species: int, seed: int) -> str:
-    return ("This folder is the course's drawn pretraining set, its \"ImageNet in miniature\": procedurally drawn\n"
-            "birds of invented species that are NOT the course's four classes, made by resnet_course.pretraining.\n"
-            "Not photos, and not ImageNet.\n"
-            f"generator version: {GENERATOR_VERSION}\nspecies: {species}\nper species: {per_species}\nseed: {seed}\n")
+    return (
+        'This folder is the course\'s drawn pretraining set, its "ImageNet in miniature": procedurally drawn\n'
+        "birds of invented species that are NOT the course's four classes, made by resnet_course.pretraining.\n"
+        "Not photos, and not ImageNet.\n"
+        f"generator version: {GENERATOR_VERSION}\nspecies: {species}\nper species: {per_species}\nseed: {seed}\n"
+    )
 
 
-def pretraining_set_is_complete(root: str | os.PathLike, species: int = DEFAULT_SPECIES,
-                                per_species: int = DEFAULT_PER_SPECIES, seed: int = 0) -> bool:
+def pretraining_set_is_complete(
+    root: str | os.PathLike, species: int = DEFAULT_SPECIES, per_species: int = DEFAULT_PER_SPECIES, seed: int = 0
+) -> bool:
     """True if ``root`` holds exactly this set (these options, this generator version)."""
     root = Path(root)
     marker = root / PRETRAINING_MARKER
@@ -190,8 +449,9 @@ def pretraining_set_is_complete(root: str | os.PathLike, species: int = DEFAULT_
 def _is_own_drawing(path: Path) -> bool:
     """A file this generator writes: ``<species>/<species>_NNNN.jpg`` for a species of ``SPECIES``."""
     stem, _, number = path.stem.rpartition("_")
-    return (path.is_file() and path.suffix == ".jpg" and stem == path.parent.name and len(number) == 4
-            and number.isdigit())
+    return (
+        path.is_file() and path.suffix == ".jpg" and stem == path.parent.name and len(number) == 4 and number.isdigit()
+    )
 
 
 def _foreign_files(root: Path) -> list[Path]:
@@ -217,15 +477,19 @@ def _refuse_to_mix(root: Path) -> None:
         raise BirdDataError(f"{root} is a file, not a folder; choose a new or empty folder for the pretraining set.")
     if not (root / PRETRAINING_MARKER).is_file():
         if any(not p.name.startswith(".") for p in root.iterdir()):
-            raise BirdDataError(f"{root} is not empty and is not a drawn pretraining set (no {PRETRAINING_MARKER}); "
-                                "choose a new or empty folder for the pretraining set.")
+            raise BirdDataError(
+                f"{root} is not empty and is not a drawn pretraining set (no {PRETRAINING_MARKER}); "
+                "choose a new or empty folder for the pretraining set."
+            )
         return
     foreign = _foreign_files(root)
     if foreign:
         shown = ", ".join(p.relative_to(root).as_posix() for p in foreign[:5])
-        raise BirdDataError(f"{root} is a drawn pretraining set, but also holds {len(foreign)} file(s) or folder(s) "
-                            f"that are not its drawings ({shown}{' ...' if len(foreign) > 5 else ''}). Redrawing would "
-                            "delete or mix with them: move them away first, or choose another folder.")
+        raise BirdDataError(
+            f"{root} is a drawn pretraining set, but also holds {len(foreign)} file(s) or folder(s) "
+            f"that are not its drawings ({shown}{' ...' if len(foreign) > 5 else ''}). Redrawing would "
+            "delete or mix with them: move them away first, or choose another folder."
+        )
 
 
 def _remove_old_drawings(root: Path) -> None:
@@ -251,8 +515,9 @@ def draw_pretraining_jpeg(species_index: int, number: int, seed: int = 0) -> byt
     return buffer.getvalue()
 
 
-def make_pretraining_set(out: str | os.PathLike, species: int = DEFAULT_SPECIES,
-                         per_species: int = DEFAULT_PER_SPECIES, seed: int = 0) -> Path:
+def make_pretraining_set(
+    out: str | os.PathLike, species: int = DEFAULT_SPECIES, per_species: int = DEFAULT_PER_SPECIES, seed: int = 0
+) -> Path:
     """Draw ``out/<species name>/<species name>_NNNN.jpg`` (``per_species`` 224 px JPEGs for each
     of the first ``species`` of ``SPECIES``) and ``out/PRETRAINING.txt``; returns ``out``.
 

@@ -15,8 +15,20 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["DEFAULT_LR", "DEFAULT_WEIGHT_DECAY", "OPTIMIZERS", "DEFAULT_OPTIMIZER", "DEFAULT_WARMUP_EPOCHS",
-           "SCHEDULES", "RECIPE_OPTIONS", "RecipeError", "validate", "parameter_groups", "make_optimizer", "lr_factor"]
+__all__ = [
+    "DEFAULT_LR",
+    "DEFAULT_WEIGHT_DECAY",
+    "OPTIMIZERS",
+    "DEFAULT_OPTIMIZER",
+    "DEFAULT_WARMUP_EPOCHS",
+    "SCHEDULES",
+    "RECIPE_OPTIONS",
+    "RecipeError",
+    "validate",
+    "parameter_groups",
+    "make_optimizer",
+    "lr_factor",
+]
 
 #: Learning rates that work for each optimiser on this task when none is given.
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3}
@@ -51,9 +63,15 @@ def _finite(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def validate(epochs: int, optimizer: str = DEFAULT_OPTIMIZER, lr: float | None = None,
-             weight_decay: float | None = None, warmup_epochs: float = DEFAULT_WARMUP_EPOCHS,
-             schedule: str = "cosine", label_smoothing: float = 0.0) -> dict:
+def validate(
+    epochs: int,
+    optimizer: str = DEFAULT_OPTIMIZER,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    warmup_epochs: float = DEFAULT_WARMUP_EPOCHS,
+    schedule: str = "cosine",
+    label_smoothing: float = 0.0,
+) -> dict:
     """Check a training recipe before any work and return it whole, with ``lr`` and
     ``weight_decay`` resolved to the optimiser's defaults where None. The one check of the recipe:
     ``training.fit`` and the command line both call it; a bad value raises ``RecipeError``."""
@@ -73,8 +91,14 @@ def validate(epochs: int, optimizer: str = DEFAULT_OPTIMIZER, lr: float | None =
         raise RecipeError("schedule", f"one of {', '.join(SCHEDULES)}", schedule)
     if not (_finite(label_smoothing) and 0 <= label_smoothing < 1):
         raise RecipeError("label_smoothing", "in [0, 1)", label_smoothing)
-    return {"optimizer": optimizer, "lr": float(lr), "weight_decay": float(weight_decay),
-            "warmup_epochs": warmup_epochs, "schedule": schedule, "label_smoothing": label_smoothing}
+    return {
+        "optimizer": optimizer,
+        "lr": float(lr),
+        "weight_decay": float(weight_decay),
+        "warmup_epochs": warmup_epochs,
+        "schedule": schedule,
+        "label_smoothing": label_smoothing,
+    }
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -86,12 +110,15 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     are left out of both groups.
     """
     trainable = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": weight_decay},
-            {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
+    return [
+        {"params": [p for p in trainable if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
+    ]
 
 
-def make_optimizer(model: nn.Module, name: str, lr: float | None,
-                    weight_decay: float | None = None) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: nn.Module, name: str, lr: float | None, weight_decay: float | None = None
+) -> torch.optim.Optimizer:
     """SGD with momentum 0.9 (He et al. 2015, Sec. 3.4), Adam, or AdamW (Loshchilov & Hutter
     2019: decoupled weight decay). ``lr`` and ``weight_decay`` default per optimiser
     (``DEFAULT_LR``, ``DEFAULT_WEIGHT_DECAY``); decay applies to weights, not BN or biases."""
@@ -107,8 +134,9 @@ def make_optimizer(model: nn.Module, name: str, lr: float | None,
     return torch.optim.Adam(groups, lr=lr)
 
 
-def lr_factor(schedule: str, epochs: int, steps_per_epoch: int = 1,
-              warmup_epochs: float = 0.0) -> Callable[[int], float]:
+def lr_factor(
+    schedule: str, epochs: int, steps_per_epoch: int = 1, warmup_epochs: float = 0.0
+) -> Callable[[int], float]:
     """Learning-rate multiplier for optimisation step ``s`` (0-based), stepped every batch.
 
     A linear warm-up over the first ``warmup_epochs`` (the rate grows as (s + 1) / warm-up steps,

@@ -26,18 +26,26 @@ from torch import nn
 
 from . import config
 from .birds import CLASS_NAMES
-from .checkpoints import BEST_NAME, CHECKPOINT_NAME, HISTORY_NAME, best_record, read_json, read_resumable
+from .checkpoints import BEST_NAME, CHECKPOINT_NAME, HISTORY_NAME, best_record, read_resumable
 from .data import find_bird_data, load_birds
 from .device import place_batch, place_model, resolve_setup
 from .evaluation import collect_predictions
 from .models import get_model
 from .pretrained import normalization_for
 from .recipe import DEFAULT_OPTIMIZER, DEFAULT_WARMUP_EPOCHS
+from .runfolder import read_json
 from .tables import text_table
 from .training import fit, set_seed, train_step
 
-__all__ = ["TrainedRun", "train_or_load", "epoch_table", "compare_runs", "per_class_table",
-           "validation_predictions", "seconds_per_step"]
+__all__ = [
+    "TrainedRun",
+    "train_or_load",
+    "epoch_table",
+    "compare_runs",
+    "per_class_table",
+    "validation_predictions",
+    "seconds_per_step",
+]
 
 
 @dataclass
@@ -83,14 +91,50 @@ def _finished_epochs(out_dir: Path) -> int:
     return len(read_resumable(out_dir / CHECKPOINT_NAME)["history"])
 
 
-def train_or_load(name: str, model_name: str | None = None, *, epochs: int | None = None,
-                  optimizer: str = DEFAULT_OPTIMIZER, lr: float | None = None,
-                  weight_decay: float | None = None, warmup_epochs: float = DEFAULT_WARMUP_EPOCHS,
-                  zero_init_residual: bool = True, label_smoothing: float = 0.0,
-                  seed: int = 0, train_loader=None, val_loader=None,
-                  class_names: Sequence[str] | None = None, image_size: int | None = None,
-                  progress: bool = True, precision="auto", weights=None,
-                  train_fraction: float = 1.0) -> TrainedRun:
+def _bird_loaders(model_name: str, weights, image_size: int, batch_size: int, train_fraction: float) -> tuple:
+    """The bird data (``find_bird_data`` says which it is) split by ``load_birds``, in the input
+    scaling the starting weights expect: (train loader, validation loader, class names)."""
+    root, _ = find_bird_data()
+    return load_birds(
+        root,
+        image_size=image_size,
+        batch_size=batch_size,
+        normalization=normalization_for(model_name, weights),
+        train_fraction=train_fraction,
+    )
+
+
+def _what_happens(model_name: str, out_dir: Path, done: int, epochs: int) -> str:
+    """The line ``train_or_load`` prints first: whether it loads, continues or starts the run."""
+    where = config.display_path(out_dir)
+    if done >= epochs:
+        return f"Loading the finished run in {where} ({_epochs(done)}); delete that folder to train afresh."
+    if done:
+        return f"Continuing the run in {where}: {done} of {epochs} epochs were done."
+    return f"Training {model_name} for {_epochs(epochs)} into {where}."
+
+
+def train_or_load(
+    name: str,
+    model_name: str | None = None,
+    *,
+    epochs: int | None = None,
+    optimizer: str = DEFAULT_OPTIMIZER,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    warmup_epochs: float = DEFAULT_WARMUP_EPOCHS,
+    zero_init_residual: bool = True,
+    label_smoothing: float = 0.0,
+    seed: int = 0,
+    train_loader=None,
+    val_loader=None,
+    class_names: Sequence[str] | None = None,
+    image_size: int | None = None,
+    progress: bool = True,
+    precision="auto",
+    weights=None,
+    train_fraction: float = 1.0,
+) -> TrainedRun:
     """Train ``model_name`` (default: ``name``) into ``config.run_dir(name)``, or load it if that
     run is finished, or finish it if it was interrupted. Returns a :class:`TrainedRun`.
 
@@ -115,34 +159,58 @@ def train_or_load(name: str, model_name: str | None = None, *, epochs: int | Non
     epochs = defaults.epochs if epochs is None else epochs
     image_size = image_size or defaults.image_size
     if train_loader is None or val_loader is None:
-        root, _ = find_bird_data()
-        train_loader, val_loader, class_names = load_birds(
-            root, image_size=image_size, batch_size=defaults.batch_size,
-            normalization=normalization_for(model_name, weights), train_fraction=train_fraction)
+        train_loader, val_loader, class_names = _bird_loaders(
+            model_name, weights, image_size, defaults.batch_size, train_fraction
+        )
     class_names = list(class_names or CLASS_NAMES)
     out_dir = config.run_dir(name)
     done = _finished_epochs(out_dir)
-    where = config.display_path(out_dir)
-    if done >= epochs:
-        print(f"Loading the finished run in {where} ({_epochs(done)}); delete that folder to train afresh.")
-    elif done:
-        print(f"Continuing the run in {where}: {done} of {epochs} epochs were done.")
-    else:
-        print(f"Training {model_name} for {_epochs(epochs)} into {where}.")
+    print(_what_happens(model_name, out_dir, done, epochs))
     set_seed(seed)
-    model = get_model(model_name, num_classes=len(class_names), weights=weights,
-                      zero_init_residual=zero_init_residual, class_names=class_names)
-    history = fit(model, train_loader, val_loader, max(epochs, done), optimizer=optimizer, lr=lr,
-                  weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
-                  out_dir=out_dir, resume=True, progress=progress and done < epochs, precision=precision,
-                  seed=seed, class_names=class_names, model_name=model_name, image_size=image_size)
-    return TrainedRun(name, model_name, model, history, out_dir, class_names, image_size,
-                      train_loader, val_loader, len(history) - done)
+    model = get_model(
+        model_name,
+        num_classes=len(class_names),
+        weights=weights,
+        zero_init_residual=zero_init_residual,
+        class_names=class_names,
+    )
+    history = fit(
+        model,
+        train_loader,
+        val_loader,
+        max(epochs, done),
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
+        label_smoothing=label_smoothing,
+        out_dir=out_dir,
+        resume=True,
+        progress=progress and done < epochs,
+        precision=precision,
+        seed=seed,
+        class_names=class_names,
+        model_name=model_name,
+        image_size=image_size,
+    )
+    return TrainedRun(
+        name,
+        model_name,
+        model,
+        history,
+        out_dir,
+        class_names,
+        image_size,
+        train_loader,
+        val_loader,
+        len(history) - done,
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Tables and samples for the notebooks
 # --------------------------------------------------------------------------------------------
+
 
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
@@ -151,20 +219,31 @@ def _percent(value: float | None) -> str:
 def epoch_table(history: Sequence[dict]) -> str:
     """One line per epoch: training and validation loss and accuracy, the learning rate at the
     epoch's first step (it changes every step: warm-up, then cosine), seconds."""
-    rows = [[r["epoch"], f"{r['train_loss']:.3f}", _percent(r["train_acc"]),
-             "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}", _percent(r["val_acc"]),
-             f"{r['lr']:.2g}", f"{r['seconds']:.0f}"] for r in history]
+    rows = [
+        [
+            r["epoch"],
+            f"{r['train_loss']:.3f}",
+            _percent(r["train_acc"]),
+            "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}",
+            _percent(r["val_acc"]),
+            f"{r['lr']:.2g}",
+            f"{r['seconds']:.0f}",
+        ]
+        for r in history
+    ]
     return text_table(["epoch", "train loss", "train acc", "val loss", "val acc", "first lr", "seconds"], rows)
 
 
 def _run_summary(history: Sequence[dict]) -> dict:
     scored = [r for r in history if r.get("val_acc") is not None]
     best = best_record(history)
-    return {"epochs": len(history),
-            "final_val_acc": scored[-1]["val_acc"] if scored else None,
-            "best_val_acc": best["val_acc"] if best else None,
-            "best_epoch": best["epoch"] if best else None,
-            "seconds_per_epoch": sum(r["seconds"] for r in history) / max(len(history), 1)}
+    return {
+        "epochs": len(history),
+        "final_val_acc": scored[-1]["val_acc"] if scored else None,
+        "best_val_acc": best["val_acc"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "seconds_per_epoch": sum(r["seconds"] for r in history) / max(len(history), 1),
+    }
 
 
 def compare_runs(histories: Mapping[str, Sequence[dict]]) -> str:
@@ -180,14 +259,14 @@ def compare_runs(histories: Mapping[str, Sequence[dict]]) -> str:
 
 def per_class_table(report: dict) -> str:
     """Precision, recall and number of images per class, from ``evaluation.evaluate``'s report."""
-    rows = [[c["class"], f"{c['precision']:.2f}", f"{c['recall']:.2f}", c["support"]]
-            for c in report["per_class"]]
+    rows = [[c["class"], f"{c['precision']:.2f}", f"{c['recall']:.2f}", c["support"]] for c in report["per_class"]]
     return text_table(["class", "precision", "recall", "images"], rows)
 
 
 @torch.no_grad()
-def validation_predictions(model: nn.Module, loader, n: int = 12, precision="auto"
-                           ) -> tuple[torch.Tensor, list[int], list[int], torch.Tensor]:
+def validation_predictions(
+    model: nn.Module, loader, n: int = 12, precision="auto"
+) -> tuple[torch.Tensor, list[int], list[int], torch.Tensor]:
     """``n`` validation images spread evenly over ``loader``'s dataset (so every class shows up;
     the same images every time), with true labels, predicted labels and softmax probabilities:
     the arguments ``plots.plot_prediction_grid(images, true, predicted, class_names, probs)`` takes."""
@@ -202,8 +281,9 @@ def validation_predictions(model: nn.Module, loader, n: int = 12, precision="aut
     return torch.stack(images), targets.tolist(), logits.argmax(1).tolist(), logits.softmax(1)
 
 
-def seconds_per_step(models: Mapping[str, nn.Module], loader, steps: int = 5, warmup: int = 1,
-                     precision="auto") -> dict[str, float]:
+def seconds_per_step(
+    models: Mapping[str, nn.Module], loader, steps: int = 5, warmup: int = 1, precision="auto"
+) -> dict[str, float]:
     """Median wall-clock seconds of one training step (``training.train_step``, here with plain
     SGD: forward, backward, update) for each model, on the same batches from ``loader``, measured
     on copies so the models stay as they are.

@@ -21,8 +21,7 @@ from .device import evaluating
 from .tables import shape_text, text_table
 
 #: The attributes of a torchvision ResNet, in forward order (torchvision/models/resnet.py).
-TORCHVISION_RESNET_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3",
-                            "layer4", "avgpool", "fc")
+TORCHVISION_RESNET_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")
 
 
 def model_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -59,8 +58,7 @@ def _image_size(input_size: int | Sequence[int]) -> tuple[int, int]:
             size = tuple(input_size)
         except TypeError:
             size = ()
-    if len(size) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
-                                 for n in size):
+    if len(size) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size):
         raise ValueError(f"input_size must be a positive int or (height, width), got {input_size!r}")
     return size
 
@@ -76,8 +74,7 @@ def _run_counted(stage: nn.Module, x: torch.Tensor, on_meta: bool) -> tuple[torc
     counter = FlopCounterMode(display=False)
     with counter:
         if on_meta:
-            tensors = {name: t.to("meta") for name, t in [*stage.named_parameters(),
-                                                           *stage.named_buffers()]}
+            tensors = {name: t.to("meta") for name, t in [*stage.named_parameters(), *stage.named_buffers()]}
             x = functional_call(stage, tensors, (x.to("meta"),))
         else:
             x = stage(x)
@@ -90,16 +87,23 @@ def _stage_rows(stages: list[tuple[str, nn.Module]], x: torch.Tensor, on_meta: b
         try:
             x, flops = _run_counted(stage, x, on_meta)
         except RuntimeError as error:
-            raise ValueError(f"stage {name!r} cannot run on its input of shape "
-                             f"{tuple(x.shape[1:])}: {error}") from error
+            raise ValueError(
+                f"stage {name!r} cannot run on its input of shape {tuple(x.shape[1:])}: {error}"
+            ) from error
         flops //= x.shape[0]
-        rows.append({"stage": name, "shape": tuple(x.shape[1:]), "params": count_params(stage),
-                     "macs": flops // 2, "flops": flops})
+        rows.append(
+            {
+                "stage": name,
+                "shape": tuple(x.shape[1:]),
+                "params": count_params(stage),
+                "macs": flops // 2,
+                "flops": flops,
+            }
+        )
     return rows
 
 
-def stage_shapes(model: nn.Module, input_size: int | Sequence[int] = 224,
-                 batch_size: int = 1) -> list[dict]:
+def stage_shapes(model: nn.Module, input_size: int | Sequence[int] = 224, batch_size: int = 1) -> list[dict]:
     """One row per stage, in forward order: ``stage``, ``shape`` (C, H, W), ``params``, ``macs``, ``flops``.
 
     Each stage runs on the previous stage's output (eval mode, no gradients). ``macs`` and
@@ -134,8 +138,12 @@ def _mac_unit(rows: Iterable[dict]) -> tuple[str, float]:
 
 def total_row(rows: Sequence[dict]) -> dict:
     """A "total" row for ``stage_shapes`` rows: the last shape, summed parameters and MACs."""
-    return {"stage": "total", "shape": rows[-1]["shape"] if rows else (),
-            "params": sum(r["params"] for r in rows), "macs": sum(r["macs"] for r in rows)}
+    return {
+        "stage": "total",
+        "shape": rows[-1]["shape"] if rows else (),
+        "params": sum(r["params"] for r in rows),
+        "macs": sum(r["macs"] for r in rows),
+    }
 
 
 def row_cells(row: dict | None, scale: float, times: str = "x") -> list[str]:
@@ -143,8 +151,7 @@ def row_cells(row: dict | None, scale: float, times: str = "x") -> list[str]:
     by ``times``), parameters, MACs divided by ``scale``; four empty cells for None."""
     if row is None:
         return ["", "", "", ""]
-    return [row["stage"], shape_text(row["shape"], times), f"{row['params']:,}",
-            f"{row['macs'] / scale:.3f}"]
+    return [row["stage"], shape_text(row["shape"], times), f"{row['params']:,}", f"{row['macs'] / scale:.3f}"]
 
 
 def _render(header: list[str], body: list[list[str]]) -> str:
@@ -161,14 +168,17 @@ def format_table(rows: Sequence[dict]) -> str:
     return _render(header, body)
 
 
-def compare_table(rows_a: Sequence[dict], rows_b: Sequence[dict],
-                  names: tuple[str, str] = ("v1", "v2")) -> str:
+def compare_table(rows_a: Sequence[dict], rows_b: Sequence[dict], names: tuple[str, str] = ("v1", "v2")) -> str:
     """Two ``stage_shapes`` results side by side (e.g. ResNet-50 beside ResNet50V2), row by row."""
     unit, scale = _mac_unit([*rows_a, *rows_b])
     columns = ["stage", "output shape", "params", unit]
     length = max(len(rows_a), len(rows_b))
-    body = [row_cells(rows_a[i] if i < len(rows_a) else None, scale) + ["|"]
-            + row_cells(rows_b[i] if i < len(rows_b) else None, scale) for i in range(length)]
+    body = [
+        row_cells(rows_a[i] if i < len(rows_a) else None, scale)
+        + ["|"]
+        + row_cells(rows_b[i] if i < len(rows_b) else None, scale)
+        for i in range(length)
+    ]
     body.append(row_cells(total_row(rows_a), scale) + ["|"] + row_cells(total_row(rows_b), scale))
     text = _render(columns + ["|"] + columns, body)
     left_width = text.splitlines()[0].index("|")

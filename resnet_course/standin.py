@@ -33,9 +33,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .birds import CLASS_COUNTS, CLASS_NAMES, BirdDataError
-from .checkpoints import check_writable_folder
 from .config import printable_path
 from .drawing import CANVAS, Colour, Point, circle, ellipse, jitter, legs, new_canvas, perch
+from .runfolder import check_writable_folder
 
 #: Bumped whenever the drawing changes, so that an older stand-in on disk is redrawn.
 GENERATOR_VERSION = 1
@@ -48,10 +48,13 @@ STANDIN_MARKER = "STANDIN.txt"
 # Files on disk
 # --------------------------------------------------------------------------------------------
 
+
 def _marker_text(seed: int) -> str:
-    return ("This folder is a procedurally drawn STAND-IN for the course's bird photos: drawings made by\n"
-            "resnet_course.standin, not real photos. Put real photos in data/bird_photos/<class>/ to use them.\n"
-            f"generator version: {GENERATOR_VERSION}\nseed: {seed}\n")
+    return (
+        "This folder is a procedurally drawn STAND-IN for the course's bird photos: drawings made by\n"
+        "resnet_course.standin, not real photos. Put real photos in data/bird_photos/<class>/ to use them.\n"
+        f"generator version: {GENERATOR_VERSION}\nseed: {seed}\n"
+    )
 
 
 def standin_file_names(class_name: str) -> list[str]:
@@ -114,8 +117,12 @@ def foreign_files(root: str | os.PathLike) -> list[Path]:
         folder = root / name
         if folder.is_dir():
             drawings = {file_name: number for number, file_name in enumerate(standin_file_names(name))}
-            found += [p for p in folder.iterdir() if not p.name.startswith(".") and
-                      (p.name not in drawings or not _is_own_drawing(p, class_index, drawings[p.name], seed))]
+            found += [
+                p
+                for p in folder.iterdir()
+                if not p.name.startswith(".")
+                and (p.name not in drawings or not _is_own_drawing(p, class_index, drawings[p.name], seed))
+            ]
         elif folder.exists() or folder.is_symlink():
             found.append(folder)
     return sorted(found)
@@ -130,19 +137,25 @@ def check_can_draw_into(root: str | os.PathLike) -> None:
         return
     if not (root / STANDIN_MARKER).is_file():
         if any(not p.name.startswith(".") for p in root.iterdir()):
-            raise BirdDataError(f"{printable_path(root)} is not empty and is not a generated stand-in (no "
-                                f"{STANDIN_MARKER}); choose an empty or new folder for the stand-in.")
+            raise BirdDataError(
+                f"{printable_path(root)} is not empty and is not a generated stand-in (no "
+                f"{STANDIN_MARKER}); choose an empty or new folder for the stand-in."
+            )
         return
     foreign = foreign_files(root)
     if foreign:
         shown = ", ".join(printable_path(p.relative_to(root)) for p in foreign[:5])
-        older = ("" if _marker_seed(root) is not None else
-                 f" Its {STANDIN_MARKER} is from another version of the course, whose drawings cannot be told "
-                 "apart from photos: if it holds only drawings, delete the folder and draw it again.")
-        raise BirdDataError(f"{printable_path(root)} is a stand-in, but also holds {len(foreign)} file(s) that are "
-                            f"not its drawings ({shown}{' ...' if len(foreign) > 5 else ''}). Redrawing would "
-                            "delete or mix with them: move them away first (real photos go in data/bird_photos)."
-                            + older)
+        older = (
+            ""
+            if _marker_seed(root) is not None
+            else f" Its {STANDIN_MARKER} is from another version of the course, whose drawings cannot be told "
+            "apart from photos: if it holds only drawings, delete the folder and draw it again."
+        )
+        raise BirdDataError(
+            f"{printable_path(root)} is a stand-in, but also holds {len(foreign)} file(s) that are "
+            f"not its drawings ({shown}{' ...' if len(foreign) > 5 else ''}). Redrawing would "
+            "delete or mix with them: move them away first (real photos go in data/bird_photos)." + older
+        )
 
 
 def make_standin_birds(root: str | os.PathLike, seed: int = 0) -> Path:
@@ -163,10 +176,12 @@ def make_standin_birds(root: str | os.PathLike, seed: int = 0) -> Path:
     try:
         _draw_all(root, seed)
     except OSError as error:
-        raise BirdDataError(f"could not write the stand-in into {printable_path(root)}: "
-                            f"{(error.strerror or str(error)).lower()}. The drawings written so far are whole; "
-                            "draw it again once there is room (make-standin redraws an incomplete "
-                            "stand-in).") from None
+        raise BirdDataError(
+            f"could not write the stand-in into {printable_path(root)}: "
+            f"{(error.strerror or str(error)).lower()}. The drawings written so far are whole; "
+            "draw it again once there is room (make-standin redraws an incomplete "
+            "stand-in)."
+        ) from None
     return root
 
 
@@ -210,9 +225,14 @@ def draw_standin_image(class_index: int, rng: random.Random) -> Image.Image:
     return draw_scene_with_bird(scene, BIRD_DRAWERS[species], BIRD_SCALE[species], rng, nrng, flying)
 
 
-def draw_scene_with_bird(scene: str, draw_bird: Callable[[random.Random, bool], Image.Image],
-                         scale: tuple[float, float], rng: random.Random, nrng: np.random.Generator,
-                         flying: bool = False) -> Image.Image:
+def draw_scene_with_bird(
+    scene: str,
+    draw_bird: Callable[[random.Random, bool], Image.Image],
+    scale: tuple[float, float],
+    rng: random.Random,
+    nrng: np.random.Generator,
+    flying: bool = False,
+) -> Image.Image:
     """A picture of the bird ``draw_bird(rng, flying)`` draws on its canvas, in a ``scene`` (one of
     ``SCENES``) with clutter behind and in front, spanning ``scale`` of the frame, lit and noised
     as every stand-in picture is (``pretraining`` draws its other species with it)."""
@@ -230,8 +250,15 @@ def draw_scene_with_bird(scene: str, draw_bird: Callable[[random.Random, bool], 
 
 SCENES = ("sky", "foliage", "water", "sand", "gradient", "texture")
 #: Colours the clutter borrows from every species, so that no colour belongs to one class alone.
-BIRD_LIKE_COLOURS: tuple[Colour, ...] = ((245, 210, 40), (25, 25, 30), (240, 240, 235), (215, 70, 35),
-                                         (125, 130, 140), (170, 95, 55), (90, 90, 95))
+BIRD_LIKE_COLOURS: tuple[Colour, ...] = (
+    (245, 210, 40),
+    (25, 25, 30),
+    (240, 240, 235),
+    (215, 70, 35),
+    (125, 130, 140),
+    (170, 95, 55),
+    (90, 90, 95),
+)
 
 
 def _choose_scene(species: str, rng: random.Random) -> str:
@@ -274,8 +301,9 @@ def _background(scene: str, rng: random.Random, nrng: np.random.Generator) -> np
         draw = ImageDraw.Draw(image)
         for _ in range(rng.randint(20, 60)):
             x, y, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(5, 22)
-            draw.polygon(ellipse(x, y, r, r * 0.45, rng.uniform(0, 180)),
-                         fill=jitter(rng.choice([dark, light]), rng, 30))
+            draw.polygon(
+                ellipse(x, y, r, r * 0.45, rng.uniform(0, 180)), fill=jitter(rng.choice([dark, light]), rng, 30)
+            )
         pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 3.0))), np.float32)
     elif scene == "water":
         deep = jitter((30, 80, 130), rng, 30)
@@ -289,8 +317,9 @@ def _background(scene: str, rng: random.Random, nrng: np.random.Generator) -> np
             horizon = rng.randint(20, 90)
             pixels[:horizon] = _mix(jitter((150, 185, 225), rng), (230, 235, 240), rows[:horizon] * 3)
     elif scene == "sand":
-        pixels = _mix(jitter((215, 195, 150), rng, 30), jitter((170, 150, 110), rng, 30),
-                      _smooth_noise(nrng, rng.randint(4, 10)))
+        pixels = _mix(
+            jitter((215, 195, 150), rng, 30), jitter((170, 150, 110), rng, 30), _smooth_noise(nrng, rng.randint(4, 10))
+        )
         pixels = pixels + nrng.standard_normal((size, size, 1), dtype=np.float32) * rng.uniform(4, 14)
         if rng.random() < 0.5:  # the sea line behind the beach
             horizon = rng.randint(30, 100)
@@ -338,8 +367,10 @@ def _clutter(image: Image.Image, rng: random.Random, count: int, occluders: bool
             if rng.random() < 0.5:
                 draw.polygon(ellipse(x, y, r, r * rng.uniform(0.3, 1.0), rng.uniform(0, 180)), fill=colour)
             else:
-                points = [(x + r * math.cos(a), y + r * math.sin(a))
-                          for a in sorted(rng.uniform(0, 2 * math.pi) for _ in range(rng.randint(3, 6)))]
+                points = [
+                    (x + r * math.cos(a), y + r * math.sin(a))
+                    for a in sorted(rng.uniform(0, 2 * math.pi) for _ in range(rng.randint(3, 6)))
+                ]
                 draw.polygon(points, fill=colour)
 
 
@@ -363,6 +394,7 @@ def _lighting(image: Image.Image, rng: random.Random, nrng: np.random.Generator)
 # The birds (drawn facing right on a CANVAS x CANVAS transparent image)
 # --------------------------------------------------------------------------------------------
 
+
 def draw_bananaquit(rng: random.Random, flying: bool = False) -> Image.Image:
     """Plump and small: sooty back, wings and head; white eyebrow; yellow breast and rump; grey
     throat; short decurved black bill with a red spot at the gape."""
@@ -382,11 +414,14 @@ def draw_bananaquit(rng: random.Random, flying: bool = False) -> Image.Image:
     hx, hy = 330, 208
     circle(draw, hx, hy, 46, dark)
     draw.polygon(ellipse(hx + 18, hy + 36, 26, 16, -10), fill=jitter((150, 150, 155), rng, 15) + (255,))  # throat
-    draw.line([(hx - 35, hy - 8), (hx - 5, hy - 18), (hx + 30, hy - 16)], fill=(245, 245, 240, 255), width=9,
-              joint="curve")
+    draw.line(
+        [(hx - 35, hy - 8), (hx - 5, hy - 18), (hx + 30, hy - 16)], fill=(245, 245, 240, 255), width=9, joint="curve"
+    )
     circle(draw, hx + 12, hy - 2, 6, (10, 10, 10, 255))  # eye
-    draw.polygon([(hx + 38, hy - 4), (hx + 62, hy + 2), (hx + 78, hy + 18), (hx + 64, hy + 12), (hx + 40, hy + 10)],
-                 fill=(15, 15, 18, 255))  # short curved bill
+    draw.polygon(
+        [(hx + 38, hy - 4), (hx + 62, hy + 2), (hx + 78, hy + 18), (hx + 64, hy + 12), (hx + 40, hy + 10)],
+        fill=(15, 15, 18, 255),
+    )  # short curved bill
     circle(draw, hx + 40, hy + 6, 4, (220, 80, 90, 255))  # red gape
     return canvas
 
@@ -403,8 +438,13 @@ def draw_black_skimmer(rng: random.Random, flying: bool = False) -> Image.Image:
 
         def wing(shoulder: Point, span: float) -> list[Point]:  # long, pointed, broad at the wrist
             x, y = shoulder
-            return [(x + 20, y), (x - 30 * span, y - 120 * up * span), (x - 170 * span, y - 190 * up * span),
-                    (x - 70 * span, y - 95 * up * span), (x - 50, y + 14)]
+            return [
+                (x + 20, y),
+                (x - 30 * span, y - 120 * up * span),
+                (x - 170 * span, y - 190 * up * span),
+                (x - 70 * span, y - 95 * up * span),
+                (x - 50, y + 14),
+            ]
 
         draw.polygon(wing((215, 262), 0.8), fill=black)  # far wing
         draw.polygon(ellipse(250, 270, 120, 36, 0), fill=white)  # body
@@ -433,8 +473,10 @@ def draw_black_skimmer(rng: random.Random, flying: bool = False) -> Image.Image:
     draw.polygon([(bx, by + 8), lower_tip, (bx + length * 0.95, by + 20), (bx, by + 20)], fill=red)  # longer lower
     cut = 0.55
     draw.polygon([(bx + length * 0.78 * cut, by - 3), upper_tip, (bx + length * 0.78 * cut, by + 8)], fill=black)
-    draw.polygon([(bx + length * cut, by + 9), lower_tip, (bx + length * 0.95, by + 20), (bx + length * cut, by + 20)],
-                 fill=black)
+    draw.polygon(
+        [(bx + length * cut, by + 9), lower_tip, (bx + length * 0.95, by + 20), (bx + length * cut, by + 20)],
+        fill=black,
+    )
     return canvas
 
 
@@ -450,8 +492,10 @@ def draw_bushtit(rng: random.Random, flying: bool = False) -> Image.Image:
         perch(draw, 342, rng)
     legs(draw, 275, 320, 342, (70, 60, 55, 255), width=4)
     droop = rng.uniform(-30, 40)
-    draw.polygon([(220, 262), (40, 275 + droop), (38, 295 + droop), (220, 292)],  # long tail
-                 fill=jitter((95, 98, 108), rng, 12) + (255,))
+    draw.polygon(
+        [(220, 262), (40, 275 + droop), (38, 295 + droop), (220, 292)],  # long tail
+        fill=jitter((95, 98, 108), rng, 12) + (255,),
+    )
     draw.polygon(ellipse(275, 275, 72, 56, 0), fill=grey)  # body
     draw.polygon(ellipse(292, 302, 52, 30, 0), fill=jitter((228, 220, 205), rng, 12) + (255,))  # pale belly
     draw.polygon(ellipse(270, 308, 50, 16, -8), fill=rufous)  # rufous flanks
@@ -483,8 +527,12 @@ def draw_cockatoo(rng: random.Random, flying: bool = False) -> Image.Image:
     draw.polygon([(210, 430), (200, 488), (240, 488)], fill=jitter((240, 230, 150), rng, 10) + (255,))  # yellow wash
     lean = rng.uniform(10, 30)
     draw.polygon(ellipse(250, 300, 78, 112, lean), fill=white, outline=shade, width=3)  # body
-    draw.polygon(ellipse(232, 305, 55, 95, lean + 8), fill=jitter((232, 232, 226), rng, 6) + (255,),  # wing
-                 outline=shade, width=3)
+    draw.polygon(
+        ellipse(232, 305, 55, 95, lean + 8),
+        fill=jitter((232, 232, 226), rng, 6) + (255,),  # wing
+        outline=shade,
+        width=3,
+    )
     hx, hy = 300, 185
     raised = rng.uniform(0.2, 1.0)  # how far the crest is raised
     for k in range(6):  # crest feathers fan up and back from the crown
@@ -496,8 +544,9 @@ def draw_cockatoo(rng: random.Random, flying: bool = False) -> Image.Image:
     circle(draw, hx, hy, 55, white, outline=shade, width=3)
     circle(draw, hx + 22, hy - 8, 12, jitter((205, 225, 240), rng, 10) + (255,))  # pale eye ring
     circle(draw, hx + 22, hy - 8, 7, (10, 10, 10, 255))
-    draw.polygon([(hx + 40, hy - 5), (hx + 78, hy + 10), (hx + 80, hy + 42), (hx + 66, hy + 30), (hx + 44, hy + 28)],
-                 fill=bill)  # hooked upper
+    draw.polygon(
+        [(hx + 40, hy - 5), (hx + 78, hy + 10), (hx + 80, hy + 42), (hx + 66, hy + 30), (hx + 44, hy + 28)], fill=bill
+    )  # hooked upper
     draw.polygon([(hx + 42, hy + 26), (hx + 64, hy + 32), (hx + 50, hy + 46)], fill=bill)  # lower mandible
     return canvas
 
@@ -509,12 +558,17 @@ BIRD_DRAWERS = {
     "Cockatoo": draw_cockatoo,
 }
 #: Typical size of each species in the frame (fraction of the image width the canvas spans).
-BIRD_SCALE = {"Bananaquit": (0.55, 0.95), "Black Skimmer": (0.6, 1.0),
-              "Black Throated Bushtiti": (0.5, 0.9), "Cockatoo": (0.6, 1.0)}
+BIRD_SCALE = {
+    "Bananaquit": (0.55, 0.95),
+    "Black Skimmer": (0.6, 1.0),
+    "Black Throated Bushtiti": (0.5, 0.9),
+    "Cockatoo": (0.6, 1.0),
+}
 
 
-def _place_bird(image: Image.Image, bird: Image.Image, scale: tuple[float, float], flying: bool,
-                rng: random.Random) -> None:
+def _place_bird(
+    image: Image.Image, bird: Image.Image, scale: tuple[float, float], flying: bool, rng: random.Random
+) -> None:
     """Shade the bird (lit from above), mirror it at random, scale, rotate and paste it."""
     bird = bird.crop(bird.getbbox())
     if rng.random() < 0.5:

@@ -9,9 +9,15 @@ from collections.abc import Sequence
 __all__ = ["text_table", "shape_text"]
 
 
-def text_table(header: Sequence[str], rows: Sequence[Sequence[object]], *,
-               right: Sequence[bool] | None = None, widths: Sequence[int] | None = None,
-               rule: bool = True, total: bool = False) -> str:
+def text_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    *,
+    right: Sequence[bool] | None = None,
+    widths: Sequence[int] | None = None,
+    rule: bool = True,
+    total: bool = False,
+) -> str:
     """``header`` and ``rows`` (cells as ``str()`` shows them) as aligned text columns.
 
     ``right`` says which columns are right-aligned (default: all but the first); ``widths`` gives

@@ -1,23 +1,23 @@
-"""Training: seeds, the ``fit`` loop, and multi-process runs.
+"""Training: seeds and the ``fit`` loop.
 
 ``fit`` reads top to bottom like nanoGPT's ``train.py``: set up (device, optimiser, schedule),
 resume if asked, then per epoch the learner's training step from notebook 06 (``train_step``:
 forward, loss, zero_grad, backward, step) over the loader, a validation pass, and the epoch's
 files. Around that it adds what a course needs: the fastest safe precision for the machine,
 progress bars, checkpoints an interrupt cannot damage (``checkpoints``), a resume that continues
-exactly where the last finished epoch left off, and DistributedDataParallel under ``torchrun``.
+exactly where the last finished epoch left off, and DistributedDataParallel under ``torchrun``
+(what differs there is ``distributed``'s).
 """
 
 from __future__ import annotations
 
-import atexit
 import math
 import os
 import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -25,37 +25,34 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from .checkpoints import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_NAME,
-    CheckpointError,
-    RunFolderError,
     check_same_run,
     claim_run_folder,
-    data_fingerprint,
-    meta_problem,
-    read_checkpoint,
     read_resumable,
     repair_epoch_files,
     restore_rng_state,
     rng_state,
+    run_meta,
     save_epoch_files,
 )
 from .device import ComputeSetup, autocast, place_batch, place_model, resolve_setup
+from .distributed import all_reduce_sums, init_distributed, loader_for_run, process_setup, wrap_model
 from .evaluation import collect_predictions
-from .models import MODEL_NAMES, get_model
 from .recipe import DEFAULT_OPTIMIZER, DEFAULT_WARMUP_EPOCHS, lr_factor, make_optimizer, validate
+from .runfolder import RunFolderError
 
-__all__ = ["set_seed", "init_distributed", "TrainingInterrupted", "TrainingDiverged", "train_step",
-           "train_one_epoch", "fit", "load_checkpoint", "load_model"]
+__all__ = ["set_seed", "TrainingInterrupted", "TrainingDiverged", "train_step", "train_one_epoch", "fit"]
 
 
 # --------------------------------------------------------------------------------------------
-# Seeds and several processes (torchrun)
+# Seeds
 # --------------------------------------------------------------------------------------------
+
 
 def set_seed(seed: int) -> int:
     """Seed Python's, NumPy's and PyTorch's random generators (CPU and GPU) so a run repeats.
@@ -64,53 +61,6 @@ def set_seed(seed: int) -> int:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
     return seed
-
-
-def init_distributed() -> tuple[int, int]:
-    """Join the process group when launched by ``torchrun`` with ``WORLD_SIZE > 1`` (gloo on CPU,
-    NCCL on GPU); returns ``(rank, world_size)``, ``(0, 1)`` for an ordinary run. Idempotent."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return 0, 1
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl")
-    else:
-        dist.init_process_group("gloo")
-    atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _loader_for_run(loader: DataLoader, rank: int, world_size: int, train: bool, seed: int) -> DataLoader:
-    """The loader ``fit`` iterates. Under torchrun each process sees its share: for training a
-    DistributedSampler (it pads the last round by repeating a few images, as usual), for
-    validation every ``world_size``-th image, without padding, so the summed metrics count each
-    image once. Loader processes are started afresh every epoch (never persistent), so that they
-    are seeded from the run's generators and a resumed run draws the same augmentations."""
-    if world_size == 1 and not getattr(loader, "persistent_workers", False):
-        return loader
-    sampler, drop_last = loader.sampler, loader.drop_last
-    if world_size > 1 and train:
-        sampler = DistributedSampler(loader.dataset, world_size, rank,
-                                     shuffle=isinstance(loader.sampler, RandomSampler), seed=seed)
-        # a last batch of one image would make BatchNorm fail in training mode
-        drop_last = drop_last or len(sampler) % loader.batch_size == 1
-    elif world_size > 1:
-        sampler = list(range(rank, len(loader.dataset), world_size))
-    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
-                      num_workers=loader.num_workers, collate_fn=loader.collate_fn,
-                      pin_memory=loader.pin_memory, drop_last=drop_last, generator=loader.generator,
-                      worker_init_fn=loader.worker_init_fn, persistent_workers=False)
-
-
-def _all_reduce_sums(values: Sequence[float], device: torch.device, world_size: int) -> list[float]:
-    if world_size == 1:
-        return list(values)
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return tensor.tolist()
 
 
 def _loader_generators(loader) -> list[torch.Generator]:
@@ -125,46 +75,9 @@ def _loader_generators(loader) -> list[torch.Generator]:
 
 
 # --------------------------------------------------------------------------------------------
-# Reading checkpoints back
-# --------------------------------------------------------------------------------------------
-
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load a checkpoint written by ``fit`` with ``weights_only=True`` (loading one cannot run
-    code). A file that is not a course checkpoint raises ``CheckpointError`` saying what it is not."""
-    return read_checkpoint(path, map_location=map_location)
-
-
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model a checkpoint was trained as (``models.get_model``), load its weights and
-    return ``(model in eval mode, meta)``; ``meta`` holds model_name, num_classes, class_names,
-    image_size and normalization (the input scaling, also set as ``model.input_normalization``).
-    The meta is checked before anything is built from it (``checkpoints.meta_problem``)."""
-    checkpoint = load_checkpoint(path)
-    problem = meta_problem(checkpoint.get("meta"), MODEL_NAMES)
-    if problem:
-        raise CheckpointError(f"{path} cannot be used: {problem}. Build the model yourself and load "
-                              "load_checkpoint(path)['model'] into it, or use the checkpoint train wrote.")
-    meta = dict(checkpoint["meta"])
-    bad = [name for name, tensor in checkpoint["model"].items()
-           if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
-    if bad:
-        raise CheckpointError(f"{path} holds weights that are not finite numbers (NaN or infinite, in "
-                              f"{bad[0]} and {len(bad) - 1} more): the training it comes from diverged.")
-    model = get_model(meta["model_name"], num_classes=meta["num_classes"])
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as error:
-        lines = str(error).splitlines()
-        first = lines[1].strip() if len(lines) > 1 else str(error)
-        raise CheckpointError(f"{path} says it holds a {meta['model_name']} with {meta['num_classes']} "
-                              f"classes, but its weights do not fit one ({first})") from None
-    model.input_normalization = meta.get("normalization") or "imagenet"
-    return model.to(device).eval(), meta
-
-
-# --------------------------------------------------------------------------------------------
 # Stopping early: interrupts and losses that are no longer numbers
 # --------------------------------------------------------------------------------------------
+
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Raised by ``fit`` when interrupted (Ctrl-C, a notebook's stop button) during an epoch.
@@ -190,6 +103,7 @@ class TrainingDiverged(RuntimeError):
 # --------------------------------------------------------------------------------------------
 # One step, one epoch: the learner's loop from notebook 06
 # --------------------------------------------------------------------------------------------
+
 
 def train_step(model, images, labels, optimizer, scaler, criterion, setup):
     """One optimisation step, the learner's five lines from notebook 06 with the machine's
@@ -224,8 +138,9 @@ class EpochTotals:
     def add(self, step: int, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         loss = loss.detach()
         is_new_bad = (self.first_bad[0] == 0) & ~torch.isfinite(loss)
-        self.first_bad = torch.where(is_new_bad, torch.stack([torch.full_like(self.first_bad[0], step),
-                                                              loss.double()]), self.first_bad)
+        self.first_bad = torch.where(
+            is_new_bad, torch.stack([torch.full_like(self.first_bad[0], step), loss.double()]), self.first_bad
+        )
         self.loss += loss * len(labels)
         self.correct += (logits.argmax(1) == labels).sum()
         self.seen += len(labels)
@@ -280,16 +195,12 @@ def _validate(model, loader, setup) -> tuple[float, float, float]:
 # A run: what fit sets up once and carries from epoch to epoch
 # --------------------------------------------------------------------------------------------
 
-def _num_outputs(model: nn.Module) -> int | None:
-    last_linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return last_linear[-1].out_features if last_linear else None
-
 
 @dataclass
 class Run:
     """Everything ``fit`` sets up once: the model (``model`` is what forward calls, the DDP wrapper
-    under torchrun; ``base_model`` the model itself), optimiser, schedule, scaler, loss, the
-    loader generators, the recipe record (``meta``), and the history so far."""
+    under torchrun; ``base_model`` the model itself), optimiser, schedule, scaler, loss, this
+    process's loaders and their generators, the recipe record (``meta``), and the history so far."""
 
     model: nn.Module
     base_model: nn.Module
@@ -299,13 +210,22 @@ class Run:
     scaler: torch.amp.GradScaler
     criterion: nn.Module
     setup: ComputeSetup
+    train_loader: DataLoader
+    val_loader: DataLoader | None
     generators: list[torch.Generator]
     meta: dict
     out_dir: Path | None
+    rank: int = 0
     world_size: int = 1
+    show: bool = True  # progress bars and messages (rank 0 only)
     history: list[dict] = field(default_factory=list)
     best_val_acc: float = -1.0
     saved_epochs: int = 0
+
+    @property
+    def main_process(self) -> bool:
+        """Rank 0: the process that writes the files."""
+        return self.rank == 0
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -313,74 +233,128 @@ class Run:
 
     def state(self, epoch: int) -> dict:
         """What checkpoint.pt holds after ``epoch``: weights, meta, and the state to resume from."""
-        return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": self.base_model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict() if self.setup.grad_scaler else None,
-                "rng": rng_state(self.generators), "history": self.history,
-                "best_val_acc": self.best_val_acc, "meta": self.meta}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,
+            "model": self.base_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.setup.grad_scaler else None,
+            "rng": rng_state(self.generators),
+            "history": self.history,
+            "best_val_acc": self.best_val_acc,
+            "meta": self.meta,
+        }
 
     def what_was_kept(self) -> str:
         if self.checkpoint_path is not None and self.saved_epochs:
-            return (f"kept {self.checkpoint_path} with {self.saved_epochs} finished epoch(s); "
-                    "resume=True (--resume) continues from there.")
+            return (
+                f"kept {self.checkpoint_path} with {self.saved_epochs} finished epoch(s); "
+                "resume=True (--resume) continues from there."
+            )
         if self.checkpoint_path is not None:
             return "no epoch had finished, so nothing was saved."
         return "no out_dir was given, so nothing was saved; the model holds the half-trained weights."
 
+    def interrupted(self, epoch: int, epochs: int) -> TrainingInterrupted:
+        """The error that ends a run interrupted during ``epoch`` (counted from 0), saying what was kept."""
+        message = f"Training interrupted during epoch {epoch + 1}/{epochs}: {self.what_was_kept()}"
+        if self.show:
+            tqdm.write(message, file=sys.stderr)
+        return TrainingInterrupted(message, self.kept_history(), self.checkpoint_path if self.saved_epochs else None)
+
     def kept_history(self) -> list[dict]:
-        return self.history[:self.saved_epochs] if self.checkpoint_path else list(self.history)
+        return self.history[: self.saved_epochs] if self.checkpoint_path else list(self.history)
 
     def diverged(self, what: str, lr: float) -> TrainingDiverged:
         """The error that stops a run whose loss is no longer a number; nothing of the epoch is saved."""
         if self.checkpoint_path is not None and self.saved_epochs:
-            kept = (f"{self.checkpoint_path} still holds epoch {self.saved_epochs}, the last good one "
-                    "(best.pt is as it was).")
+            kept = (
+                f"{self.checkpoint_path} still holds epoch {self.saved_epochs}, the last good one "
+                "(best.pt is as it was)."
+            )
         elif self.checkpoint_path is not None:
             kept = "no epoch had finished, so nothing was saved."
         else:
             kept = "no out_dir was given; the model holds the diverged weights."
-        message = (f"Training stopped: {what} (learning rate {lr:.3g}), so the weights are no longer "
-                   f"numbers. Nothing of this epoch was saved: {kept} Try a smaller learning rate (--lr).")
+        message = (
+            f"Training stopped: {what} (learning rate {lr:.3g}), so the weights are no longer "
+            f"numbers. Nothing of this epoch was saved: {kept} Try a smaller learning rate (--lr)."
+        )
         return TrainingDiverged(message, self.kept_history(), self.checkpoint_path if self.saved_epochs else None)
 
 
-def _run_meta(model: nn.Module, recipe: dict, train_loader, val_loader, epochs: int, seed,
-              setup: ComputeSetup, world_size: int, class_names, model_name, image_size) -> dict:
-    """The run's record: what it trains, on what, with which recipe (``checkpoints.RECIPE_KEYS``),
-    and where (precision, processes); saved in every checkpoint."""
-    return {"model_name": model_name, "num_classes": len(class_names) if class_names else _num_outputs(model),
-            "class_names": list(class_names) if class_names else None, "image_size": image_size,
-            **recipe, "epochs": epochs, "seed": seed,
-            "batch_size": getattr(train_loader, "batch_size", None), "world_size": world_size,
-            "precision": setup.description, "data": data_fingerprint(train_loader, val_loader),
-            # the input scaling the weights expect ("imagenet" or "tf"); predict uses the same
-            "normalization": getattr(model, "input_normalization", "imagenet"),
-            "weights": (getattr(model, "weights_source", None) or {}).get("file"),
-            "backbone_frozen": bool(getattr(model, "backbone_frozen", False)),
-            "zero_init_residual": getattr(model, "zero_init_residual", None),
-            "train_fraction": getattr(getattr(train_loader, "dataset", None), "train_fraction", None)}
-
-
-def _start_run(model, train_loader, val_loader, epochs: int, recipe: dict, setup: ComputeSetup,
-               world_size: int, seed, out_dir, class_names, model_name, image_size) -> Run:
-    """Set up once: the model on its device, optimiser, per-step schedule, gradient scaler, loss."""
+def _start_run(
+    model,
+    train_loader,
+    val_loader,
+    epochs: int,
+    recipe: dict,
+    precision,
+    seed,
+    out_dir,
+    progress: bool,
+    class_names,
+    model_name,
+    image_size,
+) -> Run:
+    """Set up once: this process's device and share of the data (one process: the device chosen
+    and the loaders as given), the model on its device, optimiser, per-step schedule, gradient
+    scaler, loss, and the run's record."""
+    setup = resolve_setup(precision)
+    rank, world_size = init_distributed()
+    setup = process_setup(setup, world_size)
+    train_loader = loader_for_run(train_loader, rank, world_size, train=True, seed=seed or 0)
+    val_loader = loader_for_run(val_loader, rank, world_size, train=False, seed=0)
     place_model(model, setup)
     optimizer = make_optimizer(model, recipe["optimizer"], recipe["lr"], recipe["weight_decay"])
     factor = lr_factor(recipe["schedule"], epochs, len(train_loader), recipe["warmup_epochs"])
-    meta = _run_meta(model, recipe, train_loader, val_loader, epochs, seed, setup, world_size,
-                     class_names, model_name, image_size)
-    return Run(model=model, base_model=model, optimizer=optimizer,
-               scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, factor), schedule_factor=factor,
-               scaler=torch.amp.GradScaler(setup.device.type, enabled=setup.grad_scaler),
-               criterion=nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"]), setup=setup,
-               generators=_loader_generators(train_loader), meta=meta, out_dir=out_dir, world_size=world_size)
+    meta = run_meta(
+        model,
+        recipe,
+        train_loader,
+        val_loader,
+        epochs=epochs,
+        seed=seed,
+        precision=setup.description,
+        world_size=world_size,
+        class_names=class_names,
+        model_name=model_name,
+        image_size=image_size,
+    )
+    return Run(
+        model=model,
+        base_model=model,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, factor),
+        schedule_factor=factor,
+        scaler=torch.amp.GradScaler(setup.device.type, enabled=setup.grad_scaler),
+        criterion=nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"]),
+        setup=setup,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        generators=_loader_generators(train_loader),
+        meta=meta,
+        out_dir=Path(out_dir) if out_dir is not None else None,
+        rank=rank,
+        world_size=world_size,
+        show=progress and rank == 0,
+    )
 
 
-def _resume(run: Run, epochs: int, owns_folder: bool, show: bool) -> None:
-    """Continue checkpoint.pt: refuse another recipe (naming every difference), repair best.pt,
-    history.json and run.json after a crash, then put weights, optimiser, schedule, scaler and
-    random states back as saved, on the schedule for ``epochs``."""
+def _resume(run: Run, epochs: int, resume: bool, owns_folder: bool) -> None:
+    """Continue checkpoint.pt if the run folder holds one (or refuse to, without ``resume``): refuse
+    another recipe (naming every difference), repair best.pt, history.json and run.json after a
+    crash, then put weights, optimiser, schedule, scaler and random states back as saved, on the
+    schedule for ``epochs``."""
     path = run.checkpoint_path
+    if path is None or not path.exists():
+        return
+    if not resume:
+        raise FileExistsError(
+            f"{path} already holds a training run; pass resume=True (--resume) to continue "
+            "it, or choose another output folder."
+        )
     state = read_resumable(path)  # on the CPU: random states must stay there
     check_same_run(path, state["meta"], run.meta)
     if owns_folder:
@@ -393,7 +367,8 @@ def _resume(run: Run, epochs: int, owns_folder: bool, show: bool) -> None:
         raise RunFolderError(
             f"{path}: its optimiser state does not fit the current recipe ({error}); it was saved with "
             "other parameter groups (weight decay split otherwise, or another set of trainable "
-            "layers). Train into another folder, or delete that one to train afresh.") from None
+            "layers). Train into another folder, or delete that one to train afresh."
+        ) from None
     run.scheduler.load_state_dict(state["scheduler"])
     if state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
@@ -402,72 +377,118 @@ def _resume(run: Run, epochs: int, owns_folder: bool, show: bool) -> None:
         group["lr"] = base_lr * run.schedule_factor(run.scheduler.last_epoch)
     run.history, run.best_val_acc = list(state["history"]), state["best_val_acc"]
     run.saved_epochs = len(run.history)
-    run.meta = {**run.meta, **state["meta"], "epochs": epochs, "world_size": run.world_size,
-                "precision": run.setup.description}
-    if show:
+    run.meta = {
+        **run.meta,
+        **state["meta"],
+        "epochs": epochs,
+        "world_size": run.world_size,
+        "precision": run.setup.description,
+    }
+    if run.show:
         tqdm.write(f"Resuming {path}: {len(run.history)} of {epochs} epochs done.", file=sys.stderr)
 
 
-def _reseed_epoch(run: Run, train_loader, epoch: int, seed: int | None) -> None:
+def _reseed_epoch(run: Run, epoch: int, seed: int | None) -> None:
     """Epoch ``epoch`` draws the same data order, augmentations and worker seeds however the run
     was split up: every generator is reseeded with ``seed + epoch``."""
     if seed is not None:
         set_seed(seed + epoch)
         for generator in run.generators:
             generator.manual_seed(seed + epoch)
-    if isinstance(getattr(train_loader, "sampler", None), DistributedSampler):
-        train_loader.sampler.set_epoch(epoch)
+    if isinstance(getattr(run.train_loader, "sampler", None), DistributedSampler):
+        run.train_loader.sampler.set_epoch(epoch)
 
 
-def _run_epoch(run: Run, train_loader, val_loader, epoch: int, epochs: int, show: bool) -> dict:
+def _run_epoch(run: Run, epoch: int, epochs: int) -> dict:
     """Train one epoch and validate; returns the epoch's record for the history."""
     start, lr = time.perf_counter(), run.optimizer.param_groups[0]["lr"]
-    with tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not show,
-              file=sys.stderr, leave=True, dynamic_ncols=True) as bar:
-        totals = train_one_epoch(run.model, train_loader, run.optimizer, run.scheduler, run.scaler,
-                                 run.criterion, run.setup, bar)
+    train_loader, val_loader = run.train_loader, run.val_loader
+    with tqdm(
+        total=len(train_loader),
+        desc=f"epoch {epoch + 1}/{epochs}",
+        unit="batch",
+        disable=not run.show,
+        file=sys.stderr,
+        leave=True,
+        dynamic_ncols=True,
+    ) as bar:
+        totals = train_one_epoch(
+            run.model, train_loader, run.optimizer, run.scheduler, run.scaler, run.criterion, run.setup, bar
+        )
         bad = totals.diverged()
         if bad:
-            raise run.diverged(f"the training loss became {bad[1]} at epoch {epoch + 1}/{epochs}, "
-                               f"step {bad[0]}/{len(train_loader)}", lr)
-        loss, correct, seen = _all_reduce_sums(totals.sums(), run.setup.device, run.world_size)
+            raise run.diverged(
+                f"the training loss became {bad[1]} at epoch {epoch + 1}/{epochs}, step {bad[0]}/{len(train_loader)}",
+                lr,
+            )
+        loss, correct, seen = all_reduce_sums(totals.sums(), run.setup.device, run.world_size)
         val_loss = val_acc = None
         if val_loader is not None:
-            v_loss, v_correct, v_seen = _all_reduce_sums(_validate(run.base_model, val_loader, run.setup),
-                                                         run.setup.device, run.world_size)
+            v_loss, v_correct, v_seen = all_reduce_sums(
+                _validate(run.base_model, val_loader, run.setup), run.setup.device, run.world_size
+            )
             val_loss, val_acc = v_loss / max(v_seen, 1), v_correct / max(v_seen, 1)
             if not math.isfinite(val_loss):
                 raise run.diverged(f"the validation loss after epoch {epoch + 1}/{epochs} is {val_loss}", lr)
-            bar.set_postfix(loss=f"{loss / seen:.3f}", acc=f"{correct / seen:.1%}",
-                            val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.1%}")
+            bar.set_postfix(
+                loss=f"{loss / seen:.3f}",
+                acc=f"{correct / seen:.1%}",
+                val_loss=f"{val_loss:.3f}",
+                val_acc=f"{val_acc:.1%}",
+            )
     run.meta["image_size"] = run.meta["image_size"] or totals.image_side
-    return {"epoch": epoch + 1, "train_loss": loss / seen, "train_acc": correct / seen,
-            "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - start}
+    return {
+        "epoch": epoch + 1,
+        "train_loss": loss / seen,
+        "train_acc": correct / seen,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "lr": lr,
+        "seconds": time.perf_counter() - start,
+    }
 
 
-def _end_epoch(run: Run, record: dict, main_process: bool) -> None:
-    """Add the epoch to the history and, on rank 0 with an out_dir, write its files."""
+def _end_epoch(run: Run, record: dict, on_epoch_end: Callable[[dict], None] | None) -> None:
+    """Add the epoch to the history and, on rank 0, write its files (with an out_dir) and call
+    ``on_epoch_end``."""
     run.history.append(record)
     improved = record["val_acc"] is not None and record["val_acc"] > run.best_val_acc
     if record["val_acc"] is not None:
         run.best_val_acc = max(run.best_val_acc, record["val_acc"])
-    if main_process and run.out_dir is not None:
+    if run.main_process and run.out_dir is not None:
         save_epoch_files(run.out_dir, run.state(record["epoch"]), improved)
         run.saved_epochs = len(run.history)
+    if run.main_process and on_epoch_end is not None:
+        on_epoch_end(record)
 
 
 # --------------------------------------------------------------------------------------------
 # fit
 # --------------------------------------------------------------------------------------------
 
-def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: str = DEFAULT_OPTIMIZER,
-        lr: float | None = None, weight_decay: float | None = None,
-        warmup_epochs: float = DEFAULT_WARMUP_EPOCHS, schedule: str = "cosine", label_smoothing: float = 0.0,
-        out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
-        precision: str | ComputeSetup = "auto", seed: int | None = None,
-        class_names: Sequence[str] | None = None, model_name: str | None = None,
-        image_size: int | None = None,
-        on_epoch_end: Callable[[dict], None] | None = None) -> list[dict]:
+
+def fit(
+    model: nn.Module,
+    train_loader,
+    val_loader,
+    epochs: int,
+    *,
+    optimizer: str = DEFAULT_OPTIMIZER,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    warmup_epochs: float = DEFAULT_WARMUP_EPOCHS,
+    schedule: str = "cosine",
+    label_smoothing: float = 0.0,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    precision: str | ComputeSetup = "auto",
+    seed: int | None = None,
+    class_names: Sequence[str] | None = None,
+    model_name: str | None = None,
+    image_size: int | None = None,
+    on_epoch_end: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Train ``model`` for ``epochs`` epochs in total and return the history: one dict per epoch
     with epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds.
 
@@ -499,47 +520,37 @@ def fit(model: nn.Module, train_loader, val_loader, epochs: int, *, optimizer: s
     ``on_epoch_end(record)`` is called on rank 0 after each epoch (the CLI prints a line there).
     """
     recipe = validate(epochs, optimizer, lr, weight_decay, warmup_epochs, schedule, label_smoothing)
-    setup = resolve_setup(precision)
-    rank, world_size = init_distributed()
-    if world_size > 1 and setup.device.type == "cuda":
-        setup = replace(setup, device=torch.device("cuda", torch.cuda.current_device()))
-    main_process, out_dir = rank == 0, Path(out_dir) if out_dir is not None else None
-    show = progress and main_process
-    train_loader = _loader_for_run(train_loader, rank, world_size, train=True, seed=seed or 0)
-    if val_loader is not None:
-        val_loader = _loader_for_run(val_loader, rank, world_size, train=False, seed=0)
-    run = _start_run(model, train_loader, val_loader, epochs, recipe, setup, world_size, seed, out_dir,
-                     class_names, model_name, image_size)
-
-    lock = claim_run_folder(out_dir) if main_process and out_dir is not None else None
+    run = _start_run(
+        model,
+        train_loader,
+        val_loader,
+        epochs,
+        recipe,
+        precision,
+        seed,
+        out_dir,
+        progress,
+        class_names,
+        model_name,
+        image_size,
+    )
+    lock = claim_run_folder(run.out_dir) if run.main_process and run.out_dir is not None else None
     epoch = 0
     try:
-        if run.checkpoint_path is not None and run.checkpoint_path.exists():
-            if not resume:
-                raise FileExistsError(f"{run.checkpoint_path} already holds a training run; pass resume=True "
-                                      "(--resume) to continue it, or choose another output folder.")
-            _resume(run, epochs, owns_folder=lock is not None, show=show)
-        if world_size > 1:
-            run.model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
-        for epoch in range(len(run.history), epochs):
-            _reseed_epoch(run, train_loader, epoch, seed)
-            record = _run_epoch(run, train_loader, val_loader, epoch, epochs, show)
-            _end_epoch(run, record, main_process)
-            if main_process and on_epoch_end is not None:
-                on_epoch_end(record)
+        _resume(run, epochs, resume, owns_folder=lock is not None)
+        run.model = wrap_model(model, run.setup, run.world_size)
+        for epoch in range(len(run.history), epochs):  # each epoch: train, validate, save its files
+            _reseed_epoch(run, epoch, seed)
+            record = _run_epoch(run, epoch, epochs)
+            _end_epoch(run, record, on_epoch_end)
     except KeyboardInterrupt as interrupt:
         if isinstance(interrupt, TrainingInterrupted):
             raise
-        message = f"Training interrupted during epoch {epoch + 1}/{epochs}: {run.what_was_kept()}"
-        if show:
-            tqdm.write(message, file=sys.stderr)
-        raise TrainingInterrupted(message, run.kept_history(),
-                                  run.checkpoint_path if run.saved_epochs else None) from None
+        raise run.interrupted(epoch, epochs) from None
     finally:
         if lock is not None:
             lock.release()
-    if world_size > 1:  # every process returns once rank 0's files are written, and they leave together
+    if run.world_size > 1:  # every process returns once rank 0's files are written, and they leave together
         dist.barrier()
     model.eval()
     return run.history

@@ -33,8 +33,19 @@ from .recipe import DEFAULT_LR, DEFAULT_OPTIMIZER
 from .runs import TrainedRun, train_or_load
 from .training import set_seed
 
-__all__ = ["METHODS", "FRACTIONS", "FINETUNE_LR", "PROBE_LR", "pretraining_folder", "pretrain", "bird_loaders",
-           "label_efficiency", "summary", "gains", "summary_table"]
+__all__ = [
+    "METHODS",
+    "FRACTIONS",
+    "FINETUNE_LR",
+    "PROBE_LR",
+    "pretraining_folder",
+    "pretrain",
+    "bird_loaders",
+    "label_efficiency",
+    "summary",
+    "gains",
+    "summary_table",
+]
 
 METHODS = ("from scratch", "linear probe", "fine-tuning")
 #: Fractions of the training split: all of it, a quarter, a tenth (452, 112 and 45 bird images).
@@ -52,8 +63,14 @@ def pretraining_folder(species: int, per_species: int, seed: int = 0) -> Path:
     return config.REPO_ROOT / "data" / f"pretraining_{species}x{per_species}_seed{seed}"
 
 
-def pretrain(model_name: str = "resnet50", species: int = DEFAULT_SPECIES, per_species: int | None = None,
-             seed: int = 0, progress: bool = True, folder: Path | None = None) -> TrainedRun:
+def pretrain(
+    model_name: str = "resnet50",
+    species: int = DEFAULT_SPECIES,
+    per_species: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    folder: Path | None = None,
+) -> TrainedRun:
     """Draw the pretraining set (or find it drawn) and train ``model_name`` on it for
     ``settings().pretraining_epochs`` epochs with the default recipe, or load that finished run.
     ``per_species`` defaults to ``settings().pretraining_per_species``; the set is drawn into
@@ -62,18 +79,34 @@ def pretrain(model_name: str = "resnet50", species: int = DEFAULT_SPECIES, per_s
     per_species = per_species or settings.pretraining_per_species
     folder = pretraining_folder(species, per_species, seed) if folder is None else folder
     root = make_pretraining_set(folder, species, per_species, seed)
-    train_loader, val_loader, class_names = load_birds(root, image_size=settings.image_size,
-                                                       batch_size=settings.batch_size)
-    return train_or_load(f"pretrain-{model_name}-{species}x{per_species}-seed{seed}", model_name,
-                         epochs=settings.pretraining_epochs, train_loader=train_loader, val_loader=val_loader,
-                         class_names=class_names, progress=progress)
+    train_loader, val_loader, class_names = load_birds(
+        root, image_size=settings.image_size, batch_size=settings.batch_size
+    )
+    return train_or_load(
+        f"pretrain-{model_name}-{species}x{per_species}-seed{seed}",
+        model_name,
+        epochs=settings.pretraining_epochs,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        class_names=class_names,
+        progress=progress,
+    )
 
 
-def _row(method: str, fraction: float, seed: int, train_loader, history: Sequence[dict],
-         checkpoint: Path | None = None) -> dict:
-    return {"method": method, "train_fraction": fraction, "seed": seed, "train_images": len(train_loader.dataset),
-            "val_acc": history[-1]["val_acc"], "best_val_acc": max(r["val_acc"] for r in history),
-            "seconds": sum(r["seconds"] for r in history), "history": list(history), "checkpoint": checkpoint}
+def _row(
+    method: str, fraction: float, seed: int, train_loader, history: Sequence[dict], checkpoint: Path | None = None
+) -> dict:
+    return {
+        "method": method,
+        "train_fraction": fraction,
+        "seed": seed,
+        "train_images": len(train_loader.dataset),
+        "val_acc": history[-1]["val_acc"],
+        "best_val_acc": max(r["val_acc"] for r in history),
+        "seconds": sum(r["seconds"] for r in history),
+        "history": list(history),
+        "checkpoint": checkpoint,
+    }
 
 
 def bird_loaders(model_name: str, weights: Path | None, fraction: float, root: Path | None = None):
@@ -82,13 +115,24 @@ def bird_loaders(model_name: str, weights: Path | None, fraction: float, root: P
     the same whatever the fraction and scaling. ``root`` defaults to ``find_bird_data``'s."""
     settings = config.settings()
     root = find_bird_data(verbose=False)[0] if root is None else root
-    return load_birds(root, image_size=settings.image_size, batch_size=settings.batch_size,
-                      normalization=normalization_for(model_name, weights), train_fraction=fraction)
+    return load_birds(
+        root,
+        image_size=settings.image_size,
+        batch_size=settings.batch_size,
+        normalization=normalization_for(model_name, weights),
+        train_fraction=fraction,
+    )
 
 
-def label_efficiency(weights: Path, source: str, model_name: str = "resnet50",
-                     fractions: Sequence[float] = FRACTIONS, seeds: Sequence[int] | None = None,
-                     root: Path | None = None, progress: bool = False) -> list[dict]:
+def label_efficiency(
+    weights: Path,
+    source: str,
+    model_name: str = "resnet50",
+    fractions: Sequence[float] = FRACTIONS,
+    seeds: Sequence[int] | None = None,
+    root: Path | None = None,
+    progress: bool = False,
+) -> list[dict]:
     """From scratch, linear probe and fine-tuning from ``weights`` at each fraction of the bird
     training split and each seed (default ``range(settings().transfer_seeds)``), every run
     ``settings().transfer_epochs`` epochs (15 at the default settings; the probe as many head epochs), on the
@@ -102,20 +146,38 @@ def label_efficiency(weights: Path, source: str, model_name: str = "resnet50",
         for seed in seeds:
             percent = f"{fraction:.0%}"
             train, val, class_names = bird_loaders(model_name, None, fraction, root)
-            run = train_or_load(f"transfer-{model_name}-scratch-{percent}-seed{seed}", model_name,
-                                epochs=settings.transfer_epochs, seed=seed, train_loader=train, val_loader=val,
-                                class_names=class_names, progress=progress, train_fraction=fraction)
+            run = train_or_load(
+                f"transfer-{model_name}-scratch-{percent}-seed{seed}",
+                model_name,
+                epochs=settings.transfer_epochs,
+                seed=seed,
+                train_loader=train,
+                val_loader=val,
+                class_names=class_names,
+                progress=progress,
+                train_fraction=fraction,
+            )
             rows.append(_row(METHODS[0], fraction, seed, train, run.history, run.checkpoint))
             train, val, class_names = bird_loaders(model_name, weights, fraction, root)
             set_seed(seed)
-            model = freeze_backbone(get_model(model_name, num_classes=len(class_names), weights=weights,
-                                              class_names=class_names))
+            model = freeze_backbone(
+                get_model(model_name, num_classes=len(class_names), weights=weights, class_names=class_names)
+            )
             history = linear_probe(model, train, val, epochs=settings.transfer_epochs, lr=PROBE_LR, seed=seed)
             rows.append(_row(METHODS[1], fraction, seed, train, history))
-            run = train_or_load(f"transfer-{model_name}-finetune-{source}-{percent}-seed{seed}", model_name,
-                                epochs=settings.transfer_epochs, lr=FINETUNE_LR, seed=seed, weights=weights,
-                                train_loader=train, val_loader=val, class_names=class_names, progress=progress,
-                                train_fraction=fraction)
+            run = train_or_load(
+                f"transfer-{model_name}-finetune-{source}-{percent}-seed{seed}",
+                model_name,
+                epochs=settings.transfer_epochs,
+                lr=FINETUNE_LR,
+                seed=seed,
+                weights=weights,
+                train_loader=train,
+                val_loader=val,
+                class_names=class_names,
+                progress=progress,
+                train_fraction=fraction,
+            )
             rows.append(_row(METHODS[2], fraction, seed, train, run.history, run.checkpoint))
     return rows
 
@@ -125,10 +187,18 @@ def summary(rows: Sequence[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["method"], row["train_fraction"]), []).append(row)
-    return [{"method": method, "train_fraction": fraction, "train_images": runs[0]["train_images"],
-             "seeds": len(runs), "mean": statistics.mean(r["val_acc"] for r in runs),
-             "low": min(r["val_acc"] for r in runs), "high": max(r["val_acc"] for r in runs)}
-            for (method, fraction), runs in groups.items()]
+    return [
+        {
+            "method": method,
+            "train_fraction": fraction,
+            "train_images": runs[0]["train_images"],
+            "seeds": len(runs),
+            "mean": statistics.mean(r["val_acc"] for r in runs),
+            "low": min(r["val_acc"] for r in runs),
+            "high": max(r["val_acc"] for r in runs),
+        }
+        for (method, fraction), runs in groups.items()
+    ]
 
 
 def gains(rows: Sequence[dict], method: str = METHODS[2], baseline: str = METHODS[0]) -> dict[float, list[float]]:

@@ -39,8 +39,9 @@ def cached_model(name: str) -> nn.Module:
     return get_model(name).eval()
 
 
-def explorer_rows(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2",
-                  input_size: int = 224) -> list[tuple[dict | None, dict | None]]:
+def explorer_rows(
+    v1_name: str = "resnet50", v2_name: str | None = "resnet50v2", input_size: int = 224
+) -> list[tuple[dict | None, dict | None]]:
     """Pairs ``(v1 row, v2 row)`` of ``stage_shapes`` rows, stem first and head last.
 
     Either side is None where that model has no such row (or when ``v2_name`` is None).
@@ -51,8 +52,7 @@ def explorer_rows(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2",
     rows_v1 = stage_shapes(cached_model(v1_name), input_size)
     rows_v2 = stage_shapes(cached_model(v2_name), input_size) if v2_name else []
     length = max(len(rows_v1), len(rows_v2))
-    return [(rows_v1[i] if i < len(rows_v1) else None, rows_v2[i] if i < len(rows_v2) else None)
-            for i in range(length)]
+    return [(rows_v1[i] if i < len(rows_v1) else None, rows_v2[i] if i < len(rows_v2) else None) for i in range(length)]
 
 
 def _cells(row: dict | None, tag: str = "td") -> str:
@@ -68,23 +68,24 @@ def _total(rows: Sequence[dict | None]) -> dict | None:
     return total_row(present) if present else None
 
 
-def explorer_html(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2",
-                  input_size: int = 224) -> str:
+def explorer_html(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2", input_size: int = 224) -> str:
     """The side-by-side table as HTML: stage, output shape, parameters and GMACs of each model."""
     pairs = explorer_rows(v1_name, v2_name, input_size)
-    columns = "".join(f'<th style="text-align:left">{c}</th>'
-                      for c in ("stage", "output shape", "params", "GMACs")) * 2
-    titles = (f'<th colspan="4" style="text-align:left">{html.escape(v1_name)}</th>'
-              f'<th colspan="4" style="text-align:left">{html.escape(v2_name or "")}</th>')
+    columns = "".join(f'<th style="text-align:left">{c}</th>' for c in ("stage", "output shape", "params", "GMACs")) * 2
+    titles = (
+        f'<th colspan="4" style="text-align:left">{html.escape(v1_name)}</th>'
+        f'<th colspan="4" style="text-align:left">{html.escape(v2_name or "")}</th>'
+    )
     body = "".join(f"<tr>{_cells(a)}{_cells(b)}</tr>" for a, b in pairs)
     totals = _cells(_total([a for a, _ in pairs]), "th") + _cells(_total([b for _, b in pairs]), "th")
-    return (f"<p>Input {input_size}&times;{input_size} px, one image, 1000 classes.</p>"
-            f"<table><thead><tr>{titles}</tr><tr>{columns}</tr></thead>"
-            f"<tbody>{body}</tbody><tfoot><tr>{totals}</tr></tfoot></table>")
+    return (
+        f"<p>Input {input_size}&times;{input_size} px, one image, 1000 classes.</p>"
+        f"<table><thead><tr>{titles}</tr><tr>{columns}</tr></thead>"
+        f"<tbody>{body}</tbody><tfoot><tr>{totals}</tr></tfoot></table>"
+    )
 
 
-def explorer_figure(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2",
-                    input_size: int = 224):
+def explorer_figure(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2", input_size: int = 224):
     """Each stage's output tensor drawn as a box (``diagrams.draw_stage_tensors``), v1 above v2."""
     pairs = explorer_rows(v1_name, v2_name, input_size)
     models = [(v1_name, [a for a, _ in pairs if a is not None])]
@@ -93,8 +94,9 @@ def explorer_figure(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2
     return draw_stage_tensors(models, input_size)
 
 
-def explorer_png(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2",
-                 input_size: int = 224, dpi: int = 80) -> bytes:
+def explorer_png(
+    v1_name: str = "resnet50", v2_name: str | None = "resnet50v2", input_size: int = 224, dpi: int = 80
+) -> bytes:
     """``explorer_figure`` as PNG bytes, what the widget shows."""
     buffer = io.BytesIO()
     explorer_figure(v1_name, v2_name, input_size).savefig(buffer, format="png", dpi=dpi)
@@ -104,10 +106,10 @@ def explorer_png(v1_name: str = "resnet50", v2_name: str | None = "resnet50v2",
 def shape_explorer():
     """An ipywidgets box: a model dropdown, an input-size slider, the live drawing and below it
     the side-by-side table."""
-    dropdown = widgets.Dropdown(options=list(EXPLORER_CHOICES), value=EXPLORER_CHOICES[0][1],
-                                description="model")
-    slider = widgets.IntSlider(value=SIZE_DEFAULT, min=SIZE_MIN, max=SIZE_MAX, step=SIZE_STEP,
-                               description="input px", continuous_update=False)
+    dropdown = widgets.Dropdown(options=list(EXPLORER_CHOICES), value=EXPLORER_CHOICES[0][1], description="model")
+    slider = widgets.IntSlider(
+        value=SIZE_DEFAULT, min=SIZE_MIN, max=SIZE_MAX, step=SIZE_STEP, description="input px", continuous_update=False
+    )
     picture = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
     table = widgets.HTML()
 

@@ -51,8 +51,11 @@ def _hooked_order(module, x):
     """The kinds of the leaf modules in the order they actually run (forward hooks)."""
     seen = []
     names = {"Conv2d": "conv", "BatchNorm2d": "BN", "ReLU": "ReLU"}
-    in_branch = [m for n, m in module.named_modules()
-                 if type(m).__name__ in names and not n.startswith(("shortcut", "downsample"))]
+    in_branch = [
+        m
+        for n, m in module.named_modules()
+        if type(m).__name__ in names and not n.startswith(("shortcut", "downsample"))
+    ]
     handles = [m.register_forward_hook(lambda m, i, o: seen.append(names[type(m).__name__])) for m in in_branch]
     with torch.no_grad():
         module(x)
@@ -61,8 +64,10 @@ def _hooked_order(module, x):
     return seen
 
 
-@pytest.mark.parametrize("block", [ResidualUnit(16, 16, ordering="bn_after_add"), Bottleneck(64, 16),
-                                   PreActBottleneck(64, 16, conv_shortcut=True)])
+@pytest.mark.parametrize(
+    "block",
+    [ResidualUnit(16, 16, ordering="bn_after_add"), Bottleneck(64, 16), PreActBottleneck(64, 16, conv_shortcut=True)],
+)
 def test_order_is_the_order_the_modules_run_in(block):
     order = operation_order(block)
     assert order.count("add") == 1
@@ -162,8 +167,12 @@ def test_propagation_is_reproducible_and_leaves_random_state_and_threads():
         runs = signal_propagation(num_units=3, seeds=(0, 1), units=["original", "full_preact"])
         assert torch.get_num_threads() == 2
     assert torch.equal(torch.rand(2), expected)
-    assert [(r.unit, r.seed) for r in runs] == [("original", 0), ("original", 1),
-                                                ("full_preact", 0), ("full_preact", 1)]
+    assert [(r.unit, r.seed) for r in runs] == [
+        ("original", 0),
+        ("original", 1),
+        ("full_preact", 0),
+        ("full_preact", 1),
+    ]
     assert all(len(r.std) == len(r.grad) == len(r.input_corr) == len(r.negative) == 4 for r in runs)
     again = signal_propagation(num_units=3, seeds=(0, 1), units=["original", "full_preact"])
     assert [(r.std, r.grad) for r in again] == [(r.std, r.grad) for r in runs]
@@ -181,11 +190,19 @@ def test_unknown_ordering_and_empty_stack_are_refused():
 
 def test_table_shows_mean_and_range_over_seeds_in_the_papers_order():
     def run(unit, seed, last_std, first_grad):
-        return Propagation(unit, seed, std=[1.0, last_std], input_corr=[1.0, 0.5], grad=[first_grad, 1.0],
-                           negative=[0.5, 0.25], min_step=-0.5 if unit == "full_preact" else 0.0)
+        return Propagation(
+            unit,
+            seed,
+            std=[1.0, last_std],
+            input_corr=[1.0, 0.5],
+            grad=[first_grad, 1.0],
+            negative=[0.5, 0.25],
+            min_step=-0.5 if unit == "full_preact" else 0.0,
+        )
 
-    table = format_propagation([run("full_preact", 0, 2.0, 3.0), run("full_preact", 1, 4.0, 5.0),
-                                run("original", 0, 1.5, 2.0)]).splitlines()
+    table = format_propagation(
+        [run("full_preact", 0, 2.0, 3.0), run("full_preact", 1, 4.0, 5.0), run("original", 0, 1.5, 2.0)]
+    ).splitlines()
     assert table[2].startswith("original") and table[3].startswith("full pre-activation")
     assert "1.50" in table[2] and "(" not in table[2] and table[2].split()[-2:] == ["25", "0"]
     assert "3.00 (2.00 to 4.00)" in table[3] and "4.00 (3.00 to 5.00)" in table[3] and table[3].endswith("-0.5")
@@ -198,8 +215,11 @@ def test_paper_tables_are_he_et_al_2016_tables_2_and_5():
     # He et al. 2016, "Identity Mappings in Deep Residual Networks", Table 2: CIFAR-10 test error (%),
     # ResNet-110 / ResNet-164; Table 5: ImageNet top-1 error (%), original vs full pre-activation.
     assert PAPER_CIFAR10_ERRORS == {
-        "original": (6.61, 5.93), "bn_after_add": (8.17, 6.50), "relu_before_add": (7.84, 6.14),
-        "relu_only_preact": (6.71, 5.91), "full_preact": (6.37, 5.46),
+        "original": (6.61, 5.93),
+        "bn_after_add": (8.17, 6.50),
+        "relu_before_add": (7.84, 6.14),
+        "relu_only_preact": (6.71, 5.91),
+        "full_preact": (6.37, 5.46),
     }
     assert PAPER_IMAGENET_TOP1 == {"ResNet-152": (21.3, 21.1), "ResNet-200": (21.8, 20.7)}
     assert tuple(UNIT_LABELS) == UNIT_ORDERINGS

@@ -33,6 +33,7 @@ def projection(inplanes, outplanes, stride):
 # BasicBlock and Bottleneck (v1)
 # --------------------------------------------------------------------------------------------
 
+
 def test_basic_block_keeps_shape_with_identity_shortcut():
     block = BasicBlock(64, 64)
     assert block(torch.randn(2, 64, 8, 8)).shape == (2, 64, 8, 8)
@@ -49,12 +50,15 @@ def test_identity_shortcut_cannot_add_when_the_shape_changes():
         block(torch.randn(1, 64, 8, 8))
 
 
-@pytest.mark.parametrize("ours_cls,theirs_cls,inplanes,planes,stride", [
-    (BasicBlock, tv_resnet.BasicBlock, 64, 128, 2),
-    (BasicBlock, tv_resnet.BasicBlock, 64, 64, 1),
-    (Bottleneck, tv_resnet.Bottleneck, 256, 128, 2),
-    (Bottleneck, tv_resnet.Bottleneck, 256, 64, 1),
-])
+@pytest.mark.parametrize(
+    "ours_cls,theirs_cls,inplanes,planes,stride",
+    [
+        (BasicBlock, tv_resnet.BasicBlock, 64, 128, 2),
+        (BasicBlock, tv_resnet.BasicBlock, 64, 64, 1),
+        (Bottleneck, tv_resnet.Bottleneck, 256, 128, 2),
+        (Bottleneck, tv_resnet.Bottleneck, 256, 64, 1),
+    ],
+)
 def test_v1_blocks_match_torchvision_blocks(ours_cls, theirs_cls, inplanes, planes, stride):
     out = planes * ours_cls.expansion
     needs_projection = stride != 1 or inplanes != out
@@ -92,12 +96,16 @@ def test_stride_in_1x1_skips_three_of_every_four_pixels():
 # PreActBottleneck (Keras Block2)
 # --------------------------------------------------------------------------------------------
 
+
 def test_preact_block_biases_and_epsilon_as_in_keras():
     block = PreActBottleneck(64, 64, conv_shortcut=True)
     assert block.shortcut.bias is not None and block.conv3.bias is not None
     assert block.conv1.bias is None and block.conv2.bias is None
-    assert all(m.eps == KERAS_BN_EPS == 1.001e-5 and m.momentum == 0.01
-               for m in block.modules() if isinstance(m, nn.BatchNorm2d))
+    assert all(
+        m.eps == KERAS_BN_EPS == 1.001e-5 and m.momentum == 0.01
+        for m in block.modules()
+        if isinstance(m, nn.BatchNorm2d)
+    )
 
 
 def test_preact_block_shortcuts():
@@ -130,9 +138,16 @@ def test_preact_conv_shortcut_sees_the_preactivated_input():
     block = zero_last_conv(like_a_trained_net(PreActBottleneck(64, 64, conv_shortcut=True)).eval())
     x = torch.randn(2, 64, 5, 5)
     with torch.no_grad():
-        preact = torch.relu(nn.functional.batch_norm(
-            x, block.preact_bn.running_mean, block.preact_bn.running_var,
-            block.preact_bn.weight, block.preact_bn.bias, eps=KERAS_BN_EPS))
+        preact = torch.relu(
+            nn.functional.batch_norm(
+                x,
+                block.preact_bn.running_mean,
+                block.preact_bn.running_var,
+                block.preact_bn.weight,
+                block.preact_bn.bias,
+                eps=KERAS_BN_EPS,
+            )
+        )
         assert torch.allclose(block(x), block.shortcut(preact), atol=1e-6)
         assert not torch.allclose(block(x), block.shortcut(x), atol=1e-3)
 
@@ -140,6 +155,7 @@ def test_preact_conv_shortcut_sees_the_preactivated_input():
 # --------------------------------------------------------------------------------------------
 # The five orderings of He et al. 2016, Fig. 4
 # --------------------------------------------------------------------------------------------
+
 
 def test_orderings_are_the_papers_five_in_order():
     assert UNIT_ORDERINGS == ("original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact")
@@ -219,9 +235,16 @@ def silence_branch(block):
     return block
 
 
-@pytest.mark.parametrize("ordering,is_identity", [
-    ("original", False), ("bn_after_add", False), ("relu_before_add", True),
-    ("relu_only_preact", True), ("full_preact", True)])
+@pytest.mark.parametrize(
+    "ordering,is_identity",
+    [
+        ("original", False),
+        ("bn_after_add", False),
+        ("relu_before_add", True),
+        ("relu_only_preact", True),
+        ("full_preact", True),
+    ],
+)
 def test_only_units_with_nothing_after_the_add_are_clean_identities(ordering, is_identity):
     """He et al. 2016, Sec. 3: with F = 0, x_{l+1} = x_l only if nothing follows the addition."""
     block = silence_branch(unit(ordering))

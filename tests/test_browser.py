@@ -54,8 +54,13 @@ SERVER_START_TIMEOUT = 120
 
 def find_chromium() -> str | None:
     """Debian's chromium (or ``$RESNET_COURSE_CHROMIUM``), if installed."""
-    for candidate in (os.environ.get("RESNET_COURSE_CHROMIUM"), "/usr/bin/chromium",
-                      "/usr/bin/chromium-browser", shutil.which("chromium"), shutil.which("chromium-browser")):
+    for candidate in (
+        os.environ.get("RESNET_COURSE_CHROMIUM"),
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ):
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
     return None
@@ -67,8 +72,10 @@ def _skip_reason() -> str | None:
     except ImportError:
         return "the browser tests need the playwright package (pip install playwright)"
     if find_chromium() is None:
-        return ("the browser tests need Chromium: apt-get install chromium (or set "
-                "RESNET_COURSE_CHROMIUM to a Chromium binary)")
+        return (
+            "the browser tests need Chromium: apt-get install chromium (or set "
+            "RESNET_COURSE_CHROMIUM to a Chromium binary)"
+        )
     return None
 
 
@@ -131,20 +138,32 @@ def lab(tmp_path_factory):
     copy_finished_comparison_runs()
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ)
-    env.update({
-        "RESNET_COURSE_FAST": "1",
-        "RESNET_COURSE_RUNS": str(RUNS),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        "JUPYTER_CONFIG_DIR": str(root / "config"), "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
-        "JUPYTERLAB_SETTINGS_DIR": str(root / "settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(root / "workspaces"),
-        "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "2"),
-    })
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-               "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    env.update(
+        {
+            "RESNET_COURSE_FAST": "1",
+            "RESNET_COURSE_RUNS": str(RUNS),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+            "JUPYTER_CONFIG_DIR": str(root / "config"),
+            "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
+            "JUPYTERLAB_SETTINGS_DIR": str(root / "settings"),
+            "JUPYTERLAB_WORKSPACES_DIR": str(root / "workspaces"),
+            "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "2"),
+        }
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True",
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # CI containers run as root
     # no "Would you like to receive Jupyter news?" toast over the notebook
@@ -153,8 +172,9 @@ def lab(tmp_path_factory):
     news.write_text('{"fetchNews": "false", "checkForUpdates": false}')
     log_path = root / "jupyter-lab.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     base = f"http://127.0.0.1:{port}"
 
     def interrupted(signum, frame):  # a CI timeout's SIGTERM: still stop the server and kernels
@@ -173,8 +193,9 @@ def lab(tmp_path_factory):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"jupyter lab did not answer within {SERVER_START_TIMEOUT} s:\n"
-                            f"{log_path.read_text()[-3000:]}")
+                pytest.fail(
+                    f"jupyter lab did not answer within {SERVER_START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}"
+                )
             time.sleep(0.5)
         yield base, token
     finally:
@@ -189,8 +210,9 @@ def browser():
 
     with sync_playwright() as playwright:
         # --no-sandbox: Chromium's sandbox refuses to run as root, as CI containers do
-        chromium = playwright.chromium.launch(executable_path=find_chromium(), headless=True,
-                                              args=["--no-sandbox", "--disable-gpu"])
+        chromium = playwright.chromium.launch(
+            executable_path=find_chromium(), headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
         try:
             yield chromium
         finally:
@@ -316,26 +338,38 @@ def _explorer_state(explorer) -> tuple[str, str]:
 
 def check_shape_explorer(page, cells) -> None:
     """The explorer draws, and a new input size or model changes both the drawing and the table."""
-    explorer = page.locator(".widget-vbox").filter(has=page.locator(".widget-dropdown")).filter(
-        has=page.locator("img")).first
+    explorer = (
+        page.locator(".widget-vbox").filter(has=page.locator(".widget-dropdown")).filter(has=page.locator("img")).first
+    )
     explorer.scroll_into_view_if_needed(timeout=30_000)
     image = explorer.locator("img").first
-    page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=image.element_handle(),
-                           timeout=30_000)
+    page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=image.element_handle(), timeout=30_000)
     box = image.bounding_box()
-    check(box is not None and box["width"] > 300 and box["height"] > 100, page, "explorer",
-          f"the explorer's drawing is not visible (its box: {box})")
+    check(
+        box is not None and box["width"] > 300 and box["height"] > 100,
+        page,
+        "explorer",
+        f"the explorer's drawing is not visible (its box: {box})",
+    )
     src_224, table_224 = _explorer_state(explorer)
-    check("2048×7×7" in table_224, page, "explorer",
-          f"the explorer's table does not show ResNet-50 at 224 px: {table_224[:200]!r}")
+    check(
+        "2048×7×7" in table_224,
+        page,
+        "explorer",
+        f"the explorer's table does not show ResNet-50 at 224 px: {table_224[:200]!r}",
+    )
     explorer.screenshot(path=str(_artifact("explorer-224")))
 
     # a new input size, typed into the slider's readout as a student can
     readout = explorer.locator(".widget-readout").first
     readout.fill("320")
     readout.press("Enter")
-    wait_until(lambda: "320×320" in explorer.locator(".widget-html").last.inner_text(), page, "explorer",
-               "the explorer did not show 320 px after the size was typed into the slider")
+    wait_until(
+        lambda: "320×320" in explorer.locator(".widget-html").last.inner_text(),
+        page,
+        "explorer",
+        "the explorer did not show 320 px after the size was typed into the slider",
+    )
     src_320, table_320 = _explorer_state(explorer)
     check("2048×10×10" in table_320, page, "explorer", f"the table did not follow the size: {table_320[:200]!r}")
     check(src_320 != src_224, page, "explorer", "the drawing did not change with the input size")
@@ -343,8 +377,12 @@ def check_shape_explorer(page, cells) -> None:
 
     # another model, chosen in the dropdown
     explorer.locator("select").first.select_option(label="ResNet-18 (v1 only)")
-    wait_until(lambda: "resnet18" in explorer.locator("table").first.inner_text(), page, "explorer",
-               "the explorer did not show ResNet-18 after it was chosen")
+    wait_until(
+        lambda: "resnet18" in explorer.locator("table").first.inner_text(),
+        page,
+        "explorer",
+        "the explorer did not show ResNet-18 after it was chosen",
+    )
     src_18, table_18 = _explorer_state(explorer)
     check("512×10×10" in table_18, page, "explorer", f"the table did not follow the model: {table_18[:200]!r}")
     check(src_18 not in (src_224, src_320), page, "explorer", "the drawing did not change with the model")
@@ -355,8 +393,7 @@ def check_progress_bars(page, cells) -> None:
     """Training shows tqdm's progress bars as widgets (a bar), never as lines of text."""
     training = [c for c in cells if c["type"] == "code" and "train_or_load(" in "".join(c["source"])]
     check(bool(training), page, "progress", "no training cell found")
-    widgets = [o for c in training for o in c["outputs"]
-               if "application/vnd.jupyter.widget-view+json" in o["mimes"]]
+    widgets = [o for c in training for o in c["outputs"] if "application/vnd.jupyter.widget-view+json" in o["mimes"]]
     debris = [o["text"][:120] for c in training for o in c["outputs"] if TEXT_PROGRESS.search(o["text"])]
     check(len(widgets) >= 1, page, "progress", "the training cells show no progress-bar widget")
     check(not debris, page, "progress", f"progress bars as text: {debris}")

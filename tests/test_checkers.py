@@ -215,17 +215,29 @@ class BottleneckReluAfterBn3(Bottleneck):
         return self.relu(self.relu(self.bn3(self.conv3(out))) + identity)
 
 
-@pytest.mark.parametrize("checker, block, message", [
-    (checkers.check_basic_block, OneBnTwice, "`bn1` runs 2 times in forward"),
-    (checkers.check_basic_block, OneBnTwice, "`bn2` is built but never used in forward"),
-    (checkers.check_basic_block, ReluBeforeBn, "the ReLU comes before the BatchNorm inside the branch"),
-    (checkers.check_basic_block, OtherEps, "`bn2` has eps 0.001: torchvision's blocks use PyTorch's default 1e-5"),
-    (checkers.check_basic_block, WithDropout, "in train mode your block computes something else"),
-    (checkers.check_basic_block, DetachedShortcut, "the gradient does not flow through the shortcut"),
-    (checkers.check_bottleneck, BottleneckWithoutBn3, "`bn3` is built but never used in forward"),
-    (checkers.check_bottleneck, BottleneckReluAfterBn3, "a ReLU follows the last BN of the branch"),
-], ids=["bn used twice", "bn unused", "relu before bn", "eps", "dropout", "detached shortcut", "no bn3",
-        "relu after bn3"])
+@pytest.mark.parametrize(
+    "checker, block, message",
+    [
+        (checkers.check_basic_block, OneBnTwice, "`bn1` runs 2 times in forward"),
+        (checkers.check_basic_block, OneBnTwice, "`bn2` is built but never used in forward"),
+        (checkers.check_basic_block, ReluBeforeBn, "the ReLU comes before the BatchNorm inside the branch"),
+        (checkers.check_basic_block, OtherEps, "`bn2` has eps 0.001: torchvision's blocks use PyTorch's default 1e-5"),
+        (checkers.check_basic_block, WithDropout, "in train mode your block computes something else"),
+        (checkers.check_basic_block, DetachedShortcut, "the gradient does not flow through the shortcut"),
+        (checkers.check_bottleneck, BottleneckWithoutBn3, "`bn3` is built but never used in forward"),
+        (checkers.check_bottleneck, BottleneckReluAfterBn3, "a ReLU follows the last BN of the branch"),
+    ],
+    ids=[
+        "bn used twice",
+        "bn unused",
+        "relu before bn",
+        "eps",
+        "dropout",
+        "detached shortcut",
+        "no bn3",
+        "relu after bn3",
+    ],
+)
 def test_v1_block_checkers_name_wrong_values(checker, block, message):
     assert failed_with(checker(block), message)
 
@@ -268,8 +280,9 @@ def test_calling_downsample_when_it_is_none_is_named():
 
 
 def test_missing_final_relu_is_named():
-    assert failed_with(checkers.check_basic_block(NoFinalRelu), "the final ReLU is missing: your block's output has "
-                                                                "negative values")
+    assert failed_with(
+        checkers.check_basic_block(NoFinalRelu), "the final ReLU is missing: your block's output has negative values"
+    )
 
 
 def test_relu_before_the_addition_is_named():
@@ -281,8 +294,9 @@ def test_missing_relu_inside_the_branch_is_named():
 
 
 def test_stride_on_the_wrong_conv_is_named():
-    assert failed_with(checkers.check_basic_block(StrideOnConv2), "the stride belongs on conv1 (as in torchvision), "
-                                                                  "yours is on conv2")
+    assert failed_with(
+        checkers.check_basic_block(StrideOnConv2), "the stride belongs on conv1 (as in torchvision), yours is on conv2"
+    )
 
 
 def test_conv_biases_are_named_and_explain_the_count():
@@ -355,8 +369,9 @@ def test_bottleneck_checker_passes_correct_blocks(block):
 def test_bottleneck_without_expansion_is_named():
     result = checkers.check_bottleneck(NoExpansionConv3)
     assert failed_with(result, "conv3 should expand to `planes * expansion` = 256 channels, not `planes` = 64")
-    assert failed_with(result, "the addition fails: the branch gives (2, 64, 8, 8) but the shortcut gives (2, 256, 8, "
-                               "8)")
+    assert failed_with(
+        result, "the addition fails: the branch gives (2, 64, 8, 8) but the shortcut gives (2, 256, 8, 8)"
+    )
 
 
 def test_stride_in_the_first_1x1_is_v1_not_torchvision_v1_5():
@@ -397,15 +412,19 @@ def test_projection_shortcut_factory_passes():
 def test_identity_where_the_shape_changes_is_named():
     result = checkers.check_shortcut(lambda x: x, 64, 128, 2)
     assert failed_with(result, "the shortcut gives 64 channels, the branch 128")
-    assert failed_with(result, "the shortcut gives 8×8 maps, the branch 4×4: the shortcut must use the block's stride "
-                               "(2)")
+    assert failed_with(
+        result, "the shortcut gives 8×8 maps, the branch 4×4: the shortcut must use the block's stride (2)"
+    )
 
 
 def test_option_a_without_the_zero_channels_is_told_to_pad_them():
     # He et al. 2015, Sec. 3.3, option A: subsample and pad the extra channels with zeros (no parameters).
     result = checkers.check_shortcut(lambda x: x[:, :, ::2, ::2], 64, 128, 2)
-    assert failed_with(result, "the shortcut gives 64 channels, the branch 128: pad the 64 missing channels with "
-                               "zeros (option A, no parameters) or project with a 1×1 conv 64 → 128 (option B)")
+    assert failed_with(
+        result,
+        "the shortcut gives 64 channels, the branch 128: pad the 64 missing channels with "
+        "zeros (option A, no parameters) or project with a 1×1 conv 64 → 128 (option B)",
+    )
     assert not any("must use the block's stride" in m for m in result.messages)
 
 
@@ -494,31 +513,40 @@ class ProjectionWithUnusedLayers(nn.Module):
         return torch.zeros(x.shape[0], 128, x.shape[2] // 2, x.shape[3] // 2)
 
 
-@pytest.mark.parametrize("shortcut", [_option_a, _option_a_padded_both_sides,
-                                      nn.Sequential(conv1x1(64, 128, 2), nn.BatchNorm2d(128))],
-                         ids=["option A", "option A, zeros on both sides", "option B"])
+@pytest.mark.parametrize(
+    "shortcut",
+    [_option_a, _option_a_padded_both_sides, nn.Sequential(conv1x1(64, 128, 2), nn.BatchNorm2d(128))],
+    ids=["option A", "option A, zeros on both sides", "option B"],
+)
 def test_shortcut_checker_passes_options_a_and_b_by_their_values(shortcut):
     result = checkers.check_shortcut(shortcut, 64, 128, 2)
     assert result.ok, result
-    assert "✓ the shortcut reads the positions the branch's stride-2 conv is centred on (x[:, :, ::2, ::2])" in \
-        result.messages
+    assert (
+        "✓ the shortcut reads the positions the branch's stride-2 conv is centred on (x[:, :, ::2, ::2])"
+        in result.messages
+    )
 
 
 #: Wrong shortcuts of the right shape (64 → 128 channels, stride 2), and the words of the ✗ line.
 WRONG_SHORTCUTS = {
     "zeros of the right shape": (lambda x: torch.zeros(x.shape[0], 128, 4, 4), "the shortcut returns only zeros"),
-    "option A sampling x[:, :, 1::2, 1::2]": (_option_a_misaligned, "yours reads the positions in between "
-                                                                    "(x[:, :, 1::2, 1::2]?), so the two added maps "
-                                                                    "are misaligned"),
+    "option A sampling x[:, :, 1::2, 1::2]": (
+        _option_a_misaligned,
+        "yours reads the positions in between (x[:, :, 1::2, 1::2]?), so the two added maps are misaligned",
+    ),
     "projection sampling x[:, :, 1::2, 1::2]": (MisalignedProjection(), "so the two added maps are misaligned"),
     "option A with copies instead of zeros": (_option_a_copies, "the extra channels must be zeros, not copies"),
     "option A averaging 2×2 windows": (_option_a_average_pooled, "the shortcut mixes neighbouring positions"),
     "option A scaling the input": (_option_a_scaled, "option A passes the input's 64 channels unchanged"),
-    "option B with a ReLU after the BN": (nn.Sequential(conv1x1(64, 128, 2), nn.BatchNorm2d(128), nn.ReLU()),
-                                          "a ReLU follows the projection's BN"),
+    "option B with a ReLU after the BN": (
+        nn.Sequential(conv1x1(64, 128, 2), nn.BatchNorm2d(128), nn.ReLU()),
+        "a ReLU follows the projection's BN",
+    ),
     "option B layers built but zeros returned": (ProjectionWithUnusedLayers(), "the shortcut returns only zeros"),
-    "option B with BN before the conv": (nn.Sequential(nn.BatchNorm2d(64), conv1x1(64, 128, 2)),
-                                         "option B puts it after the 1×1 conv"),
+    "option B with BN before the conv": (
+        nn.Sequential(nn.BatchNorm2d(64), conv1x1(64, 128, 2)),
+        "option B puts it after the 1×1 conv",
+    ),
     "option B with a conv bias and no BN": (nn.Conv2d(64, 128, 1, 2), "difference -128"),
 }
 
@@ -619,21 +647,25 @@ class Conv3WithoutBias(PreActBottleneck):
 
 
 def test_preact_shortcut_on_the_preactivated_input_is_named():
-    assert failed_with(checkers.check_preact_block(ShortcutOnPreactWithoutConv), "the shortcut reads the "
-                                                                                  "pre-activated input")
+    assert failed_with(
+        checkers.check_preact_block(ShortcutOnPreactWithoutConv), "the shortcut reads the pre-activated input"
+    )
 
 
 def test_preact_missing_bias_is_named():
-    assert failed_with(checkers.check_preact_block(Conv3WithoutBias), "difference -256 = the bias of a conv with 256 "
-                                                                      "outputs?")
+    assert failed_with(
+        checkers.check_preact_block(Conv3WithoutBias), "difference -256 = the bias of a conv with 256 outputs?"
+    )
 
 
 def test_preact_checker_asks_for_keras_epsilon_and_says_why():
     result = checkers.check_preact_block(PyTorchEps)
     assert failed_with(result, "`bn2` has eps 1e-05: the checker asks for 1.001e-5, Keras Applications' value")
     assert failed_with(result, "because the course's v2 reproduces Keras' outputs")
-    assert any(m.startswith("✓ every BatchNorm has eps 1.001e-5") for m in
-               checkers.check_preact_block(PreActBottleneck).messages)
+    assert any(
+        m.startswith("✓ every BatchNorm has eps 1.001e-5")
+        for m in checkers.check_preact_block(PreActBottleneck).messages
+    )
 
 
 def test_preact_stride_on_the_1x1_conv_is_named():
@@ -641,8 +673,10 @@ def test_preact_stride_on_the_1x1_conv_is_named():
 
 
 def test_preact_other_computation_with_the_same_layers_is_found():
-    assert failed_with(checkers.check_preact_block(AbsInsteadOfRelu), "with the reference's weights copied in, your "
-                                                                       "block gives other outputs")
+    assert failed_with(
+        checkers.check_preact_block(AbsInsteadOfRelu),
+        "with the reference's weights copied in, your block gives other outputs",
+    )
 
 
 def test_preact_checker_passes_the_course_block():
@@ -671,8 +705,9 @@ def test_post_activation_order_is_named():
 
 
 def test_strided_shortcut_must_subsample():
-    assert failed_with(checkers.check_preact_block(IdentityWhenStriding), "the shortcut should be a 1×1 max pool with "
-                                                                          "stride 2")
+    assert failed_with(
+        checkers.check_preact_block(IdentityWhenStriding), "the shortcut should be a 1×1 max pool with stride 2"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -688,8 +723,9 @@ def test_param_count_difference_is_explained_as_one_conv():
     model = torchvision.models.resnet18(weights=None)
     model.extra = nn.Conv2d(64, 64, 3, bias=False)
     result = checkers.check_param_count(model, 11_689_512)
-    assert result.failures == ["you have 11,726,376 parameters, expected 11,689,512 (difference +36,864 = one 3×3 "
-                               "conv 64→64?)"]
+    assert result.failures == [
+        "you have 11,726,376 parameters, expected 11,689,512 (difference +36,864 = one 3×3 conv 64→64?)"
+    ]
 
 
 @pytest.mark.slow
@@ -704,8 +740,9 @@ def test_learner_resnet34_matches_torchvision():
 def test_resnet34_with_a_block_missing_is_explained():
     result = checkers.check_model(ResNet(BasicBlock, [3, 4, 5, 3], num_classes=4), "resnet34")
     assert failed_with(result, "difference -1,180,672 = one BasicBlock of 256 channels?")
-    assert failed_with(result, "`layer3` has 5,641,728 parameters in 5 blocks; in torchvision's resnet34: 6,822,400 "
-                               "in 6 blocks")
+    assert failed_with(
+        result, "`layer3` has 5,641,728 parameters in 5 blocks; in torchvision's resnet34: 6,822,400 in 6 blocks"
+    )
     assert failed_with(result, "state_dict entries missing (12): layer3.5.conv1.weight")
 
 
@@ -822,11 +859,16 @@ def wrong_step(**changes):
         targets = changes.get("targets", lambda labels, logits: labels)
         forward = changes.get("forward", lambda model, images: model(images))
         logits = forward(model, images)
-        loss = changes.get("loss", lambda logits, targets: F.cross_entropy(logits, targets))(logits,
-                                                                                              targets(labels, logits))
+        loss = changes.get("loss", lambda logits, targets: F.cross_entropy(logits, targets))(
+            logits, targets(labels, logits)
+        )
         order = changes.get("order", ["zero_grad", "backward", "step", "scheduler"])
-        actions = {"zero_grad": optimizer.zero_grad, "step": optimizer.step, "scheduler": scheduler.step,
-                   "backward": changes.get("backward", loss.backward)}
+        actions = {
+            "zero_grad": optimizer.zero_grad,
+            "step": optimizer.step,
+            "scheduler": scheduler.step,
+            "backward": changes.get("backward", loss.backward),
+        }
         for action in order:
             actions[action]()
         if changes.get("leave_eval"):
@@ -847,8 +889,10 @@ class ReturnsPrevious:
         self.last = 0.0
 
     def __call__(self, model, images, labels, optimizer, scheduler):
-        previous, self.last = self.last, wrong_step(returns=lambda loss, logits, model: loss.item())(
-            model, images, labels, optimizer, scheduler)
+        previous, self.last = (
+            self.last,
+            wrong_step(returns=lambda loss, logits, model: loss.item())(model, images, labels, optimizer, scheduler),
+        )
         return previous if previous else self.last
 
 
@@ -894,6 +938,7 @@ def _retain_and_backward_twice(loss):
     def backward():
         loss.backward(retain_graph=True)
         loss.backward()
+
     return backward
 
 
@@ -916,8 +961,14 @@ def step_returns_accuracy(model, images, labels, optimizer, scheduler):
     return (logits.argmax(1) == labels).float().mean()
 
 
-RIGHT_STEPS = [step_zero_grad_first, step_zero_grad_last, step_model_zero_grad_detached,
-               step_nll_of_log_softmax_one_hot, step_nll_of_log_softmax, wrong_step()]
+RIGHT_STEPS = [
+    step_zero_grad_first,
+    step_zero_grad_last,
+    step_model_zero_grad_detached,
+    step_nll_of_log_softmax_one_hot,
+    step_nll_of_log_softmax,
+    wrong_step(),
+]
 
 #: (mistake as in TRAIN_STEP_MISTAKES, a step that makes it)
 WRONG_STEPS = {
@@ -927,10 +978,10 @@ WRONG_STEPS = {
     "optimizer.step() never called": wrong_step(order=["zero_grad", "backward", "scheduler"]),
     "optimizer.step() called twice": wrong_step(order=["zero_grad", "backward", "step", "step", "scheduler"]),
     "softmax before cross_entropy": wrong_step(loss=lambda logits, t: F.cross_entropy(logits.softmax(1), t)),
-    "log_softmax before cross_entropy": wrong_step(loss=lambda logits, t: F.cross_entropy(F.log_softmax(logits, 1),
-                                                                                          t)),
-    "nll_loss on probabilities (softmax, no log)": wrong_step(loss=lambda logits, t: F.nll_loss(F.softmax(logits, 1),
-                                                                                                t)),
+    "log_softmax before cross_entropy": wrong_step(loss=lambda logits, t: F.cross_entropy(F.log_softmax(logits, 1), t)),
+    "nll_loss on probabilities (softmax, no log)": wrong_step(
+        loss=lambda logits, t: F.nll_loss(F.softmax(logits, 1), t)
+    ),
     "model in eval mode during the step": wrong_step(eval=True),
     "the step leaves the model in eval mode": wrong_step(leave_eval=True),
     "scheduler not stepped": wrong_step(order=["zero_grad", "backward", "step"]),
@@ -950,8 +1001,9 @@ WRONG_STEPS = {
     "forward under torch.no_grad()": wrong_step(forward=_no_grad_forward),
     "backward() on loss.item() (no graph)": step_backward_on_item,
     "forward twice in train mode (BN statistics move twice)": step_forward_twice,
-    "label smoothing not in the recipe": wrong_step(loss=lambda logits, t: F.cross_entropy(logits, t,
-                                                                                           label_smoothing=0.1)),
+    "label smoothing not in the recipe": wrong_step(
+        loss=lambda logits, t: F.cross_entropy(logits, t, label_smoothing=0.1)
+    ),
 }
 
 
@@ -966,8 +1018,9 @@ def test_every_listed_training_mistake_has_a_test():
     assert set(WRONG_STEPS) == {mistake for mistake, _ in checkers.TRAIN_STEP_MISTAKES}
 
 
-@pytest.mark.parametrize("mistake, message", checkers.TRAIN_STEP_MISTAKES, ids=[m for m, _ in
-                                                                                checkers.TRAIN_STEP_MISTAKES])
+@pytest.mark.parametrize(
+    "mistake, message", checkers.TRAIN_STEP_MISTAKES, ids=[m for m, _ in checkers.TRAIN_STEP_MISTAKES]
+)
 def test_train_step_checker_names_each_mistake(mistake, message):
     step = WRONG_STEPS[mistake]
     if isinstance(step, ReturnsPrevious):
@@ -976,8 +1029,9 @@ def test_train_step_checker_names_each_mistake(mistake, message):
 
 
 def test_backward_on_a_recreated_number_is_named():
-    assert failed_with(checkers.check_train_step(step_backward_on_a_new_tensor), "loss.backward() never reaches the "
-                                                                                 "weights")
+    assert failed_with(
+        checkers.check_train_step(step_backward_on_a_new_tensor), "loss.backward() never reaches the weights"
+    )
 
 
 def test_train_step_checker_leaves_the_random_state_alone():

@@ -18,8 +18,13 @@ from resnet_course.cli import main
 def run_module(*args, timeout=120):
     """Run ``python -m resnet_course ARGS`` in a fresh process, as a user would."""
     env = {**os.environ, "RESNET_COURSE_FAST": "1"}
-    return subprocess.run([sys.executable, "-m", "resnet_course", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "resnet_course", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +37,20 @@ def tiny_birds(tmp_path_factory, bird_folder):
 def trained_run(tiny_birds, fast_disk):
     """One epoch of resnet18 at 32 px, then resumed to two epochs; returns (out_dir, outputs)."""
     out = fast_disk / "cli-run"
-    common = ["train", "--model", "resnet18", "--data", str(tiny_birds), "--image-size", "32",
-              "--batch-size", "4", "--out", str(out), "--no-progress"]
+    common = [
+        "train",
+        "--model",
+        "resnet18",
+        "--data",
+        str(tiny_birds),
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         first = main(common + ["--epochs", "1"])
@@ -68,8 +85,22 @@ def test_train_prints_what_it_does_and_one_line_per_epoch(trained_run):
 def test_train_refuses_to_overwrite_a_run_without_resume(trained_run, tiny_birds, capsys):
     out = trained_run[0]
     before = (out / "checkpoint.pt").read_bytes()
-    code = main(["train", "--model", "resnet18", "--data", str(tiny_birds), "--image-size", "32",
-                 "--epochs", "1", "--out", str(out), "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--model",
+            "resnet18",
+            "--data",
+            str(tiny_birds),
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 2
     assert "--resume" in capsys.readouterr().err
     assert (out / "checkpoint.pt").read_bytes() == before
@@ -90,14 +121,21 @@ def test_predict_prints_a_class_name_and_probability_per_image(trained_run, tmp_
         assert predicted in CLASS_NAMES and "%" in line
 
 
-def test_predict_reports_unreadable_images_and_still_predicts_the_others(trained_run, tmp_path, capsys,
-                                                                        bird_colours):
+def test_predict_reports_unreadable_images_and_still_predicts_the_others(trained_run, tmp_path, capsys, bird_colours):
     good = tmp_path / "good.jpg"
     Image.new("RGB", (32, 32), bird_colours[1]).save(good)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
-    code = main(["predict", "--checkpoint", str(trained_run[0] / "best.pt"), str(good), str(broken),
-                 str(tmp_path / "missing.jpg")])
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(trained_run[0] / "best.pt"),
+            str(good),
+            str(broken),
+            str(tmp_path / "missing.jpg"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out.startswith(str(good))
@@ -114,12 +152,17 @@ def test_bad_numbers_are_clear_errors(tiny_birds, tmp_path, capsys):
     assert "--epochs must be at least 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("--lr", "nan", "--lr must be a positive number"), ("--lr", "inf", "--lr must be a positive number"),
-    ("--lr", "0", "--lr must be a positive number"), ("--weight-decay", "-1", "--weight-decay must be"),
-    ("--warmup-epochs", "-1", "--warmup-epochs must be between 0 and --epochs"),
-    ("--warmup-epochs", "5", "--warmup-epochs must be between 0 and --epochs (2)"),
-])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--lr", "nan", "--lr must be a positive number"),
+        ("--lr", "inf", "--lr must be a positive number"),
+        ("--lr", "0", "--lr must be a positive number"),
+        ("--weight-decay", "-1", "--weight-decay must be"),
+        ("--warmup-epochs", "-1", "--warmup-epochs must be between 0 and --epochs"),
+        ("--warmup-epochs", "5", "--warmup-epochs must be between 0 and --epochs (2)"),
+    ],
+)
 def test_bad_recipe_values_are_clear_errors_before_any_work(tiny_birds, tmp_path, capsys, option, value, message):
     out = tmp_path / "run"
     assert main(["train", "--data", str(tiny_birds), "--epochs", "2", "--out", str(out), option, value]) == 2
@@ -135,8 +178,17 @@ def test_unknown_model_exits_2_with_a_message_not_a_traceback(tmp_path):
 
 
 def test_missing_data_folder_exits_2_with_a_message_not_a_traceback(tmp_path):
-    finished = run_module("train", "--model", "resnet18", "--data", tmp_path / "no_such_folder",
-                          "--epochs", "1", "--out", tmp_path / "run")
+    finished = run_module(
+        "train",
+        "--model",
+        "resnet18",
+        "--data",
+        tmp_path / "no_such_folder",
+        "--epochs",
+        "1",
+        "--out",
+        tmp_path / "run",
+    )
     assert finished.returncode == 2
     assert "no_such_folder does not exist" in finished.stderr and "make-standin" in finished.stderr
     assert "Traceback" not in finished.stderr

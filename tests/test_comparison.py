@@ -18,18 +18,33 @@ from resnet_course.comparison import (
 
 
 def _record(model, seed, acc, **extra):
-    return {"model": model, "image_size": 112, "epochs": 10, "seed": seed, "zero_init_residual": True,
-            "recipe": {}, "final_val_acc": acc, "best_val_acc": acc, **extra}
+    return {
+        "model": model,
+        "image_size": 112,
+        "epochs": 10,
+        "seed": seed,
+        "zero_init_residual": True,
+        "recipe": {},
+        "final_val_acc": acc,
+        "best_val_acc": acc,
+        **extra,
+    }
 
 
 @pytest.fixture
 def runs_file(tmp_path):
-    records = [_record("resnet50v2", 1, 0.6), _record("resnet50", 0, 0.5), _record("resnet50", 1, 0.7),
-               _record("resnet50v2", 0, 0.8), _record("resnet50", 2, 0.6),
-               _record("resnet50", 3, 0.9, recipe={"lr": 0.002}),  # another recipe
-               _record("resnet50", 4, 0.9, crop_scale=[0.8, 1.0]),  # other crops
-               _record("resnet50", 5, 0.9, zero_init_residual=False),
-               _record("resnet50", 6, 0.9, image_size=224), _record("resnet18", 0, 0.4)]
+    records = [
+        _record("resnet50v2", 1, 0.6),
+        _record("resnet50", 0, 0.5),
+        _record("resnet50", 1, 0.7),
+        _record("resnet50v2", 0, 0.8),
+        _record("resnet50", 2, 0.6),
+        _record("resnet50", 3, 0.9, recipe={"lr": 0.002}),  # another recipe
+        _record("resnet50", 4, 0.9, crop_scale=[0.8, 1.0]),  # other crops
+        _record("resnet50", 5, 0.9, zero_init_residual=False),
+        _record("resnet50", 6, 0.9, image_size=224),
+        _record("resnet18", 0, 0.4),
+    ]
     path = tmp_path / "runs.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
     return path
@@ -37,8 +52,13 @@ def runs_file(tmp_path):
 
 def test_load_runs_keeps_only_the_default_recipe_at_the_asked_budget_in_model_order(runs_file):
     runs = load_runs(runs_file, models=["resnet50", "resnet50v2"], image_size=112, epochs=10)
-    assert [(r["model"], r["seed"]) for r in runs] == [("resnet50", 0), ("resnet50", 1), ("resnet50", 2),
-                                                       ("resnet50v2", 0), ("resnet50v2", 1)]
+    assert [(r["model"], r["seed"]) for r in runs] == [
+        ("resnet50", 0),
+        ("resnet50", 1),
+        ("resnet50", 2),
+        ("resnet50v2", 0),
+        ("resnet50v2", 1),
+    ]
     everything = load_runs(runs_file, default_recipe=False)
     assert len(everything) == 10
 
@@ -85,8 +105,12 @@ def test_seed_table_and_plot_show_every_seed(runs_file):
     assert "4.6%" in text  # binomial SE at 60 % on 113 images: sqrt(0.24 / 113) = 4.61 points
     fig = plot_seed_comparison(summary, 113, num_classes=4)
     ax = fig.axes[0]
-    dots = [point for collection in ax.collections if isinstance(collection, PathCollection)  # the scatter dots
-            for point in collection.get_offsets().tolist()]
+    dots = [
+        point
+        for collection in ax.collections
+        if isinstance(collection, PathCollection)  # the scatter dots
+        for point in collection.get_offsets().tolist()
+    ]
     assert sorted(round(y) for _, y in dots) == [50, 60, 60, 70, 80]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["resnet50\n(3 seeds)", "resnet50v2\n(2 seeds)"]
 

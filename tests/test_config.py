@@ -95,8 +95,15 @@ def test_the_switch_takes_only_true_false_or_none(monkeypatch, value):
     assert config.fast_mode() is False
 
 
-@pytest.mark.parametrize("name, shown", [(b"bad\xff.jpg", "bad\\xff.jpg"), ("two\nlines.jpg", "two\\nlines.jpg"),
-                                         ("red\x1b[31m.jpg", "red\\x1b[31m.jpg"), ("été 1.jpg", "été 1.jpg")])
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        (b"bad\xff.jpg", "bad\\xff.jpg"),
+        ("two\nlines.jpg", "two\\nlines.jpg"),
+        ("red\x1b[31m.jpg", "red\\x1b[31m.jpg"),
+        ("été 1.jpg", "été 1.jpg"),
+    ],
+)
 def test_printable_path_escapes_what_a_terminal_cannot_show_on_one_line(name, shown):
     path = os.fsdecode(name)
     assert config.printable_path(path) == shown

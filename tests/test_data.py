@@ -53,6 +53,7 @@ def _small_folder(root: Path, per_class: int = 3) -> Path:
 # Class names and the split
 # --------------------------------------------------------------------------------------------
 
+
 def test_class_names_are_the_course_folder_names():
     assert CLASS_NAMES == COURSE_CLASSES
 
@@ -95,8 +96,16 @@ def test_split_is_pinned_so_every_machine_gets_the_same_validation_photos(course
     # validation set changed for every learner.
     _, val = split_samples(scan_bird_folder(course_sized_folder), seed=123)
     skimmers = [path.name for path, label in val if label == 1]
-    assert skimmers[:8] == ["photo_003.jpg", "photo_006.jpg", "photo_009.jpg", "photo_014.jpg",
-                            "photo_017.jpg", "photo_018.jpg", "photo_019.jpg", "photo_020.jpg"]
+    assert skimmers[:8] == [
+        "photo_003.jpg",
+        "photo_006.jpg",
+        "photo_009.jpg",
+        "photo_014.jpg",
+        "photo_017.jpg",
+        "photo_018.jpg",
+        "photo_019.jpg",
+        "photo_020.jpg",
+    ]
     listing = "\n".join(f"{path.parent.name}/{path.name}" for path, _ in val)
     assert hashlib.sha256(listing.encode()).hexdigest()[:16] == "a57a1eda981f2156"
 
@@ -111,6 +120,7 @@ def test_load_birds_gives_seeded_loaders_and_file_paths(course_sized_folder):
     # each sample's label is its folder's index in CLASS_NAMES
     for path, label in train_loader.dataset.samples + val_loader.dataset.samples:
         assert COURSE_CLASSES.index(Path(path).parent.name) == label
+
     # the training order is shuffled anew each epoch, but the same epochs on every call;
     # validation is not shuffled
     def epochs(loader, count=2):
@@ -138,6 +148,7 @@ def test_a_last_training_batch_of_one_is_dropped_so_batchnorm_cannot_fail(course
 # --------------------------------------------------------------------------------------------
 # Images of any mode and size
 # --------------------------------------------------------------------------------------------
+
 
 def _odd_images(tmp_path: Path):
     """(name, path, expected RGB of the top-left pixel or None) for images learners might have."""
@@ -217,6 +228,7 @@ def test_transforms_can_be_pickled_for_dataloader_workers():
 # --------------------------------------------------------------------------------------------
 # Bad input: ignored, skipped and named, or a clear error
 # --------------------------------------------------------------------------------------------
+
 
 def test_non_image_files_are_ignored_silently(tmp_path):
     root = _small_folder(tmp_path)
@@ -312,8 +324,11 @@ def test_bushtit_spelling_is_accepted(tmp_path):
     assert scan.counts["Black Throated Bushtiti"] == 3
     train_loader, val_loader, names = load_birds(root, image_size=16, val_split=0.25)
     assert names[2] == "Black Throated Bushtiti"
-    assert {label for path, label in train_loader.dataset.samples + val_loader.dataset.samples
-            if path.parent.name == "Black Throated Bushtit"} == {2}
+    assert {
+        label
+        for path, label in train_loader.dataset.samples + val_loader.dataset.samples
+        if path.parent.name == "Black Throated Bushtit"
+    } == {2}
 
 
 def test_extra_folders_are_ignored_and_reported(tmp_path):
@@ -337,8 +352,12 @@ def test_two_folders_for_one_class_is_an_error(tmp_path):
 # Kaggle import
 # --------------------------------------------------------------------------------------------
 
-KAGGLE_FOLDERS = {"BANANAQUIT": "Bananaquit", "BLACK SKIMMER": "Black Skimmer",
-                  "BLACK THROATED BUSHTIT": "Black Throated Bushtiti", "COCKATOO": "Cockatoo"}
+KAGGLE_FOLDERS = {
+    "BANANAQUIT": "Bananaquit",
+    "BLACK SKIMMER": "Black Skimmer",
+    "BLACK THROATED BUSHTIT": "Black Throated Bushtiti",
+    "COCKATOO": "Cockatoo",
+}
 DECOYS = ("GANG GANG COCKATOO", "ROSE BREASTED COCKATOO", "BLACK THROATED WARBLER")
 
 
@@ -407,6 +426,7 @@ def test_import_kaggle_rejects_a_folder_that_is_not_the_kaggle_set(tmp_path):
 # The real photos (20-photo sample, read in place) and choosing the data
 # --------------------------------------------------------------------------------------------
 
+
 def test_real_photo_sample_loads_with_the_right_labels(birds_sample):
     scan = scan_bird_folder(birds_sample)
     assert scan.counts == {name: 5 for name in COURSE_CLASSES} and scan.skipped == []
@@ -444,8 +464,10 @@ def test_import_kaggle_never_copies_a_photo_already_there_under_another_name(tmp
     (dst / "Bananaquit").mkdir(parents=True)
     shutil.copy(kaggle / "valid" / "BANANAQUIT" / "2.jpg", dst / "Bananaquit" / "my_bananaquit.jpg")
     counts = import_kaggle(kaggle, dst)
-    on_disk = {name: sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in (dst / name).iterdir())
-               for name in COURSE_CLASSES}
+    on_disk = {
+        name: sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in (dst / name).iterdir())
+        for name in COURSE_CLASSES
+    }
     assert all(len(set(digests)) == len(digests) for digests in on_disk.values())  # no duplicate bytes
     assert counts == {name: len(digests) for name, digests in on_disk.items()}  # counts are the folder's
     assert counts == {**expected, "Cockatoo": expected["Cockatoo"] - 1}  # Bananaquit: 7 copied + the learner's

@@ -16,7 +16,6 @@ from resnet_course.ablation import operation_order
 from resnet_course.blocks import UNIT_ORDERINGS, BasicBlock, Bottleneck, PreActBottleneck, ResidualUnit, conv1x1
 from resnet_course.diagrams import (
     STRIDE_COLOR,
-    block_graph,
     draw_block,
     draw_blocks,
     draw_network,
@@ -26,6 +25,7 @@ from resnet_course.diagrams import (
     side_length,
 )
 from resnet_course.models import resnet18, resnet50, resnet50v2
+from resnet_course.tracing import block_graph
 
 CONV_BN_RELU_CONV_BN = ["conv", "BN", "ReLU", "conv", "BN"]
 BOTTLENECK_BRANCH = ["conv", "BN", "ReLU", "conv", "BN", "ReLU", "conv", "BN"]
@@ -49,13 +49,25 @@ def block_cases():
     """(name, block, main path per the papers, shortcut per the papers)."""
     cases = [
         ("BasicBlock identity", BasicBlock(64, 64), CONV_BN_RELU_CONV_BN + ["add", "ReLU"], []),
-        ("BasicBlock projection", BasicBlock(64, 128, 2, _projection(64, 128, 2)),
-         CONV_BN_RELU_CONV_BN + ["add", "ReLU"], ["conv", "BN"]),
+        (
+            "BasicBlock projection",
+            BasicBlock(64, 128, 2, _projection(64, 128, 2)),
+            CONV_BN_RELU_CONV_BN + ["add", "ReLU"],
+            ["conv", "BN"],
+        ),
         ("Bottleneck identity", Bottleneck(256, 64), BOTTLENECK_BRANCH + ["add", "ReLU"], []),
-        ("Bottleneck projection", Bottleneck(256, 128, 2, _projection(256, 512, 2)),
-         BOTTLENECK_BRANCH + ["add", "ReLU"], ["conv", "BN"]),
-        ("Bottleneck v1 stride", Bottleneck(256, 128, 2, _projection(256, 512, 2), stride_in_1x1=True),
-         BOTTLENECK_BRANCH + ["add", "ReLU"], ["conv", "BN"]),
+        (
+            "Bottleneck projection",
+            Bottleneck(256, 128, 2, _projection(256, 512, 2)),
+            BOTTLENECK_BRANCH + ["add", "ReLU"],
+            ["conv", "BN"],
+        ),
+        (
+            "Bottleneck v1 stride",
+            Bottleneck(256, 128, 2, _projection(256, 512, 2), stride_in_1x1=True),
+            BOTTLENECK_BRANCH + ["add", "ReLU"],
+            ["conv", "BN"],
+        ),
         # Keras residual_block_v2: the conv shortcut reads the pre-activation, shared with the branch.
         ("Block2 conv shortcut", PreActBottleneck(64, 64, conv_shortcut=True), BLOCK2_BRANCH + ["add"], ["conv"]),
         ("Block2 max-pool shortcut", PreActBottleneck(256, 64, stride=2), BLOCK2_BRANCH + ["add"], ["max pool"]),
@@ -63,8 +75,14 @@ def block_cases():
     ]
     for ordering in UNIT_ORDERINGS:
         cases.append((f"unit {ordering}", ResidualUnit(16, 16, ordering=ordering), PAPER_FIG4[ordering], []))
-        cases.append((f"unit {ordering} projection", ResidualUnit(16, 32, 2, ordering=ordering),
-                      PAPER_FIG4[ordering], ["conv", "BN"]))
+        cases.append(
+            (
+                f"unit {ordering} projection",
+                ResidualUnit(16, 32, 2, ordering=ordering),
+                PAPER_FIG4[ordering],
+                ["conv", "BN"],
+            )
+        )
     return cases
 
 
@@ -108,6 +126,7 @@ def test_a_changed_block_changes_the_picture():
 def test_stride_is_written_and_outlined_where_it_sits():
     v15 = block_graph(Bottleneck(256, 128, 2, _projection(256, 512, 2)))
     v1 = block_graph(Bottleneck(256, 128, 2, _projection(256, 512, 2), stride_in_1x1=True))
+
     def strided(graph):  # (column, first line of the box) of each strided operation
         return sorted((col, op.text.split("\n")[0]) for op, col in zip(graph.ops, graph.column) if op.stride > 1)
 
@@ -115,15 +134,21 @@ def test_stride_is_written_and_outlined_where_it_sits():
     assert strided(v15) == [(0, "conv 3×3, 128→128"), (1, "conv 1×1, 256→512")]
     assert strided(v1) == [(0, "conv 1×1, 256→128"), (1, "conv 1×1, 256→512")]
     fig = draw_block(Bottleneck(256, 128, 2, _projection(256, 512, 2)))
-    red = [p for p in fig.axes[0].patches if p.get_edgecolor()[:3] == pytest.approx(
-        tuple(int(STRIDE_COLOR[i:i + 2], 16) / 255 for i in (1, 3, 5)))]
+    red = [
+        p
+        for p in fig.axes[0].patches
+        if p.get_edgecolor()[:3] == pytest.approx(tuple(int(STRIDE_COLOR[i : i + 2], 16) / 255 for i in (1, 3, 5)))
+    ]
     assert len(red) == 2
 
 
 def test_channel_counts_are_written_on_the_convolutions():
     graph = block_graph(Bottleneck(256, 64))
     assert [op.text for op in graph.ops if op.kind == "conv"] == [
-        "conv 1×1, 256→64", "conv 3×3, 64→64", "conv 1×1, 64→256"]
+        "conv 1×1, 256→64",
+        "conv 3×3, 64→64",
+        "conv 1×1, 64→256",
+    ]
     block2 = block_graph(PreActBottleneck(256, 64))
     assert [op.text for op in block2.ops if op.kind == "conv"][-1] == "conv 1×1, 64→256\n+ bias"
 
@@ -131,8 +156,7 @@ def test_channel_counts_are_written_on_the_convolutions():
 def test_side_by_side_panels_keep_their_own_order():
     fig = draw_blocks([(o, ResidualUnit(16, 16, ordering=o)) for o in UNIT_ORDERINGS])
     assert [ax.get_title() for ax in fig.axes] == list(UNIT_ORDERINGS)
-    assert drawn_operations(fig) == [operation_order(ResidualUnit(16, 16, ordering=o), skip=())
-                                     for o in UNIT_ORDERINGS]
+    assert drawn_operations(fig) == [operation_order(ResidualUnit(16, 16, ordering=o), skip=()) for o in UNIT_ORDERINGS]
     with pytest.raises(ValueError, match="at least one"):
         draw_blocks([])
 
@@ -156,8 +180,11 @@ def test_network_drawing_follows_table_1():
 
 
 def test_tensor_boxes_follow_c_h_w_on_a_log_scale():
-    rows = [{"stage": "a", "shape": (64, 56, 56)}, {"stage": "b", "shape": (2048, 7, 7)},
-            {"stage": "head", "shape": (1000,)}]
+    rows = [
+        {"stage": "a", "shape": (64, 56, 56)},
+        {"stage": "b", "shape": (2048, 7, 7)},
+        {"stage": "head", "shape": (1000,)},
+    ]
     boxes = drawn_boxes(draw_stage_tensors([("net", rows)]))
     assert [b["shape"] for b in boxes] == [(64, 56, 56), (2048, 7, 7), (1000, 1, 1)]
     for box in boxes:
@@ -173,8 +200,9 @@ def test_tensor_boxes_follow_c_h_w_on_a_log_scale():
 def test_v1_beside_v2_one_row_each():
     from resnet_course.stages import stage_shapes
 
-    fig = draw_stage_tensors([("ResNet-50", stage_shapes(resnet50(), 224)),
-                              ("ResNet50V2", stage_shapes(resnet50v2(), 224))], 224)
+    fig = draw_stage_tensors(
+        [("ResNet-50", stage_shapes(resnet50(), 224)), ("ResNet50V2", stage_shapes(resnet50v2(), 224))], 224
+    )
     boxes = drawn_boxes(fig)
     assert [b["stage"] for b in boxes if b["model"] == 1] == ["stem", "conv2", "conv3", "conv4", "conv5", "head"]
     assert [b["shape"] for b in boxes if b["model"] == 0][4] == (2048, 7, 7)

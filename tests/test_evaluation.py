@@ -10,14 +10,16 @@ from torch.utils.data import DataLoader, TensorDataset
 from resnet_course.evaluation import collect_predictions, evaluate, predict, topk_accuracy
 
 # Six images, three classes: fixed logits (rows) and true labels.
-LOGITS = torch.tensor([
-    [3.0, 1.0, 0.0],   # true 0, predicted 0
-    [0.5, 2.0, 1.0],   # true 0, predicted 1 (0 is third)
-    [0.0, 4.0, 1.0],   # true 1, predicted 1
-    [2.0, 1.5, 0.0],   # true 1, predicted 0 (1 is second)
-    [1.0, 0.0, 2.5],   # true 2, predicted 2
-    [1.2, 0.1, 1.0],   # true 2, predicted 0 (2 is second)
-])
+LOGITS = torch.tensor(
+    [
+        [3.0, 1.0, 0.0],  # true 0, predicted 0
+        [0.5, 2.0, 1.0],  # true 0, predicted 1 (0 is third)
+        [0.0, 4.0, 1.0],  # true 1, predicted 1
+        [2.0, 1.5, 0.0],  # true 1, predicted 0 (1 is second)
+        [1.0, 0.0, 2.5],  # true 2, predicted 2
+        [1.2, 0.1, 1.0],  # true 2, predicted 0 (2 is second)
+    ]
+)
 TARGETS = torch.tensor([0, 0, 1, 1, 2, 2])
 
 
@@ -109,6 +111,7 @@ def test_wrong_number_of_class_names_is_a_clear_error():
 # ------------------------------------------------------------------------------------------
 # predict
 # ------------------------------------------------------------------------------------------
+
 
 class MeanColour(nn.Module):
     """A "model" whose logits are the mean of each colour channel: it predicts red, green or blue."""

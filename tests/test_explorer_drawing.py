@@ -16,13 +16,22 @@ def test_the_drawing_shows_the_stage_shapes_of_both_models():
     boxes = drawn_boxes(explorer_figure("resnet50", "resnet50v2", 224))
     # He et al. 2015, Table 1 (v1: conv2_x..conv5_x at 56, 28, 14, 7); v2 (Keras) strides one block later.
     assert [b["shape"] for b in boxes if b["model"] == 0][1:5] == [
-        (256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7)]
+        (256, 56, 56),
+        (512, 28, 28),
+        (1024, 14, 14),
+        (2048, 7, 7),
+    ]
     assert [b["shape"] for b in boxes if b["model"] == 1][1:5] == [
-        (256, 28, 28), (512, 14, 14), (1024, 7, 7), (2048, 7, 7)]
+        (256, 28, 28),
+        (512, 14, 14),
+        (1024, 7, 7),
+        (2048, 7, 7),
+    ]
     for box in boxes:
         c, h, w = box["shape"]
         assert (box["depth"], box["height"], box["width"]) == pytest.approx(
-            (side_length(c), side_length(h), side_length(w)))
+            (side_length(c), side_length(h), side_length(w))
+        )
 
 
 def test_a_bigger_input_draws_bigger_boxes():
@@ -40,6 +49,7 @@ def _counting(function, calls: list):
     def counted(*args, **kwargs):
         calls.append(args)
         return function(*args, **kwargs)
+
     return counted
 
 
@@ -52,8 +62,10 @@ def test_the_widget_redraws_when_the_slider_or_the_model_changes(monkeypatch):
     draws, builds, devices = [], [], []
     monkeypatch.setattr(widgets, "explorer_png", _counting(widgets.explorer_png, draws))
     monkeypatch.setattr(widgets, "get_model", _counting(widgets.get_model, builds))
-    hooks = [cached_model(name).conv1.register_forward_pre_hook(lambda m, args: devices.append(args[0].device.type))
-             for name in ("resnet50", "resnet50v2")]
+    hooks = [
+        cached_model(name).conv1.register_forward_pre_hook(lambda m, args: devices.append(args[0].device.type))
+        for name in ("resnet50", "resnet50v2")
+    ]
     try:
         slider.value = 320
     finally:

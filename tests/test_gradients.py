@@ -40,9 +40,14 @@ def test_sigmoid_gradients_vanish_towards_the_input(seed):
     assert all(earlier < later for earlier, later in zip(norms[:-1], norms[1:]))
 
 
-@pytest.mark.parametrize("kwargs", [dict(activation="sigmoid", residual=True),
-                                    dict(activation="relu", residual=True),
-                                    dict(activation="relu", batchnorm=True)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(activation="sigmoid", residual=True),
+        dict(activation="relu", residual=True),
+        dict(activation="relu", batchnorm=True),
+    ],
+)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_shortcuts_or_batchnorm_keep_the_first_layer_learning(kwargs, seed):
     torch.manual_seed(seed)
@@ -69,11 +74,14 @@ def test_custom_loss_is_used(batch):
     assert [d for _, d in doubled] == pytest.approx([2 * s for _, s in single], rel=1e-5)
 
 
-@pytest.mark.parametrize("build, inputs", [
-    (lambda: deep_mlp(6, residual=True, batchnorm=True), torch.randn(4, 32)),
-    (lambda: cifar_resnet(8), torch.randn(2, 3, 16, 16)),
-    (lambda: plain_cifar_net(8), torch.randn(2, 3, 16, 16)),
-])
+@pytest.mark.parametrize(
+    "build, inputs",
+    [
+        (lambda: deep_mlp(6, residual=True, batchnorm=True), torch.randn(4, 32)),
+        (lambda: cifar_resnet(8), torch.randn(2, 3, 16, 16)),
+        (lambda: plain_cifar_net(8), torch.randn(2, 3, 16, 16)),
+    ],
+)
 def test_layers_are_listed_in_forward_order(build, inputs):
     model = build()
     called = []
@@ -122,8 +130,7 @@ def test_synthetic_textures_are_deterministic_balanced_and_standardised():
 def test_degradation_records_have_the_same_budget_and_are_reproducible():
     first = degradation_experiment(depths=(8,), steps=3, image_size=8, num_images=64)
     again = degradation_experiment(depths=(8,), steps=3, image_size=8, num_images=64)
-    assert [(r["name"], r["depth"], r["residual"]) for r in first] == [
-        ("plain-8", 8, False), ("resnet-8", 8, True)]
+    assert [(r["name"], r["depth"], r["residual"]) for r in first] == [("plain-8", 8, False), ("resnet-8", 8, True)]
     assert all(len(r["train_loss"]) == len(r["train_acc"]) == 3 for r in first)
     assert [r["train_loss"] for r in first] == [r["train_loss"] for r in again]
     assert first[0]["params"] == sum(p.numel() for p in plain_cifar_net(8).parameters())
@@ -141,9 +148,15 @@ def test_deeper_plain_nets_train_worse_but_residual_nets_do_not(seed):
 
 
 def test_degradation_table_shows_each_depth_plain_beside_residual():
-    records = [{"depth": d, "residual": r, "final_loss": loss, "final_acc": acc}
-               for d, r, loss, acc in [(8, False, 0.25, 0.9), (20, False, 1.5, 0.45),
-                                       (8, True, 0.2, 0.93), (20, True, 0.3124, 0.87)]]
+    records = [
+        {"depth": d, "residual": r, "final_loss": loss, "final_acc": acc}
+        for d, r, loss, acc in [
+            (8, False, 0.25, 0.9),
+            (20, False, 1.5, 0.45),
+            (8, True, 0.2, 0.93),
+            (20, True, 0.3124, 0.87),
+        ]
+    ]
     lines = degradation_table(records).splitlines()
     assert lines[1].split() == ["8", "0.250", "(90%)", "0.200", "(93%)"]
     assert lines[2].split() == ["20", "1.500", "(45%)", "0.312", "(87%)"]

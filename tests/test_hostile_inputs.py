@@ -37,6 +37,7 @@ NOT_UTF8 = os.fsdecode(b"bad\xff.jpg")  # a file name whose bytes are not UTF-8 
 # Helpers: run the command line, fingerprint a folder tree, make hostile files
 # ------------------------------------------------------------------------------------------
 
+
 def run_cli(argv, capsys) -> tuple[int, str, str]:
     """``python -m resnet_course ARGV`` in this process: (exit code, stdout, stderr)."""
     code = main([str(a) for a in argv])
@@ -48,8 +49,12 @@ def run_module(*args, env=None, timeout=120):
     """``python -m resnet_course ARGS`` in a fresh process, with the terminal's real encoding."""
     environment = {**os.environ, "RESNET_COURSE_FAST": "1", "LC_ALL": "C.UTF-8", **(env or {})}
     environment.pop("PYTHONIOENCODING", None)
-    return subprocess.run([sys.executable, "-m", "resnet_course", *map(os.fsencode, map(str, args))],
-                          capture_output=True, timeout=timeout, env=environment)
+    return subprocess.run(
+        [sys.executable, "-m", "resnet_course", *map(os.fsencode, map(str, args))],
+        capture_output=True,
+        timeout=timeout,
+        env=environment,
+    )
 
 
 def tree_state(root: Path) -> dict[str, str]:
@@ -86,11 +91,17 @@ def jpeg_bytes(colour=(200, 30, 30), size=(40, 36)) -> bytes:
 
 def png_claiming(width: int, height: int) -> bytes:
     """A valid PNG header that claims ``width`` x ``height`` pixels, with almost no pixel data."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) \
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
         + chunk(b"IEND", b"")
+    )
 
 
 def write(path: Path, content: bytes) -> None:
@@ -99,8 +110,10 @@ def write(path: Path, content: bytes) -> None:
 
 #: name -> (how to make it at a path, what the message says about it). Each is named x.jpg by the tests.
 HOSTILE_FILES = {
-    "decompression bomb (400 megapixels)": (lambda p: write(p, png_claiming(20_000, 20_000)),
-                                            "too large to open safely (400 megapixels)"),
+    "decompression bomb (400 megapixels)": (
+        lambda p: write(p, png_claiming(20_000, 20_000)),
+        "too large to open safely (400 megapixels)",
+    ),
     "bomb header in the warning zone": (lambda p: write(p, png_claiming(10_000, 10_000)), "truncated"),
     "truncated jpeg": (lambda p: write(p, jpeg_bytes()[:300]), "truncated"),
     "zero bytes": (lambda p: write(p, b""), "empty file (0 bytes)"),
@@ -129,8 +142,27 @@ def checkpoint(tiny_birds, tmp_path_factory, one_torch_thread) -> Path:
     """best.pt of one epoch of resnet18 at 32 px on ``tiny_birds``."""
     out = tmp_path_factory.mktemp("run")
     with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["train", "--model", "resnet18", "--data", str(tiny_birds), "--image-size", "32",
-                     "--batch-size", "4", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--model",
+                    "resnet18",
+                    "--data",
+                    str(tiny_birds),
+                    "--image-size",
+                    "32",
+                    "--batch-size",
+                    "4",
+                    "--epochs",
+                    "1",
+                    "--out",
+                    str(out),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     return out / "best.pt"
 
 
@@ -144,6 +176,7 @@ def birds_copy(tiny_birds, tmp_path) -> Path:
 # ------------------------------------------------------------------------------------------
 # 1. Image files that cannot be read: predict names each one, exit 2; a class folder skips it by name
 # ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("case", HOSTILE_FILES)
 def test_predict_names_an_unreadable_image_and_exits_2(case, checkpoint, tmp_path, capsys):
@@ -168,18 +201,33 @@ def test_a_class_folder_skips_an_unreadable_image_by_name_and_uses_the_others(ca
     assert tree_state(birds_copy) == before
 
 
-@pytest.mark.parametrize("raised", [Image.DecompressionBombError("Image size (400000000 pixels) exceeds limit"),
-                                    ValueError("bad"), SyntaxError("broken PNG file"), struct.error("unpack"),
-                                    EOFError(), IndexError("tile"), TypeError("mode"), ZeroDivisionError(),
-                                    KeyError("tag"), MemoryError(), OSError("decoder error -2"),
-                                    PermissionError(errno.EACCES, "Permission denied")])
+@pytest.mark.parametrize(
+    "raised",
+    [
+        Image.DecompressionBombError("Image size (400000000 pixels) exceeds limit"),
+        ValueError("bad"),
+        SyntaxError("broken PNG file"),
+        struct.error("unpack"),
+        EOFError(),
+        IndexError("tile"),
+        TypeError("mode"),
+        ZeroDivisionError(),
+        KeyError("tag"),
+        MemoryError(),
+        OSError("decoder error -2"),
+        PermissionError(errno.EACCES, "Permission denied"),
+    ],
+)
 @pytest.mark.parametrize("when", ["opening", "decoding"])
 def test_every_exception_pillow_raises_is_one_message(raised, when, checkpoint, tmp_path, capsys, monkeypatch):
     """Pillow raises many types besides OSError while opening or decoding a damaged file."""
+
     def fail(*args, **kwargs):
         raise raised
-    monkeypatch.setattr(Image, "open", fail) if when == "opening" else monkeypatch.setattr(ImageFile.ImageFile,
-                                                                                           "load", fail)
+
+    monkeypatch.setattr(Image, "open", fail) if when == "opening" else monkeypatch.setattr(
+        ImageFile.ImageFile, "load", fail
+    )
     photo = tmp_path / "photo.png"
     Image.new("RGB", (20, 20), "red").save(photo)
     code, out, err = run_cli(["predict", "--checkpoint", checkpoint, photo], capsys)
@@ -215,13 +263,15 @@ def test_a_class_folder_reads_an_image_in_pillows_warning_zone_without_its_warni
 # 2. Names: not UTF-8, control characters, links; shown escaped, never a crash
 # ------------------------------------------------------------------------------------------
 
+
 def test_in_a_fresh_process_a_bomb_is_one_line_and_a_name_that_is_not_utf8_is_printed_escaped(checkpoint, tmp_path):
     """The real terminal: stdout is strict UTF-8 there, so an unescaped name would crash the print."""
     (tmp_path / "bomb.png").write_bytes(png_claiming(60_000, 60_000))
     (tmp_path / NOT_UTF8).write_bytes(jpeg_bytes())
     finished = run_module("predict", "--checkpoint", checkpoint, tmp_path / "bomb.png", tmp_path / NOT_UTF8)
-    assert_one_refusal(finished.returncode, finished.stderr.decode(),
-                       "bomb.png: too large to open safely (3,600 megapixels)")
+    assert_one_refusal(
+        finished.returncode, finished.stderr.decode(), "bomb.png: too large to open safely (3,600 megapixels)"
+    )
     lines = finished.stdout.decode().splitlines()
     assert len(lines) == 1 and lines[0].startswith(str(tmp_path / "bad\\xff.jpg") + ": ")
 
@@ -233,9 +283,25 @@ def test_a_class_folder_with_a_name_that_is_not_utf8_stays_usable(content, birds
     scan = data.scan_bird_folder(birds_copy)
     assert scan.counts["Cockatoo"] == (7 if content != b"broken" else 6)
     assert "bad\\xff.jpg" in scan.report() or content != b"broken"
-    code, out, err = run_cli(["train", "--model", "resnet18", "--data", birds_copy, "--image-size", "32",
-                              "--batch-size", "4", "--epochs", "1", "--out", tmp_path / "run", "--no-progress"],
-                             capsys)
+    code, out, err = run_cli(
+        [
+            "train",
+            "--model",
+            "resnet18",
+            "--data",
+            birds_copy,
+            "--image-size",
+            "32",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "1",
+            "--out",
+            tmp_path / "run",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 0 and "Traceback" not in err, err
     assert ("Cockatoo/bad\\xff.jpg: not an image" in err) == (content == b"broken")
     assert tree_state(birds_copy) == before
@@ -266,8 +332,11 @@ def test_a_class_folder_that_is_not_a_folder_is_named(case, birds_copy, tmp_path
     before = tree_state(birds_copy)
     code, _, err = run_cli(["train", "--data", birds_copy, "--out", tmp_path / "run"], capsys)
     assert code == 2 and "Traceback" not in err
-    says = {"a file": "Cockatoo: a file, not a folder", "a link that leads nowhere": "gone, which does not exist",
-            "a link to itself": "Cockatoo: too many levels of symbolic links"}[case]
+    says = {
+        "a file": "Cockatoo: a file, not a folder",
+        "a link that leads nowhere": "gone, which does not exist",
+        "a link to itself": "Cockatoo: too many levels of symbolic links",
+    }[case]
     assert "missing the class folder(s) Cockatoo (" in err and says in err
     assert tree_state(birds_copy) == before and not (tmp_path / "run").exists()
 
@@ -296,10 +365,18 @@ def test_import_kaggle_names_what_is_not_a_readable_file_and_copies_the_rest(kag
     assert tree_state(kaggle) == before
 
 
-@pytest.mark.parametrize("target, says", [(".", "the photo folder itself"), ("..", "a folder above it"),
-                                          ("Bananaquit", "overlap"), ("Bananaquit/inner", "overlap")])
-def test_a_class_folder_linked_to_another_or_above_is_refused_not_mislabelled(target, says, birds_copy, tmp_path,
-                                                                              capsys):
+@pytest.mark.parametrize(
+    "target, says",
+    [
+        (".", "the photo folder itself"),
+        ("..", "a folder above it"),
+        ("Bananaquit", "overlap"),
+        ("Bananaquit/inner", "overlap"),
+    ],
+)
+def test_a_class_folder_linked_to_another_or_above_is_refused_not_mislabelled(
+    target, says, birds_copy, tmp_path, capsys
+):
     shutil.rmtree(birds_copy / "Cockatoo")
     (birds_copy / "Bananaquit" / "inner").mkdir()
     os.symlink(target, birds_copy / "Cockatoo")
@@ -313,14 +390,19 @@ def test_a_class_folder_linked_to_another_or_above_is_refused_not_mislabelled(ta
 # 3. Unusual but valid images are read, without a warning
 # ------------------------------------------------------------------------------------------
 
+
 def save_as(mode_or_array, file_name, **options):
     def make(folder: Path) -> Path:
-        image = (Image.fromarray(mode_or_array) if isinstance(mode_or_array, np.ndarray)
-                 else Image.new(mode_or_array, (30, 20)))
+        image = (
+            Image.fromarray(mode_or_array)
+            if isinstance(mode_or_array, np.ndarray)
+            else Image.new(mode_or_array, (30, 20))
+        )
         if image.mode == "P":
             image.info["transparency"] = b"\x00" * 256  # transparency expressed in bytes: Pillow warns
         image.save(folder / file_name, **options)
         return folder / file_name
+
     return make
 
 
@@ -352,13 +434,15 @@ def test_predict_given_a_folder_or_no_image_is_one_message(checkpoint, tmp_path,
 # 4. --out folders: inside the source, a file, under a file, read-only, a full disk
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def kaggle(tmp_path) -> Path:
     """A small Kaggle-style download: train/ and valid/ with the four classes and another species."""
     src = tmp_path / "birds-525"
     for shade, split in enumerate(("train", "valid")):
-        for index, folder in enumerate(("BANANAQUIT", "BLACK SKIMMER", "BLACK THROATED BUSHTIT", "COCKATOO",
-                                        "GANG GANG COCKATOO")):
+        for index, folder in enumerate(
+            ("BANANAQUIT", "BLACK SKIMMER", "BLACK THROATED BUSHTIT", "COCKATOO", "GANG GANG COCKATOO")
+        ):
             (src / split / folder).mkdir(parents=True)
             for number in range(2):
                 colour = (40 * index, 100 * shade, 120 * number)
@@ -434,6 +518,7 @@ def fail_when_full(monkeypatch, module, name, after: int):
                 half.write(b"\xff\xd8 half a file")
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(*args, **kwargs)
+
     monkeypatch.setattr(module, name, write_then_fill_the_disk)
 
 
@@ -465,15 +550,17 @@ def test_make_standin_on_a_full_disk_says_so_and_leaves_only_whole_drawings(tmp_
 # 5. Numbers on the command line and the environment
 # ------------------------------------------------------------------------------------------
 
-TRAIN_NUMBERS = [("--epochs", v) for v in ("0", "-1", "1000000000", "1.5", "nan")] + \
-    [("--image-size", v) for v in ("0", "8", "100000", "-5")] + \
-    [("--batch-size", v) for v in ("0", "-1", "1000000")] + \
-    [("--lr", v) for v in ("0", "-0.1", "nan", "inf", "1e400")] + \
-    [("--weight-decay", v) for v in ("-0.1", "nan", "inf")] + \
-    [("--warmup-epochs", v) for v in ("-1", "nan", "inf")] + \
-    [("--label-smoothing", v) for v in ("1", "-0.1", "nan")] + \
-    [("--seed", v) for v in ("-1", str(2**64), "nan")] + \
-    [("--num-workers", v) for v in ("-1", "1000000")]
+TRAIN_NUMBERS = (
+    [("--epochs", v) for v in ("0", "-1", "1000000000", "1.5", "nan")]
+    + [("--image-size", v) for v in ("0", "8", "100000", "-5")]
+    + [("--batch-size", v) for v in ("0", "-1", "1000000")]
+    + [("--lr", v) for v in ("0", "-0.1", "nan", "inf", "1e400")]
+    + [("--weight-decay", v) for v in ("-0.1", "nan", "inf")]
+    + [("--warmup-epochs", v) for v in ("-1", "nan", "inf")]
+    + [("--label-smoothing", v) for v in ("1", "-0.1", "nan")]
+    + [("--seed", v) for v in ("-1", str(2**64), "nan")]
+    + [("--num-workers", v) for v in ("-1", "1000000")]
+)
 
 
 @pytest.mark.parametrize("option, value", TRAIN_NUMBERS)
@@ -483,8 +570,16 @@ def test_an_out_of_range_number_for_train_is_one_line(option, value, tiny_birds,
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("argv", [["predict", "--topk", "0"], ["predict", "--topk", "-3"], ["predict", "--topk", "nan"],
-                                  ["make-standin", "--seed", "-1"], ["make-standin", "--seed", "1e3"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "--topk", "0"],
+        ["predict", "--topk", "-3"],
+        ["predict", "--topk", "nan"],
+        ["make-standin", "--seed", "-1"],
+        ["make-standin", "--seed", "1e3"],
+    ],
+)
 def test_an_out_of_range_number_for_predict_or_make_standin_is_one_line(argv, checkpoint, tmp_path, capsys):
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(jpeg_bytes())
@@ -509,8 +604,7 @@ BAD_ENVIRONMENTS = {  # variable -> (value given the temporary folder, what the 
 
 
 @pytest.mark.parametrize("variable", BAD_ENVIRONMENTS)
-def test_garbage_in_an_environment_variable_is_one_line_naming_it(variable, checkpoint, tmp_path, capsys,
-                                                                   monkeypatch):
+def test_garbage_in_an_environment_variable_is_one_line_naming_it(variable, checkpoint, tmp_path, capsys, monkeypatch):
     value, says = BAD_ENVIRONMENTS[variable]
     monkeypatch.setenv(variable, value(tmp_path))
     photo = tmp_path / "photo.jpg"

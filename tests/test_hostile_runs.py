@@ -18,17 +18,35 @@ import torch
 import torchvision
 
 from resnet_course import cli, config
-from resnet_course.checkpoints import LOCK_NAME, RUN_FILE, RunFolderError
+from resnet_course.checkpoints import RUN_FILE
 from resnet_course.data import load_birds
+from resnet_course.evaluation import load_checkpoint
+from resnet_course.runfolder import LOCK_NAME, RunFolderError
 from resnet_course.runs import train_or_load
-from resnet_course.training import fit, load_checkpoint, set_seed
+from resnet_course.training import fit, set_seed
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
 
 def train_args(data, out, *extra):
-    return ["train", "--model", "resnet18", "--data", str(data), "--image-size", "32", "--batch-size", "4",
-            "--epochs", "1", "--out", str(out), "--no-progress", "--fp32", *map(str, extra)]
+    return [
+        "train",
+        "--model",
+        "resnet18",
+        "--data",
+        str(data),
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--fp32",
+        *map(str, extra),
+    ]
 
 
 def tree(*folders) -> dict:
@@ -91,31 +109,57 @@ def _replace_a_photo(data):
 RESUME_CASES = {
     "resume adding --weights": ("scratch", None, lambda w: ["--weights", w], "weights: None there"),
     "resume dropping --weights": ("weighted", None, lambda w: [], "now"),
-    "resume adding --freeze-backbone": ("weighted", None, lambda w: ["--weights", w, "--freeze-backbone"],
-                                        "backbone_frozen: False there, True now"),
-    "resume with --no-zero-init": ("scratch", None, lambda w: ["--no-zero-init"],
-                                   "zero_init_residual: True there, False now"),
+    "resume adding --freeze-backbone": (
+        "weighted",
+        None,
+        lambda w: ["--weights", w, "--freeze-backbone"],
+        "backbone_frozen: False there, True now",
+    ),
+    "resume with --no-zero-init": (
+        "scratch",
+        None,
+        lambda w: ["--no-zero-init"],
+        "zero_init_residual: True there, False now",
+    ),
     "resume with another seed": ("scratch", None, lambda w: ["--seed", "1"], "seed: 0 there, 1 now"),
-    "resume with another --train-fraction": ("scratch", None, lambda w: ["--train-fraction", "0.5"],
-                                             "train_fraction: 1.0 there, 0.5 now"),
-    "same file names, new image bytes": ("scratch", lambda run, data: _replace_a_photo(data), lambda w: [],
-                                         "data: "),
-    "best.pt copied to checkpoint.pt": ("scratch", lambda run, data: shutil.copy(run / "best.pt",
-                                                                                 run / "checkpoint.pt"),
-                                        lambda w: [], "cannot be resumed: it holds weights but not the training"),
-    "meta is a list": ("scratch", lambda run, data: _damage_meta(run, meta=["resnet18", 4]), lambda w: [],
-                       "cannot be resumed: its history or meta"),
-    "meta names another model": ("scratch", lambda run, data: _damage_meta(run, model_name="resnet9000"),
-                                 lambda w: [], "model_name: 'resnet9000' there, 'resnet18' now"),
-    "checkpoint.pt is a folder": ("scratch", lambda run, data: (os.remove(run / "checkpoint.pt"),
-                                                                os.mkdir(run / "checkpoint.pt")),
-                                  lambda w: [], "checkpoint.pt"),
+    "resume with another --train-fraction": (
+        "scratch",
+        None,
+        lambda w: ["--train-fraction", "0.5"],
+        "train_fraction: 1.0 there, 0.5 now",
+    ),
+    "same file names, new image bytes": ("scratch", lambda run, data: _replace_a_photo(data), lambda w: [], "data: "),
+    "best.pt copied to checkpoint.pt": (
+        "scratch",
+        lambda run, data: shutil.copy(run / "best.pt", run / "checkpoint.pt"),
+        lambda w: [],
+        "cannot be resumed: it holds weights but not the training",
+    ),
+    "meta is a list": (
+        "scratch",
+        lambda run, data: _damage_meta(run, meta=["resnet18", 4]),
+        lambda w: [],
+        "cannot be resumed: its history or meta",
+    ),
+    "meta names another model": (
+        "scratch",
+        lambda run, data: _damage_meta(run, model_name="resnet9000"),
+        lambda w: [],
+        "model_name: 'resnet9000' there, 'resnet18' now",
+    ),
+    "checkpoint.pt is a folder": (
+        "scratch",
+        lambda run, data: (os.remove(run / "checkpoint.pt"), os.mkdir(run / "checkpoint.pt")),
+        lambda w: [],
+        "checkpoint.pt",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(RESUME_CASES))
-def test_a_resume_that_would_not_be_the_same_run_exits_2_and_changes_nothing(case, finished_runs, weights_file,
-                                                                          case_dir, capsys):
+def test_a_resume_that_would_not_be_the_same_run_exits_2_and_changes_nothing(
+    case, finished_runs, weights_file, case_dir, capsys
+):
     which, damage, extra, message = RESUME_CASES[case]
     run, data = _copy_run(finished_runs, case_dir, which)
     if damage is not None:
@@ -143,8 +187,7 @@ def test_a_train_fraction_outside_0_to_1_exits_2_before_any_work(value, finished
 
 WEIGHTS_FILES = {  # name: (how to write it, what the message says it is)
     "empty": (lambda path: path.write_bytes(b""), "it is an empty file (0 bytes)"),
-    "a pickled whole model": (lambda path: torch.save(torch.nn.Linear(2, 2), path),
-                              "unpickling it can run any code"),
+    "a pickled whole model": (lambda path: torch.save(torch.nn.Linear(2, 2), path), "unpickling it can run any code"),
     "JSON": (lambda path: path.write_text('{"model": "resnet18"}'), "looks like JSON"),
     "a truncated checkpoint": (lambda path: path.write_bytes(b"PK\x03\x04" + bytes(100)), "damaged or truncated"),
 }
@@ -200,8 +243,9 @@ def test_a_full_disk_when_the_lock_is_taken_exits_2_and_leaves_no_empty_lock(fin
     assert "Traceback" not in err and list(run.iterdir()) == []
 
 
-def test_an_interrupt_while_best_pt_is_written_exits_130_and_keeps_the_run(finished_runs, case_dir, capsys,
-                                                                           monkeypatch):
+def test_an_interrupt_while_best_pt_is_written_exits_130_and_keeps_the_run(
+    finished_runs, case_dir, capsys, monkeypatch
+):
     run, data = _copy_run(finished_runs, case_dir)
     before = {name: (run / name).read_bytes() for name in ("checkpoint.pt", "best.pt")}
     real_save = torch.save
@@ -243,6 +287,7 @@ def test_the_done_line_never_points_to_a_best_pt_that_cannot_be_read(finished_ru
 # train_or_load: nothing written before the checks pass; damaged side files are repaired
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def loaders_and_run(bird_folder, fast_disk):
     """Loaders over a tiny bird folder, and a finished one-epoch train_or_load run on them."""
@@ -275,8 +320,9 @@ def test_a_wrong_call_of_train_or_load_writes_nothing_and_the_right_one_still_lo
     assert again.epochs_trained_now == 0 and again.history == loaders_and_run[2]
 
 
-@pytest.mark.parametrize("damage", ["run.json garbage", "run.json a list", "history.json garbage",
-                                    "history.json a number"])
+@pytest.mark.parametrize(
+    "damage", ["run.json garbage", "run.json a list", "history.json garbage", "history.json a number"]
+)
 def test_damaged_run_and_history_files_are_repaired_from_the_checkpoint(tiny_loaders, loaders_and_run, damage):
     out_dir = config.run_dir("r18")
     name, what = damage.split(" ", 1)
@@ -291,6 +337,7 @@ def test_damaged_run_and_history_files_are_repaired_from_the_checkpoint(tiny_loa
 # A resumed run is the same run, with loader processes too
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_with_loader_processes_a_resumed_run_equals_one_never_stopped(bird_folder, tiny_net, case_dir):
     data = bird_folder(case_dir / "birds", per_class=4)
@@ -299,8 +346,19 @@ def test_with_loader_processes_a_resumed_run_equals_one_never_stopped(bird_folde
         train, val, names = load_birds(data, image_size=32, batch_size=4, num_workers=2)
         set_seed(0)
         model = tiny_net()
-        history = fit(model, train, val, epochs, out_dir=out, resume=resume, progress=False, precision="fp32",
-                      seed=0, class_names=names, image_size=32)
+        history = fit(
+            model,
+            train,
+            val,
+            epochs,
+            out_dir=out,
+            resume=resume,
+            progress=False,
+            precision="fp32",
+            seed=0,
+            class_names=names,
+            image_size=32,
+        )
         return history, model
 
     straight, straight_model = run(case_dir / "straight", 2)

@@ -9,8 +9,20 @@ from resnet_course import checkers
 from resnet_course.explain import grad_cam
 
 
-def learner_grad_cam(model, image, layer, class_idx, *, average=True, score="logit", relu=True,
-                     upsample="bilinear", rescale="max", use_argmax=False, remove_hook=True):
+def learner_grad_cam(
+    model,
+    image,
+    layer,
+    class_idx,
+    *,
+    average=True,
+    score="logit",
+    relu=True,
+    upsample="bilinear",
+    rescale="max",
+    use_argmax=False,
+    remove_hook=True,
+):
     """Grad-CAM as a learner writes it (Selvaraju et al. 2017), with switches for the usual bugs."""
     kept = []
     handle = layer.register_forward_hook(lambda module, inputs, output: kept.append(output))
@@ -46,20 +58,24 @@ def test_a_correct_grad_cam_written_from_the_paper_passes():
 
 def test_the_course_grad_cam_passes_its_own_checker():
     result = checkers.check_grad_cam(
-        lambda model, image, layer, c: grad_cam(model, image, target_layer=layer, class_idx=c))
+        lambda model, image, layer, c: grad_cam(model, image, target_layer=layer, class_idx=c)
+    )
     assert result.ok, str(result)
 
 
-@pytest.mark.parametrize("bug, words", [
-    (dict(average=False), "position by position"),
-    (dict(score="softmax"), "softmax"),
-    (dict(relu=False), "ReLU"),
-    (dict(upsample="nearest"), "nearest"),
-    (dict(upsample="align_corners"), "align_corners=True"),
-    (dict(upsample=None), "upsample it to the image's 32×32"),
-    (dict(rescale=None), "divide by the maximum"),
-    (dict(use_argmax=True), "not of the argmax"),
-])
+@pytest.mark.parametrize(
+    "bug, words",
+    [
+        (dict(average=False), "position by position"),
+        (dict(score="softmax"), "softmax"),
+        (dict(relu=False), "ReLU"),
+        (dict(upsample="nearest"), "nearest"),
+        (dict(upsample="align_corners"), "align_corners=True"),
+        (dict(upsample=None), "upsample it to the image's 32×32"),
+        (dict(rescale=None), "divide by the maximum"),
+        (dict(use_argmax=True), "not of the argmax"),
+    ],
+)
 def test_the_checker_names_each_classic_grad_cam_bug(bug, words):
     result = checkers.check_grad_cam(lambda *args: learner_grad_cam(*args, **bug))
     assert not result.ok

@@ -36,7 +36,8 @@ def _build_pair(image_size, batch, dtype="float32"):
     try:
         keras.utils.set_random_seed(0)
         keras_model = keras.applications.ResNet50V2(
-            weights=None, classifier_activation=None, input_shape=(image_size, image_size, 3))
+            weights=None, classifier_activation=None, input_shape=(image_size, image_size, 3)
+        )
         like_a_trained_keras_net(keras_model)
         ours = resnet50v2().eval()
         if dtype == "float64":
@@ -86,8 +87,7 @@ def test_every_keras_weight_is_used_exactly_once(pair_75):
 
 def test_keras_count_is_ours_plus_bn_moving_statistics(pair_75):
     keras_model, ours, _, _, _ = pair_75
-    moving_stats = sum(b.numel() for name, b in ours.named_buffers()
-                       if name.endswith(("running_mean", "running_var")))
+    moving_stats = sum(b.numel() for name, b in ours.named_buffers() if name.endswith(("running_mean", "running_var")))
     non_trainable = sum(int(np.prod(w.shape)) for w in keras_model.non_trainable_weights)
     assert keras_model.count_params() == KERAS_PARAMS
     assert sum(p.numel() for p in ours.parameters()) == OUR_PARAMS
@@ -148,8 +148,10 @@ def test_pytorch_default_bn_eps_changes_logits_but_below_float32_rounding(pair_7
     images64 = images.astype(np.float64)
     eps_change = np.abs(_our_logits(naive, images64) - _our_logits(faithful, images64)).max()
     float32_agreement = np.abs(_our_logits(ours, images) - keras_logits).max()
-    print(f"float64, BN eps 1e-5 vs 1.001e-5: max logit change {eps_change:.2e} "
-          f"(float32 agreement with Keras {float32_agreement:.2e})")
+    print(
+        f"float64, BN eps 1e-5 vs 1.001e-5: max logit change {eps_change:.2e} "
+        f"(float32 agreement with Keras {float32_agreement:.2e})"
+    )
     assert 1e-12 < eps_change < float32_agreement
 
 

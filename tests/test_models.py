@@ -15,13 +15,22 @@ from resnet_course.porting import naive_port
 # ResNet18_Weights ... ResNet152_Weights); ResNet50V2: Keras Applications' count_params()
 # 25,613,800 less its 45,440 BatchNorm moving statistics, which PyTorch keeps as buffers.
 PARAMS_1000_CLASSES = {
-    "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
-    "resnet101": 44_549_160, "resnet152": 60_192_808, "resnet50v2": 25_568_360,
-    "resnet101v2": 44_577_896, "resnet152v2": 60_236_904,
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+    "resnet50v2": 25_568_360,
+    "resnet101v2": 44_577_896,
+    "resnet152v2": 60_236_904,
 }
 PARAMS_4_CLASSES = {
-    "resnet18": 11_178_564, "resnet34": 21_286_724, "resnet50": 23_516_228,
-    "resnet101": 42_508_356, "resnet152": 58_152_004, "resnet50v2": 23_527_556,
+    "resnet18": 11_178_564,
+    "resnet34": 21_286_724,
+    "resnet50": 23_516_228,
+    "resnet101": 42_508_356,
+    "resnet152": 58_152_004,
+    "resnet50v2": 23_527_556,
 }
 
 
@@ -41,6 +50,7 @@ def on_meta(name, **kwargs) -> nn.Module:
 # --------------------------------------------------------------------------------------------
 # v1 against torchvision
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", V1_NAMES)
 def test_v1_matches_torchvision(name):
@@ -68,6 +78,7 @@ def test_v1_matches_torchvision(name):
 # Parameter counts (torchvision's documentation, Keras Applications)
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_parameter_count_matches_course_table_for_1000_classes(name):
     assert count_params(on_meta(name)) == PARAMS_1000_CLASSES[name]
@@ -88,6 +99,7 @@ def test_v2_has_the_same_parameters_as_keras_less_bn_moving_statistics():
 # Architecture facts
 # --------------------------------------------------------------------------------------------
 
+
 def test_resnet50_has_49_convs_plus_one_fc():
     model = on_meta("resnet50")
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and "downsample" not in n]
@@ -95,8 +107,9 @@ def test_resnet50_has_49_convs_plus_one_fc():
     assert sum(isinstance(m, nn.Linear) for m in model.modules()) == 1
 
 
-@pytest.mark.parametrize("name,blocks", [("resnet50v2", [3, 4, 6, 3]), ("resnet101v2", [3, 4, 23, 3]),
-                                         ("resnet152v2", [3, 8, 36, 3])])
+@pytest.mark.parametrize(
+    "name,blocks", [("resnet50v2", [3, 4, 6, 3]), ("resnet101v2", [3, 4, 23, 3]), ("resnet152v2", [3, 8, 36, 3])]
+)
 def test_v2_stages_have_keras_block_counts_and_names(name, blocks):
     model = on_meta(name)
     for stage, count in zip(("conv2", "conv3", "conv4", "conv5"), blocks):
@@ -132,15 +145,25 @@ def test_v2_stem_max_pool_pads_with_zeros_not_minus_infinity():
 def test_v1_stage_shapes_at_224_px():
     model = on_meta("resnet50").eval()
     assert stage_output_shapes(model, 224) == [
-        ("stem", (64, 56, 56)), ("layer1", (256, 56, 56)), ("layer2", (512, 28, 28)),
-        ("layer3", (1024, 14, 14)), ("layer4", (2048, 7, 7)), ("head", (1000,))]
+        ("stem", (64, 56, 56)),
+        ("layer1", (256, 56, 56)),
+        ("layer2", (512, 28, 28)),
+        ("layer3", (1024, 14, 14)),
+        ("layer4", (2048, 7, 7)),
+        ("head", (1000,)),
+    ]
 
 
 def test_v2_stage_shapes_at_224_px():
     model = on_meta("resnet50v2").eval()
     assert stage_output_shapes(model, 224) == [
-        ("stem", (64, 56, 56)), ("conv2", (256, 28, 28)), ("conv3", (512, 14, 14)),
-        ("conv4", (1024, 7, 7)), ("conv5", (2048, 7, 7)), ("head", (1000,))]
+        ("stem", (64, 56, 56)),
+        ("conv2", (256, 28, 28)),
+        ("conv3", (512, 14, 14)),
+        ("conv4", (1024, 7, 7)),
+        ("conv5", (2048, 7, 7)),
+        ("head", (1000,)),
+    ]
 
 
 def stage_output_shapes(model, image_size):
@@ -174,11 +197,16 @@ def test_stages_are_named_and_cover_every_parameter_once(name):
     assert set(seen) == {id(p) for p in model.parameters()}
 
 
-@pytest.mark.parametrize("builder", [
-    lambda: models.resnet18(num_classes=4), lambda: models.resnet50(num_classes=4),
-    lambda: models.resnet50v2(num_classes=4),
-    lambda: models.cifar_resnet(8, "full_preact"), lambda: models.plain_cifar_net(8),
-])
+@pytest.mark.parametrize(
+    "builder",
+    [
+        lambda: models.resnet18(num_classes=4),
+        lambda: models.resnet50(num_classes=4),
+        lambda: models.resnet50v2(num_classes=4),
+        lambda: models.cifar_resnet(8, "full_preact"),
+        lambda: models.plain_cifar_net(8),
+    ],
+)
 def test_chained_stages_equal_forward(builder):
     model = builder().eval()
     like_a_trained_net(model, seed=0)
@@ -193,6 +221,7 @@ def test_chained_stages_equal_forward(builder):
 # --------------------------------------------------------------------------------------------
 # Options
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name,block,last_bn", [("resnet18", BasicBlock, "bn2"), ("resnet50", Bottleneck, "bn3")])
 def test_zero_init_residual_makes_every_block_start_as_identity(name, block, last_bn):
@@ -222,10 +251,12 @@ def test_resnet50_macs_match_the_references_for_v1_and_v1_5():
     """~4.09 GMACs at 224 px for v1.5 (torchvision's documentation: "GFLOPS 4.09" for ResNet50,
     counting multiply-adds); ~3.86 with the stride in the 1x1, the original paper's v1 (He et al.
     2015, Table 1: 3.8 x 10^9 FLOPs, also multiply-adds)."""
+
     def gmacs(model):
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model.eval()(torch.randn(1, 3, 224, 224, device="meta"))
         return counter.get_total_flops() / 2 / 1e9  # the counter counts a multiply-add as 2 FLOPs
+
     assert gmacs(on_meta("resnet50")) == pytest.approx(4.09, abs=0.01)
     assert gmacs(on_meta("resnet50", stride_in_1x1=True)) == pytest.approx(3.86, abs=0.01)
 
@@ -234,12 +265,14 @@ def test_resnet50_macs_match_the_references_for_v1_and_v1_5():
 # CIFAR nets (He et al. 2015 Sec. 4.2; He et al. 2016 Fig. 4)
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("depth", [8, 20, 56, 110])
 @pytest.mark.parametrize("builder", [lambda d: models.cifar_resnet(d), lambda d: models.plain_cifar_net(d)])
 def test_cifar_depth_counts_3x3_convs_and_fc_as_6n_plus_2(depth, builder):
     model = builder(depth)
-    weighted = [m for m in model.modules()
-                if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3))]
+    weighted = [
+        m for m in model.modules() if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3))
+    ]
     assert len(weighted) == depth
 
 
@@ -297,8 +330,16 @@ def test_unknown_unit_ordering_lists_the_valid_ones():
 
 
 def test_get_model_builds_by_name_and_lists_valid_names_on_error():
-    assert MODEL_NAMES == ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                           "resnet50v2", "resnet101v2", "resnet152v2")
+    assert MODEL_NAMES == (
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "resnet50v2",
+        "resnet101v2",
+        "resnet152v2",
+    )
     model = get_model("ResNet50V2", num_classes=4)
     assert isinstance(model, models.ResNetV2) and model.fc.out_features == 4
     assert isinstance(next(iter(model.conv2)), PreActBottleneck)

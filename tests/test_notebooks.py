@@ -61,8 +61,9 @@ def test_notebook_has_checked_cells_with_committed_outputs(path):
     for cell in checked:
         assert cell.get("outputs"), f"{path.name}: checked cell without committed output:\n{_source(cell)[:200]}"
         streams = [o.get("name") for o in cell["outputs"] if o["output_type"] == "stream"]
-        assert "stderr" not in streams, (f"{path.name}: stderr (warnings, progress bars) in a checked cell:\n"
-                                         f"{_source(cell)[:200]}")
+        assert "stderr" not in streams, (
+            f"{path.name}: stderr (warnings, progress bars) in a checked cell:\n{_source(cell)[:200]}"
+        )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -70,8 +71,9 @@ def test_notebook_opens_with_a_title_and_ends_with_exercises(path):
     cells = _cells(path)
     assert cells[0]["cell_type"] == "markdown" and _source(cells[0]).lstrip().startswith("# ")
     headings = [_source(c) for c in cells if c["cell_type"] == "markdown"]
-    assert any(re.search(r"^#+\s*Exercises", h, re.M) for h in headings[-3:]), \
+    assert any(re.search(r"^#+\s*Exercises", h, re.M) for h in headings[-3:]), (
         f"{path.name}: no Exercises section at the end"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -113,12 +115,13 @@ def test_the_course_notebooks_together_stay_under_5_mb():
     assert total <= MAX_COURSE_BYTES, f"the notebooks weigh {total:,} bytes together"
 
 
-@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem[:2] in ("01", "04", "06", "07", "08", "09")],
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", [p for p in NOTEBOOKS if p.stem[:2] in ("01", "04", "06", "07", "08", "09")], ids=lambda p: p.stem
+)
 def test_long_notebooks_show_the_fast_mode_switch_at_the_top(path):
     cells = _cells(path)
     first_code = next(c for c in cells if c["cell_type"] == "code")
     assert re.search(r"^FAST = None\b", _source(first_code), re.M) and "use_fast_mode(FAST)" in _source(first_code)
-    before = " ".join(_source(c) for c in cells[:cells.index(first_code)] if c["cell_type"] == "markdown")
+    before = " ".join(_source(c) for c in cells[: cells.index(first_code)] if c["cell_type"] == "markdown")
     assert "`FAST = True`" in before and "`FAST = False`" in before, f"{path.name}: the switch is not explained"
     assert not re.search(r"\{[A-Z_]+\}", before), f"{path.name}: a placeholder is left in the text"

@@ -23,8 +23,15 @@ def close_figures():
 
 def history(epochs, offset=0.0):
     return [
-        dict(epoch=e, train_loss=1.0 / e, train_acc=0.5 + 0.04 * e + offset, val_loss=1.2 / e,
-             val_acc=0.45 + 0.03 * e + offset, lr=0.01, seconds=1.0)
+        dict(
+            epoch=e,
+            train_loss=1.0 / e,
+            train_acc=0.5 + 0.04 * e + offset,
+            val_loss=1.2 / e,
+            val_acc=0.45 + 0.03 * e + offset,
+            lr=0.01,
+            seconds=1.0,
+        )
         for e in range(1, epochs + 1)
     ]
 
@@ -228,7 +235,7 @@ def test_sample_grid_has_one_row_per_class(tmp_path, close_figures):
     fig = plots.plot_sample_grid(ListDataset(items), CLASS_NAMES, per_class=3)
     close_figures(fig)
     assert len(fig.axes) == 12
-    rows = [fig.axes[i * 3: i * 3 + 3] for i in range(4)]
+    rows = [fig.axes[i * 3 : i * 3 + 3] for i in range(4)]
     for c, row in enumerate(rows):
         assert row[0].get_ylabel() == CLASS_NAMES[c]
         for ax in row:
@@ -276,8 +283,9 @@ def test_gradient_norms_one_line_per_network_on_a_log_axis(tmp_path, close_figur
 
 
 def test_training_losses_style_by_family_colour_by_depth(tmp_path, close_figures):
-    records = [dict(depth=d, residual=r, train_loss=[2.0, 1.5, 1.0], seconds=1)
-               for d in (8, 20, 56) for r in (False, True)]
+    records = [
+        dict(depth=d, residual=r, train_loss=[2.0, 1.5, 1.0], seconds=1) for d in (8, 20, 56) for r in (False, True)
+    ]
     fig = plots.plot_training_losses(records)
     close_figures(fig)
     (ax,) = fig.axes
@@ -294,12 +302,21 @@ def test_training_losses_style_by_family_colour_by_depth(tmp_path, close_figures
 
 def _propagation(unit, seed, scale):
     from resnet_course.ablation import Propagation
-    return Propagation(unit, seed, std=[1.0, 2.0 * scale, 4.0 * scale], input_corr=[1.0, 0.5, 0.25],
-                       grad=[3.0 * scale, 2.0, 1.0], negative=[0.5, 0.5, 0.5], min_step=-1.0)
+
+    return Propagation(
+        unit,
+        seed,
+        std=[1.0, 2.0 * scale, 4.0 * scale],
+        input_corr=[1.0, 0.5, 0.25],
+        grad=[3.0 * scale, 2.0, 1.0],
+        negative=[0.5, 0.5, 0.5],
+        min_step=-1.0,
+    )
 
 
 def test_signal_propagation_plot_shows_each_ordering_with_its_seed_band(tmp_path, close_figures):
     from resnet_course.ablation import UNIT_LABELS
+
     results = [_propagation(u, s, scale) for u in ("original", "full_preact") for s, scale in ((0, 1.0), (1, 2.0))]
     zeroed = [_propagation("full_preact", 0, 1.0)]
     fig = plots.plot_signal_propagation(results, zeroed)
@@ -360,7 +377,6 @@ def test_gradcam_overlays_heatmap_on_each_image(tmp_path, close_figures):
 def test_gradcam_needs_one_heatmap_per_image():
     with pytest.raises(ValueError, match="2 images and 1 heatmaps"):
         plots.plot_gradcam([torch.zeros(3, 4, 4)] * 2, [torch.zeros(4, 4)])
-
 
 
 def test_photo_figures_are_stored_as_small_jpegs(birds_sample, close_figures):

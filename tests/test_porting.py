@@ -51,8 +51,7 @@ def test_like_a_trained_net_can_draw_wider_statistics_and_keep_the_biases():
     """The checkers' setting: shifts ~ N(0, 0.5), variances ~ U(0.5, 2), conv biases as built."""
     conv = nn.Conv2d(3, 64, 3, bias=True)
     bias = conv.bias.detach().clone()
-    _, bn = like_a_trained_net(nn.Sequential(conv, nn.BatchNorm2d(64)), shift_std=0.5, max_variance=2.0,
-                               biases=False)
+    _, bn = like_a_trained_net(nn.Sequential(conv, nn.BatchNorm2d(64)), shift_std=0.5, max_variance=2.0, biases=False)
     assert torch.equal(conv.bias, bias)
     assert bn.running_var.min() >= 0.5 and bn.running_var.max() <= 2.0 and bn.running_var.max() > 1.5
     assert bn.weight.min() >= 0.5 and bn.weight.max() <= 1.5 and bn.running_mean.abs().max() > 0.5
@@ -78,10 +77,12 @@ class BatchNormalization(_FakeKerasLayer):  # named as Keras names it
 
 class _FakeKerasModel:
     def __init__(self):
-        self.layers = [_FakeKerasLayer(np.ones((3, 3, 3, 8)), np.zeros(8)),  # conv with bias
-                       BatchNormalization(np.ones(8), np.zeros(8), np.zeros(8), np.ones(8)),  # as initialised
-                       _FakeKerasLayer(np.ones((1, 1, 8, 8))),  # conv without bias
-                       _FakeKerasLayer()]  # no weights (an activation)
+        self.layers = [
+            _FakeKerasLayer(np.ones((3, 3, 3, 8)), np.zeros(8)),  # conv with bias
+            BatchNormalization(np.ones(8), np.zeros(8), np.zeros(8), np.ones(8)),  # as initialised
+            _FakeKerasLayer(np.ones((1, 1, 8, 8))),  # conv without bias
+            _FakeKerasLayer(),
+        ]  # no weights (an activation)
 
 
 def test_like_a_trained_keras_net_sets_biases_and_bn_statistics_and_keeps_kernels():

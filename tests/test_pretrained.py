@@ -5,7 +5,7 @@ ResNet50V2 (Keras 3 on the torch backend, saved with Keras' own legacy HDF5 writ
 the published ``resnet50v2_weights_tf_dim_ordering_tf_kernels[_notop].h5``, in Keras 3 naming and
 renamed to the published files' Keras 2 naming ``layer/kernel:0``). BatchNorm statistics and
 biases are randomised first, as in a trained net, so that a wrong mapping cannot hide. Nothing
-here touches the network: downloads go through ``pretrained._open_url``, patched in every test.
+here touches the network: downloads go through ``imagenet._open_url``, patched in every test.
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from torch import nn
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from resnet_course import finetune, pretrained  # noqa: E402
+from resnet_course import finetune, imagenet, pretrained  # noqa: E402
 from resnet_course.birds import CLASS_NAMES  # noqa: E402
 from resnet_course.cli import main  # noqa: E402
 from resnet_course.data import load_birds
+from resnet_course.evaluation import load_checkpoint, load_model  # noqa: E402
 from resnet_course.models import V1_NAMES, V2_NAMES, get_model, like_a_trained_net  # noqa: E402
 from resnet_course.porting import like_a_trained_keras_net  # noqa: E402
 from resnet_course.pretrained import keras_v2_module_name  # noqa: E402
-from resnet_course.training import load_checkpoint, load_model  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.usefixtures("one_torch_thread")]
 RTOL = 1e-4
@@ -50,9 +50,11 @@ def assert_close_relative(ours, reference, rtol=RTOL):
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch, tmp_path):
     """Every test: an empty torch.hub / Keras cache and a network that must not be used."""
+
     def refuse(url, timeout):
         raise AssertionError(f"a test tried to download {url}")
-    monkeypatch.setattr(pretrained, "_open_url", refuse)
+
+    monkeypatch.setattr(imagenet, "_open_url", refuse)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
 
@@ -60,6 +62,7 @@ def no_network(monkeypatch, tmp_path):
 # --------------------------------------------------------------------------------------------
 # Look-alike files
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def torchvision_file(tmp_path_factory):
@@ -102,8 +105,9 @@ def keras_files(tmp_path_factory):
     files = {}
     keras.utils.set_random_seed(0)
     for include_top in (True, False):
-        model = keras.applications.ResNet50V2(weights=None, include_top=include_top, pooling="avg",
-                                              classifier_activation=None, input_shape=(64, 64, 3))
+        model = keras.applications.ResNet50V2(
+            weights=None, include_top=include_top, pooling="avg", classifier_activation=None, input_shape=(64, 64, 3)
+        )
         like_a_trained_keras_net(model, seed=int(include_top))
         outputs = keras.ops.convert_to_numpy(model(images, training=False))
         suffix = "" if include_top else "_notop"
@@ -133,14 +137,16 @@ def _pooled(model, images_nchw):
 # Exact loading
 # --------------------------------------------------------------------------------------------
 
+
 def test_resnet50_from_torchvision_file_gives_torchvision_logits(torchvision_file):
     reference, path = torchvision_file
     ours = get_model("resnet50", weights=path)
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = reference(images).numpy()
-    assert_close_relative(_pooled(ours, images) @ ours.fc.weight.detach().numpy().T
-                          + ours.fc.bias.detach().numpy(), expected)
+    assert_close_relative(
+        _pooled(ours, images) @ ours.fc.weight.detach().numpy().T + ours.fc.bias.detach().numpy(), expected
+    )
     with torch.no_grad():
         assert_close_relative(ours.eval()(images).numpy(), expected)
     assert ours.weights_source["fresh_head"] is False and ours.weights_source["format"] == "torchvision"
@@ -175,8 +181,12 @@ def test_resnet50v2_from_keras_h5_gives_keras_logits(keras_files, naming):
     images, files = keras_files
     ours = get_model("resnet50v2", weights=files[True][naming])
     assert_close_relative(_ours(ours, images), files[True]["outputs"])
-    assert ours.weights_source == {"file": str(files[True][naming]), "tensors_loaded": 272,
-                                   "fresh_head": False, "format": "keras"}
+    assert ours.weights_source == {
+        "file": str(files[True][naming]),
+        "tensors_loaded": 272,
+        "fresh_head": False,
+        "format": "keras",
+    }
     assert ours.input_normalization == "tf"
 
 
@@ -196,7 +206,11 @@ def test_keras2_names_are_the_published_style(keras_files):
         assert handle["conv1_conv"]["conv1_conv"]["kernel:0"].shape == (7, 7, 3, 64)
     with h5py.File(files[True]["keras3"]) as handle:
         assert [pretrained._text(n) for n in handle["post_bn"].attrs["weight_names"]] == [
-            "post_bn/gamma", "post_bn/beta", "post_bn/moving_mean", "post_bn/moving_variance"]
+            "post_bn/gamma",
+            "post_bn/beta",
+            "post_bn/moving_mean",
+            "post_bn/moving_variance",
+        ]
 
 
 def test_our_h5_writer_is_read_by_keras_itself(keras_files, tmp_path):
@@ -218,7 +232,7 @@ def test_our_h5_writer_is_read_by_keras_itself(keras_files, tmp_path):
 
 
 def test_every_course_model_has_published_weights_torchvisions_for_v1_keras_for_v2():
-    assert pretrained.WEIGHTS_SOURCE == {**dict.fromkeys(V1_NAMES, "torchvision"), **dict.fromkeys(V2_NAMES, "keras")}
+    assert imagenet.WEIGHTS_SOURCE == {**dict.fromkeys(V1_NAMES, "torchvision"), **dict.fromkeys(V2_NAMES, "keras")}
 
 
 def test_keras_layer_name_inverts_keras_v2_module_name():
@@ -234,8 +248,13 @@ def test_keras_to_torch_moves_the_axes_and_renames_as_the_layouts_say():
     assert name == "weight" and weight.shape == (5, 4, 2, 3) and weight[4, 3, 1, 2] == kernel[1, 2, 3, 4]
     dense = np.arange(6, dtype=np.float32).reshape(2, 3)  # (in, out)
     assert torch.equal(pretrained.keras_to_torch("predictions/kernel", dense)[1], torch.from_numpy(dense).T)
-    for keras_name, ours in (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
-                             ("moving_variance", "running_var"), ("bias", "bias")):
+    for keras_name, ours in (
+        ("gamma", "weight"),
+        ("beta", "bias"),
+        ("moving_mean", "running_mean"),
+        ("moving_variance", "running_var"),
+        ("bias", "bias"),
+    ):
         assert pretrained.keras_to_torch(f"post_bn/{keras_name}", np.ones(3))[0] == ours
     with pytest.raises(ValueError, match=r"'post_bn/scale' \(3,\) has no place in a ResNet\*V2"):
         pretrained.keras_to_torch("post_bn/scale", np.ones(3))
@@ -245,9 +264,11 @@ def test_keras_to_torch_moves_the_axes_and_renames_as_the_layouts_say():
 # Wrong files
 # --------------------------------------------------------------------------------------------
 
+
 def test_v1_file_for_a_v2_model_is_a_clear_error(torchvision_file):
-    with pytest.raises(pretrained.WeightsError,
-                       match=r"not an HDF5 file; resnet50v2 takes the Keras Applications file"):
+    with pytest.raises(
+        pretrained.WeightsError, match=r"not an HDF5 file; resnet50v2 takes the Keras Applications file"
+    ):
         get_model("resnet50v2", weights=torchvision_file[1])
 
 
@@ -267,8 +288,11 @@ def test_resnet50v2_file_for_resnet101v2_names_the_first_missing_tensor(keras_fi
 
 
 def test_resnet50_file_for_resnet34_names_the_first_wrong_shape(torchvision_file):
-    with pytest.raises(pretrained.WeightsError, match=r"layer1\.0\.conv1\.weight is \(64, 64, 1, 1\) in the file, "
-                                                      r"\(64, 64, 3, 3\) in the model"):
+    with pytest.raises(
+        pretrained.WeightsError,
+        match=r"layer1\.0\.conv1\.weight is \(64, 64, 1, 1\) in the file, "
+        r"\(64, 64, 3, 3\) in the model",
+    ):
         get_model("resnet34", weights=torchvision_file[1])
 
 
@@ -280,8 +304,11 @@ def test_a_wrong_tensor_in_a_keras_file_is_named_by_its_keras_name(keras_files, 
         group = handle["conv3_block2_2_conv"]
         del group["conv3_block2_2_conv/kernel:0"]
         group.create_dataset("conv3_block2_2_conv/kernel:0", data=np.zeros((3, 3, 128, 64), "float32"))
-    with pytest.raises(pretrained.WeightsError, match=r"conv3\.block2\.conv2\.weight \(conv3_block2_2_conv/kernel:0 "
-                                                      r"in the file\) is \(64, 128, 3, 3\) in the file"):
+    with pytest.raises(
+        pretrained.WeightsError,
+        match=r"conv3\.block2\.conv2\.weight \(conv3_block2_2_conv/kernel:0 "
+        r"in the file\) is \(64, 128, 3, 3\) in the file",
+    ):
         get_model("resnet50v2", weights=path)
 
 
@@ -312,11 +339,12 @@ def test_missing_file_is_a_clear_error(tmp_path):
 # "imagenet": the cache, the download, failing fast offline
 # --------------------------------------------------------------------------------------------
 
+
 def test_imagenet_uses_the_torchvision_enum_and_torch_hub_cache(tmp_path):
-    file = pretrained.imagenet_file("resnet50")
+    file = imagenet.imagenet_file("resnet50")
     assert file.url == torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url
     assert file.path == tmp_path / "torch_home" / "hub" / "checkpoints" / "resnet50-0676ba61.pth"
-    v2 = pretrained.imagenet_file("resnet50v2", include_top=False)
+    v2 = imagenet.imagenet_file("resnet50v2", include_top=False)
     assert v2.filename == "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
     assert v2.url.startswith("https://storage.googleapis.com/tensorflow/keras-applications/resnet/")
 
@@ -327,32 +355,33 @@ def test_imagenet_without_network_or_cache_fails_fast_and_says_what_to_do(monkey
     def dead_network(url, timeout):
         calls.append((url, timeout))
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-    monkeypatch.setattr(pretrained, "_open_url", dead_network)
-    with pytest.raises(pretrained.WeightsUnavailable) as error:
+
+    monkeypatch.setattr(imagenet, "_open_url", dead_network)
+    with pytest.raises(imagenet.WeightsUnavailable) as error:
         get_model("resnet50", num_classes=4, weights="imagenet")
     message = str(error.value)
     assert "resnet50-0676ba61.pth" in message
     assert "https://download.pytorch.org/models/resnet50-0676ba61.pth" in message
     assert str(tmp_path / "torch_home" / "hub" / "checkpoints" / "resnet50-0676ba61.pth") in message
     assert "download-weights --model resnet50" in message and "name resolution" in message
-    assert calls and calls[0][1] <= pretrained.DOWNLOAD_TIMEOUT
+    assert calls and calls[0][1] <= imagenet.DOWNLOAD_TIMEOUT
     assert not list((tmp_path / "torch_home" / "hub" / "checkpoints").iterdir())  # no partial file left
 
 
 def test_imagenet_offline_never_touches_the_network(monkeypatch):
-    monkeypatch.setenv(pretrained.OFFLINE_ENV, "1")  # the autouse fixture fails the test on any download
-    with pytest.raises(pretrained.WeightsUnavailable, match=r"resnet50v2_weights_tf_dim_ordering_tf_kernels_notop\.h5"):
+    monkeypatch.setenv(imagenet.OFFLINE_ENV, "1")  # the autouse fixture fails the test on any download
+    with pytest.raises(imagenet.WeightsUnavailable, match=r"resnet50v2_weights_tf_dim_ordering_tf_kernels_notop\.h5"):
         get_model("resnet50v2", num_classes=4, weights="imagenet")
 
 
 def test_imagenet_loads_a_cached_file_without_the_network(torchvision_file, keras_files):
-    file = pretrained.imagenet_file("resnet50")
+    file = imagenet.imagenet_file("resnet50")
     file.path.parent.mkdir(parents=True)
     file.path.write_bytes(torchvision_file[1].read_bytes())
     model = get_model("resnet50", weights="imagenet")
     assert model.weights_source["file"] == str(file.path)
     # v2 for 4 classes wants the notop file; the full file does too (its classifier is left out)
-    top = pretrained.imagenet_file("resnet50v2", include_top=True)
+    top = imagenet.imagenet_file("resnet50v2", include_top=True)
     top.path.write_bytes(keras_files[1][True]["keras2"].read_bytes())
     v2 = get_model("resnet50v2", num_classes=4, weights="imagenet")
     assert v2.weights_source["fresh_head"] is True and v2.input_normalization == "tf"
@@ -360,27 +389,31 @@ def test_imagenet_loads_a_cached_file_without_the_network(torchvision_file, kera
 
 def test_download_weights_verifies_the_checksum_and_writes_the_cache(monkeypatch, keras_files):
     top, notop = keras_files[1][True]["keras2"].read_bytes(), keras_files[1][False]["keras2"].read_bytes()
-    served = {pretrained.imagenet_file("resnet50v2", True).url: top,
-              pretrained.imagenet_file("resnet50v2", False).url: notop}
-    monkeypatch.setattr(pretrained, "_open_url", lambda url, timeout: io.BytesIO(served[url]))
+    served = {
+        imagenet.imagenet_file("resnet50v2", True).url: top,
+        imagenet.imagenet_file("resnet50v2", False).url: notop,
+    }
+    monkeypatch.setattr(imagenet, "_open_url", lambda url, timeout: io.BytesIO(served[url]))
     # the real checksums do not fit look-alike files: the download is refused and nothing is kept
-    with pytest.raises(pretrained.WeightsUnavailable, match="checksum"):
-        pretrained.download_weights("resnet50v2")
-    assert not pretrained.cache_dir().exists() or not list(pretrained.cache_dir().iterdir())
-    monkeypatch.setitem(pretrained.KERAS_WEIGHTS_MD5, "resnet50v2",
-                        (hashlib.md5(top).hexdigest(), hashlib.md5(notop).hexdigest()))
+    with pytest.raises(imagenet.WeightsUnavailable, match="checksum"):
+        imagenet.download_weights("resnet50v2")
+    assert not imagenet.cache_dir().exists() or not list(imagenet.cache_dir().iterdir())
+    monkeypatch.setitem(
+        imagenet.KERAS_WEIGHTS_MD5, "resnet50v2", (hashlib.md5(top).hexdigest(), hashlib.md5(notop).hexdigest())
+    )
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(["download-weights", "--model", "resnet50v2"]) == 0
-    assert pretrained.imagenet_file("resnet50v2", False).path.read_bytes() == notop
+    assert imagenet.imagenet_file("resnet50v2", False).path.read_bytes() == notop
     assert "resnet50v2_weights_tf_dim_ordering_tf_kernels.h5" in printed.getvalue()
     model = get_model("resnet50v2", weights="imagenet")
     assert_close_relative(_ours(model, keras_files[0]), keras_files[1][True]["outputs"])
 
 
 def test_download_weights_command_without_network_exits_2(monkeypatch, capsys):
-    monkeypatch.setattr(pretrained, "_open_url",
-                        lambda url, timeout: (_ for _ in ()).throw(urllib.error.URLError("offline")))
+    monkeypatch.setattr(
+        imagenet, "_open_url", lambda url, timeout: (_ for _ in ()).throw(urllib.error.URLError("offline"))
+    )
     assert main(["download-weights", "--model", "resnet18"]) == 2
     err = capsys.readouterr().err
     assert "resnet18-f37072fd.pth" in err and "Traceback" not in err
@@ -389,6 +422,7 @@ def test_download_weights_command_without_network_exits_2(monkeypatch, capsys):
 # --------------------------------------------------------------------------------------------
 # Normalisation, freezing, the linear probe, the command line
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny_birds(tmp_path_factory):
@@ -422,8 +456,9 @@ def test_tf_normalisation_is_kerass_preprocess_input(tiny_birds):
     np.testing.assert_allclose(images[0].permute(1, 2, 0).numpy(), expected, atol=1e-6)
     _, val_imagenet, _ = load_birds(tiny_birds, image_size=40, batch_size=4)
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-    np.testing.assert_allclose(next(iter(val_imagenet))[0][0].permute(1, 2, 0).numpy(),
-                               (pixels / 255 - mean) / std, atol=1e-5)
+    np.testing.assert_allclose(
+        next(iter(val_imagenet))[0][0].permute(1, 2, 0).numpy(), (pixels / 255 - mean) / std, atol=1e-5
+    )
     with pytest.raises(ValueError, match="normalization must be one of"):
         load_birds(tiny_birds, normalization="caffe")
 
@@ -460,13 +495,33 @@ def test_linear_probe_caches_features_and_trains_the_head(tiny_birds, torchvisio
     assert accuracy == pytest.approx(history[-1]["val_acc"])
 
 
-def test_cli_trains_one_epoch_from_a_local_keras_file_and_predict_uses_its_scaling(tiny_birds, keras_files, tmp_path,
-                                                                                    capsys):
+def test_cli_trains_one_epoch_from_a_local_keras_file_and_predict_uses_its_scaling(
+    tiny_birds, keras_files, tmp_path, capsys
+):
     weights = keras_files[1][False]["keras2"]
     out = tmp_path / "run"
-    code = main(["train", "--model", "resnet50v2", "--data", str(tiny_birds), "--epochs", "1", "--image-size", "32",
-                 "--batch-size", "4", "--out", str(out), "--no-progress", "--fp32", "--weights", str(weights),
-                 "--freeze-backbone"])
+    code = main(
+        [
+            "train",
+            "--model",
+            "resnet50v2",
+            "--data",
+            str(tiny_birds),
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "4",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--fp32",
+            "--weights",
+            str(weights),
+            "--freeze-backbone",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "From weights" in printed and "backbone frozen" in printed and "normalised 'tf'" in printed
@@ -484,8 +539,13 @@ def test_cli_trains_one_epoch_from_a_local_keras_file_and_predict_uses_its_scali
     image = tiny_birds / CLASS_NAMES[2] / "0.png"
     assert main(["predict", "--checkpoint", str(out / "checkpoint.pt"), "--fp32", "--topk", "4", str(image)]) == 0
     line = capsys.readouterr().out
-    pixels = torch.from_numpy(np.asarray(Image.open(image).convert("RGB").resize((32, 32), Image.BILINEAR),
-                                         dtype="float32")).permute(2, 0, 1)[None] / 127.5 - 1
+    pixels = (
+        torch.from_numpy(
+            np.asarray(Image.open(image).convert("RGB").resize((32, 32), Image.BILINEAR), dtype="float32")
+        ).permute(2, 0, 1)[None]
+        / 127.5
+        - 1
+    )
     with torch.no_grad():
         probabilities = model(pixels).softmax(1)[0]
     best = int(probabilities.argmax())
@@ -497,17 +557,42 @@ def test_cli_trains_one_epoch_fine_tuning_resnet18_from_a_torchvision_file(tiny_
     path = tmp_path / "resnet18.pth"
     torch.save(like_a_trained_net(torchvision.models.resnet18()).state_dict(), path)
     out = tmp_path / "run"
-    assert main(["train", "--model", "resnet18", "--data", str(tiny_birds), "--epochs", "1", "--image-size", "32",
-                 "--batch-size", "4", "--out", str(out), "--no-progress", "--fp32", "--weights", str(path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "resnet18",
+                "--data",
+                str(tiny_birds),
+                "--epochs",
+                "1",
+                "--image-size",
+                "32",
+                "--batch-size",
+                "4",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--fp32",
+                "--weights",
+                str(path),
+            ]
+        )
+        == 0
+    )
     meta = load_checkpoint(out / "best.pt")["meta"]
     assert meta["normalization"] == "imagenet" and meta["backbone_frozen"] is False
     assert "normalised 'imagenet'" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--freeze-backbone"], "--freeze-backbone trains only the head"),
-    (["--weights", "no/such/file.pth"], "--weights: no file at no/such/file.pth"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--freeze-backbone"], "--freeze-backbone trains only the head"),
+        (["--weights", "no/such/file.pth"], "--weights: no file at no/such/file.pth"),
+    ],
+)
 def test_cli_weights_mistakes_exit_2(tiny_birds, tmp_path, capsys, argv, message):
     code = main(["train", "--model", "resnet18", "--data", str(tiny_birds), "--out", str(tmp_path / "r"), *argv])
     assert code == 2
@@ -516,8 +601,22 @@ def test_cli_weights_mistakes_exit_2(tiny_birds, tmp_path, capsys, argv, message
 
 
 def test_cli_wrong_weights_file_exits_2_naming_the_problem(tiny_birds, torchvision_file, tmp_path, capsys):
-    code = main(["train", "--model", "resnet50v2", "--data", str(tiny_birds), "--image-size", "32",
-                 "--out", str(tmp_path / "r"), "--weights", str(torchvision_file[1]), "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--model",
+            "resnet50v2",
+            "--data",
+            str(tiny_birds),
+            "--image-size",
+            "32",
+            "--out",
+            str(tmp_path / "r"),
+            "--weights",
+            str(torchvision_file[1]),
+            "--no-progress",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "not an HDF5 file; resnet50v2 takes" in err and "Traceback" not in err
@@ -532,7 +631,7 @@ def test_weights_or_standin_says_which_and_writes_the_published_format(tmp_path,
     with h5py.File(path) as handle:  # a notop file, like the published one
         assert "predictions" not in handle and "post_bn" in handle
     assert model.post_bn.running_var.std() > 0.1  # like a trained net's statistics, not BN's defaults
-    cached = pretrained.imagenet_file("resnet50")
+    cached = imagenet.imagenet_file("resnet50")
     cached.path.parent.mkdir(parents=True)
     cached.path.write_bytes(torchvision_file[1].read_bytes())
     assert finetune.weights_or_standin("resnet50", folder=tmp_path) == (cached.path, True)
@@ -540,11 +639,25 @@ def test_weights_or_standin_says_which_and_writes_the_published_format(tmp_path,
 
 
 def test_cli_train_with_imagenet_and_no_network_exits_2_saying_which_file(tiny_birds, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv(pretrained.OFFLINE_ENV, "1")
+    monkeypatch.setenv(imagenet.OFFLINE_ENV, "1")
     attempts = []
-    monkeypatch.setattr(pretrained, "_open_url", lambda url, timeout: attempts.append(url))
-    code = main(["train", "--model", "resnet18", "--data", str(tiny_birds), "--image-size", "32", "--no-progress",
-                 "--out", str(tmp_path / "r"), "--weights", "imagenet"])
+    monkeypatch.setattr(imagenet, "_open_url", lambda url, timeout: attempts.append(url))
+    code = main(
+        [
+            "train",
+            "--model",
+            "resnet18",
+            "--data",
+            str(tiny_birds),
+            "--image-size",
+            "32",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "r"),
+            "--weights",
+            "imagenet",
+        ]
+    )
     assert code == 2 and attempts == []  # offline: the network is never tried
     err = capsys.readouterr().err
     assert "resnet18-f37072fd.pth" in err and "download-weights --model resnet18" in err and "Traceback" not in err

@@ -28,8 +28,11 @@ SHAPE_FIELDS = tuple(FIELD_MARK_SHAPES)
 
 def tree_digest(root: Path) -> dict[str, str]:
     """Every file under ``root`` (hidden ones too) by relative path, with a hash of its bytes."""
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +129,7 @@ def test_an_other_drawn_set_is_redrawn(tmp_path):
 
 def test_cli_draws_a_set_and_says_what_it_is(tmp_path, capsys):
     out = tmp_path / "drawn"
-    assert main(["make-pretraining-set", "--out", str(out), "--species", "2", "--per-species", "5",
-                 "--seed", "3"]) == 0
+    assert main(["make-pretraining-set", "--out", str(out), "--species", "2", "--per-species", "5", "--seed", "3"]) == 0
     printed = capsys.readouterr().out
     assert "ImageNet in miniature" in printed and "not the course's four" in printed
     assert pretraining_set_is_complete(out, species=2, per_species=5, seed=3)
@@ -158,9 +160,11 @@ def _a_note(root: Path) -> None:
     (root / "notes.txt").write_text("keep me")
 
 
-@pytest.mark.parametrize("make_target", [_photo_folder, _set_with_a_photo_among_drawings, _set_with_an_extra_folder,
-                                         _a_file, _a_note],
-                         ids=["real photos", "photo among drawings", "foreign folder", "a file", "a note"])
+@pytest.mark.parametrize(
+    "make_target",
+    [_photo_folder, _set_with_a_photo_among_drawings, _set_with_an_extra_folder, _a_file, _a_note],
+    ids=["real photos", "photo among drawings", "foreign folder", "a file", "a note"],
+)
 def test_refuses_to_draw_into_a_folder_holding_anything_else(tmp_path, capsys, make_target):
     target = tmp_path / "target"
     make_target(target)
@@ -176,13 +180,16 @@ def test_refuses_to_draw_into_a_folder_holding_anything_else(tmp_path, capsys, m
     assert tree_digest(tmp_path) == before
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--species", "1"], "--species must be a whole number from 2 to 16"),
-    (["--species", "17"], "--species must be a whole number from 2 to 16"),
-    (["--per-species", "4"], "--per-species must be a whole number from 5"),
-    (["--per-species", "5001"], "to 5000"),
-    (["--species", "-3"], "not -3"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--species", "1"], "--species must be a whole number from 2 to 16"),
+        (["--species", "17"], "--species must be a whole number from 2 to 16"),
+        (["--per-species", "4"], "--per-species must be a whole number from 5"),
+        (["--per-species", "5001"], "to 5000"),
+        (["--species", "-3"], "not -3"),
+    ],
+)
 def test_bad_values_exit_2_with_one_message(tmp_path, capsys, argv, message):
     existing = tmp_path / "keep.txt"
     existing.write_text("keep")

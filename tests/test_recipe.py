@@ -23,8 +23,14 @@ from resnet_course.training import fit, set_seed
 
 
 def small_net(num_classes: int = 4) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, num_classes),
+    )
 
 
 def data(n: int = 32, batch_size: int = 8) -> DataLoader:
@@ -36,6 +42,7 @@ def data(n: int = 32, batch_size: int = 8) -> DataLoader:
 # ------------------------------------------------------------------------------------------
 # The learning-rate schedule
 # ------------------------------------------------------------------------------------------
+
 
 def expected_factor(step: int, total: int, warmup: int) -> float:
     """Goyal et al. 2017's gradual warm-up (linear in the step), then a half cosine to zero."""
@@ -68,13 +75,24 @@ def test_fit_takes_the_scheduled_rate_at_every_step():
     model = small_net()
     reference = small_net()
     reference.load_state_dict(model.state_dict())
-    history = fit(model, loader, None, epochs, optimizer="adamw", lr=lr, weight_decay=wd,
-                  warmup_epochs=warmup_epochs, precision="fp32", progress=False)
+    history = fit(
+        model,
+        loader,
+        None,
+        epochs,
+        optimizer="adamw",
+        lr=lr,
+        weight_decay=wd,
+        warmup_epochs=warmup_epochs,
+        precision="fp32",
+        progress=False,
+    )
 
     decay = [p for p in reference.parameters() if p.ndim > 1]
     no_decay = [p for p in reference.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=lr)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
     total, warmup, step = epochs * len(loader), warmup_epochs * len(loader), 0
     reference.train()
     for _ in range(epochs):
@@ -92,13 +110,23 @@ def test_fit_takes_the_scheduled_rate_at_every_step():
     assert [r["lr"] for r in history] == pytest.approx([lr * expected_factor(e * 4, total, warmup) for e in range(3)])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(lr=float("nan")), "lr"), (dict(lr=float("inf")), "lr"), (dict(lr=0.0), "lr"), (dict(lr=-0.1), "lr"),
-    (dict(warmup_epochs=-1), "warmup_epochs"), (dict(warmup_epochs=float("nan")), "warmup_epochs"),
-    (dict(warmup_epochs=3), "warmup_epochs"), (dict(weight_decay=-1e-4), "weight_decay"),
-    (dict(weight_decay=float("inf")), "weight_decay"), (dict(label_smoothing=1.0), "label_smoothing"),
-    (dict(label_smoothing=float("nan")), "label_smoothing"), (dict(label_smoothing=-0.1), "label_smoothing"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(lr=float("nan")), "lr"),
+        (dict(lr=float("inf")), "lr"),
+        (dict(lr=0.0), "lr"),
+        (dict(lr=-0.1), "lr"),
+        (dict(warmup_epochs=-1), "warmup_epochs"),
+        (dict(warmup_epochs=float("nan")), "warmup_epochs"),
+        (dict(warmup_epochs=3), "warmup_epochs"),
+        (dict(weight_decay=-1e-4), "weight_decay"),
+        (dict(weight_decay=float("inf")), "weight_decay"),
+        (dict(label_smoothing=1.0), "label_smoothing"),
+        (dict(label_smoothing=float("nan")), "label_smoothing"),
+        (dict(label_smoothing=-0.1), "label_smoothing"),
+    ],
+)
 def test_bad_recipe_values_are_clear_errors_before_training(kwargs, message):
     model = small_net()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -110,6 +138,7 @@ def test_bad_recipe_values_are_clear_errors_before_training(kwargs, message):
 # ------------------------------------------------------------------------------------------
 # Weight decay on weights only
 # ------------------------------------------------------------------------------------------
+
 
 def test_weight_decay_skips_batchnorm_and_biases():
     model = get_model("resnet50v2", num_classes=4)
@@ -141,6 +170,7 @@ def test_default_recipe_is_adamw_with_decoupled_decay():
 # Zero-initialised residual branches: every block starts as its shortcut
 # ------------------------------------------------------------------------------------------
 
+
 def _branch_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """The output of each block's residual branch just before the addition: the last BN of a v1
     block, the last (biased) conv of a v2 block."""
@@ -148,8 +178,11 @@ def _branch_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor
     for name, module in model.named_modules():
         last = {BasicBlock: "bn2", Bottleneck: "bn3", PreActBottleneck: "conv3"}.get(type(module))
         if last:
-            handles.append(getattr(module, last).register_forward_hook(
-                lambda _m, _i, out, name=name: outputs.__setitem__(name, out.detach().clone())))
+            handles.append(
+                getattr(module, last).register_forward_hook(
+                    lambda _m, _i, out, name=name: outputs.__setitem__(name, out.detach().clone())
+                )
+            )
     with torch.no_grad():
         model(x)
     for handle in handles:

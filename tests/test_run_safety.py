@@ -22,9 +22,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from resnet_course.birds import CLASS_NAMES
-from resnet_course.checkpoints import LOCK_NAME, RunFolderError, RunFolderLock, SaveFailed
 from resnet_course.cli import main
-from resnet_course.training import TrainingDiverged, fit, load_checkpoint
+from resnet_course.evaluation import load_checkpoint
+from resnet_course.runfolder import LOCK_NAME, RunFolderError, RunFolderLock, SaveFailed
+from resnet_course.training import TrainingDiverged, fit
 
 EPOCH_FILES = ["best.pt", "checkpoint.pt", "history.json", "run.json"]
 
@@ -36,8 +37,24 @@ def birds(tmp_path_factory, bird_folder):
 
 
 def train_args(birds, out, *extra):
-    return ["train", "--model", "resnet18", "--data", str(birds), "--image-size", "32", "--batch-size", "4",
-            "--epochs", "1", "--out", str(out), "--no-progress", "--fp32", *map(str, extra)]
+    return [
+        "train",
+        "--model",
+        "resnet18",
+        "--data",
+        str(birds),
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--fp32",
+        *map(str, extra),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +73,7 @@ def files_of(folder):
 # Small models on tensors, for what needs no real model
 # ------------------------------------------------------------------------------------------
 
+
 class Named(TensorDataset):
     """A TensorDataset that lists file names, as the bird datasets do (so it has a data fingerprint)."""
 
@@ -70,8 +88,9 @@ def tiny_loaders(prefix="img", batch_size=8, poison=None):
     images = torch.randn(32, 3, 8, 8, generator=g)
     for c in range(3):
         images[labels == c, c] += 2.0
-    train = DataLoader(Named(images, labels, prefix), batch_size=batch_size, shuffle=True,
-                       generator=torch.Generator().manual_seed(1))
+    train = DataLoader(
+        Named(images, labels, prefix), batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(1)
+    )
     val = DataLoader(Named(images[:16], labels[:16], prefix + "v"), batch_size=8)
     return (train if poison is None else PoisonedLoader(train, *poison)), val
 
@@ -81,8 +100,12 @@ class PoisonedLoader:
 
     def __init__(self, loader, epoch, step):
         self.loader, self.epoch, self.step, self.started = loader, epoch, step, 0
-        self.dataset, self.batch_size, self.generator, self.sampler = (loader.dataset, loader.batch_size,
-                                                                       loader.generator, loader.sampler)
+        self.dataset, self.batch_size, self.generator, self.sampler = (
+            loader.dataset,
+            loader.batch_size,
+            loader.generator,
+            loader.sampler,
+        )
 
     def __len__(self):
         return len(self.loader)
@@ -96,29 +119,48 @@ class PoisonedLoader:
 
 
 def tiny_net():
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(8, 4))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)
+    )
 
 
 def tiny_fit(out, epochs=1, resume=False, seed=0, **kwargs):
     loaders = kwargs.pop("loaders", None) or tiny_loaders()
-    return fit(tiny_net(), *loaders, epochs, out_dir=out, resume=resume, progress=False, precision="fp32",
-               seed=seed, **kwargs)
+    return fit(
+        tiny_net(), *loaders, epochs, out_dir=out, resume=resume, progress=False, precision="fp32", seed=seed, **kwargs
+    )
 
 
 # ------------------------------------------------------------------------------------------
 # A resumed run is the same run
 # ------------------------------------------------------------------------------------------
 
+
 def test_resume_with_another_recipe_is_refused_naming_every_difference(tmp_path):
     tiny_fit(tmp_path, optimizer="sgd")
     before = files_of(tmp_path)
     with pytest.raises(RunFolderError) as refused:  # was: KeyError 'step' deep inside Adam
-        tiny_fit(tmp_path, 2, resume=True, optimizer="adam", lr=0.1, label_smoothing=0.1, schedule="step",
-                 weight_decay=0.5, warmup_epochs=0, loaders=tiny_loaders(batch_size=4))
-    for difference in ("optimizer: 'sgd' there, 'adam' now", "lr: 0.01 there, 0.1 now", "batch_size: 8 there, 4 now",
-                       "label_smoothing: 0.0 there, 0.1 now", "schedule: 'cosine' there, 'step' now",
-                       "weight_decay: 0.0001 there, 0.5 now", "warmup_epochs: 1.0 there, 0 now"):
+        tiny_fit(
+            tmp_path,
+            2,
+            resume=True,
+            optimizer="adam",
+            lr=0.1,
+            label_smoothing=0.1,
+            schedule="step",
+            weight_decay=0.5,
+            warmup_epochs=0,
+            loaders=tiny_loaders(batch_size=4),
+        )
+    for difference in (
+        "optimizer: 'sgd' there, 'adam' now",
+        "lr: 0.01 there, 0.1 now",
+        "batch_size: 8 there, 4 now",
+        "label_smoothing: 0.0 there, 0.1 now",
+        "schedule: 'cosine' there, 'step' now",
+        "weight_decay: 0.0001 there, 0.5 now",
+        "warmup_epochs: 1.0 there, 0 now",
+    ):
         assert difference in str(refused.value)
     with pytest.raises(RunFolderError, match="data: '[0-9a-f]+' there, '[0-9a-f]+' now"):
         tiny_fit(tmp_path, 2, resume=True, loaders=tiny_loaders(prefix="other"))
@@ -126,8 +168,9 @@ def test_resume_with_another_recipe_is_refused_naming_every_difference(tmp_path)
     assert len(tiny_fit(tmp_path, 2, resume=True, optimizer="sgd")) == 2  # the same recipe continues
 
 
-def test_cli_resume_with_other_data_size_batch_or_model_exits_2_and_keeps_the_run(one_epoch_run, birds, tmp_path,
-                                                                                   capsys):
+def test_cli_resume_with_other_data_size_batch_or_model_exits_2_and_keeps_the_run(
+    one_epoch_run, birds, tmp_path, capsys
+):
     other = tmp_path / "other_birds"
     for name in CLASS_NAMES:
         (other / name).mkdir(parents=True)
@@ -135,11 +178,12 @@ def test_cli_resume_with_other_data_size_batch_or_model_exits_2_and_keeps_the_ru
             Image.new("RGB", (40, 36), (9 * i, 50, 90)).save(other / name / f"photo{i}.jpg")
     before = files_of(one_epoch_run)
     base = train_args(birds, one_epoch_run, "--resume")
-    for change, named in ((["--image-size", "48", "--batch-size", "2"], ["image_size: 32 there, 48 now",
-                                                                         "batch_size: 4 there, 2 now"]),
-                          (["--lr", "0.05"], ["lr: 0.001 there, 0.05 now"]),
-                          (["--model", "resnet34"], ["model_name: 'resnet18' there, 'resnet34' now"]),
-                          (["--data", other], ["data: "])):
+    for change, named in (
+        (["--image-size", "48", "--batch-size", "2"], ["image_size: 32 there, 48 now", "batch_size: 4 there, 2 now"]),
+        (["--lr", "0.05"], ["lr: 0.001 there, 0.05 now"]),
+        (["--model", "resnet34"], ["model_name: 'resnet18' there, 'resnet34' now"]),
+        (["--data", other], ["data: "]),
+    ):
         capsys.readouterr()
         assert main(base + [str(c) for c in change]) == 2
         err = capsys.readouterr().err
@@ -150,6 +194,7 @@ def test_cli_resume_with_other_data_size_batch_or_model_exits_2_and_keeps_the_ru
 # ------------------------------------------------------------------------------------------
 # A run owns its folder; earlier files are never overwritten
 # ------------------------------------------------------------------------------------------
+
 
 def test_a_new_run_never_overwrites_best_and_history_left_without_a_checkpoint(tmp_path):
     tiny_fit(tmp_path)
@@ -189,14 +234,16 @@ def test_two_trainings_into_one_folder_one_refuses_and_nothing_is_lost(birds, fa
     env = {**os.environ, "RESNET_COURSE_FAST": "1", "OMP_NUM_THREADS": "1"}
     run = fast_disk / "two_at_once"
     command = [sys.executable, "-m", "resnet_course", *train_args(birds, run)]
-    both = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-            for _ in range(2)]
+    both = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)
+    ]
     finished = [(p.wait(timeout=300), *p.communicate()) for p in both]
     codes = sorted(code for code, _, _ in finished)
     assert codes == [0, 2], finished
     refusal = next(err for code, _, err in finished if code == 2)
-    assert ("in use by another training" in refusal or "already holds a training run" in refusal) and \
-        "Traceback" not in refusal
+    assert (
+        "in use by another training" in refusal or "already holds a training run" in refusal
+    ) and "Traceback" not in refusal
     assert sorted(p.name for p in run.iterdir()) == EPOCH_FILES
     state = load_checkpoint(run / "checkpoint.pt")
     assert json.loads((run / "history.json").read_text()) == state["history"] and len(state["history"]) == 1
@@ -229,8 +276,16 @@ for argv, crash_at, log in json.loads(sys.argv[1]):
 """
 #: Where a training is killed: right after the file is in place, or (tmp:) after its temporary
 #: file is complete, before it replaces the old one.
-CRASH_POINTS = ["tmp:checkpoint.pt", "checkpoint.pt", "tmp:best.pt", "best.pt", "tmp:history.json", "history.json",
-                "tmp:run.json", "run.json"]
+CRASH_POINTS = [
+    "tmp:checkpoint.pt",
+    "checkpoint.pt",
+    "tmp:best.pt",
+    "best.pt",
+    "tmp:history.json",
+    "history.json",
+    "tmp:run.json",
+    "run.json",
+]
 
 
 def _folder(point):
@@ -247,15 +302,18 @@ def crashed_and_resumed(birds, fast_disk):
     plan = [(train_args(birds, root / "straight"), None, str(root / "straight.log"))]
     for point in CRASH_POINTS:
         out = root / _folder(point)
-        plan += [(train_args(birds, out), point, str(root / f"{out.name}.killed.log")),
-                 (train_args(birds, out, "--resume"), None, str(root / f"{out.name}.resumed.log"))]
+        plan += [
+            (train_args(birds, out), point, str(root / f"{out.name}.killed.log")),
+            (train_args(birds, out, "--resume"), None, str(root / f"{out.name}.resumed.log")),
+        ]
     locked = root / "locked"
     locked.mkdir()
     plan.append((train_args(birds, locked), None, str(root / "locked.log")))
     env = {**os.environ, "RESNET_COURSE_FAST": "1", "OMP_NUM_THREADS": "1"}
     with RunFolderLock(locked):
-        finished = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(plan)], capture_output=True,
-                                  text=True, env=env, timeout=600)
+        finished = subprocess.run(
+            [sys.executable, "-c", DRIVER, json.dumps(plan)], capture_output=True, text=True, env=env, timeout=600
+        )
     assert finished.returncode == 0, finished.stderr
     results = [json.loads(line) for line in finished.stdout.splitlines()]
     logs = [Path(log).read_text() for _, _, log in plan]
@@ -324,6 +382,7 @@ def test_resume_repairs_best_and_history_left_stale_by_a_crash(tmp_path, seed):
 # A run that diverges stops and is never saved
 # ------------------------------------------------------------------------------------------
 
+
 def test_a_loss_that_becomes_nan_stops_training_naming_epoch_and_step(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"became nan at epoch 2/3, step 3/4") as stopped:
         tiny_fit(tmp_path, 3, loaders=tiny_loaders(poison=(2, 3)))
@@ -355,15 +414,18 @@ def test_an_enormous_learning_rate_stops_with_a_message_and_saves_nothing(birds,
 # Files that are not course checkpoints
 # ------------------------------------------------------------------------------------------
 
+
 def _bad_checkpoints(folder, good):
     import torchvision
 
     folder.mkdir()
     whole = good.read_bytes()
-    files = {"truncated": (whole[: len(whole) // 2], "damaged or truncated"),
-             "empty": (b"", "empty file"),
-             "random": (bytes(range(256)) * 40, "not a PyTorch file"),
-             "json": (json.dumps({"model": "resnet18", "epoch": 3}).encode(), "looks like JSON")}
+    files = {
+        "truncated": (whole[: len(whole) // 2], "damaged or truncated"),
+        "empty": (b"", "empty file"),
+        "random": (bytes(range(256)) * 40, "not a PyTorch file"),
+        "json": (json.dumps({"model": "resnet18", "epoch": 3}).encode(), "looks like JSON"),
+    }
     for name, (data, _) in files.items():
         (folder / f"{name}.pt").write_bytes(data)
     torch.save(nn.Linear(3, 2), folder / "whole_model.pt")
@@ -373,8 +435,7 @@ def _bad_checkpoints(folder, good):
     return expected
 
 
-def test_a_file_that_is_not_a_course_checkpoint_exits_2_saying_what_it_is_not(one_epoch_run, birds, tmp_path,
-                                                                             capsys):
+def test_a_file_that_is_not_a_course_checkpoint_exits_2_saying_what_it_is_not(one_epoch_run, birds, tmp_path, capsys):
     expected = _bad_checkpoints(tmp_path / "bad", one_epoch_run / "best.pt")
     photo = birds / CLASS_NAMES[0] / "0.jpg"
     for name, what in expected.items():
@@ -410,6 +471,7 @@ def test_predict_refuses_a_checkpoint_with_diverged_weights(one_epoch_run, tmp_p
 # ------------------------------------------------------------------------------------------
 # Bad options and bad places: one message, exit 2, before any work
 # ------------------------------------------------------------------------------------------
+
 
 def test_out_that_is_a_file_or_lies_under_one_is_refused_before_any_work(tmp_path, capsys):
     a_file = tmp_path / "notes.txt"
@@ -447,8 +509,11 @@ def test_a_full_disk_is_named_and_the_last_epoch_survives(tmp_path):
     def fill_the_disk(record):  # after epoch 1: the next checkpoint.pt goes to a full device
         os.symlink("/dev/full", tmp_path / f".checkpoint.pt.tmp-{os.getpid()}")
 
-    with pytest.raises(SaveFailed, match=r"could not write .*checkpoint.pt: the disk is full.*previous "
-                                         r"checkpoint.pt is kept") as failed:
+    with pytest.raises(
+        SaveFailed,
+        match=r"could not write .*checkpoint.pt: the disk is full.*previous "
+        r"checkpoint.pt is kept",
+    ) as failed:
         tiny_fit(tmp_path, 2, on_epoch_end=fill_the_disk)
     assert "inline_container" not in str(failed.value)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1

@@ -76,8 +76,16 @@ def test_a_run_trained_differently_is_refused_and_kept(tiny_birds, tmp_path):
     other = _bird_folder(tmp_path / "other", prefix="photo")
     train_loader, val_loader, names = load_birds(other, image_size=32, batch_size=4)
     with pytest.raises(ValueError, match="data: "):
-        train_or_load("r18", "resnet18", epochs=1, progress=False, train_loader=train_loader,
-                      val_loader=val_loader, class_names=names, image_size=32)
+        train_or_load(
+            "r18",
+            "resnet18",
+            epochs=1,
+            progress=False,
+            train_loader=train_loader,
+            val_loader=val_loader,
+            class_names=names,
+            image_size=32,
+        )
     assert run.checkpoint.read_bytes() == before
     assert json.loads((run.out_dir / RUN_FILE).read_text())["lr"] == 0.001
 
@@ -96,17 +104,43 @@ def test_data_fingerprint_tells_other_files_and_other_splits_apart(tmp_path):
 
 HISTORY = [
     {"epoch": 1, "train_loss": 1.25, "train_acc": 0.5, "val_loss": 1.5, "val_acc": 0.5, "lr": 0.01, "seconds": 10.0},
-    {"epoch": 2, "train_loss": 0.75, "train_acc": 0.625, "val_loss": 1.0, "val_acc": 0.75, "lr": 0.005,
-     "seconds": 20.0},
-    {"epoch": 3, "train_loss": 0.5, "train_acc": 0.875, "val_loss": 1.25, "val_acc": 0.625, "lr": 0.001,
-     "seconds": 30.0},
+    {
+        "epoch": 2,
+        "train_loss": 0.75,
+        "train_acc": 0.625,
+        "val_loss": 1.0,
+        "val_acc": 0.75,
+        "lr": 0.005,
+        "seconds": 20.0,
+    },
+    {
+        "epoch": 3,
+        "train_loss": 0.5,
+        "train_acc": 0.875,
+        "val_loss": 1.25,
+        "val_acc": 0.625,
+        "lr": 0.001,
+        "seconds": 30.0,
+    },
 ]
 
 
 def test_epoch_table_shows_each_epoch_in_percent():
     lines = epoch_table(HISTORY).splitlines()
-    assert lines[0].split() == ["epoch", "train", "loss", "train", "acc", "val", "loss", "val", "acc", "first", "lr",
-                                "seconds"]
+    assert lines[0].split() == [
+        "epoch",
+        "train",
+        "loss",
+        "train",
+        "acc",
+        "val",
+        "loss",
+        "val",
+        "acc",
+        "first",
+        "lr",
+        "seconds",
+    ]
     assert lines[2].split() == ["1", "1.250", "50.0%", "1.500", "50.0%", "0.01", "10"]
     assert lines[4].split() == ["3", "0.500", "87.5%", "1.250", "62.5%", "0.001", "30"]
 
@@ -147,7 +181,7 @@ class _LabelledImages(torch.utils.data.Dataset):
 class _ReadsTheLabel(nn.Module):
     def forward(self, x):
         value = x.mean(dim=(1, 2, 3))
-        return -(value[:, None] - torch.arange(3.0)) ** 2  # highest for the class equal to the value
+        return -((value[:, None] - torch.arange(3.0)) ** 2)  # highest for the class equal to the value
 
 
 def test_validation_predictions_spread_over_the_set_with_the_models_answers():

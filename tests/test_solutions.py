@@ -63,12 +63,18 @@ def _cells(path: Path) -> list[dict]:
 def exercises_section(cells: list[dict]) -> tuple[int, int]:
     """(index of the "## Exercises" cell, index after the section's last cell): the section runs
     to the next "#"/"##" heading, the solutions cell or the end."""
-    starts = [i for i, c in enumerate(cells)
-              if c["cell_type"] == "markdown" and re.search(r"^## Exercises\s*$", _source(c), re.M)]
+    starts = [
+        i
+        for i, c in enumerate(cells)
+        if c["cell_type"] == "markdown" and re.search(r"^## Exercises\s*$", _source(c), re.M)
+    ]
     assert len(starts) == 1, f"expected one '## Exercises' cell, found {len(starts)}"
     end = starts[0] + 1
-    while end < len(cells) and not _is_solutions(cells[end]) and not (
-            cells[end]["cell_type"] == "markdown" and re.match(r"#{1,2} ", _source(cells[end]).lstrip())):
+    while (
+        end < len(cells)
+        and not _is_solutions(cells[end])
+        and not (cells[end]["cell_type"] == "markdown" and re.match(r"#{1,2} ", _source(cells[end]).lstrip()))
+    ):
         end += 1
     return starts[0], end
 
@@ -127,8 +133,9 @@ def run_solution(code: str, checker: str) -> CheckResult:
     call = last.value
     if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "print":
         call = call.args[0]
-    assert isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == checker, \
+    assert isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == checker, (
         f"the last line should call {checker}"
+    )
     namespace: dict = {"__name__": "solution"}
     exec(compile(ast.Module(body=tree.body[:-1], type_ignores=[]), "<solution>", "exec"), namespace)
     result = eval(compile(ast.Expression(body=call), "<solution>", "eval"), namespace)
@@ -181,9 +188,17 @@ def test_every_checker_an_exercise_names_has_a_solution_block(path):
 
 def test_the_code_exercises_have_checked_solutions():
     checked = {(stem[:2], name) for stem, kind, name, _ in BLOCKS if kind == "checked"}
-    assert checked >= {("01", "check_shortcut"), ("02", "check_shortcut"), ("02", "check_model"),
-                       ("03", "check_bottleneck"), ("04", "check_preact_block"), ("06", "check_model"),
-                       ("06", "check_train_step"), ("07", "check_model"), ("08", "check_grad_cam")}
+    assert checked >= {
+        ("01", "check_shortcut"),
+        ("02", "check_shortcut"),
+        ("02", "check_model"),
+        ("03", "check_bottleneck"),
+        ("04", "check_preact_block"),
+        ("06", "check_model"),
+        ("06", "check_train_step"),
+        ("07", "check_model"),
+        ("08", "check_grad_cam"),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,21 +225,49 @@ def test_rejected_answer_fails_its_checker(notebook, checker, code):
 BROKEN = [  # (notebook, checker, [(text in the solution, its broken replacement)], words of the ✗ line)
     ("02", "check_shortcut", [("128 - x.shape[1]", "0")], "the shortcut gives 64 channels"),
     ("02", "check_shortcut", [("x = x[:, :, ::2, ::2]", "x = x[:, :, 1::2, 1::2]")], "misaligned"),
-    ("02", "check_shortcut", [("return F.pad(x, (0, 0, 0, 0, 0, 128 - x.shape[1]))",
-                               "return F.pad(x * 0, (0, 0, 0, 0, 0, 128 - x.shape[1]))")], "returns only zeros"),
-    ("03", "check_bottleneck", [("kernel_size=1, bias=False)\n        self.bn1",
-                                 "kernel_size=1, stride=stride, bias=False)\n        self.bn1"),
-                                ("kernel_size=3, stride=stride,", "kernel_size=3, stride=1,")],
-     "the stride sits on the first 1×1 conv"),
-    ("04", "check_preact_block",
-     [("return self.conv3(out) + shortcut", "return self.relu(self.conv3(out) + shortcut)")],
-     "a ReLU follows the addition"),
+    (
+        "02",
+        "check_shortcut",
+        [
+            (
+                "return F.pad(x, (0, 0, 0, 0, 0, 128 - x.shape[1]))",
+                "return F.pad(x * 0, (0, 0, 0, 0, 0, 128 - x.shape[1]))",
+            )
+        ],
+        "returns only zeros",
+    ),
+    (
+        "03",
+        "check_bottleneck",
+        [
+            (
+                "kernel_size=1, bias=False)\n        self.bn1",
+                "kernel_size=1, stride=stride, bias=False)\n        self.bn1",
+            ),
+            ("kernel_size=3, stride=stride,", "kernel_size=3, stride=1,"),
+        ],
+        "the stride sits on the first 1×1 conv",
+    ),
+    (
+        "04",
+        "check_preact_block",
+        [("return self.conv3(out) + shortcut", "return self.relu(self.conv3(out) + shortcut)")],
+        "a ReLU follows the addition",
+    ),
     ("04", "check_preact_block", [("eps=1.001e-5", "eps=1e-5")], "has eps 1e-05: the checker asks for 1.001e-5"),
     ("06", "check_train_step", [("    optimizer.zero_grad(set_to_none=True)\n", "")], "the gradients are never zeroed"),
-    ("06", "check_train_step", [("    scheduler.step()\n", "    scheduler.step()\n    scheduler.step()\n")],
-     "scheduler.step() runs 2 times per batch"),
-    ("06", "check_train_step", [("    optimizer.step()\n", ""), ("    model.train()\n", "    optimizer.step()\n")],
-     "optimizer.step() runs before loss.backward()"),
+    (
+        "06",
+        "check_train_step",
+        [("    scheduler.step()\n", "    scheduler.step()\n    scheduler.step()\n")],
+        "scheduler.step() runs 2 times per batch",
+    ),
+    (
+        "06",
+        "check_train_step",
+        [("    optimizer.step()\n", ""), ("    model.train()\n", "    optimizer.step()\n")],
+        "optimizer.step() runs before loss.backward()",
+    ),
     ("07", "check_model", [("port.pool1 = ", "unused = ")], "your logits differ"),
     ("08", "check_grad_cam", [("gradients.mean(dim=(2, 3), keepdim=True)", "gradients")], "position by position"),
 ]
@@ -392,14 +435,23 @@ def test_03_explorer_sizes_and_costs():
     def rows(size):
         return {row["stage"]: row for row in stage_shapes(model, size)}
 
-    assert [tuple(rows(s)["layer4"]["shape"][1:]) for s in (224, 225, 256, 257, 321, 352, 353)] == \
-        [(7, 7), (8, 8), (8, 8), (9, 9), (11, 11), (11, 11), (12, 12)]
+    assert [tuple(rows(s)["layer4"]["shape"][1:]) for s in (224, 225, 256, 257, 321, 352, 353)] == [
+        (7, 7),
+        (8, 8),
+        (8, 8),
+        (9, 9),
+        (11, 11),
+        (11, 11),
+        (12, 12),
+    ]
     assert tuple(rows(32)["layer4"]["shape"][1:]) == tuple(rows(31)["layer4"]["shape"][1:]) == (1, 1)
     assert tuple(rows(16)["layer3"]["shape"][1:]) == (1, 1)
     small, large = rows(224), rows(448)
     assert sum(r["params"] for r in small.values()) == sum(r["params"] for r in large.values())
-    conv_macs = {size: sum(r["macs"] for name, r in table.items() if name != "head")
-                 for size, table in ((224, small), (448, large))}
+    conv_macs = {
+        size: sum(r["macs"] for name, r in table.items() if name != "head")
+        for size, table in ((224, small), (448, large))
+    }
     assert conv_macs[448] == 4 * conv_macs[224]
     assert large["head"]["macs"] == small["head"]["macs"] == 2048 * 1000
     assert sum(r["macs"] for r in rows(31).values()) == sum(r["macs"] for r in rows(32).values())
@@ -433,8 +485,13 @@ def test_04_zeroed_units_pass_the_input_unchanged_only_without_anything_after_th
         unit = zero_branch(ResidualUnit(16, 16, ordering=ordering)).train()
         with torch.no_grad():
             unchanged[ordering] = torch.equal(unit(x), x)
-    assert unchanged == {"original": False, "bn_after_add": False, "relu_before_add": True,
-                         "relu_only_preact": True, "full_preact": True}
+    assert unchanged == {
+        "original": False,
+        "bn_after_add": False,
+        "relu_before_add": True,
+        "relu_only_preact": True,
+        "full_preact": True,
+    }
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -442,8 +499,10 @@ def test_04_which_zeroed_columns_depend_on_depth(seed):
     from resnet_course.ablation import signal_propagation
 
     def last(num_units):
-        return {r.unit: (r.std[-1], r.input_corr[-1], r.grad[0], r.negative[-1], r.min_step)
-                for r in signal_propagation(num_units, seeds=[seed], zero_branches=True)}
+        return {
+            r.unit: (r.std[-1], r.input_corr[-1], r.grad[0], r.negative[-1], r.min_step)
+            for r in signal_propagation(num_units, seeds=[seed], zero_branches=True)
+        }
 
     short, long = last(18), last(60)
     for unit in ("relu_before_add", "relu_only_preact", "full_preact"):
@@ -520,8 +579,10 @@ def _fake_scan(counts=(166, 122, 111, 166)):
     from resnet_course.data import ScanResult
 
     root = Path("/birds")
-    files = {name: [root / name / f"{name.replace(' ', '_')}_{i:03d}.jpg" for i in range(1, n + 1)]
-             for name, n in zip(CLASS_NAMES, counts)}
+    files = {
+        name: [root / name / f"{name.replace(' ', '_')}_{i:03d}.jpg" for i in range(1, n + 1)]
+        for name, n in zip(CLASS_NAMES, counts)
+    }
     return ScanResult(root=root, files=files)
 
 

@@ -12,9 +12,14 @@ from resnet_course.stages import compare_table, count_params, format_table, mode
 # ResNet18_Weights ... ResNet152_Weights); ResNet50V2: Keras Applications' count_params()
 # 25,613,800 less its 45,440 BatchNorm moving statistics, which PyTorch keeps as buffers.
 COURSE_PARAMS = {
-    "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
-    "resnet101": 44_549_160, "resnet152": 60_192_808, "resnet50v2": 25_568_360,
-    "resnet101v2": 44_577_896, "resnet152v2": 60_236_904,
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+    "resnet50v2": 25_568_360,
+    "resnet101v2": 44_577_896,
+    "resnet152v2": 60_236_904,
 }
 
 
@@ -88,9 +93,17 @@ def test_resnet50_stage_shapes(v1, size):
 
 def test_resnet50_stage_shapes_at_224_and_352_are_the_course_numbers(v1):
     assert [r["shape"] for r in stage_shapes(v1, 224)[1:5]] == [
-        (256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7)]
+        (256, 56, 56),
+        (512, 28, 28),
+        (1024, 14, 14),
+        (2048, 7, 7),
+    ]
     assert [r["shape"] for r in stage_shapes(v1, 352)[1:5]] == [
-        (256, 88, 88), (512, 44, 44), (1024, 22, 22), (2048, 11, 11)]
+        (256, 88, 88),
+        (512, 44, 44),
+        (1024, 22, 22),
+        (2048, 11, 11),
+    ]
 
 
 @pytest.mark.parametrize("size", [224, 352])
@@ -106,8 +119,7 @@ def test_resnet50v2_stage_shapes(v2, size):
 @pytest.mark.parametrize("size", [225, 97, (225, 97)])
 def test_odd_sizes_follow_conv_arithmetic(v1, v2, size):
     height, width = (size, size) if isinstance(size, int) else size
-    for model, expected, channels in ((v1, expected_v1_spatial, V1_CHANNELS),
-                                      (v2, expected_v2_spatial, V2_CHANNELS)):
+    for model, expected, channels in ((v1, expected_v1_spatial, V1_CHANNELS), (v2, expected_v2_spatial, V2_CHANNELS)):
         got = [row["shape"] for row in stage_shapes(model, size)[:-1]]
         assert got == [(c, h, w) for c, h, w in zip(channels, expected(height), expected(width))]
 
@@ -116,8 +128,9 @@ def test_stage_shapes_of_torchvision_resnet50_equal_ours(v1):
     reference = torchvision.models.resnet50(weights=None)
     theirs = stage_shapes(reference, 224)
     ours = stage_shapes(v1, 224)
-    assert [(r["shape"], r["params"], r["macs"]) for r in theirs] == \
-           [(r["shape"], r["params"], r["macs"]) for r in ours]
+    assert [(r["shape"], r["params"], r["macs"]) for r in theirs] == [
+        (r["shape"], r["params"], r["macs"]) for r in ours
+    ]
 
 
 def test_torchvision_fallback_stages_chain_to_the_model_output():

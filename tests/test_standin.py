@@ -125,7 +125,8 @@ def test_find_bird_data_redraws_an_incomplete_standin(standin_root, no_real_phot
 
 
 def test_find_bird_data_prefers_real_photos_and_warns_about_a_broken_photo_folder(
-        standin_root, no_real_photos, birds_sample, monkeypatch):
+    standin_root, no_real_photos, birds_sample, monkeypatch
+):
     shutil.copytree(standin_root, no_real_photos)
     photos = no_real_photos.parent / "bird_photos"
     (photos / "Bananaquit").mkdir(parents=True)  # started, but not finished
@@ -138,6 +139,7 @@ def test_find_bird_data_prefers_real_photos_and_warns_about_a_broken_photo_folde
 # --------------------------------------------------------------------------------------------
 # Learnable, but not from colour alone
 # --------------------------------------------------------------------------------------------
+
 
 def test_mean_colour_alone_classifies_the_standin_poorly(standin_root):
     accuracies = evaluation.mean_colour_baseline(standin_root)
@@ -163,7 +165,7 @@ def test_a_small_resnet_learns_what_mean_colour_cannot(standin_root):
     size, pad = 32, 4
     x_train, y_train = _tensors(train, size + pad)
     x_val, y_val = _tensors(val, size + pad)
-    x_val = x_val[..., pad // 2: pad // 2 + size, pad // 2: pad // 2 + size]
+    x_val = x_val[..., pad // 2 : pad // 2 + size, pad // 2 : pad // 2 + size]
 
     with torch_threads(1):  # small convolutions run faster on one thread than on two busy ones
         torch.manual_seed(0)
@@ -172,14 +174,15 @@ def test_a_small_resnet_learns_what_mean_colour_cannot(standin_root):
         epochs, batch_size = 12, 32
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
         schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=3e-3, total_steps=epochs * -(-len(x_train) // batch_size))
+            optimizer, max_lr=3e-3, total_steps=epochs * -(-len(x_train) // batch_size)
+        )
         for _ in range(epochs):
             model.train()
             order = torch.randperm(len(x_train), generator=generator)
             for start in range(0, len(x_train), batch_size):
-                batch = order[start:start + batch_size]
+                batch = order[start : start + batch_size]
                 dx, dy = torch.randint(0, pad + 1, (2,), generator=generator).tolist()
-                images = x_train[batch][..., dy:dy + size, dx:dx + size]  # random crop
+                images = x_train[batch][..., dy : dy + size, dx : dx + size]  # random crop
                 if torch.rand(1, generator=generator) < 0.5:
                     images = images.flip(-1)  # and flip
                 loss = F.cross_entropy(model(images), y_train[batch])

@@ -12,14 +12,22 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from resnet_course import checkpoints
 from resnet_course.device import ComputeSetup
-from resnet_course.training import TrainingInterrupted, fit, load_checkpoint, load_model, set_seed
+from resnet_course.evaluation import load_checkpoint, load_model
+from resnet_course.training import TrainingInterrupted, fit, set_seed
 
 
 def tiny_net(num_classes=4):
     """A small conv net without BatchNorm (its forward is the same in train and eval mode)."""
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(8, num_classes))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, num_classes),
+    )
 
 
 def blob_data(n=48, num_classes=4, size=8, seed=0):
@@ -34,8 +42,9 @@ def blob_data(n=48, num_classes=4, size=8, seed=0):
 
 def loaders(shuffle=True, batch_size=8, seed=1, n=48):
     data = blob_data(n)
-    train = DataLoader(data, batch_size=batch_size, shuffle=shuffle,
-                       generator=torch.Generator().manual_seed(seed) if shuffle else None)
+    train = DataLoader(
+        data, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed) if shuffle else None
+    )
     val = DataLoader(blob_data(24, seed=5), batch_size=batch_size)
     return train, val
 
@@ -46,7 +55,8 @@ def assert_same_history(a, b):
     for ra, rb in zip(a, b):
         assert ra.keys() == rb.keys()
         assert {k: v for k, v in ra.items() if k != "seconds"} == pytest.approx(
-            {k: v for k, v in rb.items() if k != "seconds"}, rel=1e-6)
+            {k: v for k, v in rb.items() if k != "seconds"}, rel=1e-6
+        )
 
 
 def assert_same_weights(a, b, atol=1e-6):
@@ -59,6 +69,7 @@ def assert_same_weights(a, b, atol=1e-6):
 # ------------------------------------------------------------------------------------------
 # Seeds, and training in bf16
 # ------------------------------------------------------------------------------------------
+
 
 def test_set_seed_repeats_python_numpy_and_torch():
     def draw():
@@ -87,6 +98,7 @@ def test_bf16_autocast_training_reports_fp32_metrics(seed):
 # fit
 # ------------------------------------------------------------------------------------------
 
+
 def test_fit_equals_a_hand_written_sgd_loop():
     train, val = loaders(shuffle=False)
     set_seed(0)
@@ -94,14 +106,25 @@ def test_fit_equals_a_hand_written_sgd_loop():
     reference = tiny_net()
     reference.load_state_dict(model.state_dict())
 
-    history = fit(model, train, val, 2, optimizer="sgd", lr=0.05, schedule="none", warmup_epochs=0,
-                  precision="fp32", progress=False)
+    history = fit(
+        model,
+        train,
+        val,
+        2,
+        optimizer="sgd",
+        lr=0.05,
+        schedule="none",
+        warmup_epochs=0,
+        precision="fp32",
+        progress=False,
+    )
 
     # weight decay on the conv and linear weights only, not on the biases
     weights = [p for name, p in reference.named_parameters() if name.endswith("weight")]
     biases = [p for name, p in reference.named_parameters() if name.endswith("bias")]
-    optimizer = torch.optim.SGD([{"params": weights, "weight_decay": 1e-4}, {"params": biases, "weight_decay": 0}],
-                                lr=0.05, momentum=0.9)
+    optimizer = torch.optim.SGD(
+        [{"params": weights, "weight_decay": 1e-4}, {"params": biases, "weight_decay": 0}], lr=0.05, momentum=0.9
+    )
     for epoch in range(2):
         losses = []
         for images, targets in train:
@@ -129,15 +152,27 @@ def test_fit_learns_a_separable_task(seed):
     assert history[-1]["val_acc"] >= 0.9
 
 
-@pytest.mark.parametrize("schedule, factors", [
-    ("cosine", [0.5 * (1 + math.cos(math.pi * e / 6)) for e in range(6)]),
-    ("step", [1, 1, 0.1, 0.1, 0.01, 0.01]),
-    ("none", [1] * 6),
-])
+@pytest.mark.parametrize(
+    "schedule, factors",
+    [
+        ("cosine", [0.5 * (1 + math.cos(math.pi * e / 6)) for e in range(6)]),
+        ("step", [1, 1, 0.1, 0.1, 0.01, 0.01]),
+        ("none", [1] * 6),
+    ],
+)
 def test_learning_rate_schedules(schedule, factors):
     train, _ = loaders(n=8)
-    history = fit(tiny_net(), train, None, 6, optimizer="adam", schedule=schedule, warmup_epochs=0,
-                  precision="fp32", progress=False)
+    history = fit(
+        tiny_net(),
+        train,
+        None,
+        6,
+        optimizer="adam",
+        schedule=schedule,
+        warmup_epochs=0,
+        precision="fp32",
+        progress=False,
+    )
     assert [r["lr"] for r in history] == pytest.approx([1e-3 * f for f in factors])
 
 
@@ -162,12 +197,24 @@ def test_progress_goes_to_stderr_and_progress_false_is_silent(capfd):
 # Checkpoints, resume, interrupts
 # ------------------------------------------------------------------------------------------
 
+
 def test_checkpoint_loads_with_weights_only_and_holds_everything(tmp_path):
     train, val = loaders()
     set_seed(0)
     model = tiny_net()
-    history = fit(model, train, val, 2, out_dir=tmp_path, precision="fp32", progress=False, seed=0,
-                  class_names=["a", "b", "c", "d"], model_name="tiny", image_size=8)
+    history = fit(
+        model,
+        train,
+        val,
+        2,
+        out_dir=tmp_path,
+        precision="fp32",
+        progress=False,
+        seed=0,
+        class_names=["a", "b", "c", "d"],
+        model_name="tiny",
+        image_size=8,
+    )
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 2 and state["history"] == history
     assert {"model", "optimizer", "scheduler", "rng", "meta"} <= state.keys()
@@ -268,8 +315,16 @@ def test_interrupt_mid_epoch_keeps_last_finished_epoch_and_resume_completes(tmp_
     set_seed(0)
     train, val = loaders()
     with pytest.raises(KeyboardInterrupt) as caught:
-        fit(tiny_net(), InterruptingLoader(train, epoch=2, batch=3), val, 3, out_dir=tmp_path,
-            precision="fp32", progress=False, seed=0)
+        fit(
+            tiny_net(),
+            InterruptingLoader(train, epoch=2, batch=3),
+            val,
+            3,
+            out_dir=tmp_path,
+            precision="fp32",
+            progress=False,
+            seed=0,
+        )
     assert isinstance(caught.value, TrainingInterrupted)
     assert "epoch 2/3" in str(caught.value) and "checkpoint.pt" in str(caught.value)
     assert len(caught.value.history) == 1
@@ -315,8 +370,17 @@ def test_load_model_rebuilds_the_course_model(tmp_path):
     loader = DataLoader(TensorDataset(images, labels), batch_size=4)
     set_seed(0)
     model = get_model("resnet18", num_classes=4)
-    fit(model, loader, loader, 1, out_dir=tmp_path, progress=False, precision="fp32",
-        model_name="resnet18", class_names=["a", "b", "c", "d"])
+    fit(
+        model,
+        loader,
+        loader,
+        1,
+        out_dir=tmp_path,
+        progress=False,
+        precision="fp32",
+        model_name="resnet18",
+        class_names=["a", "b", "c", "d"],
+    )
     rebuilt, meta = load_model(tmp_path / "checkpoint.pt")
     assert (meta["model_name"], meta["num_classes"], meta["image_size"]) == ("resnet18", 4, 32)
     model.eval()

@@ -16,12 +16,12 @@ from resnet_course import transfer
 from resnet_course.birds import CLASS_NAMES, BirdDataError
 from resnet_course.cli import main
 from resnet_course.data import is_bird_folder, load_birds, scan_dataset_folder, split_samples, training_subset
+from resnet_course.evaluation import load_checkpoint
 from resnet_course.finetune import freeze_backbone, linear_probe
 from resnet_course.models import get_model, like_a_trained_net
 from resnet_course.plots import plot_label_efficiency
 from resnet_course.pretrained import WeightsError, course_checkpoint_meta, normalization_for
 from resnet_course.pretraining import make_pretraining_set
-from resnet_course.training import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parent.parent
@@ -54,6 +54,7 @@ def tiny_birds(tmp_path_factory) -> Path:
 # Any folder of class folders
 # --------------------------------------------------------------------------------------------
 
+
 def test_any_class_folder_loads_as_imagefolder_does(animals):
     train, val, class_names = load_birds(animals, image_size=16, batch_size=4)
     reference = torchvision.datasets.ImageFolder(animals)
@@ -82,10 +83,13 @@ def test_bushtit_alias_still_names_the_course_class(tmp_path):
     assert class_names == list(CLASS_NAMES)
 
 
-@pytest.mark.parametrize("counts, message", [
-    ({"owl": 3}, "at least two classes"),
-    ({"owl": 3, "cat": 0}, "No readable images in the class folder(s) ['cat']"),
-])
+@pytest.mark.parametrize(
+    "counts, message",
+    [
+        ({"owl": 3}, "at least two classes"),
+        ({"owl": 3, "cat": 0}, "No readable images in the class folder(s) ['cat']"),
+    ],
+)
 def test_a_general_folder_that_cannot_work_is_a_clear_error(tmp_path, counts, message):
     root = _class_folder(tmp_path / "data", counts)
     with pytest.raises(BirdDataError) as error:
@@ -96,6 +100,7 @@ def test_a_general_folder_that_cannot_work_is_a_clear_error(tmp_path, counts, me
 # --------------------------------------------------------------------------------------------
 # A fraction of the training split
 # --------------------------------------------------------------------------------------------
+
 
 def _per_class(samples) -> dict[int, int]:
     counts: dict[int, int] = {}
@@ -133,13 +138,19 @@ def test_bad_train_fraction_is_refused(animals, fraction):
 # A course checkpoint as weights
 # --------------------------------------------------------------------------------------------
 
+
 def _checkpoint(path: Path, model_name: str, class_names, normalization: str = "imagenet", seed: int = 0) -> dict:
     """A checkpoint in the format ``train`` writes, with weights like a trained net's."""
     torch.manual_seed(seed)
     model = like_a_trained_net(get_model(model_name, num_classes=len(class_names)), seed=seed)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    meta = {"model_name": model_name, "num_classes": len(class_names), "class_names": list(class_names),
-            "image_size": 32, "normalization": normalization}
+    meta = {
+        "model_name": model_name,
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "image_size": 32,
+        "normalization": normalization,
+    }
     torch.save({"model": state, "meta": meta, "epoch": 1}, path)
     return state
 
@@ -180,10 +191,13 @@ def test_checkpoint_for_a_v2_model_loads_too(tmp_path):
     assert model.input_normalization == "tf"
 
 
-@pytest.mark.parametrize("model_name, first", [
-    ("resnet34", "no tensor for layer1.2.conv1.weight"),
-    ("resnet50", "layer1.0.conv1.weight is (64, 64, 3, 3) in the file, (64, 64, 1, 1) in the model"),
-])
+@pytest.mark.parametrize(
+    "model_name, first",
+    [
+        ("resnet34", "no tensor for layer1.2.conv1.weight"),
+        ("resnet50", "layer1.0.conv1.weight is (64, 64, 3, 3) in the file, (64, 64, 1, 1) in the model"),
+    ],
+)
 def test_a_checkpoint_of_another_model_names_the_first_tensor_that_does_not_fit(tmp_path, model_name, first):
     _checkpoint(tmp_path / "r18.pt", "resnet18", SPECIES)
     with pytest.raises(WeightsError) as error:
@@ -236,10 +250,23 @@ def test_frozen_backbone_and_linear_probe_from_a_checkpoint(tmp_path, tiny_birds
 # End to end: pretrain on drawn species, fine-tune on the birds
 # --------------------------------------------------------------------------------------------
 
+
 def test_tiny_transfer_end_to_end(tmp_path, tiny_birds, capsys):
     drawn = make_pretraining_set(tmp_path / "drawn", species=3, per_species=5)
-    common = ["--model", "resnet18", "--image-size", "32", "--batch-size", "4", "--epochs", "1", "--fp32",
-              "--no-progress", "--seed", "0"]
+    common = [
+        "--model",
+        "resnet18",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--fp32",
+        "--no-progress",
+        "--seed",
+        "0",
+    ]
     assert main(["train", "--data", str(drawn), "--out", str(tmp_path / "pre"), *common]) == 0
     pretrained = load_checkpoint(tmp_path / "pre" / "checkpoint.pt")
     species = sorted(p.name for p in drawn.iterdir() if p.is_dir())
@@ -250,16 +277,31 @@ def test_tiny_transfer_end_to_end(tmp_path, tiny_birds, capsys):
     assert capsys.readouterr().out.split(": ", 1)[1].rsplit(" (", 1)[0] in species  # predict names a species
 
     weights = str(tmp_path / "pre" / "checkpoint.pt")
-    assert main(["train", "--data", str(tiny_birds), "--out", str(tmp_path / "probe"), "--weights", weights,
-                 "--freeze-backbone", *common]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tiny_birds),
+                "--out",
+                str(tmp_path / "probe"),
+                "--weights",
+                weights,
+                "--freeze-backbone",
+                *common,
+            ]
+        )
+        == 0
+    )
     probe = load_checkpoint(tmp_path / "probe" / "checkpoint.pt")
     assert probe["meta"]["class_names"] == list(CLASS_NAMES) and probe["meta"]["weights"] == weights
     assert probe["meta"]["backbone_frozen"] is True
     assert all(torch.equal(probe["model"][k], v) for k, v in _backbone(pretrained["model"]).items())
     assert probe["model"]["fc.weight"].shape == (4, 512)
 
-    assert main(["train", "--data", str(tiny_birds), "--out", str(tmp_path / "fine"), "--weights", weights,
-                 *common]) == 0
+    assert (
+        main(["train", "--data", str(tiny_birds), "--out", str(tmp_path / "fine"), "--weights", weights, *common]) == 0
+    )
     fine = load_checkpoint(tmp_path / "fine" / "checkpoint.pt")
     assert not torch.equal(fine["model"]["layer4.1.conv2.weight"], pretrained["model"]["layer4.1.conv2.weight"])
     capsys.readouterr()
@@ -268,12 +310,27 @@ def test_tiny_transfer_end_to_end(tmp_path, tiny_birds, capsys):
 def test_cli_wrong_model_for_a_checkpoint_exits_2_naming_the_tensor(tmp_path, tiny_birds, capsys):
     _checkpoint(tmp_path / "r18.pt", "resnet18", SPECIES)
     out = tmp_path / "run"
-    code = main(["train", "--model", "resnet34", "--data", str(tiny_birds), "--out", str(out), "--weights",
-                 str(tmp_path / "r18.pt"), "--image-size", "32", "--epochs", "1", "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--model",
+            "resnet34",
+            "--data",
+            str(tiny_birds),
+            "--out",
+            str(out),
+            "--weights",
+            str(tmp_path / "r18.pt"),
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--no-progress",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 2 and "layer1.2.conv1.weight" in captured.err and "Traceback" not in captured.err
     assert not (out / "checkpoint.pt").exists()
-
 
 
 def test_bench_transfer_runs_end_to_end_at_tiny_sizes(tmp_path, tiny_birds, capsys, monkeypatch):
@@ -282,15 +339,37 @@ def test_bench_transfer_runs_end_to_end_at_tiny_sizes(tmp_path, tiny_birds, caps
     spec.loader.exec_module(bench)
     monkeypatch.setenv("RESNET_COURSE_FAST", "1")  # what --tiny sets, undone after the test
     out = tmp_path / "runs.jsonl"
-    bench.main(["--tiny", "--model", "resnet18", "--species", "3", "--per-species", "5", "--fractions", "1", "0.5",
-                "--seeds", "0", "1", "--data", str(tiny_birds), "--work", str(tmp_path / "work"), "--out", str(out)])
+    bench.main(
+        [
+            "--tiny",
+            "--model",
+            "resnet18",
+            "--species",
+            "3",
+            "--per-species",
+            "5",
+            "--fractions",
+            "1",
+            "0.5",
+            "--seeds",
+            "0",
+            "1",
+            "--data",
+            str(tiny_birds),
+            "--work",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ]
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["kind"] for r in rows] == ["pretrain"] + ["transfer"] * 12
     assert rows[0]["chance"] == pytest.approx(1 / 3) and 0 <= rows[0]["final_val_acc"] <= 1
     assert rows[0]["species"] == 3 and rows[0]["per_species"] == 5 and rows[0]["image_size"] == 64
     transfer = rows[1:]
     assert [(r["method"], r["train_fraction"], r["seed"]) for r in transfer] == [
-        (m, f, seed) for f in (1.0, 0.5) for seed in (0, 1) for m in ("scratch", "probe", "finetune")]
+        (m, f, seed) for f in (1.0, 0.5) for seed in (0, 1) for m in ("scratch", "probe", "finetune")
+    ]
     assert len({r["val_split"] for r in transfer}) == 1 and {r["val_images"] for r in transfer} == {5}
     assert {r["train_images"] for r in transfer if r["train_fraction"] == 1.0} == {19}
     assert {r["train_images"] for r in transfer if r["train_fraction"] == 0.5} == {8}  # round(n / 2) of 4, 5, 5, 5
@@ -299,16 +378,40 @@ def test_bench_transfer_runs_end_to_end_at_tiny_sizes(tmp_path, tiny_birds, caps
     assert all(len(r["val_acc_per_epoch"]) == r["epochs"] == 1 for r in transfer)
     # the runs live where the notebook looks for them, and a second call loads them, training nothing
     assert sorted(p.name for p in (tmp_path / "work" / "fast").iterdir())[:3] == [
-        "pretrain-resnet18-3x5-seed0", "transfer-resnet18-finetune-drawn-100%-seed0",
-        "transfer-resnet18-finetune-drawn-100%-seed1"]
+        "pretrain-resnet18-3x5-seed0",
+        "transfer-resnet18-finetune-drawn-100%-seed0",
+        "transfer-resnet18-finetune-drawn-100%-seed1",
+    ]
     capsys.readouterr()
-    bench.main(["--tiny", "--model", "resnet18", "--species", "3", "--per-species", "5", "--fractions", "1", "0.5",
-                "--seeds", "0", "1", "--data", str(tiny_birds), "--work", str(tmp_path / "work"), "--out", str(out)])
+    bench.main(
+        [
+            "--tiny",
+            "--model",
+            "resnet18",
+            "--species",
+            "3",
+            "--per-species",
+            "5",
+            "--fractions",
+            "1",
+            "0.5",
+            "--seeds",
+            "0",
+            "1",
+            "--data",
+            str(tiny_birds),
+            "--work",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "Training" not in printed and printed.count("Loading the finished run") == 9
     again = [json.loads(line) for line in out.read_text().splitlines()][14:]
     assert [r["final_val_acc"] for r in again if r["method"] != "probe"] == [
-        r["final_val_acc"] for r in transfer if r["method"] != "probe"]
+        r["final_val_acc"] for r in transfer if r["method"] != "probe"
+    ]
     bench.main(["--table", "--out", str(out)])
     printed = capsys.readouterr().out
     assert "pretraining: resnet18 64 px, 3 species x 5" in printed
@@ -319,23 +422,47 @@ def test_bench_transfer_runs_end_to_end_at_tiny_sizes(tmp_path, tiny_birds, caps
 # Notebook 09's tables and figure (resnet_course.transfer, plots.plot_label_efficiency)
 # --------------------------------------------------------------------------------------------
 
+
 def _rows(table: dict) -> list[dict]:
     """Rows as label_efficiency returns them, from {(method, fraction): [acc per seed]}."""
     images = {1.0: 452, 0.25: 113, 0.1: 45}
-    return [{"method": method, "train_fraction": fraction, "seed": seed, "train_images": images[fraction],
-             "val_acc": acc, "best_val_acc": acc, "seconds": 1.0, "history": [], "checkpoint": None}
-            for (method, fraction), accs in table.items() for seed, acc in enumerate(accs)]
+    return [
+        {
+            "method": method,
+            "train_fraction": fraction,
+            "seed": seed,
+            "train_images": images[fraction],
+            "val_acc": acc,
+            "best_val_acc": acc,
+            "seconds": 1.0,
+            "history": [],
+            "checkpoint": None,
+        }
+        for (method, fraction), accs in table.items()
+        for seed, acc in enumerate(accs)
+    ]
 
 
-TABLE = {("from scratch", 1.0): [0.80, 0.70, 0.90], ("fine-tuning", 1.0): [0.85, 0.80, 0.90],
-         ("from scratch", 0.1): [0.30, 0.40, 0.35], ("fine-tuning", 0.1): [0.70, 0.50, 0.60],
-         ("linear probe", 0.1): [0.50, 0.50, 0.50]}
+TABLE = {
+    ("from scratch", 1.0): [0.80, 0.70, 0.90],
+    ("fine-tuning", 1.0): [0.85, 0.80, 0.90],
+    ("from scratch", 0.1): [0.30, 0.40, 0.35],
+    ("fine-tuning", 0.1): [0.70, 0.50, 0.60],
+    ("linear probe", 0.1): [0.50, 0.50, 0.50],
+}
 
 
 def test_summary_is_the_mean_and_range_over_seeds():
     found = {(s["method"], s["train_fraction"]): s for s in transfer.summary(_rows(TABLE))}
-    assert found["from scratch", 1.0] == {"method": "from scratch", "train_fraction": 1.0, "train_images": 452,
-                                          "seeds": 3, "mean": pytest.approx(0.8), "low": 0.70, "high": 0.90}
+    assert found["from scratch", 1.0] == {
+        "method": "from scratch",
+        "train_fraction": 1.0,
+        "train_images": 452,
+        "seeds": 3,
+        "mean": pytest.approx(0.8),
+        "low": 0.70,
+        "high": 0.90,
+    }
     assert found["fine-tuning", 0.1]["mean"] == pytest.approx(0.6) and found["linear probe", 0.1]["seeds"] == 3
 
 
@@ -345,7 +472,8 @@ def test_gains_pair_the_runs_of_the_same_seed():
     assert transfer.gains(_rows(TABLE), "linear probe") == {0.1: pytest.approx([0.20, 0.10, 0.15])}
     # a seed missing one of the two runs is left out, not paired with another seed
     assert transfer.gains(_rows({("from scratch", 0.1): [0.3], ("fine-tuning", 0.1): [0.7, 0.9]})) == {
-        0.1: [pytest.approx(0.4)]}
+        0.1: [pytest.approx(0.4)]
+    }
 
 
 def test_summary_table_has_a_line_per_fraction_and_a_column_per_method():

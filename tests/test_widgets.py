@@ -23,8 +23,13 @@ def test_the_dropdown_offers_every_model_once():
 def test_explorer_rows_at_224_are_the_course_shapes():
     pairs = explorer_rows("resnet50", "resnet50v2", 224)
     assert [(a["stage"], b["stage"]) for a, b in pairs] == [
-        ("stem", "stem"), ("layer1", "conv2"), ("layer2", "conv3"), ("layer3", "conv4"),
-        ("layer4", "conv5"), ("head", "head")]
+        ("stem", "stem"),
+        ("layer1", "conv2"),
+        ("layer2", "conv3"),
+        ("layer3", "conv4"),
+        ("layer4", "conv5"),
+        ("head", "head"),
+    ]
     assert [a["shape"] for a, _ in pairs[1:5]] == [(256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7)]
     assert [b["shape"] for _, b in pairs[1:5]] == [(256, 28, 28), (512, 14, 14), (1024, 7, 7), (2048, 7, 7)]
     # torchvision's documented ResNet-50 parameters; Keras' ResNet50V2 count less its BN moving statistics.

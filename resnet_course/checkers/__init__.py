@@ -28,7 +28,16 @@ from .training_step import TRAIN_STEP_MISTAKES, check_train_step
 from .v1_blocks import check_basic_block, check_bottleneck
 
 __all__ = [
-    "CheckResult", "RESNET_CHANNELS", "difference_hint", "check_basic_block",
-    "check_bottleneck", "check_shortcut", "check_preact_block", "check_param_count", "check_model",
-    "check_grad_cam", "check_train_step", "TRAIN_STEP_MISTAKES",
+    "CheckResult",
+    "RESNET_CHANNELS",
+    "difference_hint",
+    "check_basic_block",
+    "check_bottleneck",
+    "check_shortcut",
+    "check_preact_block",
+    "check_param_count",
+    "check_model",
+    "check_grad_cam",
+    "check_train_step",
+    "TRAIN_STEP_MISTAKES",
 ]

@@ -27,8 +27,8 @@ def _grad_cam_variants(model: nn.Module, image: Tensor, layer: nn.Module, class_
         with evaluating(model), torch.enable_grad():
             logits = model(image[None])
             activations = captured[0]
-            logit_grad, = torch.autograd.grad(logits[0, class_idx], activations, retain_graph=True)
-            prob_grad, = torch.autograd.grad(logits.softmax(1)[0, class_idx], activations)
+            (logit_grad,) = torch.autograd.grad(logits[0, class_idx], activations, retain_graph=True)
+            (prob_grad,) = torch.autograd.grad(logits.softmax(1)[0, class_idx], activations)
     finally:
         handle.remove()
     a = activations.detach()
@@ -53,16 +53,16 @@ def _grad_cam_variants(model: nn.Module, image: Tensor, layer: nn.Module, class_
 
 _GRAD_CAM_BUGS = {
     "position by position": "you multiplied the gradients with the activations position by position; Grad-CAM "
-                            "first averages each channel's gradient over the map into one weight per channel, "
-                            "a_k = mean_ij dy_c/dA_k(i, j) (Selvaraju et al. 2017, eq. 1), then weighs the whole map",
+    "first averages each channel's gradient over the map into one weight per channel, "
+    "a_k = mean_ij dy_c/dA_k(i, j) (Selvaraju et al. 2017, eq. 1), then weighs the whole map",
     "softmax": "you took the gradient of the softmax probability; Grad-CAM uses the class score before the "
-               "softmax (the logit), whose gradient does not fade away when the model is confident",
+    "softmax (the logit), whose gradient does not fade away when the model is confident",
     "no relu": "the map keeps negative evidence: apply ReLU to the weighted sum before dividing by the maximum "
-               "(Grad-CAM shows only what speaks *for* the class)",
+    "(Grad-CAM shows only what speaks *for* the class)",
     "nearest": "you upsampled with nearest-neighbour; use bilinear interpolation (F.interpolate(..., "
-               "mode='bilinear', align_corners=False))",
+    "mode='bilinear', align_corners=False))",
     "align_corners": "you upsampled with align_corners=True; use align_corners=False, which maps pixel "
-                     "areas rather than pixel corners",
+    "areas rather than pixel corners",
 }
 
 
@@ -97,8 +97,10 @@ def _grad_cam_cases(seed: int = 0) -> tuple[nn.Module, list[tuple[Tensor, int, s
         others = [(i, c) for i in range(len(images)) if i != first[0] for c in ranked[i][1:]]
         second = next((case for case in others if _shows_every_bug(model, images[case[0]], case[1])), None)
         if second is not None:
-            return model, [(images[first[0]], first[1], "the predicted class"),
-                           (images[second[0]], second[1], "another class")]
+            return model, [
+                (images[first[0]], first[1], "the predicted class"),
+                (images[second[0]], second[1], "another class"),
+            ]
     raise RuntimeError(f"no CIFAR ResNet-8 seeded {seed} to {seed + 19} shows every Grad-CAM bug")
 
 
@@ -127,8 +129,11 @@ def check_grad_cam(fn) -> CheckResult:
             result.add(False, f"{call} raised {_first_line(error)}")
             return result
         if sum(len(m._forward_hooks) for m in model.modules()) != hooks_before:
-            result.add(False, "a forward hook is still registered after your function returned: keep the handle "
-                              "register_forward_hook gives you and call handle.remove() (in a finally: block)")
+            result.add(
+                False,
+                "a forward hook is still registered after your function returned: keep the handle "
+                "register_forward_hook gives you and call handle.remove() (in a finally: block)",
+            )
         try:
             cam = torch.as_tensor(out.detach() if isinstance(out, Tensor) else out, dtype=torch.float32).cpu()
         except Exception:
@@ -139,8 +144,11 @@ def check_grad_cam(fn) -> CheckResult:
         if tuple(cam.shape) != size:
             layer_size = tuple(stage_feature_maps(model, image)["stage2"].shape[-2:])
             if tuple(cam.shape) == layer_size:
-                result.add(False, f"the map is {cam.shape[0]}×{cam.shape[1]}, the size of the layer's output: "
-                                  f"upsample it to the image's {size[0]}×{size[1]} (F.interpolate, bilinear)")
+                result.add(
+                    False,
+                    f"the map is {cam.shape[0]}×{cam.shape[1]}, the size of the layer's output: "
+                    f"upsample it to the image's {size[0]}×{size[1]} (F.interpolate, bilinear)",
+                )
             else:
                 result.add(False, f"the map has shape {_shape(cam)}; expected {size}, the image's height and width")
             return result
@@ -152,15 +160,20 @@ def check_grad_cam(fn) -> CheckResult:
         if which == "another class":
             predicted = grad_cam(model, image, target_layer=layer)[0]  # the model's own choice
             if torch.allclose(cam, predicted, atol=1e-4):
-                result.add(False, "asked for a class the model does not predict, you returned the map of the "
-                                  "predicted class: take the logit of class_idx, not of the argmax")
+                result.add(
+                    False,
+                    "asked for a class the model does not predict, you returned the map of the "
+                    "predicted class: take the logit of class_idx, not of the argmax",
+                )
                 return result
         if cam.min() < -1e-6:
             result.add(False, _GRAD_CAM_BUGS["no relu"])
             return result
         if cam.max() > 1 + 1e-4 or (cam.max() < 1 - 1e-4 and reference.max() > 0):
-            result.add(False, f"the map's maximum is {cam.max().item():.3g}: divide by the maximum, so the "
-                              "strongest evidence is 1")
+            result.add(
+                False,
+                f"the map's maximum is {cam.max().item():.3g}: divide by the maximum, so the strongest evidence is 1",
+            )
             return result
         variants = _grad_cam_variants(model, image, layer, class_idx)
         named = [bug for bug, variant in variants.items() if torch.allclose(cam, variant, atol=1e-4)]
@@ -168,8 +181,11 @@ def check_grad_cam(fn) -> CheckResult:
             result.add(False, _GRAD_CAM_BUGS[named[0]])
         else:
             difference = (cam - reference).abs().max().item()
-            result.add(False, f"for {which} your map differs from explain.grad_cam by up to {difference:.2f} "
-                              "(check the three steps: weights = mean gradient per channel, ReLU of the weighted "
-                              "sum, bilinear upsampling and division by the maximum)")
+            result.add(
+                False,
+                f"for {which} your map differs from explain.grad_cam by up to {difference:.2f} "
+                "(check the three steps: weights = mean gradient per channel, ReLU of the weighted "
+                "sum, bilinear upsampling and division by the maximum)",
+            )
         return result
     return result

@@ -78,10 +78,14 @@ def _first_difference(model: nn.Module, reference: nn.Module, x: Tensor) -> str 
         def keep(module, inputs, output):  # returns None: the forward pass goes on unchanged
             if key not in outputs:
                 outputs[key] = output.clone() if isinstance(output, Tensor) else output  # before in-place ReLUs
+
         return keep
 
-    handles = [child.register_forward_hook(keeper((tag, name)))
-               for tag, net in (("mine", model), ("ref", reference)) for name, child in net.named_children()]
+    handles = [
+        child.register_forward_hook(keeper((tag, name)))
+        for tag, net in (("mine", model), ("ref", reference))
+        for name, child in net.named_children()
+    ]
     try:
         model(x)
         reference(x)
@@ -155,6 +159,9 @@ def check_model(model: nn.Module, reference_name: str, num_classes: int | None =
             else:
                 where = _first_difference(twin, reference, x)
                 place = f" from `{where}` on" if where else ""
-                result.add(False, f"with the weights of {ref_text}, your logits differ{place}: same weights, different "
-                                  "computation (check the order of operations and the strides)")
+                result.add(
+                    False,
+                    f"with the weights of {ref_text}, your logits differ{place}: same weights, different "
+                    "computation (check the order of operations and the strides)",
+                )
     return result

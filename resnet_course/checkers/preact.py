@@ -52,8 +52,11 @@ def check_preact_block(block_cls) -> CheckResult:
             try:
                 block = block_cls(inplanes, planes, stride, conv_shortcut)
             except Exception as error:
-                result.add(False, f"{call} fails: {_first_line(error)} (the constructor takes "
-                                  "(inplanes, planes, stride=1, conv_shortcut=False))")
+                result.add(
+                    False,
+                    f"{call} fails: {_first_line(error)} (the constructor takes "
+                    "(inplanes, planes, stride=1, conv_shortcut=False))",
+                )
                 continue
             reference = PreActBottleneck(inplanes, planes, stride, conv_shortcut)
             findings.append(_preact_case(block, reference, call, inplanes, planes, stride, conv_shortcut))
@@ -62,14 +65,24 @@ def check_preact_block(block_cls) -> CheckResult:
     complete = len(findings) == len(PREACT_CASES)
     result.add(True, "builds: " + ", ".join(f["call"] for f in findings))
     for kind, success in (
-        ("eps", lambda: f"every BatchNorm has eps {EPS_TEXT} (Keras' value; PyTorch's default is 1e-5), as "
-                        "the course's ResNet50V2 needs to match Keras Applications' outputs (notebook 04)"),
+        (
+            "eps",
+            lambda: (
+                f"every BatchNorm has eps {EPS_TEXT} (Keras' value; PyTorch's default is 1e-5), as "
+                "the course's ResNet50V2 needs to match Keras Applications' outputs (notebook 04)"
+            ),
+        ),
         ("params", lambda: "parameters: " + ", ".join(f"{f['ref']:,}" for f in findings) + ", as the reference"),
         ("shape", lambda: "output shapes: " + ", ".join(str(f["expected_shape"]) for f in findings)),
         ("order", lambda: "BN → ReLU come first and the branch ends with a convolution (He et al. 2016, Fig. 4e)"),
         ("relu", lambda: "every convolution, and the projection shortcut, reads BN → ReLU output"),
-        ("after_add", lambda: "nothing after the addition: with the branch zeroed the block returns its shortcut "
-                              "(x, or x[:, :, ::2, ::2] when it strides: a 1×1 max pool)"),
+        (
+            "after_add",
+            lambda: (
+                "nothing after the addition: with the branch zeroed the block returns its shortcut "
+                "(x, or x[:, :, ::2, ::2] when it strides: a 1×1 max pool)"
+            ),
+        ),
         ("computation", lambda: "with the reference's weights copied in, your block gives the reference's output"),
     ):
         failures = [f[kind] for f in findings if f.get(kind)]
@@ -89,10 +102,12 @@ def _preact_case(block, reference, call, inplanes, planes, stride, conv_shortcut
     n, ref = count_params(block), found["ref"]
     hint = difference_hint(n - ref, (inplanes, planes, 4 * planes))
     if not hint and abs(n - ref) in (planes, 4 * planes):
-        hint = (f" = the bias of a conv with {abs(n - ref)} outputs? Keras' Block2 gives conv3 and the projection "
-                "shortcut a bias, and no other conv")
-    found["params"] = None if n == ref else (
-        f"{call} has {_count_text(n)}, the reference {ref:,} (difference {n - ref:+,}{hint})"
+        hint = (
+            f" = the bias of a conv with {abs(n - ref)} outputs? Keras' Block2 gives conv3 and the projection "
+            "shortcut a bias, and no other conv"
+        )
+    found["params"] = (
+        None if n == ref else (f"{call} has {_count_text(n)}, the reference {ref:,} (difference {n - ref:+,}{hint})")
     )
     if not isinstance(block, nn.Module):
         found["shape"] = f"{call} is not an nn.Module"
@@ -146,22 +161,28 @@ def _computation_problem(block, reference, calls, x: Tensor) -> str | None:
         if _close(twin(x.clone()), expected):
             return None
     if any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride[0] > 1 for m, _, _ in calls):
-        return ("the stride sits on a 1×1 conv: Keras' Block2 puts it on the 3×3 conv (conv2), "
-                "which sees every position")
-    return ("with the reference's weights copied in, your block gives other outputs: the same layers compute "
-            "something else (check that the stride sits on the 3×3 conv and the order BN → ReLU → conv)")
+        return "the stride sits on a 1×1 conv: Keras' Block2 puts it on the 3×3 conv (conv2), which sees every position"
+    return (
+        "with the reference's weights copied in, your block gives other outputs: the same layers compute "
+        "something else (check that the stride sits on the 3×3 conv and the order BN → ReLU → conv)"
+    )
 
 
 def _eps_problem(block: nn.Module) -> str | None:
     """Keras' BatchNorm epsilon, 1.001e-5, in every BN of the block (He et al.'s v2 as Keras builds it)."""
-    wrong = [(name, m.eps) for name, m in block.named_modules()
-             if isinstance(m, nn.BatchNorm2d) and abs(m.eps - KERAS_BN_EPS) > 1e-12]
+    wrong = [
+        (name, m.eps)
+        for name, m in block.named_modules()
+        if isinstance(m, nn.BatchNorm2d) and abs(m.eps - KERAS_BN_EPS) > 1e-12
+    ]
     if not wrong:
         return None
     name, eps = wrong[0]
-    return (f"`{name}` has eps {eps:g}: the checker asks for {EPS_TEXT}, Keras Applications' value in every "
-            "BatchNorm of ResNet50V2 (PyTorch's default is 1e-5), because the course's v2 reproduces Keras' outputs "
-            f"and loads its weights exactly (notebook 04); pass eps={EPS_TEXT} to each nn.BatchNorm2d")
+    return (
+        f"`{name}` has eps {eps:g}: the checker asks for {EPS_TEXT}, Keras Applications' value in every "
+        "BatchNorm of ResNet50V2 (PyTorch's default is 1e-5), because the course's v2 reproduces Keras' outputs "
+        f"and loads its weights exactly (notebook 04); pass eps={EPS_TEXT} to each nn.BatchNorm2d"
+    )
 
 
 def _watch_conv_inputs(block: nn.Module, x: Tensor):
@@ -189,21 +210,29 @@ def _preact_order_problems(calls, call: str, out_channels: int) -> tuple[str | N
     if not kinds:
         order = f"{call}: no Conv2d or BatchNorm2d ran in forward"
     elif kinds[0] != "BN":
-        order = ("the block starts with a convolution: in full pre-activation BN → ReLU come first, "
-                 "before every conv (He et al. 2016, Fig. 4e)")
+        order = (
+            "the block starts with a convolution: in full pre-activation BN → ReLU come first, "
+            "before every conv (He et al. 2016, Fig. 4e)"
+        )
     elif kinds[-1] == "BN":
-        order = ("a BatchNorm runs after the last convolution: in full pre-activation the branch ends "
-                 "with the 1×1 conv and the addition is the last operation")
+        order = (
+            "a BatchNorm runs after the last convolution: in full pre-activation the branch ends "
+            "with the 1×1 conv and the addition is the last operation"
+        )
     unactivated = [m for m, low, _ in calls if isinstance(m, nn.Conv2d) and low < 0]
     raw = [m for m, _, is_input in calls if isinstance(m, nn.Conv2d) and is_input]
     relu = None
     branch_end = [m for m, _, _ in calls if isinstance(m, nn.Conv2d)][-1:]
     if raw and raw[0].out_channels == out_channels and raw[0] not in branch_end:
-        relu = ("the projection shortcut reads the raw input: with conv_shortcut=True, Keras' Block2 applies it "
-                "to the pre-activated input (the preact BN → ReLU output), like the residual branch")
+        relu = (
+            "the projection shortcut reads the raw input: with conv_shortcut=True, Keras' Block2 applies it "
+            "to the pre-activated input (the preact BN → ReLU output), like the residual branch"
+        )
     elif unactivated:
-        relu = (f"a convolution ({_conv_text(unactivated[0])}) reads values that went through no ReLU: every conv, "
-                "and the projection shortcut, should read BN → ReLU output")
+        relu = (
+            f"a convolution ({_conv_text(unactivated[0])}) reads values that went through no ReLU: every conv, "
+            "and the projection shortcut, should read BN → ReLU output"
+        )
     return order, relu
 
 
@@ -225,13 +254,21 @@ def _after_add_problem(block, calls, x: Tensor, stride: int) -> str | None:
     if _close(zeroed, shortcut):
         return None
     if _close(zeroed, torch.relu(shortcut)):
-        return ("a ReLU follows the addition: in full pre-activation nothing comes after the add, so the "
-                "shortcut path stays a clean identity (He et al. 2016, Sec. 3 and Fig. 4e)")
+        return (
+            "a ReLU follows the addition: in full pre-activation nothing comes after the add, so the "
+            "shortcut path stays a clean identity (He et al. 2016, Sec. 3 and Fig. 4e)"
+        )
     if zeroed.shape == shortcut.shape and zeroed.min() >= 0 > shortcut.min():
-        return ("the shortcut reads the pre-activated input (BN → ReLU output): without conv_shortcut, Keras' Block2 "
-                "adds the raw input x (a 1×1 max pool of it when the block strides)")
+        return (
+            "the shortcut reads the pre-activated input (BN → ReLU output): without conv_shortcut, Keras' Block2 "
+            "adds the raw input x (a 1×1 max pool of it when the block strides)"
+        )
     if stride > 1 and zeroed.shape == shortcut.shape:
-        return (f"with stride {stride} and no conv shortcut, the shortcut should be a 1×1 max pool with stride "
-                f"{stride} on the raw input (Keras' Block2), i.e. x[:, :, ::{stride}, ::{stride}]")
-    return ("with the branch zeroed the block does not return its shortcut: something after the addition "
-            "(or in the shortcut) changes the output")
+        return (
+            f"with stride {stride} and no conv shortcut, the shortcut should be a 1×1 max pool with stride "
+            f"{stride} on the raw input (Keras' Block2), i.e. x[:, :, ::{stride}, ::{stride}]"
+        )
+    return (
+        "with the branch zeroed the block does not return its shortcut: something after the addition "
+        "(or in the shortcut) changes the output"
+    )

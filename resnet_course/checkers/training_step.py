@@ -195,8 +195,10 @@ def _build() -> tuple[_Setup, list[tuple[Tensor, Tensor]]]:
         optimizer = _RecordingSGD(model.parameters(), events)
         scheduler = _RecordingLambdaLR(optimizer, _lr_factor)
         scheduler.events = events
-        batches = [(torch.randn(BATCH_SIZE, 3, 8, 8) * 2 + 0.5, torch.randint(0, NUM_CLASSES, (BATCH_SIZE,)))
-                   for _ in range(BATCHES)]
+        batches = [
+            (torch.randn(BATCH_SIZE, 3, 8, 8) * 2 + 0.5, torch.randint(0, NUM_CLASSES, (BATCH_SIZE,)))
+            for _ in range(BATCHES)
+        ]
     return _Setup(model, optimizer, scheduler, events), batches
 
 
@@ -293,49 +295,49 @@ def _near(a: float | None, b: float) -> bool:
 
 _EVENT_MISTAKES = {
     "no_grad": "the forward pass runs under torch.no_grad(): no graph is recorded, so there is nothing for "
-               "backward() to differentiate; only evaluation runs without gradients",
+    "backward() to differentiate; only evaluation runs without gradients",
     "eval": "the model is in eval mode during the forward pass: BatchNorm then normalises with its running "
-            "statistics instead of the batch's and never updates them; training needs model.train()",
+    "statistics instead of the batch's and never updates them; training needs model.train()",
     "forwards": "the model runs forward {n} times in train mode: every forward pass moves BatchNorm's running "
-                "statistics, so they drift {n}× per batch; compute the logits once",
+    "statistics, so they drift {n}× per batch; compute the logits once",
     "no_backward": "loss.backward() never reaches the weights: the loss has no graph (was it turned into a number "
-                   "with loss.item() or detached before backward()?)",
+    "with loss.item() or detached before backward()?)",
     "backwards": "loss.backward() runs {n} times on one batch (retain_graph=True?): PyTorch adds every backward() "
-                 "into .grad, so the update uses {n}× the batch's gradient",
+    "into .grad, so the update uses {n}× the batch's gradient",
     "no_step": "optimizer.step() is never called: the gradients are computed but the weights never change",
     "steps": "optimizer.step() runs {n} times per batch: the weights move {n} times on one gradient",
     "step_first": "optimizer.step() runs before loss.backward(): it applies the gradient left from the previous "
-                  "batch (none on the first), one batch late; call backward() first, then step()",
+    "batch (none on the first), one batch late; call backward() first, then step()",
     "zero_between": "zero_grad() runs between loss.backward() and optimizer.step(): it erases the gradients just "
-                    "computed, so step() has nothing to apply; zero them before backward() or after step()",
+    "computed, so step() has nothing to apply; zero them before backward() or after step()",
     "no_zero": "the gradients are never zeroed: PyTorch adds each backward() into .grad, so from the 2nd batch on "
-               "the update uses the sum of all the batches' gradients; call optimizer.zero_grad() once per step",
+    "the update uses the sum of all the batches' gradients; call optimizer.zero_grad() once per step",
     "no_scheduler": "scheduler.step() is never called: the recipe changes the learning rate after every batch "
-                    "(warm-up, then cosine decay), so the step must call scheduler.step() after optimizer.step()",
+    "(warm-up, then cosine decay), so the step must call scheduler.step() after optimizer.step()",
     "schedulers": "scheduler.step() runs {n} times per batch: the learning-rate schedule runs {n}× too fast",
     "scheduler_first": "scheduler.step() runs before optimizer.step(): every batch is trained with the next "
-                       "batch's learning rate (and the first one of the schedule is skipped); step the optimizer "
-                       "first",
+    "batch's learning rate (and the first one of the schedule is skipped); step the optimizer "
+    "first",
 }
 
 _LOSS_MISTAKES = {
     "softmax_ce": "cross_entropy receives softmax output: F.cross_entropy applies log_softmax itself, so it must "
-                  "get the raw logits; a softmax before it squashes the logits and weakens the gradient",
+    "get the raw logits; a softmax before it squashes the logits and weakens the gradient",
     "log_softmax_ce": "cross_entropy receives log_softmax output: F.cross_entropy applies log_softmax itself; give "
-                      "it the raw logits (or use F.nll_loss after log_softmax)",
+    "it the raw logits (or use F.nll_loss after log_softmax)",
     "softmax_nll": "nll_loss receives softmax output: nll_loss expects log-probabilities; use F.cross_entropy on "
-                   "the raw logits",
+    "the raw logits",
     "nll_raw": "nll_loss receives raw logits: nll_loss expects log-probabilities (log_softmax output); use "
-               "F.cross_entropy on the raw logits",
+    "F.cross_entropy on the raw logits",
     "sum": "the loss uses reduction='sum': the recipe averages over the batch (reduction='mean', the default), "
-           "otherwise the step size grows with the batch size",
+    "otherwise the step size grows with the batch size",
     "label_smoothing": "the loss uses label_smoothing: the checked recipe is plain cross-entropy",
     "argmax_targets": "the targets passed to the loss are the model's own predictions (logits.argmax(1)), not the "
-                      "batch's labels",
+    "batch's labels",
     "one_hot_long": "the loss receives one-hot targets of an integer type: cross_entropy takes the class indices "
-                    "(`labels` as given, shape (N,)), or one-hot rows as floats",
+    "(`labels` as given, shape (N,)), or one-hot rows as floats",
     "wrong_targets": "the targets passed to the loss are not the batch's labels (shuffled, shifted or re-encoded?): "
-                     "pass `labels` as given, class indices of shape (N,)",
+    "pass `labels` as given, class indices of shape (N,)",
 }
 
 
@@ -398,14 +400,20 @@ def _error_message(error: BaseException, events: list) -> str:
     if "does not require grad" in text:
         if forwards and not any(e[2] for e in forwards):
             return _EVENT_MISTAKES["no_grad"]
-        return ("backward() found no graph: the loss was turned into a number (loss.item(), float(loss)) or "
-                "detached before backward(); call backward() on the loss tensor itself")
+        return (
+            "backward() found no graph: the loss was turned into a number (loss.item(), float(loss)) or "
+            "detached before backward(); call backward() on the loss tensor itself"
+        )
     if isinstance(error, AttributeError) and "backward" in text:
-        return ("backward() was called on a number: loss.item() gives a Python float, which has no graph; call "
-                "loss.backward() on the tensor and use loss.item() only for printing")
+        return (
+            "backward() was called on a number: loss.item() gives a Python float, which has no graph; call "
+            "loss.backward() on the tensor and use loss.item() only for printing"
+        )
     if "backward through the graph a second time" in text:
-        return ("backward() ran twice through the same graph: call loss.backward() once per batch (a second call "
-                "would also double the gradient)")
+        return (
+            "backward() ran twice through the same graph: call loss.backward() once per batch (a second call "
+            "would also double the gradient)"
+        )
     return f"{CALL} raised {_first_line(error)}"
 
 
@@ -420,8 +428,10 @@ def _returned_mistake(mine: _Snapshot, ref: _Snapshot, index: int, context: dict
     if value is None:
         return "the step returns None: end it with `return loss` (the tensor, loss.detach() or loss.item())"
     if isinstance(value, Tensor) and value.numel() != 1:
-        return (f"the step returns a tensor of shape {tuple(value.shape)}, not the loss: return the scalar "
-                "cross-entropy of the batch")
+        return (
+            f"the step returns a tensor of shape {tuple(value.shape)}, not the loss: return the scalar "
+            "cross-entropy of the batch"
+        )
     number = _as_number(value)
     if number is None:
         return f"the step returns a {type(value).__name__}, not the loss (a tensor or a float)"
@@ -433,8 +443,11 @@ def _returned_mistake(mine: _Snapshot, ref: _Snapshot, index: int, context: dict
         ("correct", "the step returns the batch's accuracy (a count of correct predictions), not its loss"),
         ("sum", _LOSS_MISTAKES["sum"]),
         ("previous", "the step returns the previous batch's loss: return the loss computed in this call"),
-        ("after", "the step returns the loss after the update (recomputed with the new weights): return the loss "
-                  "the gradient was computed from"),
+        (
+            "after",
+            "the step returns the loss after the update (recomputed with the new weights): return the loss "
+            "the gradient was computed from",
+        ),
     )
     for key, message in candidates:
         if key in context[index] and _near(number, context[index][key]):
@@ -451,8 +464,11 @@ def _loss_context(batches, reference: list[_Snapshot]) -> list[dict]:
             twin = copy.deepcopy(setup.model)
             logits = twin(images)
             correct = float((logits.argmax(1) == labels).sum())
-        values = {"accuracy": correct / len(labels), "correct": correct,
-                  "sum": float(F.cross_entropy(logits, labels, reduction="sum"))}
+        values = {
+            "accuracy": correct / len(labels),
+            "correct": correct,
+            "sum": float(F.cross_entropy(logits, labels, reduction="sum")),
+        }
         if i:
             values["previous"] = _as_number(reference[i - 1].returned)
         reference_step(setup.model, images, labels, setup.optimizer, setup.scheduler)
@@ -479,8 +495,11 @@ def _compare(result: CheckResult, mine: list[_Snapshot], ref: list[_Snapshot], c
     named = list(dict.fromkeys(_LOSS_MISTAKES[f] for s in mine for f in s.findings if f in _LOSS_MISTAKES))
     for message in named:
         result.add(False, message)
-    update = _first_mismatch(mine, ref, lambda a, b: _same_tensors(a.params, b.params)
-                             and _same_tensors(a.momentum, b.momentum) and _grads_ok(a, b))
+    update = _first_mismatch(
+        mine,
+        ref,
+        lambda a, b: _same_tensors(a.params, b.params) and _same_tensors(a.momentum, b.momentum) and _grads_ok(a, b),
+    )
     compared = BATCHES if update is None else update + 1
     bn = _first_mismatch(mine[:compared], ref, lambda a, b: _same_tensors(a.buffers, b.buffers))
     forward_problems = _forward_mistakes(mine[bn].events) if bn is not None else []
@@ -503,23 +522,32 @@ def _compare(result: CheckResult, mine: list[_Snapshot], ref: list[_Snapshot], c
     if not left_in_eval:
         result.add(True, "the model is still in train mode after the step")
     else:
-        result.add(False, "the step leaves the model in eval mode: the next batch would train without batch "
-                          "statistics; switch back with model.train() (or do not switch at all)")
+        result.add(
+            False,
+            "the step leaves the model in eval mode: the next batch would train without batch "
+            "statistics; switch back with model.train() (or do not switch at all)",
+        )
     _compare_update(result, mine, update, explained or bool(wrong))
     result.add(*schedule)
 
 
 def _compare_update(result: CheckResult, mine: list[_Snapshot], update: int | None, explained: bool) -> None:
     if update is None:
-        result.add(True, f"weights, optimizer state and gradients match the reference's after each of {BATCHES} "
-                         "batches (zero_grad, backward and optimizer.step in a valid order)")
+        result.add(
+            True,
+            f"weights, optimizer state and gradients match the reference's after each of {BATCHES} "
+            "batches (zero_grad, backward and optimizer.step in a valid order)",
+        )
         return
     problems = _update_mistakes(mine[update].events, [e for s in mine for e in s.events])
     for text in problems:
         result.add(False, text)
     if not problems:
-        why = ": they follow from the mistake above" if explained else (
-            " (forward, cross-entropy, zero_grad, backward, optimizer.step)")
+        why = (
+            ": they follow from the mistake above"
+            if explained
+            else (" (forward, cross-entropy, zero_grad, backward, optimizer.step)")
+        )
         result.add(False, f"after batch {update + 1} the weights or gradients differ from the reference's{why}")
 
 
@@ -530,8 +558,10 @@ def _schedule_verdict(mine: list[_Snapshot], ref: list[_Snapshot]) -> tuple[bool
     if order is not None:
         return False, order
     if at is not None:
-        return False, (f"after batch {at + 1} the learning rate is {mine[at].lr:.4g}, the reference's "
-                       f"{ref[at].lr:.4g}: step the scheduler once per batch, after optimizer.step()")
+        return False, (
+            f"after batch {at + 1} the learning rate is {mine[at].lr:.4g}, the reference's "
+            f"{ref[at].lr:.4g}: step the scheduler once per batch, after optimizer.step()"
+        )
     return True, "the scheduler steps once per batch, after the optimizer"
 
 

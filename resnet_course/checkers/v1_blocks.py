@@ -139,14 +139,18 @@ def _usage_problems(convs, bns, counts: dict, names: dict) -> dict:
     for m in [*convs, *bns]:
         name, n = names.get(id(m), "?"), counts.get(id(m), 0)
         if n > 1:
-            problems[("reused", name)] = (f"`{name}` runs {n} times in forward: each conv of the branch has its "
-                                          "own weights and its own BatchNorm, used once")
+            problems[("reused", name)] = (
+                f"`{name}` runs {n} times in forward: each conv of the branch has its "
+                "own weights and its own BatchNorm, used once"
+            )
         elif n == 0:
             problems[("unused", name)] = f"`{name}` is built but never used in forward"
     wrong_eps = [(names.get(id(bn), "?"), bn.eps) for bn in bns if abs(bn.eps - TORCHVISION_BN_EPS) > 1e-12]
     if wrong_eps:
-        problems["eps"] = (f"`{wrong_eps[0][0]}` has eps {wrong_eps[0][1]:g}: torchvision's blocks use PyTorch's "
-                           "default 1e-5, which its trained weights expect")
+        problems["eps"] = (
+            f"`{wrong_eps[0][0]}` has eps {wrong_eps[0][1]:g}: torchvision's blocks use PyTorch's "
+            "default 1e-5, which its trained weights expect"
+        )
     return problems
 
 
@@ -160,16 +164,20 @@ def _training_verdict(block, convs, bns, x: Tensor, shortcut_fn) -> str | None:
         out = block(mine_x)
         expected = torch.relu(_branch(convs, bns, formula_x) + shortcut_fn(formula_x))
         if not _close(out.detach(), expected.detach()):
-            return ("in train mode your block computes something else than relu(F(x) + shortcut(x)) (dropout, or "
-                    "something that depends on self.training?): torchvision's block has none")
+            return (
+                "in train mode your block computes something else than relu(F(x) + shortcut(x)) (dropout, or "
+                "something that depends on self.training?): torchvision's block has none"
+            )
         weights = torch.randn_like(out)
         (mine,) = torch.autograd.grad((out * weights).sum(), mine_x)
         (wanted,) = torch.autograd.grad((expected * weights).sum(), formula_x)
     block.eval()
     if not _close(mine, wanted):
-        return ("the gradient does not flow through the shortcut (detached, or computed under no_grad?): the "
-                "shortcut is the path that carries the gradient straight back to earlier layers "
-                "(He et al. 2016, Eq. 5)")
+        return (
+            "the gradient does not flow through the shortcut (detached, or computed under no_grad?): the "
+            "shortcut is the path that carries the gradient straight back to earlier layers "
+            "(He et al. 2016, Eq. 5)"
+        )
     return None
 
 
@@ -187,11 +195,15 @@ def _stride_problem(spec: _BlockSpec, case: _Case, strides: list[int], roles: li
         return None
     where = [i for i, s in enumerate(strides) if s == case.stride]
     if not where:
-        return (f"no convolution has stride {case.stride}: with stride={case.stride} the block must halve the "
-                f"feature map (torchvision puts the stride on {roles[spec.stride_index]})")
+        return (
+            f"no convolution has stride {case.stride}: with stride={case.stride} the block must halve the "
+            f"feature map (torchvision puts the stride on {roles[spec.stride_index]})"
+        )
     if spec.name == "Bottleneck" and where[0] == 0:
-        return (f"the stride sits on the first 1×1 conv (the original paper's v1): torchvision's ResNet "
-                f"(\"v1.5\") puts it on the 3×3 conv, {roles[1]}, which sees every pixel instead of 1 in 4")
+        return (
+            f"the stride sits on the first 1×1 conv (the original paper's v1): torchvision's ResNet "
+            f'("v1.5") puts it on the 3×3 conv, {roles[1]}, which sees every pixel instead of 1 in 4'
+        )
     return f"the stride belongs on {roles[spec.stride_index]} (as in torchvision), yours is on {roles[where[0]]}"
 
 
@@ -200,55 +212,78 @@ def _structure_problems(spec: _BlockSpec, case: _Case, convs, bns, names) -> dic
     expected = spec.expected_convs(case)
     problems: dict = {}
     if len(convs) != len(expected):
-        return {"conv count": (
-            f"the residual branch should have {len(expected)} convolutions ({spec.branch_text}); "
-            f"yours has {len(convs)} outside `downsample`"
-            + ("; build no shortcut of your own: use the `downsample` passed in" if len(convs) > len(expected) else "")
-        )}
+        return {
+            "conv count": (
+                f"the residual branch should have {len(expected)} convolutions ({spec.branch_text}); "
+                f"yours has {len(convs)} outside `downsample`"
+                + (
+                    "; build no shortcut of your own: use the `downsample` passed in"
+                    if len(convs) > len(expected)
+                    else ""
+                )
+            )
+        }
     roles = [_role(i, c, names) for i, c in enumerate(convs)]
     for i, (conv, want) in enumerate(zip(convs, expected)):
         role = roles[i]
         if conv.in_channels != want.in_channels:
             if i > 0 and conv.in_channels == case.inplanes and want.in_channels == case.planes:
-                problems.setdefault(("in", i),
+                problems.setdefault(
+                    ("in", i),
                     f"{role} should take `planes` input channels, not `inplanes`: it reads conv{i}'s "
-                    f"output, which has `planes` channels ({case.planes} here; yours expects {case.inplanes})"
+                    f"output, which has `planes` channels ({case.planes} here; yours expects {case.inplanes})",
                 )
             else:
-                problems.setdefault(("in", i), f"{role} should take {want.in_channels} input channels, yours takes "
-                                               f"{conv.in_channels}")
+                problems.setdefault(
+                    ("in", i), f"{role} should take {want.in_channels} input channels, yours takes {conv.in_channels}"
+                )
         if conv.out_channels != want.out_channels:
             if want.out_channels == case.planes * spec.expansion != case.planes and conv.out_channels == case.planes:
-                problems.setdefault(("out", i),
+                problems.setdefault(
+                    ("out", i),
                     f"{role} should expand to `planes * expansion` = {want.out_channels} channels, not "
-                    f"`planes` = {case.planes}: a Bottleneck's output is {spec.expansion}× wider than its 3×3 conv"
+                    f"`planes` = {case.planes}: a Bottleneck's output is {spec.expansion}× wider than its 3×3 conv",
                 )
             else:
-                problems.setdefault(("out", i), f"{role} should have {want.out_channels} output channels, yours has "
-                                                f"{conv.out_channels}")
+                problems.setdefault(
+                    ("out", i), f"{role} should have {want.out_channels} output channels, yours has {conv.out_channels}"
+                )
         if tuple(conv.kernel_size) != (want.kernel, want.kernel):
-            problems.setdefault(("kernel", i), f"{role} should be a {want.kernel}×{want.kernel} conv, yours is "
-                                               f"{conv.kernel_size[0]}×{conv.kernel_size[1]}")
+            problems.setdefault(
+                ("kernel", i),
+                f"{role} should be a {want.kernel}×{want.kernel} conv, yours is "
+                f"{conv.kernel_size[0]}×{conv.kernel_size[1]}",
+            )
         elif tuple(conv.padding) != (want.kernel // 2,) * 2:
-            problems.setdefault(("padding", i), f"{role} needs padding={want.kernel // 2} so that the "
-                                                f"{want.kernel}×{want.kernel} conv keeps the feature-map size")
+            problems.setdefault(
+                ("padding", i),
+                f"{role} needs padding={want.kernel // 2} so that the "
+                f"{want.kernel}×{want.kernel} conv keeps the feature-map size",
+            )
     stride = _stride_problem(spec, case, [conv.stride[0] for conv in convs], roles)
     if stride:
         problems.setdefault("stride", stride)
     with_bias = [roles[i] for i, conv in enumerate(convs) if conv.bias is not None]
     if with_bias:
-        problems.setdefault("bias",
+        problems.setdefault(
+            "bias",
             f"{', '.join(with_bias)} {'has a bias' if len(with_bias) == 1 else 'have biases'}: a conv followed by "
-            "BatchNorm needs none (bias=False); the BN's shift does that job"
+            "BatchNorm needs none (bias=False); the BN's shift does that job",
         )
     if len(bns) != len(expected):
-        problems.setdefault("bn count", f"the residual branch should have {len(expected)} BatchNorm layers, one after "
-                                        f"each conv; yours has {len(bns)}")
+        problems.setdefault(
+            "bn count",
+            f"the residual branch should have {len(expected)} BatchNorm layers, one after "
+            f"each conv; yours has {len(bns)}",
+        )
     else:
         for i, (bn, want) in enumerate(zip(bns, expected)):
             if bn.num_features != want.out_channels:
-                problems.setdefault(("bn", i), f"bn{i + 1} should normalize {want.out_channels} channels "
-                                               f"(conv{i + 1}'s output), yours {bn.num_features}")
+                problems.setdefault(
+                    ("bn", i),
+                    f"bn{i + 1} should normalize {want.out_channels} channels "
+                    f"(conv{i + 1}'s output), yours {bn.num_features}",
+                )
     return problems
 
 
@@ -303,8 +338,9 @@ def _formula_verdict(spec: _BlockSpec, case: _Case, out: Tensor, convs, bns, x: 
     branch = _branch(convs, bns, x)
     shortcut = downsample(x) if case.projection else x
     if _close(out, torch.relu(branch + shortcut)):
-        return True, ("forward computes relu(F(x) + shortcut(x)): the ReLU comes after the addition "
-                      "(He et al. 2015, Fig. 2)")
+        return True, (
+            "forward computes relu(F(x) + shortcut(x)): the ReLU comes after the addition (He et al. 2015, Fig. 2)"
+        )
     if _close(out, torch.relu(branch) + shortcut):
         return False, (
             "the ReLU comes before the addition (relu(F(x)) + x): ResNet v1 adds the shortcut first and "
@@ -321,16 +357,23 @@ def _formula_verdict(spec: _BlockSpec, case: _Case, out: Tensor, convs, bns, x: 
             "the shape changes) before the last ReLU, relu(F(x) + x)"
         )
     if _close(out, torch.relu(torch.relu(branch) + shortcut)):
-        return False, ("a ReLU follows the last BN of the branch: F(x) ends with conv → BN, and the only ReLU after "
-                       "it comes after the addition, relu(F(x) + x)")
+        return False, (
+            "a ReLU follows the last BN of the branch: F(x) ends with conv → BN, and the only ReLU after "
+            "it comes after the addition, relu(F(x) + x)"
+        )
     if _close(out, torch.relu(_relu_before_bn_branch(convs, bns, x) + shortcut)):
-        return False, ("the ReLU comes before the BatchNorm inside the branch: the order is conv → BN → ReLU "
-                       "(Ioffe & Szegedy 2015, as in He et al. 2015)")
+        return False, (
+            "the ReLU comes before the BatchNorm inside the branch: the order is conv → BN → ReLU "
+            "(Ioffe & Szegedy 2015, as in He et al. 2015)"
+        )
     if _close(out, torch.relu(_branch(convs, bns, x, inner_relu=False) + shortcut)):
-        return False, ("a ReLU inside the residual branch is missing: every conv → BN except the last is followed "
-                       "by a ReLU")
-    return False, (f"the output differs from relu(F(x) + shortcut(x)) with F = {spec.branch_text}: check the order "
-                   "of the operations in forward")
+        return False, (
+            "a ReLU inside the residual branch is missing: every conv → BN except the last is followed by a ReLU"
+        )
+    return False, (
+        f"the output differs from relu(F(x) + shortcut(x)) with F = {spec.branch_text}: check the order "
+        "of the operations in forward"
+    )
 
 
 def _check_v1_case(block, spec: _BlockSpec, case: _Case, downsample) -> dict:
@@ -346,8 +389,9 @@ def _check_v1_case(block, spec: _BlockSpec, case: _Case, downsample) -> dict:
         if error is None:
             problems.update(_usage_problems(convs, bns, counts, names))
         if case.projection and not any(m is downsample for m in block.modules()):
-            problems["downsample"] = ("the `downsample` passed to the constructor is not kept: store it "
-                                      "(`self.downsample = downsample`)")
+            problems["downsample"] = (
+                "the `downsample` passed to the constructor is not kept: store it (`self.downsample = downsample`)"
+            )
         n, ref = count_params(block), count_params(reference)
         biases = sum(conv.bias.numel() for conv in convs if conv.bias is not None)
         if biases and n - ref == biases:
@@ -355,8 +399,11 @@ def _check_v1_case(block, spec: _BlockSpec, case: _Case, downsample) -> dict:
         else:
             hint = difference_hint(n - ref, {case.inplanes, case.planes, case.planes * spec.expansion})
         call = _call_text(spec, case)
-        params = None if n == ref else (f"{call} has {_count_text(n)}, torchvision's has {ref:,} "
-                                        f"(difference {n - ref:+,}{hint})")
+        params = (
+            None
+            if n == ref
+            else (f"{call} has {_count_text(n)}, torchvision's has {ref:,} (difference {n - ref:+,}{hint})")
+        )
         side = _out_size(8, case.stride)
         shape = (2, case.planes * spec.expansion, side, side)
         if error is not None:
@@ -372,8 +419,15 @@ def _check_v1_case(block, spec: _BlockSpec, case: _Case, downsample) -> dict:
         else:
             forward = (None, "")  # the structure problems say why we can't compare the computation
     shape_ok = error is None and isinstance(out, Tensor) and tuple(out.shape) == shape
-    return {"call": call, "problems": problems, "params": params, "ref": ref, "shape": shape,
-            "shape_ok": shape_ok, "forward": forward}
+    return {
+        "call": call,
+        "problems": problems,
+        "params": params,
+        "ref": ref,
+        "shape": shape,
+        "shape_ok": shape_ok,
+        "forward": forward,
+    }
 
 
 def _check_v1_block(block_cls, spec: _BlockSpec) -> CheckResult:
@@ -382,8 +436,11 @@ def _check_v1_block(block_cls, spec: _BlockSpec) -> CheckResult:
     result = CheckResult(f"Checking your {spec.name} against torchvision's")
     expansion = getattr(block_cls, "expansion", None)
     if expansion != spec.expansion:
-        result.add(False, f"{spec.name} needs the class attribute `expansion = {spec.expansion}` (yours: {expansion}); "
-                          "ResNet's _make_layer reads it to know the block's output channels")
+        result.add(
+            False,
+            f"{spec.name} needs the class attribute `expansion = {spec.expansion}` (yours: {expansion}); "
+            "ResNet's _make_layer reads it to know the block's output channels",
+        )
     findings = []
     with _seeded():
         for case in spec.cases:
@@ -391,12 +448,17 @@ def _check_v1_block(block_cls, spec: _BlockSpec) -> CheckResult:
             try:
                 block = block_cls(case.inplanes, case.planes, case.stride, downsample)
             except Exception as error:
-                result.add(False, f"{_call_text(spec, case)} fails: {_first_line(error)} (the constructor takes "
-                                  "(inplanes, planes, stride=1, downsample=None), as torchvision's)")
+                result.add(
+                    False,
+                    f"{_call_text(spec, case)} fails: {_first_line(error)} (the constructor takes "
+                    "(inplanes, planes, stride=1, downsample=None), as torchvision's)",
+                )
                 continue
             if not isinstance(block, nn.Module):
-                result.add(False, f"{_call_text(spec, case)} is not an nn.Module (subclass nn.Module and call "
-                                  "super().__init__())")
+                result.add(
+                    False,
+                    f"{_call_text(spec, case)} is not an nn.Module (subclass nn.Module and call super().__init__())",
+                )
                 continue
             findings.append(_check_v1_case(block, spec, case, downsample))
     if not findings:
