@@ -10,7 +10,7 @@ the other way round:
    loads that run); its validation accuracy is recorded beside 1/N.
 2. ``transfer.label_efficiency`` trains on the bird data (the offline stand-in when no photos are
    present, or ``--data``), for every seed and training fraction: from scratch and fine-tuning
-   from the pretrained backbone for the same ``settings().epochs``, and a linear probe on its
+   from the pretrained backbone for the same ``settings().transfer_epochs``, and a linear probe on its
    cached features. The validation split is the same in every run (its fingerprint is recorded).
 
 Every run is appended to ``--out`` as one JSON line, with the torch threads and the load average
