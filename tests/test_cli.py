@@ -59,6 +59,7 @@ def trained_run(tiny_birds, fast_disk):
     return out, first, first_history, second, printed.getvalue()
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoint_and_one_history_entry_per_epoch(trained_run):
     out, first_code, first_history, _, _ = trained_run
     assert first_code == 0
@@ -170,6 +171,7 @@ def test_bad_recipe_values_are_clear_errors_before_any_work(tiny_birds, tmp_path
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_unknown_model_exits_2_with_a_message_not_a_traceback(tmp_path):
     finished = run_module("train", "--model", "resnet9", "--out", tmp_path)
     assert finished.returncode == 2
@@ -177,6 +179,7 @@ def test_unknown_model_exits_2_with_a_message_not_a_traceback(tmp_path):
     assert "Traceback" not in finished.stderr
 
 
+@pytest.mark.slow
 def test_missing_data_folder_exits_2_with_a_message_not_a_traceback(tmp_path):
     finished = run_module(
         "train",
@@ -195,6 +198,7 @@ def test_missing_data_folder_exits_2_with_a_message_not_a_traceback(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_help_shows_the_commands_and_examples():
     finished = run_module("--help")
     assert finished.returncode == 0

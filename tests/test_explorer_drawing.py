@@ -53,6 +53,7 @@ def _counting(function, calls: list):
     return counted
 
 
+@pytest.mark.slow
 def test_the_widget_redraws_when_the_slider_or_the_model_changes(monkeypatch):
     box = shape_explorer()
     dropdown, slider, picture, table = box.children

@@ -264,6 +264,7 @@ def test_a_class_folder_reads_an_image_in_pillows_warning_zone_without_its_warni
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_in_a_fresh_process_a_bomb_is_one_line_and_a_name_that_is_not_utf8_is_printed_escaped(checkpoint, tmp_path):
     """The real terminal: stdout is strict UTF-8 there, so an unescaped name would crash the print."""
     (tmp_path / "bomb.png").write_bytes(png_claiming(60_000, 60_000))
@@ -277,6 +278,7 @@ def test_in_a_fresh_process_a_bomb_is_one_line_and_a_name_that_is_not_utf8_is_pr
 
 
 @pytest.mark.parametrize("content", [jpeg_bytes(), b"broken"], ids=["readable", "unreadable"])
+@pytest.mark.slow
 def test_a_class_folder_with_a_name_that_is_not_utf8_stays_usable(content, birds_copy, tmp_path, capsys):
     (birds_copy / "Cockatoo" / NOT_UTF8).write_bytes(content)
     before = tree_state(birds_copy)

@@ -157,6 +157,7 @@ RESUME_CASES = {
 
 
 @pytest.mark.parametrize("case", list(RESUME_CASES))
+@pytest.mark.slow
 def test_a_resume_that_would_not_be_the_same_run_exits_2_and_changes_nothing(
     case, finished_runs, weights_file, case_dir, capsys
 ):
@@ -219,6 +220,7 @@ PREDICT_CASES = {
 
 
 @pytest.mark.parametrize("case", list(PREDICT_CASES))
+@pytest.mark.slow
 def test_predict_with_a_checkpoint_whose_meta_is_nonsense_exits_2(case, finished_runs, case_dir, capsys):
     changes, message = PREDICT_CASES[case]
     run, data = _copy_run(finished_runs, case_dir)
@@ -243,6 +245,7 @@ def test_a_full_disk_when_the_lock_is_taken_exits_2_and_leaves_no_empty_lock(fin
     assert "Traceback" not in err and list(run.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_an_interrupt_while_best_pt_is_written_exits_130_and_keeps_the_run(
     finished_runs, case_dir, capsys, monkeypatch
 ):

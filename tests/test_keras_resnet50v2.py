@@ -67,6 +67,7 @@ def pair_75():
 
 
 @pytest.mark.parametrize("pair_name", ["pair_224", "pair_75"])
+@pytest.mark.slow
 def test_resnet50v2_matches_keras_logits(pair_name, request):
     _, ours, _, images, keras_logits = request.getfixturevalue(pair_name)
     ours_logits = _our_logits(ours, images)
@@ -132,6 +133,7 @@ def test_dropping_conv_biases_gives_different_logits(pair_75):
     assert naive_diff > 100 * max(faithful, 1e-6)
 
 
+@pytest.mark.slow
 def test_pytorch_default_bn_eps_changes_logits_but_below_float32_rounding(pair_75):
     """eps 1e-5 instead of 1.001e-5 moves each BN denominator by 1e-8. With variances near 1 the
     logits move by less than float32 rounding (so the float32 Keras comparison cannot see it);

@@ -53,6 +53,7 @@ def on_meta(name, **kwargs) -> nn.Module:
 
 
 @pytest.mark.parametrize("name", V1_NAMES)
+@pytest.mark.slow
 def test_v1_matches_torchvision(name):
     torch.manual_seed(0)
     theirs = getattr(torchvision.models, name)(weights=None).eval()

@@ -177,6 +177,7 @@ def test_resnet50_for_4_classes_loads_the_backbone_and_a_fresh_head(torchvision_
 
 
 @pytest.mark.parametrize("naming", ["keras2", "keras3"])
+@pytest.mark.slow
 def test_resnet50v2_from_keras_h5_gives_keras_logits(keras_files, naming):
     images, files = keras_files
     ours = get_model("resnet50v2", weights=files[True][naming])
@@ -213,6 +214,7 @@ def test_keras2_names_are_the_published_style(keras_files):
         ]
 
 
+@pytest.mark.slow
 def test_our_h5_writer_is_read_by_keras_itself(keras_files, tmp_path):
     """write_keras_h5 (used when the real file is absent) writes what Keras' own loader reads."""
     from keras.src.legacy.saving import legacy_h5_format
@@ -374,6 +376,7 @@ def test_imagenet_offline_never_touches_the_network(monkeypatch):
         get_model("resnet50v2", num_classes=4, weights="imagenet")
 
 
+@pytest.mark.slow
 def test_imagenet_loads_a_cached_file_without_the_network(torchvision_file, keras_files):
     file = imagenet.imagenet_file("resnet50")
     file.path.parent.mkdir(parents=True)
@@ -387,6 +390,7 @@ def test_imagenet_loads_a_cached_file_without_the_network(torchvision_file, kera
     assert v2.weights_source["fresh_head"] is True and v2.input_normalization == "tf"
 
 
+@pytest.mark.slow
 def test_download_weights_verifies_the_checksum_and_writes_the_cache(monkeypatch, keras_files):
     top, notop = keras_files[1][True]["keras2"].read_bytes(), keras_files[1][False]["keras2"].read_bytes()
     served = {
@@ -495,6 +499,7 @@ def test_linear_probe_caches_features_and_trains_the_head(tiny_birds, torchvisio
     assert accuracy == pytest.approx(history[-1]["val_acc"])
 
 
+@pytest.mark.slow
 def test_cli_trains_one_epoch_from_a_local_keras_file_and_predict_uses_its_scaling(
     tiny_birds, keras_files, tmp_path, capsys
 ):

@@ -53,6 +53,7 @@ def test_second_call_loads_the_finished_run_instead_of_training(tiny_birds):
     assert sorted(p.name for p in again.out_dir.iterdir()) == ["best.pt", "checkpoint.pt", "history.json", RUN_FILE]
 
 
+@pytest.mark.slow
 def test_an_unfinished_run_is_continued_not_restarted(tiny_birds):
     first = train_or_load("r18", "resnet18", epochs=1, progress=False, **tiny_birds)
     longer = train_or_load("r18", "resnet18", epochs=2, progress=False, **tiny_birds)
@@ -64,6 +65,7 @@ def test_an_unfinished_run_is_continued_not_restarted(tiny_birds):
     assert shorter.epochs_trained_now == 0 and len(shorter.history) == 2
 
 
+@pytest.mark.slow
 def test_a_run_trained_differently_is_refused_and_kept(tiny_birds, tmp_path):
     run = train_or_load("r18", "resnet18", epochs=1, progress=False, **tiny_birds)
     before = run.checkpoint.read_bytes()

@@ -517,6 +517,7 @@ def test_04_which_zeroed_columns_depend_on_depth(seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.slow
 def test_04_the_gradient_grows_fastest_with_bn_after_the_addition(seed):
     from resnet_course.ablation import signal_propagation
 

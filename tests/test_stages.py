@@ -144,6 +144,7 @@ def test_torchvision_fallback_stages_chain_to_the_model_output():
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.slow
 def test_stage_params_add_up_to_the_course_parameter_count(name):
     model = get_model(name)
     rows = stage_shapes(model, 64)

@@ -35,6 +35,7 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_standin_has_the_course_classes_counts_and_split(standin_root):
     folders = sorted(p.name for p in standin_root.iterdir() if p.is_dir())
     assert folders == sorted(COURSE_CLASSES)
@@ -221,6 +222,7 @@ def test_make_standin_leaves_a_complete_standin_as_it_is(standin_root, tmp_path,
     assert {p: p.stat().st_mtime_ns for p in copy.glob("*/*.jpg")} == before
 
 
+@pytest.mark.slow
 def test_a_photo_put_into_the_standin_survives_a_redraw(standin_root, tmp_path, no_real_photos):
     mine = tmp_path / "my_standin"
     for root in (mine, no_real_photos):

@@ -251,6 +251,7 @@ def test_frozen_backbone_and_linear_probe_from_a_checkpoint(tmp_path, tiny_birds
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tiny_transfer_end_to_end(tmp_path, tiny_birds, capsys):
     drawn = make_pretraining_set(tmp_path / "drawn", species=3, per_species=5)
     common = [
@@ -333,6 +334,7 @@ def test_cli_wrong_model_for_a_checkpoint_exits_2_naming_the_tensor(tmp_path, ti
     assert not (out / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
 def test_bench_transfer_runs_end_to_end_at_tiny_sizes(tmp_path, tiny_birds, capsys, monkeypatch):
     spec = importlib.util.spec_from_file_location("bench_transfer", REPO / "benchmarks" / "bench_transfer.py")
     bench = importlib.util.module_from_spec(spec)
