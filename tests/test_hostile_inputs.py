@@ -24,12 +24,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from conftest import make_bird_folder
 from resnet_course import data, standin
-from resnet_course.birds import CLASS_NAMES
 from resnet_course.cli import main
 from resnet_course.images import check_image
 
-COLOURS = [(230, 200, 30), (20, 20, 20), (120, 90, 60), (240, 240, 240)]
 NOT_UTF8 = os.fsdecode(b"bad\xff.jpg")  # a file name whose bytes are not UTF-8 (Python keeps a surrogate)
 
 
@@ -129,12 +128,7 @@ HOSTILE_FILES = {
 @pytest.fixture(scope="module")
 def tiny_birds(tmp_path_factory) -> Path:
     """6 small JPEGs per course class, each class its own colour."""
-    root = tmp_path_factory.mktemp("tiny_birds")
-    for name, colour in zip(CLASS_NAMES, COLOURS):
-        (root / name).mkdir()
-        for i in range(6):
-            (root / name / f"{i}.jpg").write_bytes(jpeg_bytes(tuple(min(255, c + 4 * i) for c in colour)))
-    return root
+    return make_bird_folder(tmp_path_factory.mktemp("tiny_birds"), per_class=6, shade_step=4)
 
 
 @pytest.fixture(scope="module")

@@ -10,24 +10,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from conftest import make_tiny_net as tiny_net
 from resnet_course import checkpoints
 from resnet_course.device import ComputeSetup
 from resnet_course.evaluation import load_checkpoint, load_model
 from resnet_course.training import TrainingInterrupted, fit, set_seed
-
-
-def tiny_net(num_classes=4):
-    """A small conv net without BatchNorm (its forward is the same in train and eval mode)."""
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, num_classes),
-    )
 
 
 def blob_data(n=48, num_classes=4, size=8, seed=0):
