@@ -95,7 +95,8 @@ def plot_prediction_grid(images, true_labels, pred_labels, class_names, probs=No
         ax.set_title(f"true: {class_names[true_labels[i]]}\npredicted: {pred}", fontsize=9, color=color)
         if not right:
             _mark(ax, WRONG_COLOR)
-    fig.suptitle(f"Predictions: {len(images) - n_wrong} of {len(images)} right (mistakes in red)")
+    summary = f"Predictions: {len(images) - n_wrong} of {len(images)} right (mistakes in red)"
+    fig.suptitle(summary.replace(" (", "\n(") if ncols < 3 else summary)  # a narrow figure gets two lines
     return fig
 
 
@@ -279,6 +280,11 @@ def plot_histories(
     for i, (name, rows) in enumerate(named.items()):
         _draw_history(axes, rows, label_prefix=f"{name} ", color=f"C{i}", percent=percent)
     _finish_history_axes(axes, percent, num_classes, majority)
+    # With several runs the legend grows; below the axes it hides no point.
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes:
+        ax.get_legend().remove()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize=9)
     fig.suptitle(title)
     return fig
 
@@ -472,7 +478,8 @@ def plot_feature_maps(
 
     Values are ``(C, H, W)`` (or ``(1, C, H, W)``) activations, e.g. from
     ``explain.stage_feature_maps``. Each row shows the channels with the largest mean
-    activation, so the picture is the same on every run and shows channels that respond.
+    activation, so the picture is the same on every run and shows channels that respond, on one
+    colour scale per stage with its colour bar beside the row.
     """
     if not feature_maps_by_stage:
         raise ValueError("no feature maps to plot")
@@ -483,14 +490,18 @@ def plot_feature_maps(
         if fmap.ndim == 4:
             fmap = fmap[0]
         strongest = fmap.mean(dim=(1, 2)).argsort(descending=True, stable=True)[:n_channels]
+        # One colour scale per stage, shown beside the row: within a stage, brighter is larger.
+        low, high = float(fmap[strongest].min()), float(fmap[strongest].max())
+        image = None
         for j, ax in enumerate(row):
             ax.set_xticks([])
             ax.set_yticks([])
             if j < len(strongest):
-                ax.imshow(fmap[strongest[j]].numpy(), cmap="viridis")
+                image = ax.imshow(fmap[strongest[j]].numpy(), cmap="viridis", vmin=low, vmax=max(high, low + 1e-6))
                 ax.set_title(f"channel {int(strongest[j])}", fontsize=7)
             else:
                 ax.axis("off")
+        fig.colorbar(image, ax=list(row), shrink=0.9, pad=0.01, aspect=10)
         c, h, w = fmap.shape
         row[0].set_ylabel(f"{stage}\n{c}×{h}×{w}", fontsize=9)
     fig.suptitle(title)

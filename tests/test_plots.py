@@ -4,6 +4,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from PIL import Image
@@ -348,12 +349,49 @@ def test_feature_maps_one_row_per_stage_strongest_channels_first(tmp_path, close
     maps = {"stem": stem, "layer1": torch.rand(1, 32, 4, 4), "layer4": torch.rand(64, 2, 2)}
     fig = plots.plot_feature_maps(maps, n_channels=4)
     close_figures(fig)
-    assert len(fig.axes) == 12
-    assert sum(len(ax.images) for ax in fig.axes) == 12
-    assert fig.axes[0].get_ylabel() == "stem\n16×8×8"
-    assert fig.axes[8].get_ylabel() == "layer4\n64×2×2"
-    assert [fig.axes[i].get_title() for i in range(2)] == ["channel 5", "channel 9"]
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 12
+    assert panels[0].get_ylabel() == "stem\n16×8×8"
+    assert panels[8].get_ylabel() == "layer4\n64×2×2"
+    assert [panels[i].get_title() for i in range(2)] == ["channel 5", "channel 9"]
     assert_saves_png(fig, tmp_path)
+
+
+def test_feature_maps_share_one_colour_scale_per_stage_with_its_colour_bar(close_figures):
+    weak, strong = torch.zeros(8, 4, 4), torch.zeros(8, 4, 4)
+    weak[0], weak[1, 0, 0] = 0.5, 1.0  # channel 1 peaks higher, channel 0 is larger on average
+    strong[2] = 40.0
+    fig = plots.plot_feature_maps({"layer1": weak, "layer2": strong}, n_channels=2)
+    close_figures(fig)
+    panels = [ax for ax in fig.axes if ax.images]
+    colour_bars = [ax for ax in fig.axes if not ax.images and ax.get_label() == "<colorbar>"]
+    assert len(panels) == 4 and len(colour_bars) == 2  # one bar per stage
+    limits = [ax.images[0].get_clim() for ax in panels]
+    assert limits[0] == limits[1] == (0.0, 1.0)  # the stage's own range, shared by its channels
+    assert limits[2] == limits[3] and limits[2][1] == 40.0
+    assert [round(b.get_ylim()[1], 3) for b in colour_bars] == [1.0, 40.0]
+
+
+def test_histories_legend_sits_below_the_axes_and_hides_no_point(close_figures):
+    fig = plots.plot_histories({f"run {i}": history(6, offset=0.02 * i) for i in range(3)}, num_classes=4)
+    close_figures(fig)
+    FigureCanvasAgg(fig).draw()  # lays the figure out as saving it would
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    legend = fig.legends[0].get_window_extent()
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts[:2] == ["run 0 training", "run 0 validation"] and "chance: 1/4 classes = 25 %" in texts
+    for ax in fig.axes:
+        assert not legend.overlaps(ax.get_window_extent().frozen()), "the legend covers an axis"
+
+
+@pytest.mark.parametrize("ncols", [1, 2, 4])
+def test_prediction_grid_title_fits_the_figure(ncols, close_figures):
+    images = [torch.zeros(3, 8, 8)] * ncols
+    fig = plots.plot_prediction_grid(images, [0] * ncols, [0] * ncols, CLASS_NAMES, ncols=ncols)
+    close_figures(fig)
+    FigureCanvasAgg(fig).draw()
+    title, figure = fig._suptitle.get_window_extent(), fig.bbox
+    assert figure.x0 <= title.x0 and title.x1 <= figure.x1, f"the title is clipped at {ncols} column(s)"
 
 
 def test_gradcam_overlays_heatmap_on_each_image(tmp_path, close_figures):
