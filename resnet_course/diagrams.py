@@ -398,7 +398,7 @@ def draw_stage_tensors(models: Sequence[tuple[str, Sequence[dict]]], input_size:
     ax.set_ylim(bottom, top)
     ax.set_aspect("equal")
     ax.axis("off")
-    title = "Output of each stage: W across, H up, C into the page (log scale)"
+    title = "Output of each stage, every side on a log scale: W across, H up, C into the page"
     ax.set_title(title + (f", {input_size}×{input_size} px input" if input_size else ""), fontsize=9.5)
     return fig
 
