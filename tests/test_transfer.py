@@ -341,29 +341,9 @@ def test_bench_transfer_runs_end_to_end_at_tiny_sizes(tmp_path, tiny_birds, caps
     spec.loader.exec_module(bench)
     monkeypatch.setenv("RESNET_COURSE_FAST", "1")  # what --tiny sets, undone after the test
     out = tmp_path / "runs.jsonl"
-    bench.main(
-        [
-            "--tiny",
-            "--model",
-            "resnet18",
-            "--species",
-            "3",
-            "--per-species",
-            "5",
-            "--fractions",
-            "1",
-            "0.5",
-            "--seeds",
-            "0",
-            "1",
-            "--data",
-            str(tiny_birds),
-            "--work",
-            str(tmp_path / "work"),
-            "--out",
-            str(out),
-        ]
-    )
+    argv = ["--tiny", "--model", "resnet18", "--species", "3", "--per-species", "5", "--fractions", "1", "0.5"]
+    argv += ["--seeds", "0", "1", "--data", str(tiny_birds), "--work", str(tmp_path / "work"), "--out", str(out)]
+    bench.main(argv)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["kind"] for r in rows] == ["pretrain"] + ["transfer"] * 12
     assert rows[0]["chance"] == pytest.approx(1 / 3) and 0 <= rows[0]["final_val_acc"] <= 1
@@ -385,29 +365,7 @@ def test_bench_transfer_runs_end_to_end_at_tiny_sizes(tmp_path, tiny_birds, caps
         "transfer-resnet18-finetune-drawn-100%-seed1",
     ]
     capsys.readouterr()
-    bench.main(
-        [
-            "--tiny",
-            "--model",
-            "resnet18",
-            "--species",
-            "3",
-            "--per-species",
-            "5",
-            "--fractions",
-            "1",
-            "0.5",
-            "--seeds",
-            "0",
-            "1",
-            "--data",
-            str(tiny_birds),
-            "--work",
-            str(tmp_path / "work"),
-            "--out",
-            str(out),
-        ]
-    )
+    bench.main(argv)  # the same command again
     printed = capsys.readouterr().out
     assert "Training" not in printed and printed.count("Loading the finished run") == 9
     again = [json.loads(line) for line in out.read_text().splitlines()][14:]
