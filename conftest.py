@@ -67,6 +67,13 @@ def make_bird_folder(
     return root
 
 
+def tiny_train_args(data, out, *extra) -> list:
+    """The command line of the tests' tiny training run: ResNet-18 at 32 px, batch 4, one epoch on
+    ``data`` into ``out``, no progress bars; ``extra`` options follow (a later ``--epochs`` wins)."""
+    return ["train", "--model", "resnet18", "--data", str(data), "--image-size", "32", "--batch-size", "4",
+            "--epochs", "1", "--out", str(out), "--no-progress", *map(str, extra)]  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def bird_colours() -> list:
     """The colour of each course class in the tiny bird folders (``BIRD_COLOURS``)."""

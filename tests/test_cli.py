@@ -11,6 +11,7 @@ import sys
 import pytest
 from PIL import Image
 
+from conftest import tiny_train_args
 from resnet_course.birds import CLASS_NAMES
 from resnet_course.cli import main
 
@@ -37,20 +38,7 @@ def tiny_birds(tmp_path_factory, bird_folder):
 def trained_run(tiny_birds, fast_disk):
     """One epoch of resnet18 at 32 px, then resumed to two epochs; returns (out_dir, outputs)."""
     out = fast_disk / "cli-run"
-    common = [
-        "train",
-        "--model",
-        "resnet18",
-        "--data",
-        str(tiny_birds),
-        "--image-size",
-        "32",
-        "--batch-size",
-        "4",
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
+    common = tiny_train_args(tiny_birds, out)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         first = main(common + ["--epochs", "1"])
@@ -86,22 +74,7 @@ def test_train_prints_what_it_does_and_one_line_per_epoch(trained_run):
 def test_train_refuses_to_overwrite_a_run_without_resume(trained_run, tiny_birds, capsys):
     out = trained_run[0]
     before = (out / "checkpoint.pt").read_bytes()
-    code = main(
-        [
-            "train",
-            "--model",
-            "resnet18",
-            "--data",
-            str(tiny_birds),
-            "--image-size",
-            "32",
-            "--epochs",
-            "1",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
+    code = main(tiny_train_args(tiny_birds, out))
     assert code == 2
     assert "--resume" in capsys.readouterr().err
     assert (out / "checkpoint.pt").read_bytes() == before

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from conftest import make_bird_folder
+from conftest import make_bird_folder, tiny_train_args
 from resnet_course import data, standin
 from resnet_course.cli import main
 from resnet_course.images import check_image
@@ -136,27 +136,7 @@ def checkpoint(tiny_birds, tmp_path_factory, one_torch_thread) -> Path:
     """best.pt of one epoch of resnet18 at 32 px on ``tiny_birds``."""
     out = tmp_path_factory.mktemp("run")
     with contextlib.redirect_stdout(io.StringIO()):
-        assert (
-            main(
-                [
-                    "train",
-                    "--model",
-                    "resnet18",
-                    "--data",
-                    str(tiny_birds),
-                    "--image-size",
-                    "32",
-                    "--batch-size",
-                    "4",
-                    "--epochs",
-                    "1",
-                    "--out",
-                    str(out),
-                    "--no-progress",
-                ]
-            )
-            == 0
-        )
+        assert main(tiny_train_args(tiny_birds, out)) == 0
     return out / "best.pt"
 
 
@@ -279,25 +259,7 @@ def test_a_class_folder_with_a_name_that_is_not_utf8_stays_usable(content, birds
     scan = data.scan_bird_folder(birds_copy)
     assert scan.counts["Cockatoo"] == (7 if content != b"broken" else 6)
     assert "bad\\xff.jpg" in scan.report() or content != b"broken"
-    code, out, err = run_cli(
-        [
-            "train",
-            "--model",
-            "resnet18",
-            "--data",
-            birds_copy,
-            "--image-size",
-            "32",
-            "--batch-size",
-            "4",
-            "--epochs",
-            "1",
-            "--out",
-            tmp_path / "run",
-            "--no-progress",
-        ],
-        capsys,
-    )
+    code, out, err = run_cli(tiny_train_args(birds_copy, tmp_path / "run"), capsys)
     assert code == 0 and "Traceback" not in err, err
     assert ("Cockatoo/bad\\xff.jpg: not an image" in err) == (content == b"broken")
     assert tree_state(birds_copy) == before

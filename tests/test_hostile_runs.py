@@ -17,6 +17,7 @@ import pytest
 import torch
 import torchvision
 
+from conftest import tiny_train_args
 from resnet_course import cli, config
 from resnet_course.checkpoints import RUN_FILE
 from resnet_course.data import load_birds
@@ -29,24 +30,7 @@ EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
 
 def train_args(data, out, *extra):
-    return [
-        "train",
-        "--model",
-        "resnet18",
-        "--data",
-        str(data),
-        "--image-size",
-        "32",
-        "--batch-size",
-        "4",
-        "--epochs",
-        "1",
-        "--out",
-        str(out),
-        "--no-progress",
-        "--fp32",
-        *map(str, extra),
-    ]
+    return tiny_train_args(data, out, "--fp32", *extra)
 
 
 def tree(*folders) -> dict:
