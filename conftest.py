@@ -12,6 +12,14 @@ from PIL import Image
 # otherwise (RESNET_COURSE_FAST=0 pytest runs the course at default settings).
 os.environ.setdefault("RESNET_COURSE_FAST", "1")
 
+# README's test command runs two pytest-xdist workers (`pytest -n 2`). Each gets its share of the
+# cores, set before torch is imported: two workers with two OpenMP threads each on two cores mostly
+# wait for each other. Notebook kernels and command-line subprocesses inherit the setting.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _cores // _WORKERS))
+
 import matplotlib  # noqa: E402  (after the environment is set)
 from torch import nn  # noqa: E402
 
@@ -23,6 +31,29 @@ matplotlib.use("Agg")  # for tests/ only: notebook kernels keep their inline bac
 
 REPO_ROOT = Path(__file__).resolve().parent
 BIRDS_SAMPLE = Path(os.environ.get("RESNET_COURSE_SAMPLE", REPO_ROOT.parent / "shared" / "birds-sample"))
+
+
+#: Notebooks 07 and 08 load the runs notebook 06 trains, and the browser test reuses them: under
+#: xdist they run on one worker, in this order (collection order), never beside each other.
+SHARED_RUNS = {"06_train_resnet50.ipynb", "07_train_resnet50v2.ipynb", "08_inside_resnet.ipynb", "test_browser.py"}
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # plain `pytest` runs one process; nothing to schedule
+    LoadScopeScheduling = None
+
+if LoadScopeScheduling is not None:
+
+    class CourseScheduling(LoadScopeScheduling):
+        """README's ``pytest -n 2``: every file goes whole to one worker (a notebook's cells share
+        one kernel, a module fixture is built once), and the files in ``SHARED_RUNS`` go together."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "shared-runs" if path.rsplit("/", 1)[-1] in SHARED_RUNS else path
+
+    def pytest_xdist_make_scheduler(config, log):
+        return CourseScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
