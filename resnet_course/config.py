@@ -121,7 +121,7 @@ class Settings:
     degradation_depths: tuple = (8, 20, 56)
     # notebook 09: the drawn pretraining set and the label-efficiency runs on the birds
     pretraining_per_species: int = 150  # images per drawn species (12 species: 1800 images)
-    pretraining_epochs: int = 20  # about 33 minutes for ResNet-50 at 112 px on 2 CPU cores
+    pretraining_epochs: int = 20  # measured: 21.3 minutes for ResNet-50 at 112 px on 2 CPU cores (benchmarks/README)
     transfer_epochs: int = 15  # each of the 27 runs on the birds (3 methods x 3 fractions x 3 seeds)
     transfer_seeds: int = 3  # seeds per method and training fraction
 

@@ -17,7 +17,9 @@ pretraining ResNet-50 with the default recipe at 112 px for ``PRETRAINING_EPOCHS
 under about 45 minutes on a 2-core CPU. ResNet-50 trains at about 16 images per second there
 (benchmarks/README: 0.49 s per step of 8 images at 112 px) and evaluates about three times faster,
 so an epoch is 1440 / 16 + 360 / 48 = 97.5 s and 20 epochs take about 33 minutes
-(``pretraining_minutes``), a quarter of the budget left for a busier machine.
+(``pretraining_minutes``), a quarter of the budget left for a busier machine. Measured on a quiet
+2-core CPU: 42-44 s per epoch and 21.3 minutes in all (benchmarks/README, the full run); the estimate
+is deliberately pessimistic.
 """
 
 from __future__ import annotations
