@@ -732,24 +732,24 @@ def test_param_count_difference_is_explained_as_one_conv():
 def test_learner_resnet34_matches_torchvision():
     result = checkers.check_model(ResNet(BasicBlock, [3, 4, 6, 3], num_classes=4), "resnet34")
     assert result.ok, result
-    assert "✓ 21,286,724 parameters, as torchvision's resnet34" in result.messages
-    assert "✓ with the weights of torchvision's resnet34, your model gives the same logits" in result.messages
+    assert "✓ 21,286,724 parameters, as torchvision's resnet34 with 4 classes" in result.messages
+    same = "✓ with the weights of torchvision's resnet34 with 4 classes, your model gives the same logits"
+    assert same in result.messages
 
 
 @pytest.mark.slow
 def test_resnet34_with_a_block_missing_is_explained():
     result = checkers.check_model(ResNet(BasicBlock, [3, 4, 5, 3], num_classes=4), "resnet34")
     assert failed_with(result, "difference -1,180,672 = one BasicBlock of 256 channels?")
-    assert failed_with(
-        result, "`layer3` has 5,641,728 parameters in 5 blocks; in torchvision's resnet34: 6,822,400 in 6 blocks"
-    )
+    layer3 = "`layer3` has 5,641,728 parameters in 5 blocks; in torchvision's resnet34 with 4 classes: 6,822,400"
+    assert failed_with(result, layer3 + " in 6 blocks")
     assert failed_with(result, "state_dict entries missing (12): layer3.5.conv1.weight")
 
 
 @pytest.mark.slow
 def test_same_weights_different_computation_is_located():
     result = checkers.check_model(ResNet(ReluBeforeAdd, [2, 2, 2, 2], num_classes=4), "resnet18")
-    assert "✓ 11,178,564 parameters, as torchvision's resnet18" in result.messages
+    assert "✓ 11,178,564 parameters, as torchvision's resnet18 with 4 classes" in result.messages
     assert failed_with(result, "your logits differ from `layer1` on")
 
 

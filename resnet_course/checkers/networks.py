@@ -43,10 +43,12 @@ def check_param_count(model: nn.Module, expected: int, num_classes: int | None =
 
 def _reference_model(name: str, num_classes: int) -> tuple[nn.Module, str]:
 
+    classes = "" if num_classes == 1000 else f" with {num_classes} classes"  # ImageNet's 1000 go unsaid
     if name in V1_NAMES:
-        return getattr(torchvision.models, name)(weights=None, num_classes=num_classes), f"torchvision's {name}"
+        reference = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
+        return reference, f"torchvision's {name}{classes}"
     if name in MODEL_NAMES:
-        return get_model(name, num_classes=num_classes), f"the course's {name} (Keras layout)"
+        return get_model(name, num_classes=num_classes), f"the course's {name}{classes} (Keras layout)"
     raise ValueError(f"unknown reference model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
 
 
