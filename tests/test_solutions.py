@@ -762,8 +762,8 @@ def test_08_feature_maps_of_a_flipped_image_are_not_the_flipped_maps(seed):
     torch.manual_seed(seed)
     model, image = resnet50(num_classes=4), torch.randn(3, 64, 64)
     maps, flipped = stage_feature_maps(model, image), stage_feature_maps(model, image.flip(-1))
-    for name in ("layer1", "layer4"):
-        assert (flipped[name] - maps[name].flip(-1)).abs().max() > 1e-3 * maps[name].abs().max()
+    for name in ("layer1", "layer4"):  # the solution's measure: mean difference over mean activation
+        assert (flipped[name] - maps[name].flip(-1)).abs().mean() > 1e-3 * maps[name].abs().mean()
 
 
 # --------------------------------------------------------------------------------------------
