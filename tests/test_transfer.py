@@ -340,6 +340,7 @@ def test_bench_transfer_runs_end_to_end_at_tiny_sizes(tmp_path, tiny_birds, caps
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     monkeypatch.setenv("RESNET_COURSE_FAST", "1")  # what --tiny sets, undone after the test
+    monkeypatch.setenv("RESNET_COURSE_RUNS", str(tmp_path / "work"))  # what --work sets, undone too
     out = tmp_path / "runs.jsonl"
     argv = ["--tiny", "--model", "resnet18", "--species", "3", "--per-species", "5", "--fractions", "1", "0.5"]
     argv += ["--seeds", "0", "1", "--data", str(tiny_birds), "--work", str(tmp_path / "work"), "--out", str(out)]
